@@ -1,0 +1,5 @@
+//! The Nexmark generator and (later) the latency benchmark pieces: the
+//! open-loop driver and the HDR histogram reporting that `laminar bench`
+//! runs on top of the real engine.
+
+pub mod nexmark;

@@ -1,0 +1,206 @@
+//! The `laminar` binary: one executable, several faces.
+//!
+//! - `laminar run FILE.sql` runs a pipeline over bounded inputs to the end
+//!   and prints a summary;
+//! - `laminar check FILE.sql` plans a script and reports the first error;
+//! - `laminar explain FILE.sql` prints the plan.
+//!
+//! Errors are printed as `error: FILE:LINE:COLUMN: in STATEMENT: message`
+//! and the process exits non-zero. Data goes to stdout; progress, warnings
+//! and the summary go to stderr.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use laminar_exec::plan::PhysicalPlan;
+use laminar_reactor::{Progress, RunOptions, RunSummary};
+use laminar_sql::{plan_script, PlanOptions};
+
+#[derive(Parser)]
+#[command(name = "laminar", version, about = "laminar: a streaming SQL event appliance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a SQL file over bounded inputs to the end, writing every sink.
+    Run {
+        /// The SQL script.
+        file: PathBuf,
+        /// Shards (executor cores) to run on. Results never depend on it.
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// Rows per batch read from a source.
+        #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+        batch_rows: u32,
+        /// Limit on live groups/windows/sessions per stateful operator.
+        #[arg(long, default_value_t = laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT)]
+        state_entries_max: usize,
+        /// No progress bar and no summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Plan a SQL file and report the first error, without running it.
+    Check { file: PathBuf },
+    /// Print the operator plan of a SQL file.
+    Explain { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LAMINAR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run {
+            file,
+            shards,
+            batch_rows,
+            state_entries_max,
+            quiet,
+        } => {
+            anyhow::ensure!(shards >= 1, "--shards must be at least 1");
+            let plan = load(
+                &file,
+                PlanOptions {
+                    state_entries_max,
+                    ..PlanOptions::default()
+                },
+            )?;
+            let summary = run(&plan, batch_rows as usize, quiet)?;
+            if !quiet {
+                print_summary(&file, &summary);
+            }
+            Ok(())
+        }
+        Command::Check { file } => {
+            let plan = load(&file, PlanOptions::default())?;
+            println!(
+                "{}: ok ({} sources, {} operators, {} sinks)",
+                file.display(),
+                plan.sources.len(),
+                plan.nodes.len(),
+                plan.sinks.len()
+            );
+            Ok(())
+        }
+        Command::Explain { file } => {
+            let plan = load(&file, PlanOptions::default())?;
+            print!("{}", plan.explain());
+            Ok(())
+        }
+    }
+}
+
+fn load(file: &Path, options: PlanOptions) -> Result<PhysicalPlan> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    plan_script(&text, options).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: in {}: {}",
+            file.display(),
+            e.line,
+            e.column,
+            e.statement,
+            e.message
+        )
+    })
+}
+
+fn run(plan: &PhysicalPlan, batch_rows: usize, quiet: bool) -> Result<RunSummary> {
+    let bar = if !quiet && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}").expect("static template is valid"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut on_malformed = |m: laminar_reactor::Malformed<'_>| {
+        bar.suspend(|| {
+            eprintln!(
+                "warning: source {}: {}:{}: malformed record skipped: {}",
+                m.source, m.location, m.line, m.reason
+            )
+        });
+    };
+    let mut on_progress = |p: &Progress| {
+        if let Some(total) = p.bytes_total {
+            if bar.length() != Some(total) {
+                bar.set_length(total);
+                bar.set_style(
+                    ProgressStyle::with_template("{bar:30} {percent:>3}% {elapsed_precise} eta {eta} {msg}")
+                        .expect("static template is valid"),
+                );
+            }
+            bar.set_position(p.bytes_read);
+        }
+        let rate = p.rows_in as f64 / p.elapsed.as_secs_f64().max(1e-9);
+        bar.set_message(format!("{} rows ({:.0} rows/s)", p.rows_in, rate));
+    };
+    let summary = laminar_reactor::run(
+        plan,
+        RunOptions {
+            batch_rows,
+            on_malformed: &mut on_malformed,
+            on_progress: &mut on_progress,
+        },
+    );
+    bar.finish_and_clear();
+    Ok(summary?)
+}
+
+fn print_summary(file: &Path, s: &RunSummary) {
+    let secs = s.elapsed.as_secs_f64();
+    eprintln!(
+        "laminar run {}: {} rows in {:.3} s ({:.0} events/s)",
+        file.display(),
+        s.rows_in(),
+        secs,
+        s.rows_in() as f64 / secs.max(1e-9)
+    );
+    for src in &s.sources {
+        eprintln!("  source {}: {} rows, {} malformed", src.name, src.rows, src.malformed);
+    }
+    for st in &s.streams {
+        let m = &st.metrics;
+        let mut line = format!("  stream {}: {} rows in, {} rows out", st.name, m.rows_in, m.rows_out);
+        if m.late_rows_dropped > 0 {
+            line += &format!(", {} late rows dropped", m.late_rows_dropped);
+        }
+        if m.null_time_dropped > 0 {
+            line += &format!(", {} rows without event time dropped", m.null_time_dropped);
+        }
+        if m.eval_errors > 0 {
+            line += &format!(", {} expression errors (NULL used)", m.eval_errors);
+        }
+        eprintln!("{line}");
+    }
+    for sink in &s.sinks {
+        eprintln!("  sink {} -> {}: {} rows", sink.name, sink.target, sink.rows);
+    }
+    if s.malformed() > 0 || s.late_rows_dropped() > 0 {
+        eprintln!(
+            "  total: {} malformed records, {} late rows dropped",
+            s.malformed(),
+            s.late_rows_dropped()
+        );
+    }
+}

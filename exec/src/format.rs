@@ -1,0 +1,347 @@
+//! Record decoders and encoders: the bytes of one record in, row values out,
+//! and rows back to bytes. Two formats exist, CSV (RFC 4180, `csv`) and JSON
+//! lines (`json`). This is the ingest hot path, so both are hand-written
+//! single passes over bytes that reuse their scratch buffers: decoding a
+//! record allocates nothing but the strings that outgrow `Str`'s inline 24
+//! bytes, and encoding writes straight into the caller's `Vec<u8>`.
+//!
+//! Nothing here does I/O or splits a stream into records: the caller hands
+//! over one line at a time (without its terminator) and, for CSV, asks
+//! `csv_record_incomplete` whether a quoted field runs on to the next line.
+//! Every decoder is total: any input bytes give a row or an error message
+//! naming the column and the reason, never a panic, because decoders face
+//! whatever arrives on a socket.
+
+mod csv;
+mod json;
+
+use std::fmt;
+use std::io::Write as _;
+use std::str::FromStr;
+
+use crate::batch::Op;
+use crate::time::{civil_from_days, floor_div, MS_PER_DAY};
+use crate::types::{DataType, Field, Schema, Value};
+
+pub use self::csv::{csv_record_incomplete, csv_record_incomplete_with, CsvDecoder, CsvEncoder};
+pub use self::json::{JsonDecoder, JsonEncoder};
+
+/// A record with more fields than this is refused (a limit on everything:
+/// a hostile line of commas must not make the decoder allocate without
+/// bound). A schema may not be wider either.
+pub const RECORD_FIELDS_MAX: usize = 4096;
+
+/// How much of an offending input value an error message quotes.
+const ERROR_TEXT_CHARS_MAX: usize = 40;
+
+/// The record format of a file or socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// Comma- (or otherwise-) separated values, RFC 4180 quoting.
+    Csv,
+    /// JSON lines: one JSON object per line.
+    Json,
+}
+
+impl Format {
+    /// Parses the `format` option of a connector (case-insensitive).
+    pub fn parse(name: &str) -> Result<Format, String> {
+        if name.eq_ignore_ascii_case("csv") {
+            Ok(Format::Csv)
+        } else if name.eq_ignore_ascii_case("json") {
+            Ok(Format::Json)
+        } else {
+            Err(format!("unknown format '{name}' (expected 'csv' or 'json')"))
+        }
+    }
+
+    /// The option spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+
+    /// A decoder for this format. `header` and `delimiter` only matter for
+    /// CSV (see `CsvDecoder::new`).
+    pub fn decoder(self, schema: &Schema, header: Option<&[u8]>, delimiter: u8) -> Result<Box<dyn Decoder>, String> {
+        Ok(match self {
+            Format::Csv => Box::new(CsvDecoder::new(schema, header, delimiter)?),
+            Format::Json => Box::new(JsonDecoder::new(schema)),
+        })
+    }
+
+    /// An encoder for this format; `changelog` adds the `op` column.
+    pub fn encoder(self, schema: &Schema, changelog: bool) -> Box<dyn Encoder> {
+        match self {
+            Format::Csv => Box::new(CsvEncoder::new(schema, changelog)),
+            Format::Json => Box::new(JsonEncoder::new(schema, changelog)),
+        }
+    }
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Format, String> {
+        Format::parse(s)
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Turns one record into one row.
+pub trait Decoder {
+    /// Decodes one record (one line; the caller strips the trailing `\n` /
+    /// `\r\n`) into row values appended to `out`: exactly `schema.len()`
+    /// values on success; on error `out` is left as it was before the call.
+    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String>;
+}
+
+/// Turns rows into records.
+pub trait Encoder {
+    /// Writes the header (if any); called once before any row.
+    fn header(&mut self, out: &mut Vec<u8>);
+    /// Appends one row (with its changelog op) as one line ending in '\n'.
+    fn row(&mut self, op: Op, row: &[Value], out: &mut Vec<u8>);
+}
+
+/// Formats a single value as text the way CSV output shows it (with `,` as
+/// the delimiter): NULL is empty, strings are quoted when they would not
+/// read back as themselves. Used by the stdout sink too.
+pub fn write_value_text(v: &Value, out: &mut Vec<u8>) {
+    csv::write_field(v, b',', out);
+}
+
+/// Formats a value as bare text, never quoted: NULL is empty, a string is
+/// its own bytes. For human-facing displays that do their own layout.
+pub fn write_value_plain(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+        other => write_scalar(other, out),
+    }
+}
+
+/// Writes a non-string value in its text form (NULL writes nothing).
+fn write_scalar(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => {}
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => write_i64(*i, out),
+        // Display is the shortest text that parses back to the same f64.
+        Value::Double(d) => {
+            let _ = write!(out, "{d}");
+        }
+        Value::Ts(ms) => TimestampWriter::new().write(*ms, out),
+        Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+    }
+}
+
+/// Appends the decimal digits of `v` without going through `fmt`.
+fn write_i64(v: i64, out: &mut Vec<u8>) {
+    // u64::MAX has 20 digits; the sign is written separately.
+    let mut buf = [0u8; 20];
+    let mut n = v.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// The first and last millisecond of years 0000–9999: the timestamps that
+/// `YYYY-MM-DD HH:MM:SS.fff` can show and `time::parse_timestamp` can read.
+const TS_CALENDAR_MS_MIN: i64 = -62_167_219_200_000;
+const TS_CALENDAR_MS_MAX: i64 = 253_402_300_799_999;
+
+/// Writes timestamps as `YYYY-MM-DD HH:MM:SS.fff` (what
+/// `time::format_timestamp` writes) straight into bytes, remembering the
+/// date of the last one: the rows of a stream mostly share a day, and the
+/// calendar conversion is most of the cost.
+///
+/// A timestamp outside years 0000–9999 has no such text (and the calendar
+/// arithmetic would overflow near the ends of i64), so it is written as
+/// epoch milliseconds, which the decoders read back as the same value.
+#[derive(Debug, Clone)]
+struct TimestampWriter {
+    day: i64,
+    /// `YYYY-MM-DD ` of `day`.
+    date: [u8; 11],
+}
+
+impl TimestampWriter {
+    fn new() -> TimestampWriter {
+        // No timestamp in the calendar range is on this day.
+        TimestampWriter {
+            day: i64::MIN,
+            date: [0; 11],
+        }
+    }
+
+    fn write(&mut self, ms: i64, out: &mut Vec<u8>) {
+        if !(TS_CALENDAR_MS_MIN..=TS_CALENDAR_MS_MAX).contains(&ms) {
+            write_i64(ms, out);
+            return;
+        }
+        let day = floor_div(ms, MS_PER_DAY);
+        if day != self.day {
+            let (year, month, day_of_month) = civil_from_days(day);
+            let year = year as u32;
+            let [y0, y1] = two_digits(year / 100);
+            let [y2, y3] = two_digits(year % 100);
+            let [m0, m1] = two_digits(month);
+            let [d0, d1] = two_digits(day_of_month);
+            self.date = [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b' '];
+            self.day = day;
+        }
+        // In range, so this fits u32: 0..86_400_000.
+        let time_of_day = (ms - day * MS_PER_DAY) as u32;
+        let [h0, h1] = two_digits(time_of_day / 3_600_000);
+        let [mi0, mi1] = two_digits(time_of_day / 60_000 % 60);
+        let [s0, s1] = two_digits(time_of_day / 1_000 % 60);
+        let millis = time_of_day % 1_000;
+        let [f1, f2] = two_digits(millis % 100);
+        out.extend_from_slice(&self.date);
+        out.extend_from_slice(&[
+            h0,
+            h1,
+            b':',
+            mi0,
+            mi1,
+            b':',
+            s0,
+            s1,
+            b'.',
+            b'0' + (millis / 100) as u8,
+            f1,
+            f2,
+        ]);
+    }
+}
+
+/// The two ASCII digits of `v % 100`.
+fn two_digits(v: u32) -> [u8; 2] {
+    [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]
+}
+
+/// Why text is not an i64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IntError {
+    Invalid,
+    Overflow,
+}
+
+/// Parses `[+-]digits` exactly (no spaces, no fraction). Invalid characters
+/// take precedence over overflow so that "99999999999999999999x" is
+/// reported as not a number rather than as too big.
+fn parse_i64(text: &[u8]) -> Result<i64, IntError> {
+    let (negative, digits) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() {
+        return Err(IntError::Invalid);
+    }
+    // Accumulating toward the sign reaches i64::MIN without overflowing.
+    let mut acc: i64 = 0;
+    let mut overflow = false;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(IntError::Invalid);
+        }
+        let next = acc.checked_mul(10).and_then(|a| {
+            if negative {
+                a.checked_sub(d as i64)
+            } else {
+                a.checked_add(d as i64)
+            }
+        });
+        match next {
+            Some(v) => acc = v,
+            None => overflow = true,
+        }
+    }
+    if overflow {
+        Err(IntError::Overflow)
+    } else {
+        Ok(acc)
+    }
+}
+
+/// Parses a boolean in any of the spellings CSV producers use.
+fn parse_bool(text: &[u8]) -> Option<bool> {
+    const TRUE: [&[u8]; 4] = [b"true", b"t", b"1", b"yes"];
+    const FALSE: [&[u8]; 4] = [b"false", b"f", b"0", b"no"];
+    if TRUE.iter().any(|t| t.eq_ignore_ascii_case(text)) {
+        Some(true)
+    } else if FALSE.iter().any(|f| f.eq_ignore_ascii_case(text)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A bounded, printable rendering of offending input for error messages.
+struct Shown<'a>(&'a [u8]);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = String::from_utf8_lossy(self.0);
+        let mut chars = text.chars();
+        let head: String = chars.by_ref().take(ERROR_TEXT_CHARS_MAX).collect();
+        if chars.next().is_some() {
+            write!(f, "{:?}…", head)
+        } else {
+            write!(f, "{:?}", head)
+        }
+    }
+}
+
+/// `column 'name' (TYPE): reason`, the prefix every value error carries.
+fn column_error(field: &Field, reason: fmt::Arguments<'_>) -> String {
+    format!("column '{}' ({}): {}", field.name, field.data_type.sql_name(), reason)
+}
+
+/// The value for a NULL input in `field`, or the NOT NULL error. `what`
+/// says what the input was ("empty", "null", "missing").
+fn null_for(field: &Field, what: &str) -> Result<Value, String> {
+    if field.nullable || field.data_type == DataType::Null {
+        Ok(Value::Null)
+    } else {
+        Err(format!("column '{}' is NOT NULL but the value is {what}", field.name))
+    }
+}
+
+/// Timestamps longer than this are refused before parsing, so the error
+/// message (which quotes the input) stays short.
+const TIMESTAMP_TEXT_BYTES_MAX: usize = 64;
+
+/// Parses TIMESTAMP text (already trimmed or not) with `time::parse_timestamp`.
+fn parse_ts_text(field: &Field, text: &[u8]) -> Result<Value, String> {
+    if text.len() > TIMESTAMP_TEXT_BYTES_MAX {
+        return Err(column_error(field, format_args!("invalid timestamp {}", Shown(text))));
+    }
+    let s = std::str::from_utf8(text)
+        .map_err(|_| column_error(field, format_args!("invalid timestamp {}", Shown(text))))?;
+    crate::time::parse_timestamp(s)
+        .map(Value::Ts)
+        .map_err(|e| column_error(field, format_args!("{e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,186 @@
+//! The operators: synchronous state machines driven by `operator::Driven`.
+//!
+//! - `map`: WHERE and projection, row by row; passes changelog ops through.
+//! - `window_tvf`: TUMBLE/HOP used without aggregation: appends
+//!   `window_start`/`window_end` to each row (one row per window for HOP).
+//! - `aggregate`: GROUP BY, unwindowed or over tumbling/hopping windows,
+//!   under every emit mode; HAVING and the SELECT list are applied inside,
+//!   so changelog ops are derived from what the user actually sees.
+//! - `session`: GROUP BY over session windows, merging sessions.
+//! - `upsert`: a reference table's rows, latest per primary key.
+
+pub mod aggregate;
+pub mod map;
+pub mod session;
+pub mod upsert;
+pub mod window_tvf;
+
+use crate::agg::{Accumulator, AggKind};
+use crate::expr::Expr;
+use crate::types::{DataType, Value};
+
+/// How a windowed or grouped result is emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmitMode {
+    /// Final rows when the window closes (append-only). For an unwindowed
+    /// GROUP BY the "window" is the whole input, closed at its end.
+    OnWindowClose,
+    /// A changelog: every update retracts the old row and adds the new.
+    Changes,
+    /// Like `OnWindowClose`, but lateness is ignored (the planner sets it
+    /// to zero).
+    Final,
+}
+
+/// One aggregate call of a GROUP BY.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggCall {
+    pub kind: AggKind,
+    /// The argument (None for COUNT(*)).
+    pub arg: Option<Expr>,
+    /// `FILTER (WHERE …)`.
+    pub filter: Option<Expr>,
+    pub input_type: DataType,
+}
+
+/// What the user sees of a group: the SELECT list and HAVING, both over the
+/// intermediate row `keys ++ [window_start, window_end] ++ aggregates`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupOutput {
+    pub select: Vec<Expr>,
+    pub having: Option<Expr>,
+}
+
+/// Per-row evaluation scratch and counters shared by the grouped operators.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    pub key: Vec<Value>,
+    pub intermediate: Vec<Value>,
+    pub eval_errors: u64,
+}
+
+impl Scratch {
+    /// Evaluates `e`, counting a failure and yielding NULL for it.
+    pub fn eval(&mut self, e: &Expr, row: &[Value]) -> Value {
+        match e.eval(row) {
+            Ok(v) => v,
+            Err(_) => {
+                self.eval_errors += 1;
+                Value::Null
+            }
+        }
+    }
+
+    pub fn predicate(&mut self, e: &Expr, row: &[Value]) -> bool {
+        match e.eval_predicate(row) {
+            Ok(b) => b,
+            Err(_) => {
+                self.eval_errors += 1;
+                false
+            }
+        }
+    }
+
+    /// Builds the visible output row of a group into `out`, or returns false
+    /// when HAVING rejects it. `window` is `Some((start, end))` for windowed
+    /// groups.
+    pub fn output_row(
+        &mut self,
+        output: &GroupOutput,
+        key: &[Value],
+        window: Option<(i64, i64)>,
+        accumulators: &[Accumulator],
+        out: &mut Vec<Value>,
+    ) -> bool {
+        let mut inter = std::mem::take(&mut self.intermediate);
+        inter.clear();
+        inter.extend_from_slice(key);
+        if let Some((start, end)) = window {
+            inter.push(Value::Ts(start));
+            inter.push(Value::Ts(end));
+        }
+        inter.extend(accumulators.iter().map(Accumulator::finish));
+        let pass = match &output.having {
+            Some(h) => self.predicate(h, &inter),
+            None => true,
+        };
+        if pass {
+            out.clear();
+            for e in &output.select {
+                let v = self.eval(e, &inter);
+                out.push(v);
+            }
+        }
+        self.intermediate = inter;
+        pass
+    }
+}
+
+/// Feeds one input row into a group's accumulators (add or retract).
+pub(crate) fn accumulate(
+    scratch: &mut Scratch,
+    calls: &[AggCall],
+    accumulators: &mut [Accumulator],
+    row: &[Value],
+    ts: i64,
+    seq: u64,
+    add: bool,
+) {
+    debug_assert_eq!(calls.len(), accumulators.len());
+    for (call, acc) in calls.iter().zip(accumulators.iter_mut()) {
+        if let Some(f) = &call.filter {
+            if !scratch.predicate(f, row) {
+                continue;
+            }
+        }
+        let value = match &call.arg {
+            Some(a) => scratch.eval(a, row),
+            None => Value::Int(1),
+        };
+        if add {
+            acc.add(&value, ts, seq);
+        } else {
+            acc.retract(&value, ts);
+        }
+    }
+}
+
+pub(crate) fn new_accumulators(calls: &[AggCall], retractable: bool) -> Vec<Accumulator> {
+    calls
+        .iter()
+        .map(|c| Accumulator::new(c.kind, c.input_type, retractable))
+        .collect()
+}
+
+/// Reads a row's event time from `column` (TIMESTAMP or BIGINT epoch ms).
+pub(crate) fn row_time(row: &[Value], column: Option<usize>) -> Option<i64> {
+    match column {
+        Some(c) => match row[c] {
+            Value::Ts(t) | Value::Int(t) => Some(t),
+            _ => None,
+        },
+        None => Some(i64::MIN),
+    }
+}
+
+/// Emits the changelog between an old and a new visible row of one group.
+pub(crate) fn emit_change(out: &mut crate::batch::Batch, old: Option<&[Value]>, new: Option<&[Value]>) -> u64 {
+    use crate::batch::Op;
+    match (old, new) {
+        (Some(o), Some(n)) if o == n => 0,
+        (Some(o), Some(n)) => {
+            out.push(Op::UpdateBefore, o);
+            out.push(Op::UpdateAfter, n);
+            2
+        }
+        (Some(o), None) => {
+            out.push(Op::Delete, o);
+            1
+        }
+        (None, Some(n)) => {
+            out.push(Op::Insert, n);
+            1
+        }
+        (None, None) => 0,
+    }
+}

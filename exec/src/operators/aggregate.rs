@@ -1,0 +1,273 @@
+//! GROUP BY, unwindowed or over tumbling/hopping windows.
+//!
+//! State: one `KeyedState` of groups per open window, the windows ordered
+//! by start in a `BTreeMap` (all windows of one operator have the same
+//! size, so start order is end order and closing is a pop from the front).
+//! An unwindowed aggregate has a single "window" that closes at the end of
+//! input.
+//!
+//! Emission:
+//! - `Changes`: after every input row, the group's visible row before and
+//!   after the update are compared and `-U/+U`, `+I` or `-D` emitted
+//!   (nothing when the visible row did not change). HAVING can turn an
+//!   update into an insert or a delete.
+//! - `OnWindowClose`/`Final`: when `W >= end + lateness`, each group's final
+//!   row is emitted once as `+I`, and the window's state is freed.
+//!
+//! A record is late (dropped and counted) when every window it belongs to
+//! is closed at the watermark in force before it.
+
+use std::collections::BTreeMap;
+
+use crate::agg::Accumulator;
+use crate::batch::{Batch, Op, RowsRef, WATERMARK_END, WATERMARK_START};
+use crate::error::ExecError;
+use crate::expr::Expr;
+use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::{accumulate, emit_change, new_accumulators, row_time, AggCall, EmitMode, GroupOutput, Scratch};
+use crate::state::KeyedState;
+use crate::types::Value;
+use crate::window::{is_closed, window_end, WindowSpec};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateSpec {
+    /// The stream's name, for errors.
+    pub name: String,
+    /// WHERE, applied to input rows before grouping.
+    pub filter: Option<Expr>,
+    pub keys: Vec<Expr>,
+    pub calls: Vec<AggCall>,
+    /// Tumble or hop; None for an unwindowed GROUP BY.
+    pub window: Option<WindowSpec>,
+    /// Event-time column of the input: windows are assigned by it, and
+    /// FIRST_VALUE/LAST_VALUE order by it (arrival order when None).
+    pub time_column: Option<usize>,
+    pub emit: EmitMode,
+    pub lateness_ms: i64,
+    pub output: GroupOutput,
+    /// The input is a changelog, so accumulators must retract exactly.
+    pub retractable: bool,
+    pub entries_max: usize,
+}
+
+struct Group {
+    accumulators: Vec<Accumulator>,
+    /// Net rows in the group (adds minus retractions); at 0 the group is
+    /// gone.
+    rows: i64,
+}
+
+pub struct Aggregate {
+    spec: AggregateSpec,
+    /// Open windows by start (unwindowed: a single entry at i64::MIN).
+    windows: BTreeMap<i64, KeyedState<Group>>,
+    live_groups: usize,
+    watermark: i64,
+    seq: u64,
+    scratch: Scratch,
+    old_row: Vec<Value>,
+    new_row: Vec<Value>,
+    metrics: OperatorMetrics,
+}
+
+const UNWINDOWED: i64 = i64::MIN;
+
+impl Aggregate {
+    pub fn new(spec: AggregateSpec) -> Aggregate {
+        if let Some(w) = spec.window {
+            assert!(w.size_ms().is_some(), "sessions have their own operator");
+            assert!(spec.time_column.is_some(), "a window needs a time column");
+        }
+        assert!(spec.lateness_ms >= 0);
+        Aggregate {
+            spec,
+            windows: BTreeMap::new(),
+            live_groups: 0,
+            watermark: WATERMARK_START,
+            seq: 0,
+            scratch: Scratch::default(),
+            old_row: Vec::new(),
+            new_row: Vec::new(),
+            metrics: OperatorMetrics::default(),
+        }
+    }
+
+    fn window_bounds(&self, start: i64) -> Option<(i64, i64)> {
+        let size = self.spec.window?.size_ms().expect("fixed window");
+        Some((start, window_end(start, size)))
+    }
+
+    /// Applies one row (add or retract) to the group of `key` in the window
+    /// starting at `start`, emitting the change under `Changes`.
+    fn apply(&mut self, start: i64, row: &[Value], ts: i64, add: bool, out: &mut Batch) -> Result<(), ExecError> {
+        let bounds = self.window_bounds(start);
+        let key = std::mem::take(&mut self.scratch.key);
+        let groups = self
+            .windows
+            .entry(start)
+            .or_insert_with(|| KeyedState::new(self.spec.entries_max));
+        let before = groups.len();
+        let live_elsewhere = self.live_groups - before;
+        let retractable = self.spec.retractable;
+        let calls = &self.spec.calls;
+        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group {
+            accumulators: new_accumulators(calls, retractable),
+            rows: 0,
+        })?;
+        let changes = self.spec.emit == EmitMode::Changes;
+        let had_old = changes
+            && group.rows > 0
+            && self
+                .scratch
+                .output_row(&self.spec.output, &key, bounds, &group.accumulators, &mut self.old_row);
+        self.seq += 1;
+        accumulate(
+            &mut self.scratch,
+            calls,
+            &mut group.accumulators,
+            row,
+            ts,
+            self.seq,
+            add,
+        );
+        group.rows += if add { 1 } else { -1 };
+        assert!(
+            group.rows >= 0,
+            "retraction of a row that was never added to group {key:?}"
+        );
+        let emptied = group.rows == 0;
+        let has_new = changes
+            && !emptied
+            && self
+                .scratch
+                .output_row(&self.spec.output, &key, bounds, &group.accumulators, &mut self.new_row);
+        if emptied {
+            groups.remove(&key);
+        }
+        let after = groups.len();
+        self.live_groups = self.live_groups + after - before;
+        if changes {
+            self.metrics.rows_out += emit_change(
+                out,
+                had_old.then_some(self.old_row.as_slice()),
+                has_new.then_some(self.new_row.as_slice()),
+            );
+        }
+        self.scratch.key = key;
+        Ok(())
+    }
+
+    /// Emits the final rows of one closed window (not under `Changes`,
+    /// where everything was emitted as it happened) and frees it.
+    fn close(&mut self, start: i64, mut groups: KeyedState<Group>, out: &mut Batch) {
+        self.live_groups -= groups.len();
+        if self.spec.emit == EmitMode::Changes {
+            return;
+        }
+        let bounds = self.window_bounds(start);
+        for (key, group) in groups.drain() {
+            if self
+                .scratch
+                .output_row(&self.spec.output, &key, bounds, &group.accumulators, &mut self.new_row)
+            {
+                out.push(Op::Insert, &self.new_row);
+                self.metrics.rows_out += 1;
+            }
+        }
+    }
+}
+
+impl Operator for Aggregate {
+    fn name(&self) -> &'static str {
+        if self.spec.window.is_some() {
+            "window_aggregate"
+        } else {
+            "aggregate"
+        }
+    }
+
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+        for (op, row) in rows.iter() {
+            self.metrics.rows_in += 1;
+            if let Some(f) = &self.spec.filter {
+                if !self.scratch.predicate(f, row) {
+                    continue;
+                }
+            }
+            let Some(ts) = row_time(row, self.spec.time_column) else {
+                self.metrics.null_time_dropped += 1;
+                continue;
+            };
+            let mut key = std::mem::take(&mut self.scratch.key);
+            key.clear();
+            for k in &self.spec.keys {
+                let v = self.scratch.eval(k, row);
+                key.push(v);
+            }
+            self.scratch.key = key;
+            let add = op.is_addition();
+            match self.spec.window {
+                None => self.apply(UNWINDOWED, row, ts, add, out)?,
+                Some(window) => {
+                    let size = window.size_ms().expect("fixed window");
+                    let (lateness, watermark) = (self.spec.lateness_ms, self.watermark);
+                    let mut open = [0i64; 8];
+                    let mut open_count = 0;
+                    let mut overflow = Vec::new();
+                    window.for_each_start(ts, |start| {
+                        if !is_closed(window_end(start, size), lateness, watermark) {
+                            if open_count < open.len() {
+                                open[open_count] = start;
+                                open_count += 1;
+                            } else {
+                                overflow.push(start);
+                            }
+                        }
+                    });
+                    if open_count == 0 {
+                        self.metrics.late_rows_dropped += 1;
+                        continue;
+                    }
+                    for &start in open[..open_count].iter().chain(overflow.iter()) {
+                        self.apply(start, row, ts, add, out)?;
+                    }
+                }
+            }
+        }
+        self.metrics.eval_errors = self.scratch.eval_errors;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
+        assert!(watermark > self.watermark, "watermarks only advance");
+        self.watermark = watermark;
+        match self.spec.window {
+            None => {
+                if watermark == WATERMARK_END {
+                    if let Some(groups) = self.windows.remove(&UNWINDOWED) {
+                        self.close(UNWINDOWED, groups, out);
+                    }
+                }
+            }
+            Some(window) => {
+                let size = window.size_ms().expect("fixed window");
+                while let Some(entry) = self.windows.first_entry() {
+                    if !is_closed(window_end(*entry.key(), size), self.spec.lateness_ms, watermark) {
+                        break;
+                    }
+                    let (start, groups) = entry.remove_entry();
+                    self.close(start, groups, out);
+                }
+            }
+        }
+        self.metrics.eval_errors = self.scratch.eval_errors;
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics {
+            state_entries: self.live_groups as u64,
+            ..self.metrics
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! WHERE and projection: the stateless operator. Changelog ops pass through
+//! unchanged (a projection of `-U` row is the `-U` of the projected row).
+
+use crate::batch::{Batch, RowsRef};
+use crate::error::ExecError;
+use crate::expr::Expr;
+use crate::operator::{Operator, OperatorMetrics};
+use crate::types::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapSpec {
+    pub filter: Option<Expr>,
+    /// None passes the row through unchanged (filter only).
+    pub projection: Option<Vec<Expr>>,
+}
+
+pub struct Map {
+    spec: MapSpec,
+    row: Vec<Value>,
+    metrics: OperatorMetrics,
+}
+
+impl Map {
+    pub fn new(spec: MapSpec) -> Map {
+        Map {
+            spec,
+            row: Vec::new(),
+            metrics: OperatorMetrics::default(),
+        }
+    }
+}
+
+impl Operator for Map {
+    fn name(&self) -> &'static str {
+        "map"
+    }
+
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+        for (op, row) in rows.iter() {
+            self.metrics.rows_in += 1;
+            if let Some(f) = &self.spec.filter {
+                match f.eval_predicate(row) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => {
+                        self.metrics.eval_errors += 1;
+                        continue;
+                    }
+                }
+            }
+            match &self.spec.projection {
+                None => out.push(op, row),
+                Some(exprs) => {
+                    self.row.clear();
+                    for e in exprs {
+                        let v = e.eval(row).unwrap_or_else(|_| {
+                            self.metrics.eval_errors += 1;
+                            Value::Null
+                        });
+                        self.row.push(v);
+                    }
+                    out.push(op, &self.row);
+                }
+            }
+            self.metrics.rows_out += 1;
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        self.metrics
+    }
+}

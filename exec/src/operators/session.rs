@@ -1,0 +1,264 @@
+//! GROUP BY over session windows.
+//!
+//! A session of a key is `[first event, last event + gap)`; two events of
+//! a key are in the same session when they are at most `gap` apart. An
+//! event at `t` joins every open session `[s, e)` of its key with
+//! `s - gap <= t <= e`; when it joins several, they merge into one (this
+//! can only happen when the event arrives out of order). A session closes
+//! when `W >= e + lateness`. An event is late when no open session takes it
+//! and its own session `[t, t + gap)` would already be closed.
+//!
+//! Closing order is kept in a `BTreeSet` of `(end, session id)`, so closing
+//! is a pop from the front; the ids map back to their key.
+
+use std::collections::BTreeSet;
+
+use fxhash::FxHashMap;
+
+use crate::agg::Accumulator;
+use crate::batch::{Batch, Op, RowsRef, WATERMARK_START};
+use crate::error::ExecError;
+use crate::expr::Expr;
+use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::{accumulate, emit_change, new_accumulators, row_time, AggCall, EmitMode, GroupOutput, Scratch};
+use crate::state::{GroupKey, KeyedState};
+use crate::types::Value;
+use crate::window::is_closed;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSpec {
+    pub name: String,
+    pub filter: Option<Expr>,
+    pub keys: Vec<Expr>,
+    pub calls: Vec<AggCall>,
+    pub gap_ms: i64,
+    pub time_column: usize,
+    pub emit: EmitMode,
+    pub lateness_ms: i64,
+    pub output: GroupOutput,
+    pub retractable: bool,
+    pub entries_max: usize,
+}
+
+struct Session {
+    id: u64,
+    start: i64,
+    end: i64,
+    rows: i64,
+    accumulators: Vec<Accumulator>,
+}
+
+pub struct SessionAggregate {
+    spec: SessionSpec,
+    /// Open sessions of each key, unordered (a key rarely has more than a
+    /// few open at once).
+    sessions: KeyedState<Vec<Session>>,
+    closing: BTreeSet<(i64, u64)>,
+    keys_by_id: FxHashMap<u64, GroupKey>,
+    next_id: u64,
+    live_sessions: usize,
+    watermark: i64,
+    seq: u64,
+    scratch: Scratch,
+    old_row: Vec<Value>,
+    new_row: Vec<Value>,
+    metrics: OperatorMetrics,
+}
+
+impl SessionAggregate {
+    pub fn new(spec: SessionSpec) -> SessionAggregate {
+        assert!(spec.gap_ms > 0 && spec.lateness_ms >= 0);
+        let entries_max = spec.entries_max;
+        SessionAggregate {
+            spec,
+            sessions: KeyedState::new(entries_max),
+            closing: BTreeSet::new(),
+            keys_by_id: FxHashMap::default(),
+            next_id: 0,
+            live_sessions: 0,
+            watermark: WATERMARK_START,
+            seq: 0,
+            scratch: Scratch::default(),
+            old_row: Vec::new(),
+            new_row: Vec::new(),
+            metrics: OperatorMetrics::default(),
+        }
+    }
+
+    fn visible(&mut self, key: &[Value], s: &Session, new: bool) -> bool {
+        let out = if new { &mut self.new_row } else { &mut self.old_row };
+        self.scratch
+            .output_row(&self.spec.output, key, Some((s.start, s.end)), &s.accumulators, out)
+    }
+
+    fn on_row(&mut self, row: &[Value], ts: i64, add: bool, out: &mut Batch) -> Result<(), ExecError> {
+        let gap = self.spec.gap_ms;
+        let key = std::mem::take(&mut self.scratch.key);
+        let list = self.sessions.get_or_insert_with(&key, 0, &self.spec.name, Vec::new)?;
+        // Sessions this event belongs to.
+        let mut hits: Vec<Session> = Vec::new();
+        let mut i = 0;
+        while i < list.len() {
+            let s = &list[i];
+            if s.start.saturating_sub(gap) <= ts && ts <= s.end {
+                hits.push(list.swap_remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let own_end = ts.saturating_add(gap);
+        if hits.is_empty() && (!add || is_closed(own_end, self.spec.lateness_ms, self.watermark)) {
+            // Late, or a retraction of a row whose session is gone.
+            if list.is_empty() {
+                self.sessions.remove(&key);
+            }
+            self.metrics.late_rows_dropped += add as u64;
+            self.scratch.key = key;
+            return Ok(());
+        }
+        let changes = self.spec.emit == EmitMode::Changes;
+        // Retract what the user saw of the sessions being replaced.
+        let single = hits.len() == 1;
+        for s in &hits {
+            self.closing.remove(&(s.end, s.id));
+            self.keys_by_id.remove(&s.id);
+        }
+        let mut had_old_single = false;
+        if changes {
+            for s in &hits {
+                if self.visible(&key, s, false) {
+                    if single {
+                        had_old_single = true;
+                    } else {
+                        out.push(Op::Delete, &self.old_row);
+                        self.metrics.rows_out += 1;
+                    }
+                }
+            }
+        }
+        let mut merged = match hits.pop() {
+            Some(s) => s,
+            None => {
+                self.live_sessions += 1;
+                self.next_id += 1;
+                Session {
+                    id: self.next_id,
+                    start: ts,
+                    end: own_end,
+                    rows: 0,
+                    accumulators: new_accumulators(&self.spec.calls, self.spec.retractable),
+                }
+            }
+        };
+        for other in hits {
+            self.live_sessions -= 1;
+            merged.start = merged.start.min(other.start);
+            merged.end = merged.end.max(other.end);
+            merged.rows += other.rows;
+            for (a, b) in merged.accumulators.iter_mut().zip(other.accumulators) {
+                a.merge(b);
+            }
+        }
+        if add {
+            merged.start = merged.start.min(ts);
+            merged.end = merged.end.max(own_end);
+        }
+        self.seq += 1;
+        accumulate(
+            &mut self.scratch,
+            &self.spec.calls,
+            &mut merged.accumulators,
+            row,
+            ts,
+            self.seq,
+            add,
+        );
+        merged.rows += if add { 1 } else { -1 };
+        assert!(merged.rows >= 0, "retraction of a row never added to a session");
+        if changes {
+            let has_new = merged.rows > 0 && self.visible(&key, &merged, true);
+            let old = had_old_single.then_some(self.old_row.as_slice());
+            let new = has_new.then_some(self.new_row.as_slice());
+            self.metrics.rows_out += emit_change(out, old, new);
+        }
+        let list = self.sessions.get_mut(&key).expect("inserted above");
+        if merged.rows > 0 {
+            self.closing.insert((merged.end, merged.id));
+            self.keys_by_id.insert(merged.id, key.as_slice().into());
+            list.push(merged);
+        } else {
+            self.live_sessions -= 1;
+            if list.is_empty() {
+                self.sessions.remove(&key);
+            }
+        }
+        self.scratch.key = key;
+        Ok(())
+    }
+}
+
+impl Operator for SessionAggregate {
+    fn name(&self) -> &'static str {
+        "session_aggregate"
+    }
+
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+        for (op, row) in rows.iter() {
+            self.metrics.rows_in += 1;
+            if let Some(f) = &self.spec.filter {
+                if !self.scratch.predicate(f, row) {
+                    continue;
+                }
+            }
+            let Some(ts) = row_time(row, Some(self.spec.time_column)) else {
+                self.metrics.null_time_dropped += 1;
+                continue;
+            };
+            let mut key = std::mem::take(&mut self.scratch.key);
+            key.clear();
+            for k in &self.spec.keys {
+                let v = self.scratch.eval(k, row);
+                key.push(v);
+            }
+            self.scratch.key = key;
+            self.on_row(row, ts, op.is_addition(), out)?;
+        }
+        self.metrics.eval_errors = self.scratch.eval_errors;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
+        assert!(watermark > self.watermark, "watermarks only advance");
+        self.watermark = watermark;
+        while let Some(&(end, id)) = self.closing.first() {
+            if !is_closed(end, self.spec.lateness_ms, watermark) {
+                break;
+            }
+            self.closing.pop_first();
+            let key = self.keys_by_id.remove(&id).expect("every open session has a key");
+            let list = self.sessions.get_mut(&key).expect("every open session is listed");
+            let at = list
+                .iter()
+                .position(|s| s.id == id)
+                .expect("session listed under its key");
+            let session = list.swap_remove(at);
+            if list.is_empty() {
+                self.sessions.remove(&key);
+            }
+            self.live_sessions -= 1;
+            if self.spec.emit != EmitMode::Changes && self.visible(&key, &session, true) {
+                out.push(Op::Insert, &self.new_row);
+                self.metrics.rows_out += 1;
+            }
+        }
+        self.metrics.eval_errors = self.scratch.eval_errors;
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        OperatorMetrics {
+            state_entries: self.live_sessions as u64,
+            ..self.metrics
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! A reference table read as a stream: the latest row per primary key
+//! wins. The first row of a key is `+I`; a later row with the same key
+//! retracts the previous one (`-U`) and adds itself (`+U`); an identical
+//! repeat emits nothing. The rows are kept in state, which the lookup-join
+//! issue reads.
+
+use crate::batch::{Batch, Op, RowsRef};
+use crate::error::ExecError;
+use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::emit_change;
+use crate::state::KeyedState;
+use crate::types::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpsertSpec {
+    pub name: String,
+    pub key_columns: Vec<usize>,
+    pub entries_max: usize,
+}
+
+pub struct Upsert {
+    spec: UpsertSpec,
+    rows: KeyedState<Box<[Value]>>,
+    key: Vec<Value>,
+    metrics: OperatorMetrics,
+}
+
+impl Upsert {
+    pub fn new(spec: UpsertSpec) -> Upsert {
+        assert!(!spec.key_columns.is_empty(), "a table has a primary key");
+        let rows = KeyedState::new(spec.entries_max);
+        Upsert {
+            spec,
+            rows,
+            key: Vec::new(),
+            metrics: OperatorMetrics::default(),
+        }
+    }
+}
+
+impl Operator for Upsert {
+    fn name(&self) -> &'static str {
+        "upsert"
+    }
+
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+        for (op, row) in rows.iter() {
+            self.metrics.rows_in += 1;
+            self.key.clear();
+            self.key.extend(self.spec.key_columns.iter().map(|&c| row[c].clone()));
+            if !op.is_addition() {
+                if let Some(old) = self.rows.remove(&self.key) {
+                    out.push(Op::Delete, &old);
+                    self.metrics.rows_out += 1;
+                }
+                continue;
+            }
+            let slot = self
+                .rows
+                .get_or_insert_with(&self.key, 0, &self.spec.name, || Box::from([]))?;
+            let old = std::mem::replace(slot, row.into());
+            let old = (!old.is_empty()).then_some(old);
+            self.metrics.rows_out += emit_change(out, old.as_deref(), Some(row));
+        }
+        self.metrics.state_entries = self.rows.len() as u64;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        self.metrics
+    }
+}

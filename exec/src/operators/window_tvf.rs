@@ -1,0 +1,71 @@
+//! TUMBLE/HOP as a table function without aggregation: each row gains
+//! `window_start` and `window_end` (TIMESTAMP), once per window it belongs
+//! to. No state, so nothing is late here; lateness is decided where
+//! windows are aggregated.
+
+use crate::batch::{Batch, RowsRef};
+use crate::error::ExecError;
+use crate::operator::{Operator, OperatorMetrics};
+use crate::types::Value;
+use crate::window::{window_end, WindowSpec};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowTvfSpec {
+    pub window: WindowSpec,
+    pub time_column: usize,
+}
+
+pub struct WindowTvf {
+    spec: WindowTvfSpec,
+    row: Vec<Value>,
+    metrics: OperatorMetrics,
+}
+
+impl WindowTvf {
+    pub fn new(spec: WindowTvfSpec) -> WindowTvf {
+        assert!(spec.window.size_ms().is_some(), "session windows need an aggregate");
+        WindowTvf {
+            spec,
+            row: Vec::new(),
+            metrics: OperatorMetrics::default(),
+        }
+    }
+}
+
+impl Operator for WindowTvf {
+    fn name(&self) -> &'static str {
+        "window_tvf"
+    }
+
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+        let size = self.spec.window.size_ms().expect("fixed window");
+        for (op, row) in rows.iter() {
+            self.metrics.rows_in += 1;
+            let ts = match row[self.spec.time_column] {
+                Value::Ts(t) | Value::Int(t) => t,
+                _ => {
+                    self.metrics.null_time_dropped += 1;
+                    continue;
+                }
+            };
+            let (scratch, metrics) = (&mut self.row, &mut self.metrics);
+            self.spec.window.for_each_start(ts, |start| {
+                scratch.clear();
+                scratch.extend_from_slice(row);
+                scratch.push(Value::Ts(start));
+                scratch.push(Value::Ts(window_end(start, size)));
+                out.push(op, scratch);
+                metrics.rows_out += 1;
+            });
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        self.metrics
+    }
+}

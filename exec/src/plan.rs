@@ -1,0 +1,219 @@
+//! The physical plan: what the `sql` planner produces and the `reactor`
+//! runs.
+//!
+//! A plan is a DAG of sources, operator nodes and sinks, in topological
+//! order (a node only reads sources and earlier nodes). Operators are
+//! described as data (`OperatorSpec`) and instantiated by `build`, so that
+//! the reactor can make one instance per shard. Connectors are typed and
+//! already validated: the reactor never sees an unknown option.
+
+use std::path::PathBuf;
+
+use crate::format::Format;
+use crate::operator::Operator;
+use crate::operators::aggregate::{Aggregate, AggregateSpec};
+use crate::operators::map::{Map, MapSpec};
+use crate::operators::session::{SessionAggregate, SessionSpec};
+use crate::operators::upsert::{Upsert, UpsertSpec};
+use crate::operators::window_tvf::{WindowTvf, WindowTvfSpec};
+use crate::types::Schema;
+
+/// Where a node reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Input {
+    Source(usize),
+    Node(usize),
+}
+
+/// A source's event-time watermark: `W = max(column) - delay_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatermarkSpec {
+    pub column: usize,
+    pub delay_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceConnector {
+    File {
+        path: PathBuf,
+        format: Format,
+        header: bool,
+        delimiter: u8,
+        dead_letter: Option<PathBuf>,
+    },
+    Nexmark {
+        kind: String,
+        /// For each declared column, its index in the generator's schema.
+        columns: Vec<usize>,
+        events: u64,
+        rate_per_sec: u64,
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceNode {
+    pub name: String,
+    pub schema: Schema,
+    pub connector: SourceConnector,
+    pub watermark: Option<WatermarkSpec>,
+    /// Columns some query reads; a decoder may skip the others.
+    pub used_columns: Vec<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum OperatorSpec {
+    Map(MapSpec),
+    WindowTvf(WindowTvfSpec),
+    Aggregate(AggregateSpec),
+    Session(SessionSpec),
+    Upsert(UpsertSpec),
+}
+
+impl OperatorSpec {
+    pub fn build(&self) -> Box<dyn Operator> {
+        match self {
+            OperatorSpec::Map(s) => Box::new(Map::new(s.clone())),
+            OperatorSpec::WindowTvf(s) => Box::new(WindowTvf::new(s.clone())),
+            OperatorSpec::Aggregate(s) => Box::new(Aggregate::new(s.clone())),
+            OperatorSpec::Session(s) => Box::new(SessionAggregate::new(s.clone())),
+            OperatorSpec::Upsert(s) => Box::new(Upsert::new(s.clone())),
+        }
+    }
+
+    /// One line for EXPLAIN.
+    pub fn describe(&self) -> String {
+        match self {
+            OperatorSpec::Map(s) => format!(
+                "Map(filter: {}, projection: {})",
+                s.filter.is_some(),
+                s.projection
+                    .as_ref()
+                    .map_or("pass-through".to_string(), |p| format!("{} columns", p.len()))
+            ),
+            OperatorSpec::WindowTvf(s) => format!("WindowTvf({:?}, time column #{})", s.window, s.time_column),
+            OperatorSpec::Aggregate(s) => format!(
+                "Aggregate(keys: {}, aggregates: {}, window: {:?}, emit: {:?}, lateness: {} ms, having: {})",
+                s.keys.len(),
+                s.calls.len(),
+                s.window,
+                s.emit,
+                s.lateness_ms,
+                s.output.having.is_some()
+            ),
+            OperatorSpec::Session(s) => format!(
+                "SessionAggregate(keys: {}, aggregates: {}, gap: {} ms, emit: {:?}, lateness: {} ms)",
+                s.keys.len(),
+                s.calls.len(),
+                s.gap_ms,
+                s.emit,
+                s.lateness_ms
+            ),
+            OperatorSpec::Upsert(s) => format!("Upsert(primary key columns {:?})", s.key_columns),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorNode {
+    /// The stream this node computes (intermediate nodes of one stream
+    /// share its name).
+    pub name: String,
+    pub inputs: Vec<Input>,
+    pub spec: OperatorSpec,
+    pub schema: Schema,
+    /// Whether the output is a changelog (carries -U/+U/-D rows).
+    pub changelog: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkConnector {
+    File { path: PathBuf, format: Format },
+    Stdout,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkNode {
+    pub name: String,
+    pub input: Input,
+    pub schema: Schema,
+    pub changelog: bool,
+    pub connector: SinkConnector,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PhysicalPlan {
+    pub sources: Vec<SourceNode>,
+    pub nodes: Vec<OperatorNode>,
+    pub sinks: Vec<SinkNode>,
+}
+
+impl PhysicalPlan {
+    /// Checks the DAG is topologically ordered and widths line up. A broken
+    /// plan is a planner bug, so this asserts.
+    pub fn assert_valid(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            assert!(!node.inputs.is_empty(), "node {i} has no input");
+            for input in &node.inputs {
+                match *input {
+                    Input::Source(s) => assert!(s < self.sources.len(), "node {i} reads a missing source"),
+                    Input::Node(n) => assert!(n < i, "node {i} reads node {n}, which is not before it"),
+                }
+            }
+        }
+        for sink in &self.sinks {
+            let width = self.schema_of(sink.input).len();
+            assert_eq!(width, sink.schema.len(), "sink {} width", sink.name);
+        }
+    }
+
+    pub fn schema_of(&self, input: Input) -> &Schema {
+        match input {
+            Input::Source(s) => &self.sources[s].schema,
+            Input::Node(n) => &self.nodes[n].schema,
+        }
+    }
+
+    /// A human-readable plan for `laminar explain`.
+    pub fn explain(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let name_of = |input: Input| match input {
+            Input::Source(i) => format!("source {}", self.sources[i].name),
+            Input::Node(n) => format!("#{n}"),
+        };
+        for src in &self.sources {
+            let cols: Vec<String> = src
+                .schema
+                .fields
+                .iter()
+                .map(|f| format!("{} {}", f.name, f.data_type))
+                .collect();
+            let _ = writeln!(s, "source {} ({}) via {:?}", src.name, cols.join(", "), src.connector);
+            if let Some(w) = src.watermark {
+                let _ = writeln!(
+                    s,
+                    "  watermark: max({}) - {} ms",
+                    src.schema.fields[w.column].name, w.delay_ms
+                );
+            }
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let inputs: Vec<String> = node.inputs.iter().map(|&x| name_of(x)).collect();
+            let cols: Vec<&str> = node.schema.fields.iter().map(|f| f.name.as_str()).collect();
+            let _ = writeln!(
+                s,
+                "#{i} {} <- {}: {}{}\n    columns: {}",
+                node.name,
+                inputs.join(", "),
+                node.spec.describe(),
+                if node.changelog { " [changelog]" } else { "" },
+                cols.join(", ")
+            );
+        }
+        for sink in &self.sinks {
+            let _ = writeln!(s, "sink {} <- {}: {:?}", sink.name, name_of(sink.input), sink.connector);
+        }
+        s
+    }
+}

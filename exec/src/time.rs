@@ -1,0 +1,451 @@
+//! Timestamps: parsing, formatting, calendar arithmetic and intervals.
+//!
+//! A TIMESTAMP is i64 milliseconds since the Unix epoch, UTC. Input accepts
+//! `YYYY-MM-DD HH:MM:SS[.fff]` (also with `T`, and a bare date), RFC 3339
+//! with `Z` or a `±HH:MM` offset, and integer epoch milliseconds. Output is
+//! always `YYYY-MM-DD HH:MM:SS.fff`. Calendar conversion uses Howard
+//! Hinnant's `days_from_civil` algorithm, exact for the whole i64 range we
+//! accept (years 0000–9999 on input), and every division floors, so times
+//! before 1970 land in the right window.
+
+pub const MS_PER_SECOND: i64 = 1_000;
+pub const MS_PER_MINUTE: i64 = 60 * MS_PER_SECOND;
+pub const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
+pub const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
+
+/// Floor division (rounds toward −∞), for window alignment of negative times.
+pub fn floor_div(a: i64, b: i64) -> i64 {
+    assert!(b > 0, "floor_div divisor must be positive");
+    let q = a / b;
+    if a % b < 0 {
+        q - 1
+    } else {
+        q
+    }
+}
+
+/// `a` rounded down to a multiple of `b` (b > 0), saturating at i64::MIN.
+pub fn floor_to(a: i64, b: i64) -> i64 {
+    floor_div(a, b).saturating_mul(b)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    debug_assert!((1..=12).contains(&month) && (1..=31).contains(&day));
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = floor_div(y, 400);
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian date of a day number (days since 1970-01-01).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = floor_div(z, 146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+/// Broken-down UTC time of a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub millisecond: u32,
+}
+
+impl Civil {
+    pub fn from_ms(ms: i64) -> Civil {
+        let days = floor_div(ms, MS_PER_DAY);
+        // Not `ms - days * MS_PER_DAY`: near i64::MIN that product overflows.
+        let rem = ms.rem_euclid(MS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        Civil {
+            year,
+            month,
+            day,
+            hour: (rem / MS_PER_HOUR) as u32,
+            minute: (rem % MS_PER_HOUR / MS_PER_MINUTE) as u32,
+            second: (rem % MS_PER_MINUTE / MS_PER_SECOND) as u32,
+            millisecond: (rem % MS_PER_SECOND) as u32,
+        }
+    }
+
+    pub fn to_ms(&self) -> i64 {
+        days_from_civil(self.year, self.month, self.day) * MS_PER_DAY
+            + self.hour as i64 * MS_PER_HOUR
+            + self.minute as i64 * MS_PER_MINUTE
+            + self.second as i64 * MS_PER_SECOND
+            + self.millisecond as i64
+    }
+
+    /// ISO day of week, Monday = 1 … Sunday = 7.
+    pub fn iso_weekday(&self) -> u32 {
+        let days = days_from_civil(self.year, self.month, self.day);
+        // 1970-01-01 was a Thursday (ISO 4).
+        (days + 3 - floor_div(days + 3, 7) * 7) as u32 + 1
+    }
+
+    pub fn day_of_year(&self) -> u32 {
+        (days_from_civil(self.year, self.month, self.day) - days_from_civil(self.year, 1, 1) + 1) as u32
+    }
+}
+
+/// Appends `YYYY-MM-DD HH:MM:SS.fff` to `out`.
+pub fn format_timestamp(ms: i64, out: &mut String) {
+    use std::fmt::Write;
+    let c = Civil::from_ms(ms);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        c.year, c.month, c.day, c.hour, c.minute, c.second, c.millisecond
+    );
+}
+
+pub fn timestamp_to_string(ms: i64) -> String {
+    let mut s = String::with_capacity(23);
+    format_timestamp(ms, &mut s);
+    s
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn digits(&mut self, count: usize) -> Option<u32> {
+        let end = self.pos.checked_add(count)?;
+        let slice = self.bytes.get(self.pos..end)?;
+        let mut v = 0u32;
+        for &b in slice {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (b - b'0') as u32;
+        }
+        self.pos = end;
+        Some(v)
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        if self.bytes.get(self.pos) == Some(&b) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn done(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+}
+
+/// Parses a TIMESTAMP in any of the accepted input forms.
+pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty timestamp".into());
+    }
+    let bytes = t.as_bytes();
+    // Integer epoch milliseconds: digits with an optional sign and nothing
+    // else. A date always has a '-' after four digits, so no ambiguity.
+    let body = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    if !body.is_empty() && body.iter().all(u8::is_ascii_digit) {
+        return t
+            .parse::<i64>()
+            .map_err(|_| format!("epoch milliseconds out of range: {t:?}"));
+    }
+    parse_datetime(bytes).ok_or_else(|| {
+        format!("invalid timestamp {t:?} (expected YYYY-MM-DD HH:MM:SS[.fff], RFC 3339, or epoch milliseconds)")
+    })
+}
+
+fn parse_datetime(bytes: &[u8]) -> Option<i64> {
+    let mut c = Cursor { bytes, pos: 0 };
+    let year = c.digits(4)? as i64;
+    if !c.eat(b'-') {
+        return None;
+    }
+    let month = c.digits(2)?;
+    if !c.eat(b'-') {
+        return None;
+    }
+    let day = c.digits(2)?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let mut civil = Civil {
+        year,
+        month,
+        day,
+        hour: 0,
+        minute: 0,
+        second: 0,
+        millisecond: 0,
+    };
+    if c.done() {
+        return Some(civil.to_ms());
+    }
+    if !(c.eat(b' ') || c.eat(b'T') || c.eat(b't')) {
+        return None;
+    }
+    civil.hour = c.digits(2)?;
+    if !c.eat(b':') {
+        return None;
+    }
+    civil.minute = c.digits(2)?;
+    if c.eat(b':') {
+        civil.second = c.digits(2)?;
+    }
+    if civil.hour > 23 || civil.minute > 59 || civil.second > 59 {
+        return None;
+    }
+    if c.eat(b'.') {
+        // Up to nanoseconds are accepted; precision below a millisecond is
+        // truncated (toward the past), as the type has millisecond precision.
+        let start = c.pos;
+        let mut ms = 0u32;
+        let mut n = 0;
+        while let Some(b) = c.peek() {
+            if !b.is_ascii_digit() {
+                break;
+            }
+            if n < 3 {
+                ms = ms * 10 + (b - b'0') as u32;
+            }
+            n += 1;
+            c.pos += 1;
+        }
+        if c.pos == start || n > 9 {
+            return None;
+        }
+        for _ in n..3 {
+            ms *= 10;
+        }
+        civil.millisecond = ms;
+    }
+    let mut offset_ms = 0i64;
+    match c.peek() {
+        None => {}
+        Some(b'Z') | Some(b'z') => c.pos += 1,
+        Some(sign @ (b'+' | b'-')) => {
+            c.pos += 1;
+            let hours = c.digits(2)? as i64;
+            let _ = c.eat(b':');
+            let minutes = c.digits(2)? as i64;
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let off = hours * MS_PER_HOUR + minutes * MS_PER_MINUTE;
+            offset_ms = if sign == b'+' { off } else { -off };
+        }
+        Some(_) => return None,
+    }
+    if !c.done() {
+        return None;
+    }
+    Some(civil.to_ms() - offset_ms)
+}
+
+/// A time unit of INTERVAL literals, EXTRACT and date_trunc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    Millisecond,
+    Second,
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+impl TimeUnit {
+    /// Parses a unit name, singular or plural, case-insensitive.
+    pub fn parse(name: &str) -> Option<TimeUnit> {
+        let n = name.trim().to_ascii_lowercase();
+        let n = n.strip_suffix('s').unwrap_or(&n);
+        Some(match n {
+            "millisecond" | "milli" | "ms" => TimeUnit::Millisecond,
+            "second" | "sec" => TimeUnit::Second,
+            "minute" | "min" => TimeUnit::Minute,
+            "hour" | "h" => TimeUnit::Hour,
+            "day" | "d" => TimeUnit::Day,
+            "week" => TimeUnit::Week,
+            "month" => TimeUnit::Month,
+            "quarter" => TimeUnit::Quarter,
+            "year" => TimeUnit::Year,
+            _ => return None,
+        })
+    }
+
+    /// Fixed length in milliseconds; months and years have none.
+    pub fn fixed_ms(self) -> Option<i64> {
+        Some(match self {
+            TimeUnit::Millisecond => 1,
+            TimeUnit::Second => MS_PER_SECOND,
+            TimeUnit::Minute => MS_PER_MINUTE,
+            TimeUnit::Hour => MS_PER_HOUR,
+            TimeUnit::Day => MS_PER_DAY,
+            TimeUnit::Week => 7 * MS_PER_DAY,
+            TimeUnit::Month | TimeUnit::Quarter | TimeUnit::Year => return None,
+        })
+    }
+}
+
+/// Parses the body of an INTERVAL literal into milliseconds: either
+/// `'<amount>'` with a separate unit (`INTERVAL '4' SECOND`), or
+/// `'<amount> <unit>'` pairs (`INTERVAL '1 minute 30 seconds'`). Fractions
+/// are allowed (`'1.5' SECOND`) as long as the result is whole
+/// milliseconds. Months and years are refused: windows need fixed sizes.
+pub fn parse_interval(text: &str, unit: Option<&str>) -> Result<i64, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let pairs: Vec<(&str, &str)> = match (unit, words.as_slice()) {
+        (Some(u), [amount]) => vec![(*amount, u)],
+        (Some(_), _) => return Err(format!("interval {text:?}: expected a single number before the unit")),
+        (None, w) if !w.is_empty() && w.len() % 2 == 0 => w.chunks(2).map(|p| (p[0], p[1])).collect(),
+        (None, _) => {
+            return Err(format!(
+                "interval {text:?}: expected '<number> <unit>' (e.g. '10 seconds')"
+            ))
+        }
+    };
+    let mut total: i64 = 0;
+    for (amount, unit_name) in pairs {
+        let unit = TimeUnit::parse(unit_name).ok_or_else(|| format!("unknown interval unit {unit_name:?}"))?;
+        let unit_ms = unit
+            .fixed_ms()
+            .ok_or_else(|| format!("interval unit {unit_name} has no fixed length; use days or smaller"))?;
+        let amount_f: f64 = amount
+            .parse()
+            .map_err(|_| format!("interval amount {amount:?} is not a number"))?;
+        let ms = amount_f * unit_ms as f64;
+        if !ms.is_finite() || ms.fract() != 0.0 || ms.abs() > 1e15 {
+            return Err(format!(
+                "interval {text:?} is not a whole number of milliseconds in range"
+            ));
+        }
+        total = total
+            .checked_add(ms as i64)
+            .ok_or_else(|| format!("interval {text:?} overflows"))?;
+    }
+    Ok(total)
+}
+
+/// Truncates a timestamp to the start of its unit (date_trunc).
+pub fn truncate(ms: i64, unit: TimeUnit) -> i64 {
+    let c = Civil::from_ms(ms);
+    match unit {
+        // Saturating: the start of the unit containing a time near i64::MIN
+        // may lie before i64::MIN.
+        TimeUnit::Week => {
+            let day_start = floor_to(ms, MS_PER_DAY);
+            day_start.saturating_sub((c.iso_weekday() as i64 - 1) * MS_PER_DAY)
+        }
+        TimeUnit::Month => days_from_civil(c.year, c.month, 1).saturating_mul(MS_PER_DAY),
+        TimeUnit::Quarter => days_from_civil(c.year, (c.month - 1) / 3 * 3 + 1, 1).saturating_mul(MS_PER_DAY),
+        TimeUnit::Year => days_from_civil(c.year, 1, 1).saturating_mul(MS_PER_DAY),
+        fixed => floor_to(ms, fixed.fixed_ms().expect("fixed unit")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_three_input_forms() {
+        assert_eq!(parse_timestamp("1970-01-01 00:00:00").unwrap(), 0);
+        assert_eq!(parse_timestamp("2015-07-15 00:00:00.123").unwrap(), 1_436_918_400_123);
+        assert_eq!(
+            parse_timestamp("2015-07-15T02:00:00.123+02:00").unwrap(),
+            1_436_918_400_123
+        );
+        assert_eq!(parse_timestamp("2015-07-15T00:00:00Z").unwrap(), 1_436_918_400_000);
+        assert_eq!(parse_timestamp("1436918400123").unwrap(), 1_436_918_400_123);
+        assert_eq!(parse_timestamp("-1").unwrap(), -1);
+        assert_eq!(parse_timestamp("1969-12-31 23:59:59.999").unwrap(), -1);
+        assert!(parse_timestamp("2015-02-30 00:00:00").is_err());
+        assert!(parse_timestamp("2015-07-15 24:00:00").is_err());
+        assert!(parse_timestamp("yesterday").is_err());
+        assert!(parse_timestamp("2015-07-15 00:00:00.").is_err());
+    }
+
+    #[test]
+    fn formats_before_and_after_the_epoch() {
+        assert_eq!(timestamp_to_string(-1), "1969-12-31 23:59:59.999");
+        assert_eq!(timestamp_to_string(1_436_918_400_123), "2015-07-15 00:00:00.123");
+    }
+
+    #[test]
+    fn floor_division_rounds_down_for_negative_times() {
+        assert_eq!(floor_to(-1, 10_000), -10_000);
+        assert_eq!(floor_to(-10_000, 10_000), -10_000);
+        assert_eq!(floor_to(9_999, 10_000), 0);
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("4", Some("SECOND")).unwrap(), 4_000);
+        assert_eq!(parse_interval("1.5", Some("seconds")).unwrap(), 1_500);
+        assert_eq!(parse_interval("1 minute 30 seconds", None).unwrap(), 90_000);
+        assert!(parse_interval("1", Some("MONTH")).is_err());
+        assert!(parse_interval("x", Some("SECOND")).is_err());
+    }
+
+    #[test]
+    fn weekday_and_truncation() {
+        // 2015-07-15 was a Wednesday.
+        let ts = parse_timestamp("2015-07-15 13:14:15.678").unwrap();
+        assert_eq!(Civil::from_ms(ts).iso_weekday(), 3);
+        assert_eq!(
+            timestamp_to_string(truncate(ts, TimeUnit::Week)),
+            "2015-07-13 00:00:00.000"
+        );
+        assert_eq!(
+            timestamp_to_string(truncate(ts, TimeUnit::Quarter)),
+            "2015-07-01 00:00:00.000"
+        );
+        assert_eq!(
+            timestamp_to_string(truncate(ts, TimeUnit::Hour)),
+            "2015-07-15 13:00:00.000"
+        );
+    }
+
+    #[test]
+    fn civil_round_trip_over_a_wide_range() {
+        for days in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}

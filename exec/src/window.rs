@@ -1,0 +1,140 @@
+//! Event-time windows: their specification and assignment.
+//!
+//! Tumbling and hopping windows are aligned to the Unix epoch: a window
+//! starts at a multiple of its size (tumble) or slide (hop), in
+//! milliseconds, and the alignment floors, so `-1 ms` belongs to the window
+//! `[-size, 0)`. A session window is `[first event, last event + gap)`; its
+//! assignment depends on state and lives in the session operator.
+//!
+//! A window `[start, end)` is closed when the watermark `W >= end +
+//! lateness`. A record is late when every window it belongs to is closed.
+
+use crate::time::floor_to;
+
+/// The window of a windowed aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSpec {
+    Tumble { size_ms: i64 },
+    Hop { slide_ms: i64, size_ms: i64 },
+    Session { gap_ms: i64 },
+}
+
+/// The most windows one record may belong to (HOP size / slide). A limit
+/// so a pathological `HOP(…, 1 ms, 1 day)` is refused at plan time instead
+/// of multiplying every record by 86 million.
+pub const HOP_WINDOWS_PER_ROW_MAX: i64 = 1_000;
+
+impl WindowSpec {
+    /// Checks sizes; the planner reports the error against the SQL.
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            WindowSpec::Tumble { size_ms } if size_ms <= 0 => Err("window size must be positive".into()),
+            WindowSpec::Hop { slide_ms, size_ms } => {
+                if slide_ms <= 0 || size_ms <= 0 {
+                    return Err("HOP slide and size must be positive".into());
+                }
+                // Windows per row: ceil(size / slide), both positive.
+                let per_row = (size_ms - 1) / slide_ms + 1;
+                if per_row > HOP_WINDOWS_PER_ROW_MAX {
+                    return Err(format!(
+                        "HOP size / slide is {per_row}; at most {HOP_WINDOWS_PER_ROW_MAX} windows per row are allowed"
+                    ));
+                }
+                Ok(())
+            }
+            WindowSpec::Session { gap_ms } if gap_ms <= 0 => Err("SESSION gap must be positive".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The window length (tumble, hop); sessions have none.
+    pub fn size_ms(&self) -> Option<i64> {
+        match *self {
+            WindowSpec::Tumble { size_ms } | WindowSpec::Hop { size_ms, .. } => Some(size_ms),
+            WindowSpec::Session { .. } => None,
+        }
+    }
+
+    /// Calls `f(start)` for every fixed window containing `ts`, latest start
+    /// first. Sessions are not fixed windows and assign nothing here.
+    pub fn for_each_start(&self, ts: i64, mut f: impl FnMut(i64)) {
+        match *self {
+            WindowSpec::Tumble { size_ms } => f(floor_to(ts, size_ms)),
+            WindowSpec::Hop { slide_ms, size_ms } => {
+                let mut start = floor_to(ts, slide_ms);
+                // `start > ts - size` ⇔ the window [start, start+size) holds ts.
+                while start > ts.saturating_sub(size_ms) {
+                    f(start);
+                    match start.checked_sub(slide_ms) {
+                        Some(s) => start = s,
+                        None => break,
+                    }
+                }
+            }
+            WindowSpec::Session { .. } => {}
+        }
+    }
+}
+
+/// The end of a window that starts at `start`, saturating.
+pub fn window_end(start: i64, size_ms: i64) -> i64 {
+    start.saturating_add(size_ms)
+}
+
+/// Whether a window ending at `end` is closed at watermark `w`.
+pub fn is_closed(end: i64, lateness_ms: i64, watermark: i64) -> bool {
+    watermark >= end.saturating_add(lateness_ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn starts(spec: WindowSpec, ts: i64) -> Vec<i64> {
+        let mut v = Vec::new();
+        spec.for_each_start(ts, |s| v.push(s));
+        v
+    }
+
+    #[test]
+    fn tumble_floors_negative_times() {
+        let t = WindowSpec::Tumble { size_ms: 10 };
+        assert_eq!(starts(t, -1), [-10]);
+        assert_eq!(starts(t, -10), [-10]);
+        assert_eq!(starts(t, 0), [0]);
+        assert_eq!(starts(t, 9), [0]);
+    }
+
+    #[test]
+    fn hop_assigns_every_covering_window() {
+        let h = WindowSpec::Hop {
+            slide_ms: 2,
+            size_ms: 10,
+        };
+        assert_eq!(starts(h, 10), [10, 8, 6, 4, 2]);
+        assert_eq!(starts(h, -1), [-2, -4, -6, -8, -10]);
+        // Size not a multiple of the slide: 3 or 4 windows depending on ts.
+        let h = WindowSpec::Hop {
+            slide_ms: 3,
+            size_ms: 10,
+        };
+        assert_eq!(starts(h, 9), [9, 6, 3, 0]);
+        assert_eq!(starts(h, 10), [9, 6, 3]);
+    }
+
+    #[test]
+    fn hop_limits_windows_per_row() {
+        assert!(WindowSpec::Hop {
+            slide_ms: 1,
+            size_ms: 86_400_000
+        }
+        .validate()
+        .is_err());
+        assert!(WindowSpec::Hop {
+            slide_ms: 2_000,
+            size_ms: 10_000
+        }
+        .validate()
+        .is_ok());
+    }
+}

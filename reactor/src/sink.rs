@@ -1,0 +1,145 @@
+//! Sinks: encode rows and write them out.
+//!
+//! A file sink writes CSV (with a header row) or JSON lines; a changelog
+//! stream's rows carry an `op` column (`+I`, `-U`, `+U`, `-D`). Output is
+//! buffered and flushed at the end of the run; a file sink creates its
+//! parent directories. The stdout sink writes CSV; when several streams
+//! print to stdout each line is prefixed with the stream's name.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use laminar_exec::batch::Batch;
+use laminar_exec::format::{Encoder, Format};
+use laminar_exec::plan::{SinkConnector, SinkNode};
+
+use crate::RunError;
+
+enum Target {
+    File { path: PathBuf, writer: BufWriter<File> },
+    Stdout { prefix: Option<Vec<u8>> },
+}
+
+pub struct Sink {
+    pub name: String,
+    target: Target,
+    encoder: Box<dyn Encoder>,
+    buffer: Vec<u8>,
+    pub rows: u64,
+}
+
+/// Bytes buffered before a write to the target.
+const BUFFER_BYTES_MAX: usize = 1 << 20;
+
+impl Sink {
+    pub fn open(node: &SinkNode, stdout_sinks: usize) -> Result<Sink, RunError> {
+        let (target, format) = match &node.connector {
+            SinkConnector::File { path, format } => {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|source| RunError::Io {
+                        operation: "creating sink directory",
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let file = File::create(path).map_err(|source| RunError::Io {
+                    operation: "creating sink file",
+                    path: path.clone(),
+                    source,
+                })?;
+                (
+                    Target::File {
+                        path: path.clone(),
+                        writer: BufWriter::with_capacity(1 << 20, file),
+                    },
+                    *format,
+                )
+            }
+            SinkConnector::Stdout => {
+                let prefix = (stdout_sinks > 1).then(|| format!("{}: ", node.name).into_bytes());
+                (Target::Stdout { prefix }, Format::Csv)
+            }
+        };
+        let mut sink = Sink {
+            name: node.name.clone(),
+            target,
+            encoder: format.encoder(&node.schema, node.changelog),
+            buffer: Vec::new(),
+            rows: 0,
+        };
+        let mut header = Vec::new();
+        sink.encoder.header(&mut header);
+        sink.append(&header);
+        Ok(sink)
+    }
+
+    fn append(&mut self, encoded: &[u8]) {
+        match &self.target {
+            Target::Stdout { prefix: Some(p) } => {
+                for line in encoded.split_inclusive(|&b| b == b'\n') {
+                    self.buffer.extend_from_slice(p);
+                    self.buffer.extend_from_slice(line);
+                }
+            }
+            _ => self.buffer.extend_from_slice(encoded),
+        }
+    }
+
+    pub fn write(&mut self, batch: &Batch) -> Result<(), RunError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut encoded = std::mem::take(&mut self.buffer);
+        let prefixed = matches!(self.target, Target::Stdout { prefix: Some(_) });
+        if prefixed {
+            let mut tmp = Vec::new();
+            for (op, row) in batch.rows() {
+                tmp.clear();
+                self.encoder.row(op, row, &mut tmp);
+                self.buffer = encoded;
+                self.append(&tmp);
+                encoded = std::mem::take(&mut self.buffer);
+            }
+        } else {
+            for (op, row) in batch.rows() {
+                self.encoder.row(op, row, &mut encoded);
+            }
+        }
+        self.buffer = encoded;
+        self.rows += batch.len() as u64;
+        if self.buffer.len() >= BUFFER_BYTES_MAX {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<(), RunError> {
+        match &mut self.target {
+            Target::File { path, writer } => writer.write_all(&self.buffer).map_err(|source| RunError::Io {
+                operation: "writing sink file",
+                path: path.clone(),
+                source,
+            })?,
+            Target::Stdout { .. } => std::io::stdout()
+                .lock()
+                .write_all(&self.buffer)
+                .map_err(RunError::Stdout)?,
+        }
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Writes everything buffered and flushes the target.
+    pub fn finish(&mut self) -> Result<(), RunError> {
+        self.drain()?;
+        match &mut self.target {
+            Target::File { path, writer } => writer.flush().map_err(|source| RunError::Io {
+                operation: "flushing sink file",
+                path: path.clone(),
+                source,
+            }),
+            Target::Stdout { .. } => std::io::stdout().lock().flush().map_err(RunError::Stdout),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Sources: read records, decode them into rows, and compute the
+//! per-partition watermark after every record.
+//!
+//! A file is one partition; so is the whole generator stream. The
+//! watermark is `max(event time seen) - delay`, advanced after each good
+//! record and placed in band in the batch right after that record, so
+//! operators can decide lateness against exactly the watermark that held
+//! before each record. End of input is the watermark `+∞`.
+//!
+//! A malformed record is reported (path, line, reason), written to the
+//! dead-letter file when one is configured, counted, and skipped; the
+//! records around it are processed.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use laminar_bench::nexmark::{EventKind, Generator, NexmarkConfig};
+use laminar_exec::batch::{Batch, Op, WATERMARK_END};
+use laminar_exec::format::{csv_record_incomplete_with, Decoder, Format};
+use laminar_exec::plan::{SourceConnector, SourceNode, WatermarkSpec};
+use laminar_exec::types::Value;
+
+use crate::RunError;
+
+/// Longest record accepted (a multi-line CSV record counts as a whole).
+pub const RECORD_BYTES_MAX: usize = 1 << 20;
+/// Reports of bad records printed per source before the rest are only
+/// counted (the dead-letter file still gets every one).
+pub const MALFORMED_REPORTS_MAX: u64 = 100;
+
+/// One bad record, for the caller to report.
+#[derive(Debug, Clone)]
+pub struct MalformedRecord<'a> {
+    pub source: &'a str,
+    pub location: &'a str,
+    pub line: u64,
+    pub reason: &'a str,
+}
+
+/// Tracks `max(event time) - delay` for one partition.
+struct WatermarkTracker {
+    spec: Option<WatermarkSpec>,
+    max_time: i64,
+    current: i64,
+}
+
+impl WatermarkTracker {
+    fn new(spec: Option<WatermarkSpec>) -> WatermarkTracker {
+        WatermarkTracker {
+            spec,
+            max_time: i64::MIN,
+            current: i64::MIN,
+        }
+    }
+
+    /// Observes a row; returns the new watermark if it advanced.
+    fn observe(&mut self, row: &[Value]) -> Option<i64> {
+        let spec = self.spec?;
+        let t = match row[spec.column] {
+            Value::Ts(t) | Value::Int(t) => t,
+            _ => return None,
+        };
+        if t <= self.max_time {
+            return None;
+        }
+        self.max_time = t;
+        let w = t.saturating_sub(spec.delay_ms);
+        (w > self.current).then(|| {
+            self.current = w;
+            w
+        })
+    }
+}
+
+enum Reader {
+    File {
+        path: PathBuf,
+        reader: BufReader<File>,
+        decoder: Box<dyn Decoder>,
+        delimiter: u8,
+        format: Format,
+        line: u64,
+        dead_letter: Option<(PathBuf, BufWriter<File>)>,
+    },
+    Nexmark {
+        generator: Generator,
+        kind: EventKind,
+        columns: Vec<usize>,
+        next: u64,
+        end: u64,
+    },
+}
+
+/// A running source.
+pub struct Source {
+    pub name: String,
+    width: usize,
+    reader: Reader,
+    watermark: WatermarkTracker,
+    scratch: Vec<Value>,
+    record: Vec<u8>,
+    pub rows: u64,
+    pub malformed: u64,
+    pub bytes_read: u64,
+    /// Total input size where known (files), for progress.
+    pub bytes_total: Option<u64>,
+    done: bool,
+}
+
+fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RunError + 'a {
+    move |source| RunError::Io {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Source {
+    pub fn open(node: &SourceNode) -> Result<Source, RunError> {
+        let width = node.schema.len();
+        let (reader, bytes_total) = match &node.connector {
+            SourceConnector::File {
+                path,
+                format,
+                header,
+                delimiter,
+                dead_letter,
+            } => {
+                let file = File::open(path).map_err(io_error("opening source file", path))?;
+                let bytes_total = file.metadata().ok().map(|m| m.len());
+                let mut reader = BufReader::with_capacity(1 << 20, file);
+                let mut line = 0u64;
+                let header_bytes = if *header && *format == Format::Csv {
+                    let mut h = Vec::new();
+                    reader.read_until(b'\n', &mut h).map_err(io_error("reading", path))?;
+                    line += 1;
+                    strip_newline(&mut h);
+                    Some(h)
+                } else {
+                    None
+                };
+                let decoder = match (&header_bytes, *header) {
+                    (Some(h), _) if h.is_empty() => {
+                        // An empty file: no header, no rows.
+                        format.decoder(&node.schema, None, *delimiter)
+                    }
+                    (h, _) => format.decoder(&node.schema, h.as_deref(), *delimiter),
+                }
+                .map_err(|reason| RunError::Source {
+                    source_name: node.name.clone(),
+                    path: path.clone(),
+                    reason,
+                })?;
+                let dead_letter = match dead_letter {
+                    Some(p) => {
+                        let f = File::create(p).map_err(io_error("creating dead-letter file", p))?;
+                        Some((p.clone(), BufWriter::new(f)))
+                    }
+                    None => None,
+                };
+                let reader = Reader::File {
+                    path: path.clone(),
+                    reader,
+                    decoder,
+                    delimiter: *delimiter,
+                    format: *format,
+                    line,
+                    dead_letter,
+                };
+                (reader, bytes_total)
+            }
+            SourceConnector::Nexmark {
+                kind,
+                columns,
+                events,
+                rate_per_sec,
+                seed,
+            } => {
+                let kind = EventKind::from_name(kind).expect("the planner validated the kind");
+                let generator = Generator::new(NexmarkConfig {
+                    seed: *seed,
+                    events: *events,
+                    rate_per_sec: *rate_per_sec,
+                    ..NexmarkConfig::default()
+                });
+                (
+                    Reader::Nexmark {
+                        generator,
+                        kind,
+                        columns: columns.clone(),
+                        next: 0,
+                        end: *events,
+                    },
+                    None,
+                )
+            }
+        };
+        Ok(Source {
+            name: node.name.clone(),
+            width,
+            reader,
+            watermark: WatermarkTracker::new(node.watermark),
+            scratch: Vec::with_capacity(width),
+            record: Vec::new(),
+            rows: 0,
+            malformed: 0,
+            bytes_read: 0,
+            bytes_total,
+            done: false,
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Reads up to `rows_max` rows into a new batch. At the end of input the
+    /// batch carries the final watermark and the source is done.
+    pub fn next_batch(
+        &mut self,
+        rows_max: usize,
+        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Result<Batch, RunError> {
+        let mut batch = Batch::with_capacity(self.width, rows_max);
+        match &mut self.reader {
+            Reader::File {
+                path,
+                reader,
+                decoder,
+                delimiter,
+                format,
+                line,
+                dead_letter,
+            } => {
+                while batch.len() < rows_max {
+                    self.record.clear();
+                    let n = reader
+                        .read_until(b'\n', &mut self.record)
+                        .map_err(io_error("reading", path))?;
+                    if n == 0 {
+                        self.done = true;
+                        break;
+                    }
+                    *line += 1;
+                    let first_line = *line;
+                    self.bytes_read += n as u64;
+                    // A quoted CSV field may span lines: keep reading until
+                    // the quotes balance (bounded by RECORD_BYTES_MAX).
+                    let mut too_long = false;
+                    if *format == Format::Csv {
+                        while csv_record_incomplete_with(trimmed(&self.record), *delimiter) {
+                            if self.record.len() > RECORD_BYTES_MAX {
+                                too_long = true;
+                                break;
+                            }
+                            let more = reader
+                                .read_until(b'\n', &mut self.record)
+                                .map_err(io_error("reading", path))?;
+                            if more == 0 {
+                                break;
+                            }
+                            *line += 1;
+                            self.bytes_read += more as u64;
+                        }
+                    }
+                    strip_newline(&mut self.record);
+                    if self.record.is_empty()
+                        || (*format == Format::Json && self.record.iter().all(u8::is_ascii_whitespace))
+                    {
+                        continue; // blank lines are not records
+                    }
+                    let result = if too_long || self.record.len() > RECORD_BYTES_MAX {
+                        Err(format!("record longer than {RECORD_BYTES_MAX} bytes"))
+                    } else {
+                        self.scratch.clear();
+                        decoder.decode(&self.record, &mut self.scratch)
+                    };
+                    match result {
+                        Ok(()) => {
+                            debug_assert_eq!(self.scratch.len(), self.width);
+                            batch.push(Op::Insert, &self.scratch);
+                            self.rows += 1;
+                            if let Some(w) = self.watermark.observe(&self.scratch) {
+                                batch.push_mark(w);
+                            }
+                        }
+                        Err(reason) => {
+                            self.malformed += 1;
+                            let location = path.display().to_string();
+                            if self.malformed <= MALFORMED_REPORTS_MAX {
+                                on_malformed(MalformedRecord {
+                                    source: &self.name,
+                                    location: &location,
+                                    line: first_line,
+                                    reason: &reason,
+                                });
+                            }
+                            if let Some((dl_path, w)) = dead_letter {
+                                w.write_all(&self.record)
+                                    .and_then(|_| w.write_all(b"\n"))
+                                    .map_err(io_error("writing dead-letter file", dl_path))?;
+                            }
+                        }
+                    }
+                }
+                if self.done {
+                    if let Some((dl_path, w)) = dead_letter {
+                        w.flush().map_err(io_error("writing dead-letter file", dl_path))?;
+                    }
+                }
+            }
+            Reader::Nexmark {
+                generator,
+                kind,
+                columns,
+                next,
+                end,
+            } => {
+                while batch.len() < rows_max && *next < *end {
+                    let i = *next;
+                    *next += 1;
+                    self.record.clear();
+                    let mut full = std::mem::take(&mut self.scratch);
+                    full.clear();
+                    if generator.fill_row(i, *kind, &mut full) {
+                        let row: Vec<Value> = columns.iter().map(|&c| std::mem::take(&mut full[c])).collect();
+                        batch.push_owned(Op::Insert, row.iter().cloned());
+                        self.rows += 1;
+                        if let Some(w) = self.watermark.observe(&row) {
+                            batch.push_mark(w);
+                        }
+                    }
+                    self.scratch = full;
+                }
+                if *next >= *end {
+                    self.done = true;
+                }
+            }
+        }
+        if self.done {
+            batch.push_mark(WATERMARK_END);
+        }
+        Ok(batch)
+    }
+}
+
+fn strip_newline(v: &mut Vec<u8>) {
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+}
+
+fn trimmed(v: &[u8]) -> &[u8] {
+    let v = v.strip_suffix(b"\n").unwrap_or(v);
+    v.strip_suffix(b"\r").unwrap_or(v)
+}

@@ -1,0 +1,311 @@
+//! laminar's SQL front end: a script of statements in, an executable
+//! `PhysicalPlan` out.
+//!
+//! `script` splits the text and lifts out the streaming clauses
+//! (`WATERMARK FOR`, `EMIT …`, `ALLOW LATENESS`); sqlparser-rs parses the
+//! rest with file positions intact; `ddl` plans sources, tables and sinks;
+//! `query` and `expr` plan continuous queries into `exec` operators.
+//!
+//! This crate knows nothing about threads, shards or I/O: names, types and
+//! plans only. Every error is a `SqlError` naming the statement, the line
+//! and column, and what was expected.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod ddl;
+pub mod error;
+pub mod expr;
+pub mod query;
+pub mod script;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use laminar_exec::operators::upsert::UpsertSpec;
+use laminar_exec::plan::{Input, OperatorNode, OperatorSpec, PhysicalPlan, SinkConnector, SinkNode, SourceNode};
+use laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT;
+use laminar_exec::types::Schema;
+use sqlparser::ast;
+use sqlparser::tokenizer::{Location, Span};
+
+pub use error::SqlError;
+use error::{PlanError, PlanResult};
+use expr::{Scope, ScopeColumn};
+use query::{Relation, StreamClauses};
+use script::{Statement, StatementKind};
+
+/// Knobs of planning that come from the command line or config.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Limit on live groups/windows/sessions per stateful operator.
+    pub state_entries_max: usize,
+    /// Whether TCP connectors may be used (serve mode).
+    pub allow_tcp: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            state_entries_max: STATE_ENTRIES_MAX_DEFAULT,
+            allow_tcp: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Source,
+    Table,
+    Stream,
+}
+
+struct Entry {
+    kind: EntryKind,
+    relation: Relation,
+}
+
+/// The planner's state while it walks a script.
+pub struct Planner {
+    options: PlanOptions,
+    plan: PhysicalPlan,
+    catalog: BTreeMap<String, Entry>,
+    sink_names: BTreeSet<String>,
+    /// Relations read by a stream or a sink.
+    consumed: BTreeSet<(bool, usize)>,
+    streams: Vec<(String, Relation)>,
+}
+
+fn key(input: Input) -> (bool, usize) {
+    match input {
+        Input::Source(i) => (false, i),
+        Input::Node(i) => (true, i),
+    }
+}
+
+impl Planner {
+    fn new(options: PlanOptions) -> Planner {
+        Planner {
+            options,
+            plan: PhysicalPlan::default(),
+            catalog: BTreeMap::new(),
+            sink_names: BTreeSet::new(),
+            consumed: BTreeSet::new(),
+            streams: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add_node(
+        &mut self,
+        name: &str,
+        inputs: Vec<Input>,
+        spec: OperatorSpec,
+        schema: Schema,
+        changelog: bool,
+    ) -> Input {
+        for &i in &inputs {
+            self.consumed.insert(key(i));
+        }
+        self.plan.nodes.push(OperatorNode {
+            name: name.to_string(),
+            inputs,
+            spec,
+            schema,
+            changelog,
+        });
+        Input::Node(self.plan.nodes.len() - 1)
+    }
+
+    pub(crate) fn lookup(&mut self, name: &ast::ObjectName) -> PlanResult<Relation> {
+        let text = name.to_string();
+        let span = ast::Spanned::span(name);
+        match self.catalog.get(&text.to_ascii_lowercase()) {
+            Some(e) => {
+                self.consumed.insert(key(e.relation.input));
+                Ok(e.relation.clone())
+            }
+            None => {
+                let known: Vec<&str> = self.catalog.keys().map(String::as_str).collect();
+                Err(PlanError::at(
+                    span,
+                    if known.is_empty() {
+                        format!("unknown source or stream {text} (none is defined before this statement)")
+                    } else {
+                        format!("unknown source or stream {text} (defined: {})", known.join(", "))
+                    },
+                ))
+            }
+        }
+    }
+
+    fn define(&mut self, st: &Statement, name: &str, kind: EntryKind, relation: Relation) -> Result<(), SqlError> {
+        let k = name.to_ascii_lowercase();
+        if self.catalog.contains_key(&k) || self.sink_names.contains(&k) {
+            return Err(st.error(None, format!("{name} is already defined")));
+        }
+        self.catalog.insert(k, Entry { kind, relation });
+        Ok(())
+    }
+
+    fn statement(&mut self, st: &Statement) -> Result<(), SqlError> {
+        let ddl = ddl::DdlOptions {
+            allow_tcp: self.options.allow_tcp,
+        };
+        let located = |e: PlanError| st.error(e.location, e.message);
+        match st.kind {
+            StatementKind::Source | StatementKind::Table => {
+                let def = ddl::plan_source(st, &ddl)?;
+                let is_table = st.kind == StatementKind::Table;
+                if is_table && def.primary_key.is_empty() {
+                    return Err(st.error(None, "a reference table needs a PRIMARY KEY (…)"));
+                }
+                if !is_table && !def.primary_key.is_empty() {
+                    return Err(st.error(
+                        None,
+                        "PRIMARY KEY belongs on CREATE TABLE; a source is an append-only stream",
+                    ));
+                }
+                let scope = Scope {
+                    columns: def
+                        .schema
+                        .fields
+                        .iter()
+                        .map(|f| ScopeColumn {
+                            qualifier: Some(def.name.clone()),
+                            name: f.name.clone(),
+                            data_type: f.data_type,
+                        })
+                        .collect(),
+                };
+                self.plan.sources.push(SourceNode {
+                    name: def.name.clone(),
+                    schema: def.schema.clone(),
+                    connector: def.connector,
+                    watermark: def.watermark,
+                    used_columns: vec![true; def.schema.len()],
+                });
+                let input = Input::Source(self.plan.sources.len() - 1);
+                let time_column = def.watermark.map(|w| w.column);
+                let mut relation = Relation {
+                    input,
+                    scope,
+                    time_column,
+                    changelog: false,
+                };
+                if is_table {
+                    let spec = OperatorSpec::Upsert(UpsertSpec {
+                        name: def.name.clone(),
+                        key_columns: def.primary_key.clone(),
+                        entries_max: self.options.state_entries_max,
+                    });
+                    relation.input = self.add_node(&def.name, vec![input], spec, def.schema.clone(), true);
+                    relation.changelog = true;
+                    // A table nobody reads is still loaded, but not printed.
+                    self.consumed.insert(key(relation.input));
+                }
+                let kind = if is_table { EntryKind::Table } else { EntryKind::Source };
+                self.define(st, &def.name, kind, relation)
+            }
+            StatementKind::Stream | StatementKind::MaterializedView => {
+                let mut p = st.parser();
+                let name = parse_stream_head(&mut p, st)?;
+                let q = p.parse_query().map_err(|e| st.parser_error(e))?;
+                if p.peek_token().token != sqlparser::tokenizer::Token::EOF {
+                    let t = p.peek_token();
+                    return Err(st.error(Some(t.span.start), format!("unexpected {} after the query", t.token)));
+                }
+                let clauses = StreamClauses {
+                    emit: st.emit.map(|(c, l)| (c, Span::new(l, l))),
+                    lateness_ms: st.lateness.map(|(ms, l)| (ms, Span::new(l, l))),
+                };
+                let relation = self.plan_query(&q, &name, clauses).map_err(located)?.requalified(&name);
+                self.streams.push((name.clone(), relation.clone()));
+                self.define(st, &name, EntryKind::Stream, relation)
+            }
+            StatementKind::Sink => {
+                let def = ddl::plan_sink(st, &ddl)?;
+                let k = def.name.to_ascii_lowercase();
+                if self.catalog.contains_key(&k) || !self.sink_names.insert(k) {
+                    return Err(st.error(None, format!("{} is already defined", def.name)));
+                }
+                let relation = self
+                    .lookup(&def.from)
+                    .map_err(|e| st.error(Some(e.location.unwrap_or(def.from_location)), e.message))?;
+                let entry_kind = self
+                    .catalog
+                    .get(&def.from.to_string().to_ascii_lowercase())
+                    .map(|e| e.kind);
+                if entry_kind == Some(EntryKind::Table) {
+                    // Allowed: a table's changelog can be written out.
+                }
+                self.plan.sinks.push(SinkNode {
+                    name: def.name,
+                    input: relation.input,
+                    schema: relation.schema(),
+                    changelog: relation.changelog,
+                    connector: def.connector,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self) -> PhysicalPlan {
+        // A stream nothing reads prints to stdout.
+        for (name, relation) in std::mem::take(&mut self.streams) {
+            if !self.consumed.contains(&key(relation.input)) {
+                self.consumed.insert(key(relation.input));
+                self.plan.sinks.push(SinkNode {
+                    name: name.clone(),
+                    input: relation.input,
+                    schema: relation.schema(),
+                    changelog: relation.changelog,
+                    connector: SinkConnector::Stdout,
+                });
+            }
+        }
+        self.plan.assert_valid();
+        self.plan
+    }
+}
+
+/// `CREATE STREAM name [AS]` / `CREATE MATERIALIZED VIEW name AS`.
+fn parse_stream_head(p: &mut sqlparser::parser::Parser<'_>, st: &Statement) -> Result<String, SqlError> {
+    use sqlparser::keywords::Keyword;
+    let r = (|| {
+        p.expect_keyword_is(Keyword::CREATE)?;
+        if st.kind == StatementKind::MaterializedView {
+            p.expect_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])?;
+        } else {
+            let _ = p.parse_identifier()?; // STREAM or VIEW
+        }
+        let name = p.parse_identifier()?;
+        p.expect_keyword_is(Keyword::AS)?;
+        Ok(name.value)
+    })();
+    r.map_err(|e| st.parser_error(e))
+}
+
+/// Plans a whole script.
+pub fn plan_script(text: &str, options: PlanOptions) -> Result<PhysicalPlan, SqlError> {
+    let statements = script::split(text)?;
+    if statements.is_empty() {
+        return Err(SqlError {
+            statement: "script".into(),
+            line: 1,
+            column: 1,
+            message: "the script has no statements".into(),
+        });
+    }
+    let mut planner = Planner::new(options);
+    for st in &statements {
+        planner.statement(st)?;
+    }
+    if planner.plan.sinks.is_empty() && planner.streams.is_empty() {
+        let last = statements.last().expect("non-empty");
+        let _ = Location {
+            line: last.end.line,
+            column: last.end.column,
+        };
+        return Err(last.error(None, "the script defines no stream or sink, so there is nothing to run"));
+    }
+    Ok(planner.finish())
+}

@@ -1,0 +1,174 @@
+//! Test support: the golden-file format and a helper that runs a script in
+//! a temporary directory and returns what every file sink wrote.
+//!
+//! A golden file (`tests/golden/*.slt`) is a sequence of blocks, each a
+//! header line, a body, and a closing `----` line:
+//!
+//! ```text
+//! # Comments start with '#'. The first comment says what the file proves.
+//! file bid.csv              -- an input file, written into the temp dir
+//! auction,price,date_time
+//! 1,100,2015-07-15 00:00:01
+//! ----
+//! sql                       -- the script; {dir} is the temp dir
+//! CREATE SOURCE … path = '{dir}/bid.csv' …;
+//! ----
+//! expect out.csv            -- what a sink wrote, compared as a multiset of
+//! auction,n                 -- lines (header first, always); add `ordered`
+//! 1,1                       -- after the name to compare in order
+//! ----
+//! metrics                   -- counters of the run: key = value lines
+//! late_rows_dropped = 1
+//! malformed = 0
+//! ----
+//! error 3:14 unknown column -- instead of running: planning must fail at
+//! ----                      -- line:column with a message containing text
+//! ```
+//!
+//! `LAMINAR_GOLDEN_REWRITE=1 cargo test -p laminar-tests --test golden`
+//! rewrites the `expect`, `metrics` and `error` bodies from what the engine
+//! does now; review the diff before committing it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use laminar_reactor::{RunOptions, RunSummary};
+use laminar_sql::{plan_script, PlanOptions};
+
+/// One block of a golden file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block {
+    Comment(String),
+    File { name: String, body: String },
+    Sql(String),
+    Expect { name: String, ordered: bool, body: String },
+    Metrics(String),
+    Error { location: String, text: String },
+}
+
+pub fn parse_golden(text: &str) -> Result<Vec<Block>, String> {
+    let mut blocks = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.starts_with('#') {
+            blocks.push(Block::Comment(line.to_string()));
+            continue;
+        }
+        let mut body = String::new();
+        let mut closed = false;
+        for l in lines.by_ref() {
+            if l == "----" {
+                closed = true;
+                break;
+            }
+            body.push_str(l);
+            body.push('\n');
+        }
+        if !closed {
+            return Err(format!("block {line:?} has no closing ----"));
+        }
+        let mut words = line.split_whitespace();
+        let block = match words.next() {
+            Some("file") => Block::File {
+                name: words.next().ok_or("file needs a name")?.to_string(),
+                body,
+            },
+            Some("sql") => Block::Sql(body),
+            Some("expect") => {
+                let name = words.next().ok_or("expect needs a sink file name")?.to_string();
+                let ordered = words.next() == Some("ordered");
+                Block::Expect { name, ordered, body }
+            }
+            Some("metrics") => Block::Metrics(body),
+            Some("error") => {
+                let location = words.next().ok_or("error needs line:column")?.to_string();
+                let text = words.collect::<Vec<_>>().join(" ");
+                Block::Error { location, text }
+            }
+            _ => return Err(format!("unknown block header {line:?}")),
+        };
+        blocks.push(block);
+    }
+    Ok(blocks)
+}
+
+pub fn render_golden(blocks: &[Block]) -> String {
+    let mut out = String::new();
+    for b in blocks {
+        match b {
+            Block::Comment(c) => {
+                out.push_str(c);
+                out.push('\n');
+                continue;
+            }
+            Block::File { name, body } => out.push_str(&format!("file {name}\n{body}")),
+            Block::Sql(body) => out.push_str(&format!("sql\n{body}")),
+            Block::Expect { name, ordered, body } => out.push_str(&format!(
+                "expect {name}{}\n{body}",
+                if *ordered { " ordered" } else { "" }
+            )),
+            Block::Metrics(body) => out.push_str(&format!("metrics\n{body}")),
+            Block::Error { location, text } => out.push_str(&format!("error {location} {text}\n")),
+        }
+        out.push_str("----\n\n");
+    }
+    out
+}
+
+/// What a run produced.
+pub struct Outcome {
+    pub summary: RunSummary,
+    pub malformed_reports: Vec<String>,
+}
+
+/// Counters compared by `metrics` blocks.
+pub fn metrics_text(o: &Outcome) -> String {
+    let s = &o.summary;
+    let mut m = BTreeMap::new();
+    m.insert("rows_in", s.rows_in());
+    m.insert("malformed", s.malformed());
+    m.insert("late_rows_dropped", s.late_rows_dropped());
+    m.insert("eval_errors", s.streams.iter().map(|x| x.metrics.eval_errors).sum());
+    m.insert(
+        "null_time_dropped",
+        s.streams.iter().map(|x| x.metrics.null_time_dropped).sum(),
+    );
+    m.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+}
+
+/// Plans and runs `sql` (with `{dir}` replaced by `dir`).
+pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize) -> Result<Outcome, String> {
+    let sql = sql.replace("{dir}", &dir.display().to_string());
+    let plan =
+        plan_script(&sql, PlanOptions::default()).map_err(|e| format!("{}:{} {}", e.line, e.column, e.message))?;
+    let mut reports = Vec::new();
+    let mut on_malformed =
+        |m: laminar_reactor::Malformed<'_>| reports.push(format!("{}:{}: {}", m.location, m.line, m.reason));
+    let mut on_progress = |_: &laminar_reactor::Progress| {};
+    let summary = laminar_reactor::run(
+        &plan,
+        RunOptions {
+            batch_rows,
+            on_malformed: &mut on_malformed,
+            on_progress: &mut on_progress,
+        },
+    )
+    .map_err(|e| format!("run failed: {e}"))?;
+    Ok(Outcome {
+        summary,
+        malformed_reports: reports,
+    })
+}
+
+/// A sink file's lines: header first, then the rows (sorted unless
+/// `ordered`).
+pub fn normalize(text: &str, ordered: bool) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    if !ordered && lines.len() > 1 {
+        lines[1..].sort_unstable();
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}

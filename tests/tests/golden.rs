@@ -1,0 +1,121 @@
+//! Runs every golden SQL file under `tests/golden/` and compares what the
+//! sinks wrote, the run's counters and planning errors with the file.
+//! Each file also runs with tiny batches (1 and 3 rows) so results can not
+//! depend on where batch boundaries fall.
+
+use std::path::PathBuf;
+
+use laminar_tests::{metrics_text, normalize, parse_golden, render_golden, run_sql, Block};
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+fn run_file(path: &PathBuf, rewrite: bool) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let mut blocks = parse_golden(&text)?;
+    let mut first_outputs: Option<Vec<String>> = None;
+    for batch_rows in [4096, 3, 1] {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut sql = None;
+        for b in &blocks {
+            match b {
+                Block::File { name, body } => {
+                    std::fs::write(dir.path().join(name), body).map_err(|e| e.to_string())?;
+                }
+                Block::Sql(s) => sql = Some(s.clone()),
+                _ => {}
+            }
+        }
+        let sql = sql.ok_or("no sql block")?;
+        let outcome = run_sql(&sql, dir.path(), batch_rows);
+        let mut outputs = Vec::new();
+        for b in blocks.iter_mut() {
+            match b {
+                Block::Expect { name, ordered, body } => {
+                    let o = outcome.as_ref().map_err(|e| format!("expected output but: {e}"))?;
+                    let _ = o;
+                    let actual = std::fs::read_to_string(dir.path().join(&*name))
+                        .map_err(|e| format!("sink file {name}: {e}"))?;
+                    let actual = normalize(&actual, *ordered);
+                    outputs.push(actual.clone());
+                    if rewrite && batch_rows == 4096 {
+                        *body = actual;
+                    } else if normalize(body, *ordered) != actual {
+                        return Err(format!(
+                            "{name} (batch_rows {batch_rows}) differs.\n--- expected\n{}--- actual\n{actual}",
+                            normalize(body, *ordered)
+                        ));
+                    }
+                }
+                Block::Metrics(body) => {
+                    let o = outcome.as_ref().map_err(|e| format!("expected metrics but: {e}"))?;
+                    let actual = metrics_text(o);
+                    if rewrite && batch_rows == 4096 {
+                        *body = actual;
+                    } else {
+                        // Only the keys the file lists are compared.
+                        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+                            if !actual.lines().any(|a| a.trim() == line.trim()) {
+                                return Err(format!("metric {line:?} (batch_rows {batch_rows}) not in:\n{actual}"));
+                            }
+                        }
+                    }
+                }
+                Block::Error { location, text } => {
+                    let err = match &outcome {
+                        Err(e) => e.clone(),
+                        Ok(_) => return Err("expected a planning error, but the script ran".into()),
+                    };
+                    let (loc, msg) = err.split_once(' ').unwrap_or((&err, ""));
+                    if rewrite {
+                        *location = loc.to_string();
+                        *text = msg.to_string();
+                    } else if loc != location || !msg.contains(text.as_str()) {
+                        return Err(format!("expected error {location} …{text}…, got {loc} {msg}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if outcome.is_err() && !blocks.iter().any(|b| matches!(b, Block::Error { .. })) {
+            return Err(outcome.err().unwrap_or_default());
+        }
+        match &first_outputs {
+            None => first_outputs = Some(outputs),
+            Some(f) if *f != outputs => return Err(format!("batch_rows {batch_rows} changed the result")),
+            _ => {}
+        }
+        if rewrite {
+            std::fs::write(path, render_golden(&blocks)).map_err(|e| e.to_string())?;
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn golden_files() {
+    let rewrite = std::env::var_os("LAMINAR_GOLDEN_REWRITE").is_some();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .expect("tests/golden exists")
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no golden files found");
+    let mut failures = Vec::new();
+    for f in &files {
+        if let Err(e) = run_file(f, rewrite) {
+            failures.push(format!("{}: {e}", f.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} golden files failed:\n\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n\n")
+    );
+    eprintln!("{} golden files passed", files.len());
+}
