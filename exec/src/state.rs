@@ -8,9 +8,9 @@
 //! mmap arenas behind this same interface; lookups take a borrowed
 //! `&[Value]` so probing never allocates.
 
-use std::collections::hash_map::Entry;
-
-use fxhash::FxHashMap;
+use fxhash::FxBuildHasher;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
 use crate::error::ExecError;
 use crate::types::Value;
@@ -24,7 +24,7 @@ pub const STATE_ENTRIES_MAX_DEFAULT: usize = 10_000_000;
 
 #[derive(Debug, Clone)]
 pub struct KeyedState<V> {
-    map: FxHashMap<GroupKey, V>,
+    map: HashMap<GroupKey, V, FxBuildHasher>,
     entries_max: usize,
 }
 
@@ -32,7 +32,7 @@ impl<V> KeyedState<V> {
     pub fn new(entries_max: usize) -> KeyedState<V> {
         assert!(entries_max > 0);
         KeyedState {
-            map: FxHashMap::default(),
+            map: HashMap::with_hasher(FxBuildHasher::default()),
             entries_max,
         }
     }
@@ -64,19 +64,19 @@ impl<V> KeyedState<V> {
         operator: &str,
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, ExecError> {
-        if self.map.contains_key(key) {
-            return Ok(self.map.get_mut(key).expect("checked above"));
-        }
-        if self.map.len() + live_elsewhere >= self.entries_max {
-            return Err(ExecError::StateLimit {
-                operator: operator.to_string(),
-                what: "live groups",
-                limit: self.entries_max,
-            });
-        }
-        match self.map.entry(key.into()) {
-            Entry::Vacant(v) => Ok(v.insert(init())),
-            Entry::Occupied(_) => unreachable!("absent above"),
+        let len = self.map.len();
+        match self.map.entry_ref(key) {
+            EntryRef::Occupied(o) => Ok(o.into_mut()),
+            EntryRef::Vacant(v) => {
+                if len + live_elsewhere >= self.entries_max {
+                    return Err(ExecError::StateLimit {
+                        operator: operator.to_string(),
+                        what: "live groups",
+                        limit: self.entries_max,
+                    });
+                }
+                Ok(v.insert(init()))
+            }
         }
     }
 

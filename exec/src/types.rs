@@ -164,14 +164,21 @@ impl Hash for Value {
                 state.write_u8(*b as u8);
             }
             // Integers and integral doubles must hash alike because they
-            // compare equal; a column has one type, so this is rare.
+            // compare equal. Both hash as the integer: hashing the f64 bit
+            // pattern instead would leave the low bits of small integers
+            // zero, which FxHash keeps, and pile every key into one bucket.
             Value::Int(v) => {
                 state.write_u8(2);
-                state.write_u64((*v as f64).to_bits());
+                state.write_i64(*v);
             }
             Value::Double(v) => {
                 state.write_u8(2);
-                state.write_u64(if *v == 0.0 { 0f64.to_bits() } else { v.to_bits() });
+                let as_int = *v as i64;
+                if as_int as f64 == *v && v.is_finite() {
+                    state.write_i64(as_int); // also folds -0.0 into 0
+                } else {
+                    state.write_u64(v.to_bits());
+                }
             }
             Value::Str(s) => {
                 state.write_u8(3);
