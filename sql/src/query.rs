@@ -624,7 +624,10 @@ impl Planner {
                     }
                 }
                 ast::SelectItem::QualifiedWildcard(kind, _) => {
-                    let q = kind.to_string();
+                    let ast::SelectItemQualifiedWildcardKind::ObjectName(name) = kind else {
+                        return Err(PlanError::at(item.span(), "expected relation.*"));
+                    };
+                    let q = name.to_string();
                     let mut any = false;
                     for (i, c) in rel.scope.columns.iter().enumerate() {
                         if c.qualifier.as_deref().is_some_and(|cq| cq.eq_ignore_ascii_case(&q)) {
