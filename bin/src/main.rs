@@ -92,20 +92,31 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Command::Check { file } => {
             let plan = load(&file, PlanOptions::default())?;
-            println!(
-                "{}: ok ({} sources, {} operators, {} sinks)",
+            let line = format!(
+                "{}: ok ({} sources, {} operators, {} sinks)\n",
                 file.display(),
                 plan.sources.len(),
                 plan.nodes.len(),
                 plan.sinks.len()
             );
-            Ok(())
+            write_stdout(&line)
         }
         Command::Explain { file } => {
             let plan = load(&file, PlanOptions::default())?;
-            print!("{}", plan.explain());
-            Ok(())
+            write_stdout(&plan.explain())
         }
+    }
+}
+
+/// Writes to stdout without `print!`, which panics when the reader has
+/// gone away (`laminar explain q.sql | head -1`).
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("writing to stdout"),
     }
 }
 

@@ -22,7 +22,7 @@ pub use runner::{run, Malformed, Progress, RunOptions, RunSummary};
 /// reported and dead-lettered.
 #[derive(Debug, Error)]
 pub enum RunError {
-    #[error("{operation} {path}: {source}")]
+    #[error("{operation} {path}")]
     Io {
         operation: &'static str,
         path: PathBuf,

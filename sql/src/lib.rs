@@ -72,6 +72,15 @@ pub struct Planner {
     /// Relations read by a stream or a sink.
     consumed: BTreeSet<(bool, usize)>,
     streams: Vec<(String, Relation)>,
+    /// Files the pipeline reads and writes (absolute), with who does, so
+    /// that no file is written twice or written while it is read.
+    files: Vec<(std::path::PathBuf, FileUse, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileUse {
+    Read,
+    Written,
 }
 
 fn key(input: Input) -> (bool, usize) {
@@ -90,7 +99,37 @@ impl Planner {
             sink_names: BTreeSet::new(),
             consumed: BTreeSet::new(),
             streams: Vec::new(),
+            files: Vec::new(),
         }
+    }
+
+    /// Records a file the pipeline reads or writes; refuses a second
+    /// writer, and a writer of a file that is read.
+    fn claim_file(
+        &mut self,
+        st: &Statement,
+        path: &std::path::Path,
+        usage: FileUse,
+        who: String,
+    ) -> Result<(), SqlError> {
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let absolute: std::path::PathBuf = absolute.components().collect();
+        for (other, other_use, other_who) in &self.files {
+            if *other == absolute && (usage == FileUse::Written || *other_use == FileUse::Written) {
+                let verb = |u: FileUse| if u == FileUse::Read { "reads" } else { "writes" };
+                return Err(st.error(
+                    None,
+                    format!(
+                        "{who} {} {}, which {other_who} {}; use another file",
+                        verb(usage),
+                        path.display(),
+                        verb(*other_use)
+                    ),
+                ));
+            }
+        }
+        self.files.push((absolute, usage, who));
+        Ok(())
     }
 
     pub(crate) fn add_node(
@@ -153,6 +192,17 @@ impl Planner {
         match st.kind {
             StatementKind::Source | StatementKind::Table => {
                 let def = ddl::plan_source(st, &ddl)?;
+                if let laminar_exec::plan::SourceConnector::File { path, dead_letter, .. } = &def.connector {
+                    self.claim_file(st, path, FileUse::Read, format!("source {}", def.name))?;
+                    if let Some(dl) = dead_letter {
+                        self.claim_file(
+                            st,
+                            dl,
+                            FileUse::Written,
+                            format!("the dead_letter of source {}", def.name),
+                        )?;
+                    }
+                }
                 let is_table = st.kind == StatementKind::Table;
                 if is_table && def.primary_key.is_empty() {
                     return Err(st.error(None, "a reference table needs a PRIMARY KEY (…)"));
@@ -222,6 +272,9 @@ impl Planner {
             }
             StatementKind::Sink => {
                 let def = ddl::plan_sink(st, &ddl)?;
+                if let SinkConnector::File { path, .. } = &def.connector {
+                    self.claim_file(st, path, FileUse::Written, format!("sink {}", def.name))?;
+                }
                 let k = def.name.to_ascii_lowercase();
                 if self.catalog.contains_key(&k) || !self.sink_names.insert(k) {
                     return Err(st.error(None, format!("{} is already defined", def.name)));

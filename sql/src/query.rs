@@ -550,6 +550,23 @@ impl Planner {
         let changelog = emit == EmitMode::Changes;
         let retractable = rel.changelog;
         let entries_max = self.options.state_entries_max;
+        if let (
+            Some(PendingWindow {
+                spec: WindowSpec::Session { .. },
+                span,
+                ..
+            }),
+            true,
+        ) = (&window, retractable)
+        {
+            // A retraction can reach a session other than the one its row
+            // joined (that one may have closed), so sessions need an
+            // append-only input.
+            return Err(PlanError::at(
+                *span,
+                "SESSION windows need an append-only input; this one is a changelog",
+            ));
+        }
         let spec = match window {
             Some(PendingWindow {
                 spec: WindowSpec::Session { gap_ms },

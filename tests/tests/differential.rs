@@ -26,17 +26,30 @@ struct Event {
 /// Rows in arrival order: event times with bounded disorder, and a few
 /// stragglers far behind.
 fn arrivals(max_disorder: i64) -> impl Strategy<Value = Vec<Event>> {
-    prop::collection::vec((0u8..4, -50i64..50, 0i64..400, 0i64..=max_disorder, prop::bool::weighted(0.05)), 1..120)
-        .prop_map(move |raw| {
-            let mut clock = 0i64;
-            raw.into_iter()
-                .map(|(key, value, step, jitter, straggler)| {
-                    clock += step;
-                    let ts = if straggler { clock - 5_000 - jitter } else { clock - jitter };
-                    Event { key, value, ts }
-                })
-                .collect()
-        })
+    prop::collection::vec(
+        (
+            0u8..4,
+            -50i64..50,
+            0i64..400,
+            0i64..=max_disorder,
+            prop::bool::weighted(0.05),
+        ),
+        1..120,
+    )
+    .prop_map(move |raw| {
+        let mut clock = 0i64;
+        raw.into_iter()
+            .map(|(key, value, step, jitter, straggler)| {
+                clock += step;
+                let ts = if straggler {
+                    clock - 5_000 - jitter
+                } else {
+                    clock - jitter
+                };
+                Event { key, value, ts }
+            })
+            .collect()
+    })
 }
 
 fn write_input(dir: &std::path::Path, events: &[Event]) {
@@ -103,7 +116,10 @@ fn parse_windows(text: &str, changelog: bool) -> Windows {
     }
     let mut out = Windows::new();
     for (cols, count) in folded {
-        assert!(count == 0 || count == 1, "a row survives the fold {count} times: {cols:?}");
+        assert!(
+            count == 0 || count == 1,
+            "a row survives the fold {count} times: {cols:?}"
+        );
         if count == 1 {
             let n = |i: usize| cols[i].parse::<i64>().unwrap();
             let start = parse_timestamp(&cols[5]).unwrap();
@@ -115,7 +131,11 @@ fn parse_windows(text: &str, changelog: bool) -> Windows {
 }
 
 fn fixed_sql(window: &str, delay: i64, lateness: i64, emit: &str) -> String {
-    let allow = if lateness > 0 { format!("ALLOW LATENESS INTERVAL '{lateness}' MILLISECOND") } else { String::new() };
+    let allow = if lateness > 0 {
+        format!("ALLOW LATENESS INTERVAL '{lateness}' MILLISECOND")
+    } else {
+        String::new()
+    };
     format!(
         "CREATE SOURCE e (k VARCHAR, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
          WITH (connector = 'file', path = '{{dir}}/in.csv', header = 'true');
@@ -125,7 +145,14 @@ fn fixed_sql(window: &str, delay: i64, lateness: i64, emit: &str) -> String {
     )
 }
 
-fn check_fixed(events: &[Event], slide: i64, size: i64, delay: i64, lateness: i64, batch_rows: usize) -> Result<(), TestCaseError> {
+fn check_fixed(
+    events: &[Event],
+    slide: i64,
+    size: i64,
+    delay: i64,
+    lateness: i64,
+    batch_rows: usize,
+) -> Result<(), TestCaseError> {
     let (expected, expected_late) = model_fixed(events, slide, size, delay, lateness);
     let window = if slide == size {
         format!("TUMBLE(e, ts, INTERVAL '{size}' MILLISECOND)")
@@ -135,11 +162,17 @@ fn check_fixed(events: &[Event], slide: i64, size: i64, delay: i64, lateness: i6
     for (emit, changelog) in [("ON WINDOW CLOSE", false), ("CHANGES", true)] {
         let dir = tempfile::tempdir().unwrap();
         write_input(dir.path(), events);
-        let outcome = run_sql(&fixed_sql(&window, delay, lateness, emit), dir.path(), batch_rows).map_err(TestCaseError::fail)?;
+        let outcome =
+            run_sql(&fixed_sql(&window, delay, lateness, emit), dir.path(), batch_rows).map_err(TestCaseError::fail)?;
         let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
         let actual = parse_windows(&text, changelog);
         prop_assert_eq!(&actual, &expected, "EMIT {} output:\n{}", emit, text);
-        prop_assert_eq!(outcome.summary.late_rows_dropped(), expected_late, "late rows under EMIT {}", emit);
+        prop_assert_eq!(
+            outcome.summary.late_rows_dropped(),
+            expected_late,
+            "late rows under EMIT {}",
+            emit
+        );
     }
     Ok(())
 }

@@ -1,0 +1,462 @@
+//! End-to-end tests of the real `laminar` binary: each test writes a SQL
+//! script and its inputs into a fresh temporary directory, runs the binary
+//! there as the current directory, and checks the exit status, stdout (data
+//! only), stderr (errors, warnings, the summary) and the files it wrote.
+//! No network and no sleeps: every run is bounded and ends by itself.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tempfile::TempDir;
+
+/// Six bids in two 5-second tumbling windows, in event-time order.
+const BIDS_CSV: &str = "\
+auction,price,ts
+1,100,2015-07-15 00:00:01
+2,250,2015-07-15 00:00:02
+1,120,2015-07-15 00:00:03
+3,75,2015-07-15 00:00:06
+1,300,2015-07-15 00:00:07
+3,80,2015-07-15 00:00:09
+";
+
+/// A tumbling-window aggregate over `bids.csv` written to `out.csv`.
+const PIPELINE_SQL: &str = "\
+CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP,
+    WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH (connector = 'file', path = 'bids.csv', format = 'csv', header = 'true');
+CREATE STREAM totals AS
+SELECT auction, COUNT(*) AS n, SUM(price) AS total, window_start
+FROM TUMBLE(bids, ts, INTERVAL '5' SECOND)
+GROUP BY auction, window_start, window_end;
+CREATE SINK out FROM totals WITH (connector = 'file', path = 'out.csv', format = 'csv');
+";
+
+/// What `PIPELINE_SQL` writes to `out.csv` for `BIDS_CSV`.
+const PIPELINE_OUT: &str = "\
+auction,n,total,window_start
+1,2,220,2015-07-15 00:00:00.000
+2,1,250,2015-07-15 00:00:00.000
+1,1,300,2015-07-15 00:00:05.000
+3,2,155,2015-07-15 00:00:05.000
+";
+
+/// Runs the binary with `args` in `dir`, with logging at its default level.
+fn laminar(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_laminar"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LAMINAR_LOG")
+        .output()
+        .expect("the laminar binary starts")
+}
+
+/// Writes `text` to `dir/name`, creating parent directories.
+fn write(dir: &Path, name: &str, text: &str) {
+    let path = dir.join(name);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("create parent directory");
+    }
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// A temporary directory holding `BIDS_CSV` as `bids.csv` and `sql` as `pipeline.sql`.
+fn setup(sql: &str) -> TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "bids.csv", BIDS_CSV);
+    write(dir.path(), "pipeline.sql", sql);
+    dir
+}
+
+/// Asserts that a run succeeded, with both streams in the message if not.
+fn assert_success(o: &Output) {
+    assert!(
+        o.status.success(),
+        "laminar failed with {}\n--- stdout\n{}--- stderr\n{}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Asserts a clean failure: non-zero exit, nothing on stdout, no panic.
+fn assert_failure(o: &Output) {
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr:\n{}",
+        stderr(o)
+    );
+    assert_eq!(o.status.code(), Some(1), "exit code; stderr:\n{}", stderr(o));
+    assert_eq!(stdout(o), "", "stdout must stay empty on failure");
+    assert!(!stderr(o).contains("panicked"), "the binary panicked:\n{}", stderr(o));
+}
+
+#[test]
+fn run_writes_the_sink_file_and_a_summary_on_stderr_only() {
+    // A file-sink pipeline writes exactly the expected rows and reports rows
+    // in per source, rows out per sink, elapsed time and rate on stderr,
+    // leaving stdout empty.
+    let dir = setup(PIPELINE_SQL);
+    let o = laminar(dir.path(), &["run", "pipeline.sql"]);
+    assert_success(&o);
+    assert_eq!(read(dir.path(), "out.csv"), PIPELINE_OUT);
+    assert_eq!(stdout(&o), "", "data and summary must never mix");
+
+    let err = stderr(&o);
+    let headline = err
+        .lines()
+        .find(|l| l.starts_with("laminar run pipeline.sql: "))
+        .unwrap_or_else(|| panic!("no summary headline in:\n{err}"));
+    assert!(headline.contains("6 rows in "), "{headline}");
+    assert!(headline.ends_with(" events/s)"), "{headline}");
+    let elapsed = headline
+        .split(" rows in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" s (").next())
+        .unwrap_or_else(|| panic!("no elapsed seconds in {headline}"));
+    let elapsed: f64 = elapsed
+        .parse()
+        .unwrap_or_else(|_| panic!("elapsed {elapsed:?} is not a number"));
+    assert!(elapsed >= 0.0);
+    assert!(
+        err.lines().any(|l| l.trim() == "source bids: 6 rows, 0 malformed"),
+        "{err}"
+    );
+    assert!(err.lines().any(|l| l.trim() == "sink out -> out.csv: 4 rows"), "{err}");
+}
+
+#[test]
+fn a_stream_without_a_sink_prints_csv_with_a_header_to_stdout() {
+    // The default sink of `laminar run` is stdout: CSV with a header row and
+    // no name prefix when only one stream prints.
+    let dir = setup(
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP)
+         WITH (connector = 'file', path = 'bids.csv', header = 'true');
+         CREATE STREAM big AS SELECT auction, price FROM bids WHERE price > 100;",
+    );
+    let o = laminar(dir.path(), &["run", "pipeline.sql"]);
+    assert_success(&o);
+    assert_eq!(stdout(&o), "auction,price\n2,250\n1,120\n1,300\n");
+    assert!(!stderr(&o).contains("auction,price"), "data leaked to stderr");
+}
+
+#[test]
+fn two_streams_without_sinks_prefix_every_stdout_line_with_the_stream_name() {
+    // With two printing streams every stdout line says which stream it
+    // belongs to, and each stream's own lines (header first) stay in order.
+    let dir = setup(
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP)
+         WITH (connector = 'file', path = 'bids.csv', header = 'true');
+         CREATE STREAM big AS SELECT auction, price FROM bids WHERE price > 100;
+         CREATE STREAM three AS SELECT price FROM bids WHERE auction = 3;",
+    );
+    let o = laminar(dir.path(), &["run", "pipeline.sql"]);
+    assert_success(&o);
+    let out = stdout(&o);
+    let mut big = Vec::new();
+    let mut three = Vec::new();
+    for line in out.lines() {
+        if let Some(rest) = line.strip_prefix("big: ") {
+            big.push(rest);
+        } else if let Some(rest) = line.strip_prefix("three: ") {
+            three.push(rest);
+        } else {
+            panic!("line without a stream prefix: {line:?} in\n{out}");
+        }
+    }
+    assert_eq!(big, ["auction,price", "2,250", "1,120", "1,300"]);
+    assert_eq!(three, ["price", "75", "80"]);
+}
+
+#[test]
+fn relative_paths_in_the_sql_resolve_against_the_current_directory() {
+    // Paths in a script resolve against the working directory, not against
+    // the directory of the script: the script lives in `sql/` but reads
+    // `data/bids.csv` and writes `results/out.csv` relative to the cwd.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "data/bids.csv", BIDS_CSV);
+    let sql = PIPELINE_SQL
+        .replace("'bids.csv'", "'data/bids.csv'")
+        .replace("'out.csv'", "'results/out.csv'");
+    write(dir.path(), "sql/pipeline.sql", &sql);
+    let o = laminar(dir.path(), &["run", "--quiet", "sql/pipeline.sql"]);
+    assert_success(&o);
+    assert_eq!(read(dir.path(), "results/out.csv"), PIPELINE_OUT);
+    assert!(
+        !dir.path().join("sql/results").exists(),
+        "resolved against the script's directory"
+    );
+}
+
+#[test]
+fn an_unknown_column_is_reported_with_file_line_column_and_statement() {
+    // A planning error names the file, the line and column of the bad
+    // identifier and the statement, exits non-zero and prints no data.
+    let dir = setup(
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP)
+WITH (connector = 'file', path = 'bids.csv', header = 'true');
+CREATE STREAM q AS
+SELECT auction,   prise FROM bids;
+",
+    );
+    let o = laminar(dir.path(), &["run", "pipeline.sql"]);
+    assert_failure(&o);
+    let err = stderr(&o);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: pipeline.sql:4:19: in CREATE STREAM q: unknown column 'prise'")),
+        "{err}"
+    );
+    assert!(!dir.path().join("out.csv").exists());
+}
+
+#[test]
+fn malformed_records_are_warned_about_skipped_and_dead_lettered() {
+    // Bad records do not stop a run: each gets a warning with its physical
+    // line number (counting the header and a quoted multi-line field), the
+    // good rows all reach the sink, and the dead-letter file holds exactly
+    // the bad lines.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "in.csv",
+        "k,v,ts\n\
+         \"x\ny\",1,2015-07-15 00:00:01\n\
+         b,zz,2015-07-15 00:00:02\n\
+         c,3,2015-07-15 00:00:03\n\
+         d,4\n\
+         e,5,2015-07-15 00:00:05\n\
+         f,6,yesterday\n\
+         g,7,2015-07-15 00:00:07\n",
+    );
+    write(
+        dir.path(),
+        "p.sql",
+        "CREATE SOURCE t (k VARCHAR, v BIGINT, ts TIMESTAMP)
+         WITH (connector = 'file', path = 'in.csv', header = 'true', dead_letter = 'dead.txt');
+         CREATE STREAM q AS SELECT k, v FROM t;
+         CREATE SINK o FROM q WITH (connector = 'file', path = 'o.csv');",
+    );
+    let o = laminar(dir.path(), &["run", "p.sql"]);
+    assert_success(&o);
+    assert_eq!(stdout(&o), "");
+    assert_eq!(read(dir.path(), "o.csv"), "k,v\n\"x\ny\",1\nc,3\ne,5\ng,7\n");
+    assert_eq!(
+        read(dir.path(), "dead.txt"),
+        "b,zz,2015-07-15 00:00:02\nd,4\nf,6,yesterday\n"
+    );
+    let err = stderr(&o);
+    let warnings: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("warning: "))
+        .map(|l| {
+            l.split(": malformed record skipped: ")
+                .next()
+                .expect("split yields one part")
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: source t: in.csv:4",
+            "warning: source t: in.csv:6",
+            "warning: source t: in.csv:8",
+        ],
+        "{err}"
+    );
+    assert!(
+        err.contains("in.csv:4: malformed record skipped: column 'v' (BIGINT): invalid integer \"zz\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("in.csv:6: malformed record skipped: expected 3 fields, found 2"),
+        "{err}"
+    );
+    assert!(err.contains("source t: 4 rows, 3 malformed"), "{err}");
+}
+
+#[test]
+fn a_missing_input_file_fails_naming_the_path() {
+    // A source file that does not exist stops the run with an error that
+    // names the path, and no panic.
+    let dir = setup(&PIPELINE_SQL.replace("'bids.csv'", "'no/such/bids.csv'"));
+    let o = laminar(dir.path(), &["run", "pipeline.sql"]);
+    assert_failure(&o);
+    let err = stderr(&o);
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains("no/such/bids.csv"), "{err}");
+}
+
+#[test]
+fn check_says_ok_for_a_good_script_and_locates_the_error_in_a_bad_one() {
+    // `check` plans without running: ok on stdout for a good script (and no
+    // sink file written), the located error and a non-zero exit for a bad one.
+    let dir = setup(PIPELINE_SQL);
+    let o = laminar(dir.path(), &["check", "pipeline.sql"]);
+    assert_success(&o);
+    assert_eq!(stdout(&o), "pipeline.sql: ok (1 sources, 1 operators, 1 sinks)\n");
+    assert!(!dir.path().join("out.csv").exists(), "check must not run the pipeline");
+
+    write(
+        dir.path(),
+        "bad.sql",
+        "CREATE SOURCE bids (auction BIGINT, ts TIMESTAMP)\nWITH (connector = 'file', path = 'bids.csv');\n\
+         CREATE STREAM q AS SELECT auction, bidder FROM bids;\n",
+    );
+    let o = laminar(dir.path(), &["check", "bad.sql"]);
+    assert_failure(&o);
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("error: bad.sql:3:36: in CREATE STREAM q: unknown column 'bidder'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn explain_prints_the_source_and_the_operators() {
+    // `explain` prints the plan: the source with its connector, the window
+    // aggregate and the sink, without running anything.
+    let dir = setup(PIPELINE_SQL);
+    let o = laminar(dir.path(), &["explain", "pipeline.sql"]);
+    assert_success(&o);
+    let out = stdout(&o);
+    assert!(out.contains("source bids"), "{out}");
+    assert!(out.contains("bids.csv"), "{out}");
+    assert!(out.contains("Aggregate"), "{out}");
+    assert!(out.contains("Tumble"), "{out}");
+    assert!(out.contains("sink out"), "{out}");
+    assert!(
+        !dir.path().join("out.csv").exists(),
+        "explain must not run the pipeline"
+    );
+}
+
+#[test]
+fn the_shard_count_does_not_change_the_sink_file() {
+    // Results never depend on the shard count: a keyed window aggregate over
+    // many keys writes byte-identical files with 1 and 4 shards.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut csv = String::from("k,v,ts\n");
+    let mut x: u64 = 12345;
+    for i in 0..2_000u64 {
+        // A small LCG: deterministic keys and values without a PRNG crate.
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let key = (x >> 33) % 37;
+        let value = (x >> 17) % 1000;
+        csv += &format!("k{key},{value},{}\n", 1_436_918_400_000 + i * 97);
+    }
+    write(dir.path(), "in.csv", &csv);
+    let sql = |out: &str| {
+        format!(
+            "CREATE SOURCE t (k VARCHAR, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+             WITH (connector = 'file', path = 'in.csv', header = 'true');
+             CREATE STREAM s AS SELECT k, COUNT(*) AS n, SUM(v) AS total, MAX(v) AS top, window_start
+             FROM TUMBLE(t, ts, INTERVAL '10' SECOND) GROUP BY k, window_start, window_end;
+             CREATE SINK o FROM s WITH (connector = 'file', path = '{out}');"
+        )
+    };
+    write(dir.path(), "one.sql", &sql("one.csv"));
+    write(dir.path(), "four.sql", &sql("four.csv"));
+    assert_success(&laminar(dir.path(), &["run", "--quiet", "--shards", "1", "one.sql"]));
+    assert_success(&laminar(dir.path(), &["run", "--quiet", "--shards", "4", "four.sql"]));
+    let one = read(dir.path(), "one.csv");
+    assert!(one.lines().count() > 100, "too little output to compare:\n{one}");
+    assert_eq!(one, read(dir.path(), "four.csv"));
+}
+
+#[test]
+fn quiet_prints_no_summary() {
+    // `--quiet` silences the summary (and the progress bar): a clean run
+    // writes its sink and nothing at all to stderr or stdout.
+    let dir = setup(PIPELINE_SQL);
+    let o = laminar(dir.path(), &["run", "--quiet", "pipeline.sql"]);
+    assert_success(&o);
+    assert_eq!(stderr(&o), "");
+    assert_eq!(stdout(&o), "");
+    assert_eq!(read(dir.path(), "out.csv"), PIPELINE_OUT);
+}
+
+#[test]
+fn a_nexmark_run_completes_and_is_deterministic() {
+    // The built-in generator is seeded: two runs of the same script produce
+    // the same bytes, and the run ends by itself with every window closed.
+    let sql = "CREATE SOURCE bid (auction BIGINT, price BIGINT, date_time TIMESTAMP,
+                   WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+               WITH (connector = 'nexmark', kind = 'bid', events = '5000');
+               CREATE STREAM c AS SELECT auction, COUNT(*) AS bids, SUM(price) AS total, window_start
+               FROM TUMBLE(bid, date_time, INTERVAL '1' SECOND) GROUP BY auction, window_start, window_end;
+               CREATE SINK o FROM c WITH (connector = 'file', path = 'nexmark.csv');";
+    let mut outputs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write(dir.path(), "nexmark.sql", sql);
+        let o = laminar(dir.path(), &["run", "nexmark.sql"]);
+        assert_success(&o);
+        assert_eq!(stdout(&o), "");
+        assert!(stderr(&o).contains("source bid: "), "{}", stderr(&o));
+        outputs.push(std::fs::read(dir.path().join("nexmark.csv")).expect("sink file"));
+    }
+    let text = String::from_utf8(outputs[0].clone()).expect("UTF-8");
+    assert!(text.starts_with("auction,bids,total,window_start\n"), "{text}");
+    assert!(text.lines().count() > 10, "{text}");
+    assert!(outputs[0] == outputs[1], "two nexmark runs differ");
+}
+
+#[test]
+fn an_empty_script_fails_with_a_clear_message() {
+    // An empty file is a user mistake: a located error, no panic.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "empty.sql", "");
+    for cmd in ["run", "check", "explain"] {
+        let o = laminar(dir.path(), &[cmd, "empty.sql"]);
+        assert_failure(&o);
+        assert!(
+            stderr(&o).starts_with("error: empty.sql:1:1: ") && stderr(&o).contains("no statements"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn a_script_of_only_comments_fails_with_a_clear_message() {
+    // Comments and blank lines alone are no statements: a clear error, no panic.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "comments.sql",
+        "-- a comment\n\n/* a block\n   comment */\n  -- another\n",
+    );
+    for cmd in ["run", "check", "explain"] {
+        let o = laminar(dir.path(), &[cmd, "comments.sql"]);
+        assert_failure(&o);
+        assert!(
+            stderr(&o).starts_with("error: comments.sql:") && stderr(&o).contains("no statements"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+#[test]
+fn a_sink_path_in_missing_directories_is_created() {
+    // A file sink creates the directories on its path that do not exist yet.
+    let dir = setup(&PIPELINE_SQL.replace("'out.csv'", "'out/sub/x.csv'"));
+    assert!(!dir.path().join("out").exists());
+    let o = laminar(dir.path(), &["run", "--quiet", "pipeline.sql"]);
+    assert_success(&o);
+    assert_eq!(read(dir.path(), "out/sub/x.csv"), PIPELINE_OUT);
+}
