@@ -33,9 +33,14 @@ enum Command {
     Run {
         /// The SQL script.
         file: PathBuf,
-        /// Shards (executor cores) to run on. Results never depend on it.
-        #[arg(long, default_value_t = 1)]
-        shards: usize,
+        /// Shards (glommio executors, one per core) to run on; default: one
+        /// per usable core. Results never depend on it.
+        #[arg(long)]
+        shards: Option<usize>,
+        /// Cores to pin shards to, e.g. `0-3,8` (shard i runs on the i-th
+        /// listed core, wrapping around); default: every usable core.
+        #[arg(long, value_parser = parse_cpu_list)]
+        cpus: Option<CpuList>,
         /// Rows per batch read from a source.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
         batch_rows: u32,
@@ -72,11 +77,20 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Run {
             file,
             shards,
+            cpus,
             batch_rows,
             state_entries_max,
             quiet,
         } => {
-            anyhow::ensure!(shards >= 1, "--shards must be at least 1");
+            let cpus = cpus.map(|c| c.0);
+            let shards = shards.unwrap_or_else(|| {
+                cpus.as_ref()
+                    .map_or_else(|| laminar_reactor::runner::usable_cpus().len(), Vec::len)
+            });
+            anyhow::ensure!(
+                (1..=SHARDS_MAX).contains(&shards),
+                "--shards must be between 1 and {SHARDS_MAX}"
+            );
             let plan = load(
                 &file,
                 PlanOptions {
@@ -84,7 +98,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     ..PlanOptions::default()
                 },
             )?;
-            let summary = run(&plan, batch_rows as usize, quiet)?;
+            let summary = run(&plan, batch_rows as usize, shards, cpus, quiet)?;
             if !quiet {
                 print_summary(&file, &summary);
             }
@@ -134,7 +148,45 @@ fn load(file: &Path, options: PlanOptions) -> Result<PhysicalPlan> {
     })
 }
 
-fn run(plan: &PhysicalPlan, batch_rows: usize, quiet: bool) -> Result<RunSummary> {
+/// At most this many shards: a limit on everything, and far above any
+/// core count this runs on.
+const SHARDS_MAX: usize = 256;
+
+#[derive(Debug, Clone)]
+struct CpuList(Vec<usize>);
+
+/// Parses `0-3,8,10-11`.
+fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid CPU list element {part:?} (expected e.g. 0-3,8)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a > b || b - a >= 4096 {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    if cpus.is_empty() {
+        return Err("the CPU list is empty".into());
+    }
+    Ok(CpuList(cpus))
+}
+
+fn run(
+    plan: &PhysicalPlan,
+    batch_rows: usize,
+    shards: usize,
+    cpus: Option<Vec<usize>>,
+    quiet: bool,
+) -> Result<RunSummary> {
     let bar = if !quiet && std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(
@@ -170,6 +222,8 @@ fn run(plan: &PhysicalPlan, batch_rows: usize, quiet: bool) -> Result<RunSummary
         plan,
         RunOptions {
             batch_rows,
+            shards,
+            cpus,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

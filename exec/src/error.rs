@@ -23,7 +23,7 @@ pub enum EvalError {
 pub enum ExecError {
     #[error("record decode error: {reason}")]
     Decode { reason: String },
-    #[error("state limit exceeded in {operator}: {what} exceeds {limit}")]
+    #[error("state limit exceeded in {operator}: {what} exceeds {limit}; raise the limit (laminar run --state-entries-max) or bound the state with a window")]
     StateLimit {
         operator: String,
         what: &'static str,

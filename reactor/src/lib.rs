@@ -1,16 +1,18 @@
 //! Runs laminar pipelines: sources read and decode records, the shard loop
 //! drives operators with batches, sinks encode and write results.
 //!
-//! This is the only crate that does I/O for the pipeline. Today it runs a
-//! plan on the calling thread (`run`); the reactor issue replaces the loop
-//! with one glommio executor per core and a channel mesh between them,
-//! behind the same `run` entry point and with the same results.
+//! This is the only crate that does I/O for the pipeline and the only one
+//! that knows glommio: `run` starts one glommio executor per shard, pinned
+//! to its core, joins them with a channel mesh (`shard`), and spreads the
+//! plan over them by key (`topology`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod runner;
+pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod topology;
 
 use std::path::PathBuf;
 
@@ -35,7 +37,7 @@ pub enum RunError {
         path: PathBuf,
         reason: String,
     },
-    #[error("stream {stream}: {source}")]
+    #[error("stream {stream}")]
     Exec {
         stream: String,
         #[source]
@@ -43,4 +45,10 @@ pub enum RunError {
     },
     #[error("writing to stdout failed: {0}")]
     Stdout(std::io::Error),
+    #[error("starting shard {shard}: {reason}")]
+    Executor { shard: usize, reason: String },
+    #[error("shard mesh: {0}")]
+    Mesh(String),
+    #[error("stopped because another shard failed")]
+    Aborted,
 }

@@ -1,20 +1,18 @@
-//! The run loop: sources in round-robin, batches pushed through the
-//! operator DAG in topological order, results to sinks.
-//!
-//! Each source yields one batch at a time; a batch (with its in-band
-//! watermarks) is delivered to every node and sink that reads it, and each
-//! node's output is delivered onward in turn, depth first. Nothing is
-//! buffered between nodes beyond the batch in flight, so memory is bounded
-//! by the batch size and the operators' state.
+//! Starting a run: one pinned glommio executor per shard, a channel mesh
+//! between them, progress and malformed-record reports relayed to the
+//! caller's thread, and the shards' reports merged into one summary.
 
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use laminar_exec::batch::Batch;
-use laminar_exec::operator::{Driven, OperatorMetrics};
-use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::{LocalExecutorBuilder, Placement};
+use laminar_exec::operator::OperatorMetrics;
+use laminar_exec::plan::{PhysicalPlan, SinkConnector};
 
-use crate::sink::Sink;
-use crate::source::{MalformedRecord, Source};
+use crate::shard::{shard_main, ShardConfig, ShardContext, ShardEvent, ShardReport, SharedProgress};
+use crate::source::MalformedRecord;
+use crate::topology::Topology;
 use crate::RunError;
 
 pub use crate::source::MalformedRecord as Malformed;
@@ -23,6 +21,11 @@ pub use crate::source::MalformedRecord as Malformed;
 pub struct RunOptions<'a> {
     /// Rows per batch read from a source.
     pub batch_rows: usize,
+    /// Shards (executors); results do not depend on it.
+    pub shards: usize,
+    /// Cores for the shards (shard i on `cpus[i % len]`); None: every
+    /// core this process may use.
+    pub cpus: Option<Vec<usize>>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
     /// Called now and then with progress.
@@ -82,114 +85,187 @@ impl RunSummary {
     }
 }
 
-struct Consumers {
-    /// (node, input port) pairs reading each source / node.
-    of_source: Vec<Vec<(usize, usize)>>,
-    of_node: Vec<Vec<(usize, usize)>>,
-    sinks_of_source: Vec<Vec<usize>>,
-    sinks_of_node: Vec<Vec<usize>>,
-}
-
-impl Consumers {
-    fn nodes(&self, from: Input) -> &[(usize, usize)] {
-        match from {
-            Input::Source(s) => &self.of_source[s],
-            Input::Node(n) => &self.of_node[n],
+/// The cores shards may use by default: every core this process may run on.
+pub fn usable_cpus() -> Vec<usize> {
+    // SAFETY: `set` is a plain bitmask owned by this frame, and
+    // sched_getaffinity writes at most `size_of::<cpu_set_t>()` bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: pid 0 is this thread; the size matches the buffer passed.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc == 0 {
+        // SAFETY: CPU_ISSET reads the initialised bitmask within bounds.
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect();
+        if !cpus.is_empty() {
+            return cpus;
         }
     }
-
-    fn sinks(&self, from: Input) -> &[usize] {
-        match from {
-            Input::Source(s) => &self.sinks_of_source[s],
-            Input::Node(n) => &self.sinks_of_node[n],
-        }
-    }
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
 }
 
-/// Runs a plan over bounded inputs to the end.
+/// Runs a plan over bounded inputs to the end, on `options.shards` glommio
+/// shards.
 pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, RunError> {
     plan.assert_valid();
-    assert!(options.batch_rows > 0);
+    assert!(options.batch_rows > 0 && options.shards > 0);
     let started = Instant::now();
-    let mut consumers = Consumers {
-        of_source: vec![Vec::new(); plan.sources.len()],
-        of_node: vec![Vec::new(); plan.nodes.len()],
-        sinks_of_source: vec![Vec::new(); plan.sources.len()],
-        sinks_of_node: vec![Vec::new(); plan.nodes.len()],
-    };
-    for (i, node) in plan.nodes.iter().enumerate() {
-        for (port, &input) in node.inputs.iter().enumerate() {
-            match input {
-                Input::Source(s) => consumers.of_source[s].push((i, port)),
-                Input::Node(n) => consumers.of_node[n].push((i, port)),
-            }
-        }
-    }
-    for (i, sink) in plan.sinks.iter().enumerate() {
-        match sink.input {
-            Input::Source(s) => consumers.sinks_of_source[s].push(i),
-            Input::Node(n) => consumers.sinks_of_node[n].push(i),
-        }
-    }
-    let mut sources = plan.sources.iter().map(Source::open).collect::<Result<Vec<_>, _>>()?;
-    let mut nodes: Vec<Driven> = plan
-        .nodes
+    let shards = options.shards;
+    let cpus = options.cpus.clone().unwrap_or_else(usable_cpus);
+    let config = ShardConfig::new(shards, cpus.clone(), options.batch_rows);
+    let plan = Arc::new(plan.clone());
+    let topo = Arc::new(Topology::new(&plan, shards));
+    let progress = Arc::new(SharedProgress::default());
+    let (events_tx, events_rx) = mpsc::channel();
+    let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.channel_messages_max));
+    let bytes_total = plan
+        .sources
         .iter()
-        .map(|n| Driven::new(n.spec.build(), n.inputs.len()))
-        .collect();
-    let stdout_sinks = plan
-        .sinks
-        .iter()
-        .filter(|s| s.connector == SinkConnector::Stdout)
-        .count();
-    let mut sinks = plan
-        .sinks
-        .iter()
-        .map(|s| Sink::open(s, stdout_sinks))
-        .collect::<Result<Vec<_>, _>>()?;
-    let bytes_total = sources.iter().map(|s| s.bytes_total).sum::<Option<u64>>();
+        .map(|s| match &s.connector {
+            laminar_exec::plan::SourceConnector::File { path, .. } => std::fs::metadata(path).ok().map(|m| m.len()),
+            _ => None,
+        })
+        .sum::<Option<u64>>();
 
+    let mut handles = Vec::new();
+    for id in 0..shards {
+        let ctx = ShardContext {
+            id,
+            plan: Arc::clone(&plan),
+            topo: Arc::clone(&topo),
+            config: config.clone(),
+            mesh: mesh.clone(),
+            progress: Arc::clone(&progress),
+            events: events_tx.clone(),
+        };
+        let cpu = cpus[id % cpus.len()];
+        let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("laminar-shard-{id}"))
+            .io_memory(config.io_memory_bytes)
+            .ring_depth(config.ring_depth)
+            .spawn(move || shard_main(ctx))
+            .map_err(|e| RunError::Executor {
+                shard: id,
+                reason: e.to_string(),
+            });
+        match handle {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                progress.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    drop(events_tx);
+
+    // Relay reports and progress until every shard has finished.
+    let mut finished = 0;
     let mut last_progress = Instant::now();
-    let mut work: Vec<(Input, Batch)> = Vec::new();
-    while sources.iter().any(|s| !s.is_done()) {
-        for (i, source) in sources.iter_mut().enumerate() {
-            if source.is_done() {
-                continue;
-            }
-            let batch = source.next_batch(options.batch_rows, options.on_malformed)?;
-            work.push((Input::Source(i), batch));
-            while let Some((from, batch)) = work.pop() {
-                for &s in consumers.sinks(from) {
-                    sinks[s].write(&batch)?;
-                }
-                for &(n, port) in consumers.nodes(from) {
-                    let mut out = Batch::new(plan.nodes[n].schema.len());
-                    nodes[n].push(port, &batch, &mut out).map_err(|source| RunError::Exec {
-                        stream: plan.nodes[n].name.clone(),
-                        source,
-                    })?;
-                    if !out.is_inert() {
-                        work.push((Input::Node(n), out));
-                    }
-                }
-            }
+    while finished < shards {
+        match events_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(ShardEvent::Malformed {
+                source,
+                location,
+                line,
+                reason,
+            }) => (options.on_malformed)(MalformedRecord {
+                source: &source,
+                location: &location,
+                line,
+                reason: &reason,
+            }),
+            Ok(ShardEvent::Finished { .. }) => finished += 1,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         if last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();
             (options.on_progress)(&Progress {
-                rows_in: sources.iter().map(|s| s.rows).sum(),
-                bytes_read: sources.iter().map(|s| s.bytes_read).sum(),
+                rows_in: progress.rows_in.load(std::sync::atomic::Ordering::Relaxed),
+                bytes_read: progress.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
                 bytes_total,
                 elapsed: started.elapsed(),
             });
         }
     }
-    for sink in &mut sinks {
-        sink.finish()?;
+    // Reports that raced with the last Finished.
+    while let Ok(ShardEvent::Malformed {
+        source,
+        location,
+        line,
+        reason,
+    }) = events_rx.try_recv()
+    {
+        (options.on_malformed)(MalformedRecord {
+            source: &source,
+            location: &location,
+            line,
+            reason: &reason,
+        });
+    }
+
+    let mut reports = Vec::new();
+    let mut first_error = None;
+    for (id, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(report)) => reports.push(report),
+            // The first real failure explains the others' `Aborted`.
+            Ok(Err(RunError::Aborted)) => {
+                first_error.get_or_insert(RunError::Aborted);
+            }
+            Ok(Err(e)) => {
+                if matches!(first_error, None | Some(RunError::Aborted)) {
+                    first_error = Some(e);
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(RunError::Executor {
+                    shard: id,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(summarize(&plan, &reports, started.elapsed()))
+}
+
+fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) -> RunSummary {
+    let mut sources: Vec<SourceSummary> = plan
+        .sources
+        .iter()
+        .map(|s| SourceSummary {
+            name: s.name.clone(),
+            rows: 0,
+            malformed: 0,
+        })
+        .collect();
+    let mut node_metrics = vec![OperatorMetrics::default(); plan.nodes.len()];
+    let mut sink_rows = vec![0u64; plan.sinks.len()];
+    for r in reports {
+        for (i, _, rows, malformed) in &r.sources {
+            sources[*i].rows += rows;
+            sources[*i].malformed += malformed;
+        }
+        for (total, m) in node_metrics.iter_mut().zip(&r.nodes) {
+            total.rows_in += m.rows_in;
+            total.rows_out += m.rows_out;
+            total.late_rows_dropped += m.late_rows_dropped;
+            total.null_time_dropped += m.null_time_dropped;
+            total.eval_errors += m.eval_errors;
+            total.state_entries += m.state_entries;
+        }
+        for (i, _, rows) in &r.sinks {
+            sink_rows[*i] += rows;
+        }
     }
     let mut streams: Vec<StreamSummary> = Vec::new();
-    for (node, driven) in plan.nodes.iter().zip(&nodes) {
-        let m = driven.operator().metrics();
+    for (node, m) in plan.nodes.iter().zip(node_metrics) {
         match streams.iter_mut().find(|s| s.name == node.name) {
             Some(s) => {
                 // Several nodes of one stream: keep the last node's output
@@ -206,29 +282,22 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             }),
         }
     }
-    Ok(RunSummary {
-        sources: sources
-            .iter()
-            .map(|s| SourceSummary {
-                name: s.name.clone(),
-                rows: s.rows,
-                malformed: s.malformed,
-            })
-            .collect(),
+    RunSummary {
+        sources,
         streams,
         sinks: plan
             .sinks
             .iter()
-            .zip(&sinks)
-            .map(|(node, s)| SinkSummary {
-                name: s.name.clone(),
-                rows: s.rows,
+            .zip(sink_rows)
+            .map(|(node, rows)| SinkSummary {
+                name: node.name.clone(),
+                rows,
                 target: match &node.connector {
                     SinkConnector::File { path, .. } => path.display().to_string(),
                     SinkConnector::Stdout => "stdout".into(),
                 },
             })
             .collect(),
-        elapsed: started.elapsed(),
-    })
+        elapsed,
+    }
 }

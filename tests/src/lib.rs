@@ -139,8 +139,9 @@ pub fn metrics_text(o: &Outcome) -> String {
     m.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
 }
 
-/// Plans and runs `sql` (with `{dir}` replaced by `dir`).
-pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize) -> Result<Outcome, String> {
+/// Plans and runs `sql` (with `{dir}` replaced by `dir`) on `shards`
+/// shards.
+pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize, shards: usize) -> Result<Outcome, String> {
     let sql = sql.replace("{dir}", &dir.display().to_string());
     let plan =
         plan_script(&sql, PlanOptions::default()).map_err(|e| format!("{}:{} {}", e.line, e.column, e.message))?;
@@ -152,6 +153,8 @@ pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize) -> Result<Outcome, Stri
         &plan,
         RunOptions {
             batch_rows,
+            shards,
+            cpus: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

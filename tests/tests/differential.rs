@@ -7,7 +7,8 @@
 //! `max(event time so far) - delay`, a record is late when every window it
 //! belongs to has `end + lateness <= W`, and each window's result is
 //! recomputed from the records it kept. The engine must agree exactly, at
-//! every batch size, and its EMIT CHANGES changelog, folded, must equal its
+//! every batch size and on 1, 2 or 4 shards, and its EMIT CHANGES
+//! changelog, folded, must equal its
 //! final rows.
 
 use std::collections::BTreeMap;
@@ -152,6 +153,7 @@ fn check_fixed(
     delay: i64,
     lateness: i64,
     batch_rows: usize,
+    shards: usize,
 ) -> Result<(), TestCaseError> {
     let (expected, expected_late) = model_fixed(events, slide, size, delay, lateness);
     let window = if slide == size {
@@ -162,8 +164,13 @@ fn check_fixed(
     for (emit, changelog) in [("ON WINDOW CLOSE", false), ("CHANGES", true)] {
         let dir = tempfile::tempdir().unwrap();
         write_input(dir.path(), events);
-        let outcome =
-            run_sql(&fixed_sql(&window, delay, lateness, emit), dir.path(), batch_rows).map_err(TestCaseError::fail)?;
+        let outcome = run_sql(
+            &fixed_sql(&window, delay, lateness, emit),
+            dir.path(),
+            batch_rows,
+            shards,
+        )
+        .map_err(TestCaseError::fail)?;
         let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
         let actual = parse_windows(&text, changelog);
         prop_assert_eq!(&actual, &expected, "EMIT {} output:\n{}", emit, text);
@@ -210,8 +217,9 @@ proptest! {
         delay in 0i64..400,
         lateness in prop::sample::select(vec![0i64, 0, 150, 600]),
         batch_rows in prop::sample::select(vec![1usize, 7, 4096]),
+        shards in prop::sample::select(vec![1usize, 2, 4]),
     ) {
-        check_fixed(&events, size, size, delay, lateness, batch_rows)?;
+        check_fixed(&events, size, size, delay, lateness, batch_rows, shards)?;
     }
 
     #[test]
@@ -221,8 +229,9 @@ proptest! {
         delay in 0i64..400,
         lateness in prop::sample::select(vec![0i64, 200]),
         batch_rows in prop::sample::select(vec![1usize, 4096]),
+        shards in prop::sample::select(vec![1usize, 2, 4]),
     ) {
-        check_fixed(&events, slide, size, delay, lateness, batch_rows)?;
+        check_fixed(&events, slide, size, delay, lateness, batch_rows, shards)?;
     }
 
     /// With a watermark delay larger than the disorder (and no stragglers),
@@ -233,6 +242,7 @@ proptest! {
         events in arrivals(200).prop_map(|v| v.into_iter().filter(|e| e.ts >= 0).collect::<Vec<_>>()),
         gap in prop::sample::select(vec![50i64, 300, 1000]),
         batch_rows in prop::sample::select(vec![1usize, 4096]),
+        shards in prop::sample::select(vec![1usize, 2, 4]),
     ) {
         prop_assume!(!events.is_empty());
         // Strictly more than the disorder, so no event can reach a closed
@@ -256,7 +266,7 @@ proptest! {
                  FROM SESSION(e, ts, INTERVAL '{gap}' MILLISECOND) GROUP BY k, window_start, window_end EMIT {emit};
                  CREATE SINK o FROM q WITH (connector = 'file', path = '{{dir}}/out.csv');"
             );
-            let outcome = run_sql(&sql, dir.path(), batch_rows).map_err(TestCaseError::fail)?;
+            let outcome = run_sql(&sql, dir.path(), batch_rows, shards).map_err(TestCaseError::fail)?;
             let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
             prop_assert_eq!(&parse_windows(&text, changelog), &expected, "EMIT {} output:\n{}", emit, text);
             prop_assert_eq!(outcome.summary.late_rows_dropped(), 0);
@@ -265,13 +275,17 @@ proptest! {
 
     /// An unwindowed GROUP BY's changelog, folded, is the batch GROUP BY.
     #[test]
-    fn unwindowed_changelog_folds_to_the_batch_answer(events in arrivals(300), batch_rows in prop::sample::select(vec![1usize, 5, 4096])) {
+    fn unwindowed_changelog_folds_to_the_batch_answer(
+        events in arrivals(300),
+        batch_rows in prop::sample::select(vec![1usize, 5, 4096]),
+        shards in prop::sample::select(vec![1usize, 2, 4]),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         write_input(dir.path(), &events);
         let sql = "CREATE SOURCE e (k VARCHAR, v BIGINT, ts TIMESTAMP) WITH (connector = 'file', path = '{dir}/in.csv', header = 'true');
                    CREATE STREAM q AS SELECT k, COUNT(*) AS n, SUM(v) AS s, MIN(v) AS mn, MAX(v) AS mx, TIMESTAMP '1970-01-01 00:00:00' AS z FROM e GROUP BY k;
                    CREATE SINK o FROM q WITH (connector = 'file', path = '{dir}/out.csv');";
-        run_sql(sql, dir.path(), batch_rows).map_err(TestCaseError::fail)?;
+        run_sql(sql, dir.path(), batch_rows, shards).map_err(TestCaseError::fail)?;
         let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
         let mut expected = Windows::new();
         for e in &events {
