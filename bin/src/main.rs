@@ -9,6 +9,8 @@
 //! and the process exits non-zero. Data goes to stdout; progress, warnings
 //! and the summary go to stderr.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -7,3 +7,5 @@
 //! positions, source offsets, watermarks and sink commit positions. Each
 //! on-disk format will be specified byte by byte in its module doc with a
 //! `FORMAT_VERSION`. Until then `laminar run` keeps state in memory only.
+
+#![deny(unsafe_op_in_unsafe_fn)]

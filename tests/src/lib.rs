@@ -29,6 +29,8 @@
 //! rewrites the `expect`, `metrics` and `error` bodies from what the engine
 //! does now; review the diff before committing it.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
