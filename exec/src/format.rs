@@ -23,6 +23,9 @@ use crate::batch::Op;
 use crate::time::{civil_from_days, floor_div, MS_PER_DAY};
 use crate::types::{DataType, Field, Schema, Value};
 
+#[cfg(test)]
+mod fixtures;
+
 pub use self::csv::{csv_record_incomplete, csv_record_incomplete_with, CsvDecoder, CsvEncoder};
 pub use self::json::{JsonDecoder, JsonEncoder};
 

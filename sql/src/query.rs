@@ -531,17 +531,7 @@ impl Planner {
             .iter()
             .position(|(x, _)| *x == Expr::Column(window_cols[1]))
             .or_else(|| select.iter().position(|(x, _)| *x == Expr::Column(window_cols[0])));
-        let scope = Scope {
-            columns: select
-                .iter()
-                .zip(&names)
-                .map(|((_, t), n)| ScopeColumn {
-                    qualifier: Some(name.to_string()),
-                    name: n.clone(),
-                    data_type: *t,
-                })
-                .collect(),
-        };
+        let scope = output_scope(name, &select, &names);
         let output = GroupOutput {
             select: select.into_iter().map(|(x, _)| x).collect(),
             having,
@@ -681,17 +671,7 @@ impl Planner {
         let time_column = rel
             .time_column
             .and_then(|tc| exprs.iter().position(|(x, _)| *x == Expr::Column(tc)));
-        let scope = Scope {
-            columns: exprs
-                .iter()
-                .zip(&names)
-                .map(|((_, t), n)| ScopeColumn {
-                    qualifier: Some(name.to_string()),
-                    name: n.clone(),
-                    data_type: *t,
-                })
-                .collect(),
-        };
+        let scope = output_scope(name, &exprs, &names);
         if identity {
             return Ok(Relation {
                 input: rel.input,
@@ -716,6 +696,22 @@ impl Planner {
         let spec = OperatorSpec::Map(MapSpec { filter, projection });
         let input = self.add_node(name, vec![rel.input], spec, out.schema(), rel.changelog);
         Ok(Relation { input, ..out })
+    }
+}
+
+/// The scope a query's output presents to whoever reads it: its columns,
+/// qualified by the stream's name.
+fn output_scope(qualifier: &str, exprs: &[(Expr, DataType)], names: &[String]) -> Scope {
+    Scope {
+        columns: exprs
+            .iter()
+            .zip(names)
+            .map(|((_, t), n)| ScopeColumn {
+                qualifier: Some(qualifier.to_string()),
+                name: n.clone(),
+                data_type: *t,
+            })
+            .collect(),
     }
 }
 

@@ -448,31 +448,10 @@ impl Encoder for CsvEncoder {
 mod tests {
     use super::*;
 
-    fn field(name: &str, data_type: DataType, nullable: bool) -> Field {
-        Field {
-            name: name.into(),
-            data_type,
-            nullable,
-        }
-    }
-
-    fn schema() -> Schema {
-        Schema::new(vec![
-            field("auction", DataType::Int, false),
-            field("price", DataType::Double, true),
-            field("ok", DataType::Bool, true),
-            field("name", DataType::Str, true),
-            field("ts", DataType::Ts, true),
-        ])
-    }
+    use crate::format::fixtures::{field, sample_schema as schema};
 
     fn decode(d: &mut CsvDecoder, line: &str) -> Result<Vec<Value>, String> {
-        let mut out = vec![Value::Int(-7)];
-        let r = d.decode(line.as_bytes(), &mut out);
-        if r.is_err() {
-            assert_eq!(out, vec![Value::Int(-7)], "out must be untouched on error");
-        }
-        r.map(|()| out[1..].to_vec())
+        crate::format::fixtures::decode_checked(d, line)
     }
 
     #[test]
