@@ -99,6 +99,8 @@ pub struct Source {
     reader: Reader,
     watermark: WatermarkTracker,
     scratch: Vec<Value>,
+    /// A full generator row, before the declared columns are picked.
+    generated: Vec<Value>,
     record: Vec<u8>,
     pub rows: u64,
     pub malformed: u64,
@@ -202,6 +204,7 @@ impl Source {
             reader,
             watermark: WatermarkTracker::new(node.watermark),
             scratch: Vec::with_capacity(width),
+            generated: Vec::new(),
             record: Vec::new(),
             rows: 0,
             malformed: 0,
@@ -320,18 +323,19 @@ impl Source {
                 while batch.len() < rows_max && *next < *end {
                     let i = *next;
                     *next += 1;
-                    self.record.clear();
-                    let mut full = std::mem::take(&mut self.scratch);
-                    full.clear();
-                    if generator.fill_row(i, *kind, &mut full) {
-                        let row: Vec<Value> = columns.iter().map(|&c| std::mem::take(&mut full[c])).collect();
-                        batch.push_owned(Op::Insert, row.iter().cloned());
+                    // Both buffers are reused: generating a row allocates
+                    // nothing (strings stay inline).
+                    self.generated.clear();
+                    if generator.fill_row(i, *kind, &mut self.generated) {
+                        self.scratch.clear();
+                        self.scratch
+                            .extend(columns.iter().map(|&c| std::mem::take(&mut self.generated[c])));
+                        batch.push(Op::Insert, &self.scratch);
                         self.rows += 1;
-                        if let Some(w) = self.watermark.observe(&row) {
+                        if let Some(w) = self.watermark.observe(&self.scratch) {
                             batch.push_mark(w);
                         }
                     }
-                    self.scratch = full;
                 }
                 if *next >= *end {
                     self.done = true;
