@@ -115,7 +115,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     let config = ShardConfig::new(shards, cpus.clone(), options.batch_rows);
     let plan = Arc::new(plan.clone());
     let topo = Arc::new(Topology::new(&plan, shards));
-    let progress = Arc::new(SharedProgress::default());
+    let progress = Arc::new(SharedProgress::new(shards));
     let (events_tx, events_rx) = mpsc::channel();
     let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.channel_messages_max));
     let bytes_total = plan

@@ -108,6 +108,18 @@ pub struct SharedProgress {
     pub bytes_read: AtomicU64,
     /// Set when any shard fails: every shard stops.
     pub abort: AtomicBool,
+    /// Set by each shard when it exits; by then all it sent is in the
+    /// channels. Receivers use it to end even if a close was not signalled.
+    pub finished: Vec<AtomicBool>,
+}
+
+impl SharedProgress {
+    pub fn new(shards: usize) -> SharedProgress {
+        SharedProgress {
+            finished: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            ..SharedProgress::default()
+        }
+    }
 }
 
 /// What a shard did.
@@ -259,8 +271,13 @@ async fn pause(progress: &SharedProgress) -> Result<(), RunError> {
 /// waits never rely on the wakeup alone.
 const MESH_POLL_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Receives from a mesh channel; None once the sender has closed.
-async fn mesh_recv<T: Send>(rx: &glommio::channels::shared_channel::ConnectedReceiver<T>) -> Option<T> {
+/// Receives from peer `peer`'s mesh channel; None once the peer has closed
+/// the channel or exited with everything it sent received.
+async fn mesh_recv<T: Send>(
+    rx: &glommio::channels::shared_channel::ConnectedReceiver<T>,
+    peer: usize,
+    progress: &SharedProgress,
+) -> Option<T> {
     loop {
         // Dropping a pending `recv` is harmless: it holds no message.
         let received = futures_lite::future::or(async { Some(rx.recv().await) }, async {
@@ -270,6 +287,14 @@ async fn mesh_recv<T: Send>(rx: &glommio::channels::shared_channel::ConnectedRec
         .await;
         if let Some(r) = received {
             return r;
+        }
+        if progress.abort.load(Ordering::Relaxed) {
+            return None;
+        }
+        // A peer that has exited sent everything before it did: take what
+        // is buffered, then stop, whether or not its close was signalled.
+        if progress.finished[peer].load(Ordering::Acquire) {
+            return futures_lite::future::poll_once(rx.recv()).await.flatten();
         }
     }
 }
@@ -310,6 +335,7 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         events,
     } = ctx;
     let result = shard_body(id, &plan, &topo, &config, mesh, &progress, &events).await;
+    progress.finished[id].store(true, Ordering::Release);
     let _ = events.send(ShardEvent::Finished { shard: id });
     result.map_err(|e| failed(&progress, e))
 }
@@ -417,7 +443,7 @@ async fn shard_body(
                 glommio::spawn_local_into(
                     async move {
                         let received = async {
-                            while let Some(msg) = mesh_recv(&stream).await {
+                            while let Some(msg) = mesh_recv(&stream, peer, &progress).await {
                                 if progress.abort.load(Ordering::Relaxed) {
                                     return Err(RunError::Aborted);
                                 }
