@@ -270,18 +270,29 @@ async fn pause(progress: &SharedProgress) -> Result<(), RunError> {
 /// empty check and its waker registration is never signalled), so mesh
 /// waits never rely on the wakeup alone.
 const MESH_POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// The longest a mesh receive waits between polls (see `mesh_recv`).
+const MESH_POLL_INTERVAL_MAX: Duration = Duration::from_secs(1);
 
 /// Receives from peer `peer`'s mesh channel; None once the peer has closed
-/// the channel or exited with everything it sent received.
+/// the channel, or has exited with everything it sent received.
+///
+/// Two glommio 0.9 limitations shape this. A shared channel can lose a
+/// wakeup, so a pending `recv` must be polled again now and then; but
+/// every pending poll appends a waker that is only cleared when the
+/// channel fires, so polling an idle channel too often grows that list
+/// until the task's waker count overflows (32,767). The poll interval
+/// therefore backs off from 1 ms to 1 s: a lost wakeup costs at most a
+/// second, and an idle channel adds at most one waker a second (about nine
+/// hours of continuous idleness to overflow).
 async fn mesh_recv<T: Send>(
     rx: &glommio::channels::shared_channel::ConnectedReceiver<T>,
     peer: usize,
     progress: &SharedProgress,
 ) -> Option<T> {
+    let mut interval = MESH_POLL_INTERVAL;
     loop {
-        // Dropping a pending `recv` is harmless: it holds no message.
         let received = futures_lite::future::or(async { Some(rx.recv().await) }, async {
-            glommio::timer::sleep(MESH_POLL_INTERVAL).await;
+            glommio::timer::sleep(interval).await;
             None
         })
         .await;
@@ -296,6 +307,7 @@ async fn mesh_recv<T: Send>(
         if progress.finished[peer].load(Ordering::Acquire) {
             return futures_lite::future::poll_once(rx.recv()).await.flatten();
         }
+        interval = (interval * 2).min(MESH_POLL_INTERVAL_MAX);
     }
 }
 
