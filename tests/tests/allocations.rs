@@ -71,8 +71,13 @@ fn the_event_path_does_not_allocate_per_event() {
         eprintln!(
             "{shards} shard(s): {extra_allocations} extra allocations for {extra_rows} extra events ({per_event:.4} per event)"
         );
+        // One shard is deterministic (0.0128 measured). With two, waiting on
+        // the mesh (poll timers, send backoff) allocates in proportion to
+        // wall time, not events, and varies with scheduling (0.02-0.05
+        // measured); a per-row allocation would show as 1 or more either way.
+        let bound = if shards == 1 { 0.05 } else { 0.25 };
         assert!(
-            per_event < 0.05,
+            per_event < bound,
             "{per_event:.4} allocations per event on {shards} shard(s)"
         );
     }
