@@ -154,7 +154,6 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             .name(&format!("laminar-shard-{id}"))
             .io_memory(config.io_memory_bytes)
             .ring_depth(config.ring_depth)
-            .spin_before_park(Duration::from_millis(config.spin_before_park_ms))
             .spawn(move || shard_main(ctx))
             .map_err(|e| RunError::Executor {
                 shard: id,

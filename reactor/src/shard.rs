@@ -58,11 +58,6 @@ pub struct ShardConfig {
     /// Memory glommio registers for io_uring, per executor.
     pub io_memory_bytes: usize,
     pub ring_depth: usize,
-    /// How long an idle executor keeps polling before it parks. glommio
-    /// 0.9 can park through a wakeup (a channel message or even a timer)
-    /// and never return; while it spins it polls its channels and timers
-    /// itself, so a run spins rather than parks.
-    pub spin_before_park_ms: u64,
 }
 
 impl ShardConfig {
@@ -79,7 +74,6 @@ impl ShardConfig {
             event_latency_ms: 1,
             io_memory_bytes: 512 << 10,
             ring_depth: 64,
-            spin_before_park_ms: 3_600_000,
         }
     }
 }
