@@ -35,8 +35,9 @@ enum Command {
     Run {
         /// The SQL script.
         file: PathBuf,
-        /// Shards (glommio executors, one per core) to run on; default: one
-        /// per usable core. Results never depend on it.
+        /// Shards (glommio executors, one per core) to run on; default 1
+        /// (multi-shard runs are new: see the README). Results never depend
+        /// on it.
         #[arg(long)]
         shards: Option<usize>,
         /// Cores to pin shards to, e.g. `0-3,8` (shard i runs on the i-th
@@ -85,10 +86,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             quiet,
         } => {
             let cpus = cpus.map(|c| c.0);
-            let shards = shards.unwrap_or_else(|| {
-                cpus.as_ref()
-                    .map_or_else(|| laminar_reactor::runner::usable_cpus().len(), Vec::len)
-            });
+            let shards = shards.unwrap_or(1);
             anyhow::ensure!(
                 (1..=SHARDS_MAX).contains(&shards),
                 "--shards must be between 1 and {SHARDS_MAX}"

@@ -120,6 +120,23 @@ pub fn render_golden(blocks: &[Block]) -> String {
     out
 }
 
+/// Shard counts the multi-shard test variants use: `LAMINAR_TEST_SHARDS`
+/// (e.g. `1,2,4`), default `1`. Multi-shard runs are opt-in until the
+/// mesh no longer depends on glommio 0.9's wakeups, which are lost rarely
+/// but often enough to hang a test binary now and then (see README).
+pub fn shard_counts() -> Vec<usize> {
+    let text = std::env::var("LAMINAR_TEST_SHARDS").unwrap_or_else(|_| "1".into());
+    let mut counts: Vec<usize> = text
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n| (1..=64).contains(&n))
+        .collect();
+    if counts.is_empty() {
+        counts.push(1);
+    }
+    counts
+}
+
 /// What a run produced.
 pub struct Outcome {
     pub summary: RunSummary,

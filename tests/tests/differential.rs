@@ -217,7 +217,7 @@ proptest! {
         delay in 0i64..400,
         lateness in prop::sample::select(vec![0i64, 0, 150, 600]),
         batch_rows in prop::sample::select(vec![1usize, 7, 4096]),
-        shards in prop::sample::select(vec![1usize, 2, 4]),
+        shards in prop::sample::select(laminar_tests::shard_counts()),
     ) {
         check_fixed(&events, size, size, delay, lateness, batch_rows, shards)?;
     }
@@ -229,7 +229,7 @@ proptest! {
         delay in 0i64..400,
         lateness in prop::sample::select(vec![0i64, 200]),
         batch_rows in prop::sample::select(vec![1usize, 4096]),
-        shards in prop::sample::select(vec![1usize, 2, 4]),
+        shards in prop::sample::select(laminar_tests::shard_counts()),
     ) {
         check_fixed(&events, slide, size, delay, lateness, batch_rows, shards)?;
     }
@@ -242,7 +242,7 @@ proptest! {
         events in arrivals(200).prop_map(|v| v.into_iter().filter(|e| e.ts >= 0).collect::<Vec<_>>()),
         gap in prop::sample::select(vec![50i64, 300, 1000]),
         batch_rows in prop::sample::select(vec![1usize, 4096]),
-        shards in prop::sample::select(vec![1usize, 2, 4]),
+        shards in prop::sample::select(laminar_tests::shard_counts()),
     ) {
         prop_assume!(!events.is_empty());
         // Strictly more than the disorder, so no event can reach a closed
@@ -278,7 +278,7 @@ proptest! {
     fn unwindowed_changelog_folds_to_the_batch_answer(
         events in arrivals(300),
         batch_rows in prop::sample::select(vec![1usize, 5, 4096]),
-        shards in prop::sample::select(vec![1usize, 2, 4]),
+        shards in prop::sample::select(laminar_tests::shard_counts()),
     ) {
         let dir = tempfile::tempdir().unwrap();
         write_input(dir.path(), &events);
