@@ -3,7 +3,8 @@
 //! - `laminar run FILE.sql` runs a pipeline over bounded inputs to the end
 //!   and prints a summary;
 //! - `laminar check FILE.sql` plans a script and reports the first error;
-//! - `laminar explain FILE.sql` prints the plan.
+//! - `laminar explain FILE.sql` prints the plan;
+//! - `laminar bench arena|mesh` measures the state arena and the mesh.
 //!
 //! Errors are printed as `error: FILE:LINE:COLUMN: in STATEMENT: message`
 //! and the process exits non-zero. Data goes to stdout; progress, warnings
@@ -22,6 +23,8 @@ use laminar_exec::plan::PhysicalPlan;
 use laminar_reactor::{Progress, RunOptions, RunSummary};
 use laminar_sql::{plan_script, PlanOptions};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "laminar", version, about = "laminar: a streaming SQL event appliance")]
 struct Cli {
@@ -31,12 +34,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Microbenchmarks of the engine's parts (HDR percentiles).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
     /// Run a SQL file over bounded inputs to the end, writing every sink.
     Run {
         /// The SQL script.
         file: PathBuf,
-        /// Shards (glommio executors, one per core) to run on; default 1
-        /// (multi-shard runs are new: see the README). Results never depend
+        /// Shards (glommio executors, one per core) to run on; default: one
+        /// per core of `--cpus`, or per usable core. Results never depend
         /// on it.
         #[arg(long)]
         shards: Option<usize>,
@@ -44,6 +52,10 @@ enum Command {
         /// listed core, wrapping around); default: every usable core.
         #[arg(long, value_parser = parse_cpu_list)]
         cpus: Option<CpuList>,
+        /// Whether operator state arenas of 2 MiB and more ask the kernel
+        /// for transparent huge pages (a hint; the THP setting decides).
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        huge_pages: String,
         /// Rows per batch read from a source.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
         batch_rows: u32,
@@ -84,9 +96,16 @@ fn dispatch(cli: Cli) -> Result<()> {
             batch_rows,
             state_entries_max,
             quiet,
+            huge_pages,
         } => {
+            laminar_exec::arena::set_huge_pages(huge_pages == "on");
             let cpus = cpus.map(|c| c.0);
-            let shards = shards.unwrap_or(1);
+            let shards = shards.unwrap_or_else(|| {
+                let cores = cpus
+                    .as_ref()
+                    .map_or_else(|| laminar_reactor::runner::usable_cpus().len(), Vec::len);
+                cores.clamp(1, SHARDS_MAX)
+            });
             anyhow::ensure!(
                 (1..=SHARDS_MAX).contains(&shards),
                 "--shards must be between 1 and {SHARDS_MAX}"
@@ -104,6 +123,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Bench { what } => bench::run(what),
         Command::Check { file } => {
             let plan = load(&file, PlanOptions::default())?;
             let line = format!(

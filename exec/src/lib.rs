@@ -11,6 +11,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod agg;
+pub mod arena;
 pub mod batch;
 pub mod error;
 pub mod expr;

@@ -4,14 +4,13 @@
 //! `KeyedState`: a map from a group key (a row of values) to the
 //! operator's entry, with a hard limit on the number of entries so that a
 //! runaway key space is an error naming the operator instead of an
-//! out-of-memory kill. The reactor issue moves the storage into per-shard
-//! mmap arenas behind this same interface; lookups take a borrowed
-//! `&[Value]` so probing never allocates.
+//! out-of-memory kill. The storage is two arenas (`crate::arena`) of the
+//! operator instance's shard: packed entries and an open-addressing FxHash
+//! index. Lookups take a borrowed `&[Value]`, so probing never allocates.
 
-use fxhash::FxBuildHasher;
-use hashbrown::hash_map::EntryRef;
-use hashbrown::HashMap;
+use std::mem::{align_of, size_of};
 
+use crate::arena::{ArenaDrain, ArenaVec};
 use crate::error::ExecError;
 use crate::types::Value;
 
@@ -22,41 +21,167 @@ pub type GroupKey = Box<[Value]>;
 /// pairs): about 2 GB of small accumulators.
 pub const STATE_ENTRIES_MAX_DEFAULT: usize = 10_000_000;
 
-#[derive(Debug, Clone)]
+/// One index slot: where an entry lives, and 32 bits of its hash so that
+/// most mismatches are rejected without touching the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C)]
+struct Slot {
+    tag: u32,
+    /// Entry position + 1; 0 is an empty slot.
+    entry: u32,
+}
+
+// Eight slots to a cache line.
+const _: () = assert!(size_of::<Slot>() == 8 && align_of::<Slot>() == 4);
+
+const EMPTY: Slot = Slot { tag: 0, entry: 0 };
+
+/// Index slots in a fresh index (a power of two).
+const SLOTS_MIN: usize = 16;
+
+/// Entries (and index slots) are numbered in 32 bits.
+pub const ENTRIES_MAX_LIMIT: usize = u32::MAX as usize - 1;
+
+struct Entry<V> {
+    hash: u64,
+    key: GroupKey,
+    value: V,
+}
+
+/// A map from group key to `V` in two arenas: the entries, densely packed
+/// in insertion order (holes are filled by the last entry), and an
+/// open-addressing index over them (linear probing, at most half full,
+/// backward-shift deletion, so there are no tombstones).
+///
+/// **Invariant:** every entry has exactly one index slot, reachable from
+/// its home slot without crossing an empty slot.
 pub struct KeyedState<V> {
-    map: HashMap<GroupKey, V, FxBuildHasher>,
+    entries: ArenaVec<Entry<V>>,
+    /// Length 0 or a power of two of at least `SLOTS_MIN`.
+    slots: ArenaVec<Slot>,
+    /// `64 - log2(slots.len())`: the home slot is the hash's top bits,
+    /// which FxHash mixes best.
+    shift: u32,
     entries_max: usize,
+}
+
+impl<V> std::fmt::Debug for KeyedState<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedState")
+            .field("entries", &self.entries.len())
+            .field("slots", &self.slots.len())
+            .finish()
+    }
+}
+
+/// The hash every state index uses for a key.
+pub fn key_hash(key: &[Value]) -> u64 {
+    fxhash::hash64(key)
 }
 
 impl<V> KeyedState<V> {
     pub fn new(entries_max: usize) -> KeyedState<V> {
-        assert!(entries_max > 0);
+        assert!(entries_max > 0 && entries_max <= ENTRIES_MAX_LIMIT);
         KeyedState {
-            map: HashMap::with_hasher(FxBuildHasher::default()),
+            entries: ArenaVec::new(),
+            slots: ArenaVec::new(),
+            shift: 64,
             entries_max,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// Bytes of memory mapped for this state (entries and index; key and
+    /// accumulator contents on the heap are not counted).
+    pub fn mapped_bytes(&self) -> usize {
+        self.entries.mapped_bytes() + self.slots.mapped_bytes()
+    }
+
+    fn home(&self, hash: u64) -> usize {
+        debug_assert!(!self.slots.is_empty());
+        (hash >> self.shift) as usize
+    }
+
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The slot position and entry position of `key`.
+    fn find(&self, key: &[Value], hash: u64) -> Option<(usize, usize)> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let (mask, tag) = (self.mask(), hash as u32);
+        let slots = self.slots.as_slice();
+        let entries = self.entries.as_slice();
+        let mut i = self.home(hash);
+        loop {
+            let s = slots[i];
+            if s.entry == 0 {
+                return None;
+            }
+            if s.tag == tag {
+                let e = &entries[s.entry as usize - 1];
+                if e.hash == hash && *e.key == *key {
+                    return Some((i, s.entry as usize - 1));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Puts entry `entry` (with `hash`) into the first free slot from its
+    /// home.
+    fn place(&mut self, hash: u64, entry: usize) {
+        let mask = self.mask();
+        let mut i = self.home(hash);
+        let slots = self.slots.as_mut_slice();
+        while slots[i].entry != 0 {
+            i = (i + 1) & mask;
+        }
+        slots[i] = Slot {
+            tag: hash as u32,
+            entry: (entry + 1) as u32,
+        };
+    }
+
+    /// Rebuilds the index with `n` slots (a power of two, more than twice
+    /// the entries).
+    fn reindex(&mut self, n: usize) {
+        assert!(n.is_power_of_two() && n >= SLOTS_MIN && n >= 2 * self.entries.len());
+        let mut slots = ArenaVec::with_capacity(n);
+        for _ in 0..n {
+            slots.push(EMPTY);
+        }
+        self.slots = slots;
+        self.shift = 64 - n.trailing_zeros();
+        for i in 0..self.entries.len() {
+            let hash = self.entries[i].hash;
+            self.place(hash, i);
+        }
     }
 
     pub fn get(&self, key: &[Value]) -> Option<&V> {
-        self.map.get(key)
+        let (_, e) = self.find(key, key_hash(key))?;
+        Some(&self.entries[e].value)
     }
 
     pub fn get_mut(&mut self, key: &[Value]) -> Option<&mut V> {
-        self.map.get_mut(key)
+        let (_, e) = self.find(key, key_hash(key))?;
+        Some(&mut self.entries[e].value)
     }
 
     /// The entry for `key`, created by `init` when absent. Allocates only
-    /// when the key is new. `live_elsewhere` is the operator's entry count
-    /// outside this map, so that the limit can span several maps (one per
-    /// open window).
+    /// when the key is new (the owned key; the arenas grow by doubling).
+    /// `live_elsewhere` is the operator's entry count outside this map, so
+    /// that the limit can span several maps (one per open window).
     pub fn get_or_insert_with(
         &mut self,
         key: &[Value],
@@ -64,33 +189,82 @@ impl<V> KeyedState<V> {
         operator: &str,
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, ExecError> {
-        let len = self.map.len();
-        match self.map.entry_ref(key) {
-            EntryRef::Occupied(o) => Ok(o.into_mut()),
-            EntryRef::Vacant(v) => {
-                if len + live_elsewhere >= self.entries_max {
-                    return Err(ExecError::StateLimit {
-                        operator: operator.to_string(),
-                        what: "live groups",
-                        limit: self.entries_max,
-                    });
-                }
-                Ok(v.insert(init()))
-            }
+        let hash = key_hash(key);
+        if let Some((_, e)) = self.find(key, hash) {
+            return Ok(&mut self.entries[e].value);
         }
+        let len = self.entries.len();
+        if len + live_elsewhere >= self.entries_max {
+            return Err(ExecError::StateLimit {
+                operator: operator.to_string(),
+                what: "live groups",
+                limit: self.entries_max,
+            });
+        }
+        if 2 * (len + 1) > self.slots.len() {
+            self.reindex((2 * self.slots.len()).max(SLOTS_MIN));
+        }
+        let e = self.entries.push(Entry {
+            hash,
+            key: key.into(),
+            value: init(),
+        });
+        self.place(hash, e);
+        Ok(&mut self.entries[e].value)
     }
 
     pub fn remove(&mut self, key: &[Value]) -> Option<V> {
-        self.map.remove(key)
+        let (pos, e) = self.find(key, key_hash(key))?;
+        // Backward-shift deletion: pull later slots of the probe run into
+        // the hole when their home allows it, so no tombstone is needed.
+        let mask = self.mask();
+        let mut hole = pos;
+        let mut j = (pos + 1) & mask;
+        loop {
+            let s = self.slots[j];
+            if s.entry == 0 {
+                break;
+            }
+            let home = self.home(self.entries[s.entry as usize - 1].hash);
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.slots[hole] = s;
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.slots[hole] = EMPTY;
+        // The last entry moves into position `e`: repoint its slot.
+        let last = self.entries.len() - 1;
+        if e != last {
+            let mut i = self.home(self.entries[last].hash);
+            while self.slots[i].entry as usize != last + 1 {
+                i = (i + 1) & mask;
+            }
+            self.slots[i].entry = (e + 1) as u32;
+        }
+        let removed = self.entries.swap_remove(e);
+        let len = self.entries.len();
+        if len == 0 {
+            self.slots = ArenaVec::new();
+            self.shift = 64;
+        } else if self.slots.len() > SLOTS_MIN && len * 8 < self.slots.len() {
+            self.reindex(self.slots.len() / 2);
+        }
+        Some(removed.value)
     }
 
+    /// Entries in insertion order, except that a removal moves the last
+    /// entry into the hole.
     pub fn iter(&self) -> impl Iterator<Item = (&GroupKey, &V)> {
-        self.map.iter()
+        self.entries.as_slice().iter().map(|e| (&e.key, &e.value))
     }
 
-    /// Takes every entry out, leaving the map empty.
-    pub fn drain(&mut self) -> impl Iterator<Item = (GroupKey, V)> + '_ {
-        self.map.drain()
+    /// Takes every entry out (in `iter` order), leaving the map empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = (GroupKey, V)> {
+        self.slots = ArenaVec::new();
+        self.shift = 64;
+        let entries: ArenaDrain<Entry<V>> = self.entries.drain();
+        entries.map(|e| (e.key, e.value))
     }
 }
 
@@ -107,5 +281,72 @@ mod tests {
         let err = s.get_or_insert_with(&[Value::Int(3)], 0, "agg", || 0).unwrap_err();
         assert!(err.to_string().contains("agg"));
         assert_eq!(s.get(&[Value::Int(1)]), Some(&2));
+    }
+
+    /// Random inserts, updates and removals against a std HashMap: the
+    /// index must find exactly the live keys after every step, across
+    /// growth, shrinking and backward-shift deletion.
+    #[test]
+    fn matches_a_hash_map_under_random_operations() {
+        use std::collections::HashMap;
+        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut state: KeyedState<u64> = KeyedState::new(1 << 20);
+        let mut model: HashMap<i64, u64> = HashMap::new();
+        for step in 0..200_000u64 {
+            let r = next();
+            // Keys are multiples of 1024 in part, which a low-bit index
+            // would pile into one probe run.
+            let k = if r % 3 == 0 {
+                ((r >> 8) % 4096) as i64 * 1024
+            } else {
+                ((r >> 8) % 3000) as i64
+            };
+            let key = [Value::Int(k)];
+            // Grow for the first half, then shrink.
+            let remove_share = if step < 100_000 { 3 } else { 6 };
+            if (r >> 40) % 10 < remove_share {
+                assert_eq!(state.remove(&key), model.remove(&k), "remove {k} at step {step}");
+            } else {
+                *state.get_or_insert_with(&key, 0, "t", || 0).unwrap() += 1;
+                *model.entry(k).or_insert(0) += 1;
+            }
+            assert_eq!(state.len(), model.len());
+        }
+        for (k, v) in &model {
+            assert_eq!(state.get(&[Value::Int(*k)]), Some(v));
+        }
+        let mut drained: Vec<(i64, u64)> = state
+            .drain()
+            .map(|(k, v)| match &k[..] {
+                [Value::Int(k)] => (*k, v),
+                other => panic!("unexpected key {other:?}"),
+            })
+            .collect();
+        drained.sort_unstable();
+        let mut expected: Vec<(i64, u64)> = model.into_iter().collect();
+        expected.sort_unstable();
+        assert_eq!(drained, expected);
+        assert!(state.is_empty());
+        assert_eq!(state.mapped_bytes(), 0);
+    }
+
+    #[test]
+    fn memory_follows_the_live_entries() {
+        let mut s: KeyedState<[u64; 4]> = KeyedState::new(1 << 20);
+        for k in 0..100_000 {
+            s.get_or_insert_with(&[Value::Int(k)], 0, "t", || [0; 4]).unwrap();
+        }
+        let full = s.mapped_bytes();
+        for k in 0..99_000 {
+            s.remove(&[Value::Int(k)]).expect("present");
+        }
+        assert!(s.mapped_bytes() * 8 < full, "{} of {full} bytes kept", s.mapped_bytes());
+        assert_eq!(s.get(&[Value::Int(99_500)]), Some(&[0; 4]));
     }
 }

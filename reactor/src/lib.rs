@@ -8,6 +8,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod mesh;
+pub mod microbench;
 pub mod runner;
 pub mod shard;
 pub mod sink;

@@ -5,17 +5,19 @@
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::{LocalExecutorBuilder, Placement};
 use laminar_exec::operator::OperatorMetrics;
 use laminar_exec::plan::{PhysicalPlan, SinkConnector};
 
-use crate::shard::{shard_main, ShardConfig, ShardContext, ShardEvent, ShardReport, SharedProgress};
+use crate::shard::{shard_main, Phase, ShardConfig, ShardContext, ShardEvent, ShardReport, SharedProgress};
 use crate::source::MalformedRecord;
 use crate::topology::Topology;
 use crate::RunError;
 
 pub use crate::source::MalformedRecord as Malformed;
+
+/// How long a run may read nothing before its shards' phases are logged.
+const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 
 /// How to run.
 pub struct RunOptions<'a> {
@@ -128,7 +130,13 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     let topo = Arc::new(Topology::new(&plan, shards));
     let progress = Arc::new(SharedProgress::new(shards));
     let (events_tx, events_rx) = mpsc::channel();
-    let mesh = (shards > 1).then(|| MeshBuilder::full(shards, config.channel_messages_max));
+    let mesh_ends = crate::mesh::full(shards, config.channel_messages_max);
+    let probes: Vec<(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)> = mesh_ends
+        .iter()
+        .enumerate()
+        .flat_map(|(to, ends)| ends.probes().into_iter().map(move |(from, p)| (from, to, p)))
+        .collect();
+    let mut mesh_ends = mesh_ends.into_iter();
     let bytes_total = plan
         .sources
         .iter()
@@ -145,7 +153,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             plan: Arc::clone(&plan),
             topo: Arc::clone(&topo),
             config: config.clone(),
-            mesh: mesh.clone(),
+            mesh: mesh_ends.next().filter(|_| shards > 1),
             progress: Arc::clone(&progress),
             events: events_tx.clone(),
         };
@@ -154,6 +162,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             .name(&format!("laminar-shard-{id}"))
             .io_memory(config.io_memory_bytes)
             .ring_depth(config.ring_depth)
+            .spin_before_park(config.spin_before_park)
             .spawn(move || shard_main(ctx))
             .map_err(|e| RunError::Executor {
                 shard: id,
@@ -175,6 +184,9 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     // Relay reports and progress until every shard has finished.
     let mut finished = 0;
     let mut last_progress = Instant::now();
+    // A run whose input count has not moved for a while is reported once,
+    // with each shard's phase, so a stall is never silent.
+    let (mut last_rows, mut rows_moved_at, mut stall_reported) = (0u64, Instant::now(), false);
     while finished < shards {
         match events_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(ShardEvent::Malformed {
@@ -191,6 +203,28 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             Ok(ShardEvent::Finished { .. }) => finished += 1,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let rows_now = progress.rows_in.load(std::sync::atomic::Ordering::Relaxed);
+        if rows_now != last_rows {
+            (last_rows, rows_moved_at) = (rows_now, Instant::now());
+        } else if !stall_reported && rows_moved_at.elapsed() >= STALL_REPORT_AFTER {
+            stall_reported = true;
+            let phases: Vec<String> = (0..shards)
+                .map(|i| {
+                    let phase = Phase::from_u8(progress.phase[i].load(std::sync::atomic::Ordering::Relaxed));
+                    format!("shard {i}: {phase:?}")
+                })
+                .collect();
+            let channels: Vec<String> = probes
+                .iter()
+                .map(|(from, to, p)| format!("{from}->{to}: {}", p.describe()))
+                .collect();
+            tracing::warn!(
+                rows_in = rows_now,
+                "no input read for {STALL_REPORT_AFTER:?}; {}; channels {}",
+                phases.join(", "),
+                channels.join("; ")
+            );
         }
         if last_progress.elapsed() >= Duration::from_millis(100) {
             last_progress = Instant::now();

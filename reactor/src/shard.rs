@@ -15,17 +15,18 @@
 //! sender task, so a slow consumer slows every source feeding it.
 //!
 //! Completion: when every node of a shard has seen the end-of-input
-//! watermark, the shard sends `Done` to shard 0 after its last rows (the
-//! channels are FIFO). Shard 0, which owns the sinks, finishes when it is
-//! itself complete and has every other shard's `Done`.
+//! watermark, the shard sends `Done` to every peer after its last rows
+//! (the channels are FIFO). A shard finishes when it is itself complete
+//! and has every peer's `Done`; shard 0, which owns the sinks, has then
+//! written every row. A channel that closes before its `Done` means the
+//! peer failed, and the run stops.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::channels::local_channel;
 use glommio::{Latency, Shares};
 use laminar_exec::batch::{Batch, WATERMARK_END};
@@ -33,6 +34,7 @@ use laminar_exec::operator::{Driven, OperatorMetrics};
 use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
 use laminar_exec::types::Value;
 
+use crate::mesh::{MeshEnds, Signal};
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::topology::{partition, Placement, Topology};
@@ -58,6 +60,11 @@ pub struct ShardConfig {
     /// Memory glommio registers for io_uring, per executor.
     pub io_memory_bytes: usize,
     pub ring_depth: usize,
+    /// How long an idle executor polls before it parks. Parking costs a
+    /// `membarrier` and the next cross-core wake an eventfd round trip
+    /// (tens of microseconds on a VM); a shard that is about to get a
+    /// message back from its peers should not pay that.
+    pub spin_before_park: Duration,
 }
 
 impl ShardConfig {
@@ -74,9 +81,13 @@ impl ShardConfig {
             event_latency_ms: 1,
             io_memory_bytes: 512 << 10,
             ring_depth: 64,
+            spin_before_park: if shards > 1 { SPIN_BEFORE_PARK } else { Duration::ZERO },
         }
     }
 }
+
+/// `ShardConfig::spin_before_park` for multi-shard runs.
+pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);
 
 /// What travels on the mesh.
 pub enum MeshMsg {
@@ -108,18 +119,48 @@ pub struct SharedProgress {
     pub bytes_read: AtomicU64,
     /// Set when any shard fails: every shard stops.
     pub abort: AtomicBool,
-    /// Set by each shard when it exits; by then all it sent is in the
-    /// channels. Receivers use it to end even if a close was not signalled.
-    pub finished: Vec<AtomicBool>,
+    /// What each shard is doing (a `Phase` as u8), for stall reports.
+    pub phase: Vec<AtomicU8>,
 }
 
 impl SharedProgress {
     pub fn new(shards: usize) -> SharedProgress {
         SharedProgress {
-            finished: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            phase: (0..shards).map(|_| AtomicU8::new(Phase::Starting as u8)).collect(),
             ..SharedProgress::default()
         }
     }
+}
+
+/// What a shard is doing, as reported when a run stalls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Phase {
+    Starting = 0,
+    Reading = 1,
+    /// Sources done; waiting for the end of input from its peers.
+    Draining = 2,
+    /// Sending what is left and waiting for its peers to close.
+    Closing = 3,
+    Flushing = 4,
+    Finished = 5,
+}
+
+impl Phase {
+    pub fn from_u8(v: u8) -> Phase {
+        match v {
+            0 => Phase::Starting,
+            1 => Phase::Reading,
+            2 => Phase::Draining,
+            3 => Phase::Closing,
+            4 => Phase::Flushing,
+            _ => Phase::Finished,
+        }
+    }
+}
+
+fn set_phase(progress: &SharedProgress, id: usize, phase: Phase) {
+    progress.phase[id].store(phase as u8, Ordering::Relaxed);
 }
 
 /// What a shard did.
@@ -246,94 +287,24 @@ pub struct ShardContext {
     pub plan: Arc<PhysicalPlan>,
     pub topo: Arc<Topology>,
     pub config: ShardConfig,
-    pub mesh: Option<MeshBuilder<MeshMsg, Full>>,
+    pub mesh: Option<MeshEnds<MeshMsg>>,
     pub progress: Arc<SharedProgress>,
     pub events: mpsc::Sender<ShardEvent>,
 }
+
+/// How often a shard's watchdog looks for channel ends stuck waiting.
+const MESH_WATCHDOG_INTERVAL: Duration = Duration::from_millis(5);
 
 fn failed(progress: &SharedProgress, e: RunError) -> RunError {
     progress.abort.store(true, Ordering::Relaxed);
     e
 }
 
-/// Waits a little without holding the core, checking for an abort.
-async fn pause(progress: &SharedProgress) -> Result<(), RunError> {
+fn check_abort(progress: &SharedProgress) -> Result<(), RunError> {
     if progress.abort.load(Ordering::Relaxed) {
         return Err(RunError::Aborted);
     }
-    glommio::timer::sleep(Duration::from_micros(50)).await;
     Ok(())
-}
-
-/// How long a mesh wait sleeps before polling again. glommio 0.9's shared
-/// channels can lose a wakeup (a message pushed between the receiver's
-/// empty check and its waker registration is never signalled), so mesh
-/// waits never rely on the wakeup alone.
-const MESH_POLL_INTERVAL: Duration = Duration::from_millis(1);
-/// The longest a mesh receive waits between polls (see `mesh_recv`).
-const MESH_POLL_INTERVAL_MAX: Duration = Duration::from_secs(1);
-
-/// Receives from peer `peer`'s mesh channel; None once the peer has closed
-/// the channel, or has exited with everything it sent received.
-///
-/// Two glommio 0.9 limitations shape this. A shared channel can lose a
-/// wakeup, so a pending `recv` must be polled again now and then; but
-/// every pending poll appends a waker that is only cleared when the
-/// channel fires, so polling an idle channel too often grows that list
-/// until the task's waker count overflows (32,767). The poll interval
-/// therefore backs off from 1 ms to 1 s: a lost wakeup costs at most a
-/// second, and an idle channel adds at most one waker a second (about nine
-/// hours of continuous idleness to overflow).
-async fn mesh_recv<T: Send>(
-    rx: &glommio::channels::shared_channel::ConnectedReceiver<T>,
-    peer: usize,
-    progress: &SharedProgress,
-) -> Option<T> {
-    let mut interval = MESH_POLL_INTERVAL;
-    loop {
-        let received = futures_lite::future::or(async { Some(rx.recv().await) }, async {
-            glommio::timer::sleep(interval).await;
-            None
-        })
-        .await;
-        if let Some(r) = received {
-            return r;
-        }
-        if progress.abort.load(Ordering::Relaxed) {
-            return None;
-        }
-        // A peer that has exited sent everything before it did: take what
-        // is buffered, then stop, whether or not its close was signalled.
-        if progress.finished[peer].load(Ordering::Acquire) {
-            return futures_lite::future::poll_once(rx.recv()).await.flatten();
-        }
-        interval = (interval * 2).min(MESH_POLL_INTERVAL_MAX);
-    }
-}
-
-/// Sends on the mesh, waiting (with polling, see `mesh_recv`) while the
-/// channel is full: a full channel is the backpressure.
-async fn mesh_send(
-    senders: &glommio::channels::channel_mesh::Senders<MeshMsg>,
-    dest: usize,
-    mut msg: MeshMsg,
-    progress: &SharedProgress,
-) -> Result<(), RunError> {
-    let mut wait = Duration::from_micros(20);
-    loop {
-        match senders.try_send_to(dest, msg) {
-            Ok(()) => return Ok(()),
-            Err(glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(m))) => {
-                msg = m;
-                if progress.abort.load(Ordering::Relaxed) {
-                    return Err(RunError::Aborted);
-                }
-                glommio::timer::sleep(wait).await;
-                wait = (wait * 2).min(MESH_POLL_INTERVAL);
-            }
-            Err(e) => return Err(RunError::Mesh(format!("sending to shard {dest}: {e}"))),
-        }
-    }
 }
 
 pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
@@ -346,21 +317,46 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         progress,
         events,
     } = ctx;
-    let result = shard_body(id, &plan, &topo, &config, mesh, &progress, &events).await;
-    progress.finished[id].store(true, Ordering::Release);
+    // The first failure of a receiver task: reported instead of the
+    // `Aborted` the shard's other tasks then see.
+    let task_error: Rc<RefCell<Option<RunError>>> = Rc::new(RefCell::new(None));
+    let shared = Shared {
+        plan: &plan,
+        topo: &topo,
+        config: &config,
+        progress: &progress,
+        events: &events,
+        task_error: &task_error,
+    };
+    let result = shard_body(id, mesh, shared).await;
+    let result = match result {
+        Err(RunError::Aborted) => Err(task_error.borrow_mut().take().unwrap_or(RunError::Aborted)),
+        other => other,
+    };
+    set_phase(&progress, id, Phase::Finished);
     let _ = events.send(ShardEvent::Finished { shard: id });
     result.map_err(|e| failed(&progress, e))
 }
 
-async fn shard_body(
-    id: usize,
-    plan: &Arc<PhysicalPlan>,
-    topo: &Arc<Topology>,
-    config: &ShardConfig,
-    mesh: Option<MeshBuilder<MeshMsg, Full>>,
-    progress: &Arc<SharedProgress>,
-    events: &mpsc::Sender<ShardEvent>,
-) -> Result<ShardReport, RunError> {
+/// What `shard_body` borrows from `shard_main`.
+struct Shared<'a> {
+    plan: &'a Arc<PhysicalPlan>,
+    topo: &'a Arc<Topology>,
+    config: &'a ShardConfig,
+    progress: &'a Arc<SharedProgress>,
+    events: &'a mpsc::Sender<ShardEvent>,
+    task_error: &'a Rc<RefCell<Option<RunError>>>,
+}
+
+async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'_>) -> Result<ShardReport, RunError> {
+    let Shared {
+        plan,
+        topo,
+        config,
+        progress,
+        events,
+        task_error,
+    } = shared;
     let executor = glommio::executor();
     let event_queue = executor.create_task_queue(
         Shares::Static(config.event_shares),
@@ -368,14 +364,6 @@ async fn shard_body(
         "events",
     );
     let main_queue = executor.create_task_queue(Shares::Static(config.main_shares), Latency::NotImportant, "main");
-
-    // Join the mesh before anything that can fail: a shard that never
-    // joins would leave its peers waiting in `join` forever, while one
-    // that fails after joining drops its channels, which its peers see.
-    let joined = match mesh {
-        Some(mesh) => Some(mesh.join().await.map_err(|e| RunError::Mesh(e.to_string()))?),
-        None => None,
-    };
 
     // Sources this shard reads; sinks on shard 0.
     let mut sources: Vec<(usize, Source)> = Vec::new();
@@ -419,60 +407,110 @@ async fn shard_body(
         key: Vec::new(),
     }));
 
-    let mut mesh_senders = None;
-    if let Some((senders, mut receivers)) = joined {
-        let senders = Rc::new(senders);
-        mesh_senders = Some(Rc::clone(&senders));
-        for (dest, slot) in outboxes.iter_mut().enumerate() {
-            if dest == id {
-                continue;
-            }
+    // Wakes the shard's main task when a peer's message may have
+    // completed this shard's nodes, or a receiver has ended.
+    let progressed = Rc::new(Signal::default());
+    // Wakes a paused source when the outboxes have drained.
+    let outbox_room = Rc::new(Signal::default());
+    let receivers_live = Rc::new(Cell::new(0usize));
+    let rescued = Rc::new(Cell::new(0u64));
+    // The watchdog: glommio's cross-executor wake was seen to lose a
+    // wakeup in very rare cases (a receiver parked with a message queued),
+    // so every `MESH_WATCHDOG_INTERVAL` each shard wakes its own stuck
+    // channel sides. A wake from the shard's own thread takes glommio's
+    // local path. Rescues are counted and logged.
+    let watchdog = mesh.as_ref().map(|ends| {
+        let probes = ends.local_probes();
+        let rescued = Rc::clone(&rescued);
+        glommio::spawn_local_into(
+            async move {
+                loop {
+                    glommio::timer::sleep(MESH_WATCHDOG_INTERVAL).await;
+                    for (p, side) in &probes {
+                        if p.rescue(*side) {
+                            tracing::trace!(side = ?side, channel = %p.describe(), "watchdog rescue");
+                            rescued.set(rescued.get() + 1);
+                        }
+                    }
+                }
+            },
+            main_queue,
+        )
+        .expect("the main queue exists")
+    });
+    if let Some(MeshEnds { senders, receivers }) = mesh {
+        for (dest, (slot, sender)) in outboxes.iter_mut().zip(senders).enumerate() {
+            let Some(sender) = sender else { continue };
             let (tx, rx) = local_channel::new_unbounded::<MeshMsg>();
             *slot = Some(tx);
-            let senders = Rc::clone(&senders);
             let outbox_len = Rc::clone(&outbox_len);
+            let outbox_room = Rc::clone(&outbox_room);
             let progress = Arc::clone(progress);
+            let low_water = config.outbox_messages_max / 2;
             sender_tasks.push(
                 glommio::spawn_local_into(
                     async move {
+                        let mut result = Ok(());
                         while let Some(msg) = rx.recv().await {
                             outbox_len.set(outbox_len.get() - 1);
-                            if mesh_send(&senders, dest, msg, &progress).await.is_err() {
+                            if outbox_len.get() <= low_water {
+                                outbox_room.notify();
+                            }
+                            if sender.send(msg).await.is_err() {
+                                // The peer has gone: it failed, or the run
+                                // is being torn down.
                                 progress.abort.store(true, Ordering::Relaxed);
+                                result = Err(RunError::Mesh(format!("shard {dest} stopped receiving")));
                                 break;
                             }
                         }
+                        // Dropping `sender` tells shard `dest` nothing follows.
+                        outbox_room.notify();
+                        result
                     },
                     event_queue,
                 )
                 .expect("the event queue exists"),
             );
         }
-        for (peer, stream) in receivers.streams() {
+        for (peer, receiver) in receivers.into_iter().enumerate() {
+            let Some(receiver) = receiver else { continue };
             let core = Rc::clone(&core);
             let progress = Arc::clone(progress);
+            let progressed = Rc::clone(&progressed);
+            let receivers_live = Rc::clone(&receivers_live);
+            let task_error = Rc::clone(task_error);
+            receivers_live.set(receivers_live.get() + 1);
             receiver_tasks.push(
                 glommio::spawn_local_into(
                     async move {
                         let received = async {
-                            while let Some(msg) = mesh_recv(&stream, peer, &progress).await {
-                                if progress.abort.load(Ordering::Relaxed) {
-                                    return Err(RunError::Aborted);
-                                }
+                            while let Some(msg) = receiver.recv().await {
+                                check_abort(&progress)?;
                                 let done = matches!(msg, MeshMsg::Done);
                                 core.borrow_mut().on_message(peer, msg)?;
+                                progressed.notify();
                                 if done {
                                     return Ok(());
                                 }
                                 glommio::yield_if_needed().await;
                             }
-                            Ok(())
+                            // The channel closed before `Done`: the peer
+                            // failed (and said why) or was torn down.
+                            check_abort(&progress)?;
+                            Err(RunError::Mesh(format!(
+                                "shard {peer} closed its channel before finishing"
+                            )))
                         }
                         .await;
-                        if received.is_err() {
+                        if let Err(e) = received {
                             progress.abort.store(true, Ordering::Relaxed);
+                            if !matches!(e, RunError::Aborted) {
+                                task_error.borrow_mut().get_or_insert(e);
+                            }
                         }
-                        received
+                        receivers_live.set(receivers_live.get() - 1);
+                        progressed.notify();
                     },
                     event_queue,
                 )
@@ -483,23 +521,25 @@ async fn shard_body(
     core.borrow_mut().outboxes = outboxes;
 
     // The source loop, on the event queue with the operators.
+    set_phase(progress, id, Phase::Reading);
     let source_task = {
         let core = Rc::clone(&core);
         let progress = Arc::clone(progress);
         let events = events.clone();
         let outbox_len = Rc::clone(&outbox_len);
+        let outbox_room = Rc::clone(&outbox_room);
         let (batch_rows, outbox_max) = (config.batch_rows, config.outbox_messages_max);
+        let has_peers = config.shards > 1;
         glommio::spawn_local_into(
             async move {
                 for (i, source) in sources.iter_mut() {
                     let mut bytes_seen = 0;
                     while !source.is_done() {
+                        check_abort(&progress)?;
                         if outbox_len.get() > outbox_max {
-                            pause(&progress).await?;
+                            // Backpressure: wait for the sender tasks.
+                            outbox_room.wait().await;
                             continue;
-                        }
-                        if progress.abort.load(Ordering::Relaxed) {
-                            return Err(RunError::Aborted);
                         }
                         let before = source.rows;
                         let batch = source.next_batch(batch_rows, &mut |m| {
@@ -516,7 +556,16 @@ async fn shard_body(
                             .fetch_add(source.bytes_read - bytes_seen, Ordering::Relaxed);
                         bytes_seen = source.bytes_read;
                         core.borrow_mut().deliver(Input::Source(*i), &batch)?;
-                        glommio::yield_if_needed().await;
+                        if has_peers {
+                            // Let this queue's mesh tasks run after every
+                            // batch: glommio preempts between queues, not
+                            // between tasks of one queue, so a busy source
+                            // would otherwise hold back the receivers and
+                            // senders that share its queue.
+                            futures_lite::future::yield_now().await;
+                        } else {
+                            glommio::yield_if_needed().await;
+                        }
                     }
                 }
                 Ok::<_, RunError>(sources)
@@ -527,41 +576,55 @@ async fn shard_body(
     };
     let sources = source_task.await?;
 
-    // Wait until every node here has seen the end of every input.
-    let waiting_since = std::time::Instant::now();
-    let mut warned = false;
+    // Wait until every node here has seen the end of every input; only a
+    // peer's message can change that, and each one notifies `progressed`.
+    set_phase(progress, id, Phase::Draining);
     while !core.borrow().nodes_complete() {
-        if !warned && waiting_since.elapsed() > Duration::from_secs(10) {
-            warned = true;
-            let c = core.borrow();
-            for (i, n) in c.nodes.iter().enumerate() {
-                if c.topo.node_active[i][id] && n.watermark() != WATERMARK_END {
-                    tracing::warn!(shard = id, node = i, stream = %c.plan.nodes[i].name, watermark = n.watermark(), "waiting for the end of input");
-                }
-            }
+        check_abort(progress)?;
+        if receivers_live.get() == 0 {
+            return Err(RunError::Mesh(
+                "no input is left open but this shard has not seen the end of input".into(),
+            ));
         }
-        pause(progress).await?;
+        progressed.wait().await;
     }
-    if id != 0 {
-        core.borrow_mut().send(0, MeshMsg::Done);
+    set_phase(progress, id, Phase::Closing);
+    // `Done` is the last message to every peer, so a channel that closes
+    // without it means the peer failed.
+    for peer in (0..config.shards).filter(|&p| p != id) {
+        core.borrow_mut().send(peer, MeshMsg::Done);
     }
-    // Close the outboxes: sender tasks drain them, then close the mesh.
+    // Close the outboxes: sender tasks drain them, then drop their mesh
+    // senders, which closes the channels.
     core.borrow_mut().outboxes.iter_mut().for_each(|o| *o = None);
     for t in sender_tasks {
-        t.await;
-    }
-    if let Some(senders) = mesh_senders {
-        senders.close();
-    }
-    for t in receiver_tasks {
         t.await?;
     }
-    if id == 0 {
-        let expected = config.shards - 1;
-        assert_eq!(core.borrow().done_received, expected, "every receiver ended on Done");
+    for t in receiver_tasks {
+        t.await;
+    }
+    if let Some(e) = task_error.borrow_mut().take() {
+        return Err(e);
+    }
+    check_abort(progress)?;
+    assert_eq!(
+        core.borrow().done_received,
+        config.shards - 1,
+        "every receiver ended on Done"
+    );
+    drop(watchdog);
+    if rescued.get() > 0 {
+        // Late (a long synchronous step held the shard) or lost (glommio's
+        // cross-executor wake); either way the watchdog moved it on.
+        tracing::debug!(
+            shard = id,
+            count = rescued.get(),
+            "the mesh watchdog woke channel ends that waited two rounds although they could go on"
+        );
     }
 
     // Flush sinks on the main queue (housekeeping, not the event path).
+    set_phase(progress, id, Phase::Flushing);
     let core = Rc::try_unwrap(core)
         .map_err(|_| RunError::Mesh("shard state still shared at shutdown".into()))?
         .into_inner();

@@ -121,11 +121,10 @@ pub fn render_golden(blocks: &[Block]) -> String {
 }
 
 /// Shard counts the multi-shard test variants use: `LAMINAR_TEST_SHARDS`
-/// (e.g. `1,2,4`), default `1`. Multi-shard runs are opt-in until the
-/// mesh no longer depends on glommio 0.9's wakeups, which are lost rarely
-/// but often enough to hang a test binary now and then (see README).
+/// (e.g. `1` for a quick single-shard pass), default `1,2,4`: results
+/// must not depend on the shard count.
 pub fn shard_counts() -> Vec<usize> {
-    let text = std::env::var("LAMINAR_TEST_SHARDS").unwrap_or_else(|_| "1".into());
+    let text = std::env::var("LAMINAR_TEST_SHARDS").unwrap_or_else(|_| "1,2,4".into());
     let mut counts: Vec<usize> = text
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
@@ -161,6 +160,12 @@ pub fn metrics_text(o: &Outcome) -> String {
 /// Plans and runs `sql` (with `{dir}` replaced by `dir`) on `shards`
 /// shards.
 pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize, shards: usize) -> Result<Outcome, String> {
+    // Warnings (a stalled run's report) reach stderr even under the test
+    // harness's capture, so a hung test binary says where it hung.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LAMINAR_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
     let sql = sql.replace("{dir}", &dir.display().to_string());
     let plan =
         plan_script(&sql, PlanOptions::default()).map_err(|e| format!("{}:{} {}", e.line, e.column, e.message))?;

@@ -1,0 +1,131 @@
+//! `laminar bench`: microbenchmarks of the state arena and the mesh, with
+//! percentiles from an HDR histogram. The work is done by
+//! `laminar_reactor::microbench` on the real types; this file parses the
+//! options and prints.
+
+use anyhow::{ensure, Result};
+use clap::Subcommand;
+use hdrhistogram::Histogram;
+use laminar_reactor::microbench::{self, Samples};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Keyed-state updates (lookup + accumulate) in the mmap arena.
+    Arena {
+        /// Distinct keys held in the state.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        /// Updates to time.
+        #[arg(long, default_value_t = 20_000_000)]
+        ops: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Mesh channel throughput and round-trip latency between two pinned
+    /// executors.
+    Mesh {
+        /// The two cores, e.g. `0,1`.
+        #[arg(long, default_value = "0,1")]
+        cpus: String,
+        /// Messages a channel holds.
+        #[arg(long, default_value_t = 64)]
+        capacity: usize,
+        /// Rows (u64 values) per message.
+        #[arg(long, default_value_t = 1024)]
+        rows: usize,
+        /// Messages for the throughput run.
+        #[arg(long, default_value_t = 2_000_000)]
+        messages: u64,
+        /// Round trips for the latency run.
+        #[arg(long, default_value_t = 200_000)]
+        round_trips: u64,
+    },
+}
+
+pub fn run(what: BenchCommand) -> Result<()> {
+    match what {
+        BenchCommand::Arena { keys, ops, seed } => {
+            ensure!(
+                keys > 0 && keys <= 100_000_000,
+                "--keys must be between 1 and 100,000,000"
+            );
+            ensure!(ops > 0, "--ops must be at least 1");
+            let s = microbench::arena(keys, ops, seed);
+            let mut out = String::new();
+            out.push_str(&format!(
+                "arena: {keys} keys, {ops} updates, {:.1} M updates/s, {:.1} ns/update mean\n",
+                s.ops_per_second() / 1e6,
+                s.elapsed.as_nanos() as f64 / s.ops as f64
+            ));
+            push_percentiles(
+                &mut out,
+                &format!("ns per update (means of {} updates)", microbench::ARENA_GROUP_OPS),
+                &s,
+            )?;
+            let b = microbench::arena_baseline(keys, ops, seed);
+            out.push_str(&format!(
+                "baseline (hashbrown + FxHash on the heap): {:.1} M updates/s, {:.1} ns/update mean\n",
+                b.ops_per_second() / 1e6,
+                b.elapsed.as_nanos() as f64 / b.ops as f64
+            ));
+            push_percentiles(&mut out, "ns per update", &b)?;
+            crate::write_stdout(&out)
+        }
+        BenchCommand::Mesh {
+            cpus,
+            capacity,
+            rows,
+            messages,
+            round_trips,
+        } => {
+            let cores: Vec<usize> = cpus
+                .split(',')
+                .map(|c| c.trim().parse::<usize>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow::anyhow!("--cpus must be two core numbers, e.g. 0,1 (got {cpus})"))?;
+            ensure!(cores.len() == 2, "--cpus must name two cores, e.g. 0,1 (got {cpus})");
+            ensure!(
+                (1..=65_536).contains(&capacity),
+                "--capacity must be between 1 and 65536"
+            );
+            ensure!((1..=1_048_576).contains(&rows), "--rows must be between 1 and 1048576");
+            ensure!(messages >= 100, "--messages must be at least 100");
+            ensure!(round_trips >= 1, "--round-trips must be at least 1");
+            let pair = (cores[0], cores[1]);
+            let t = microbench::mesh_throughput(pair, capacity, rows, messages)?;
+            let mut out = String::new();
+            out.push_str(&format!(
+                "mesh throughput: cores {}->{}, capacity {capacity}, {rows} rows/message: {:.2} M messages/s, {:.1} M rows/s\n",
+                pair.0,
+                pair.1,
+                t.ops_per_second() / 1e6,
+                t.ops_per_second() * rows as f64 / 1e6
+            ));
+            push_percentiles(&mut out, "ns per message (means over each 1% of the run)", &t)?;
+            let r = microbench::mesh_round_trip(pair, round_trips)?;
+            out.push_str(&format!(
+                "mesh round trip: cores {}<->{}, {round_trips} round trips\n",
+                pair.0, pair.1
+            ));
+            push_percentiles(&mut out, "ns per round trip", &r)?;
+            crate::write_stdout(&out)
+        }
+    }
+}
+
+fn push_percentiles(out: &mut String, what: &str, s: &Samples) -> Result<()> {
+    let mut h = Histogram::<u64>::new(3)?;
+    for &v in &s.samples_ns {
+        h.record(v.max(1))?;
+    }
+    out.push_str(&format!(
+        "  {what}: p50 {} p90 {} p99 {} p99.9 {} max {} ({} samples)\n",
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.9),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+        h.len()
+    ));
+    Ok(())
+}

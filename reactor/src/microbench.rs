@@ -1,0 +1,261 @@
+//! Microbenchmarks of the reactor's parts, behind `laminar bench arena` and
+//! `laminar bench mesh`: what one state update and one mesh message cost,
+//! measured on the real types (`KeyedState`, the mesh channels, pinned
+//! glommio executors), not on stand-ins.
+//!
+//! Each returns raw samples; the binary turns them into HDR percentiles.
+//! Inputs come from a seeded xorshift generator, so two runs do the same
+//! work.
+
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use laminar_exec::state::KeyedState;
+use laminar_exec::types::Value;
+
+use crate::mesh;
+use crate::RunError;
+
+/// What a microbenchmark measured.
+#[derive(Debug, Clone)]
+pub struct Samples {
+    /// Operations (updates, messages, round trips) measured.
+    pub ops: u64,
+    pub elapsed: Duration,
+    /// Nanoseconds per sample (see each benchmark for what a sample is).
+    pub samples_ns: Vec<u64>,
+}
+
+impl Samples {
+    pub fn ops_per_second(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// Operations timed together per arena sample: one `Instant` pair costs
+/// about as much as an update, so each sample is the mean of a group.
+pub const ARENA_GROUP_OPS: usize = 256;
+
+/// Keyed-state updates: `keys` groups (a BIGINT key, four i64
+/// accumulators, as a windowed COUNT/SUM/MIN/MAX keeps), then `ops`
+/// lookups of random existing keys, each updating its accumulators. A
+/// sample is the mean time of one update over `ARENA_GROUP_OPS` updates.
+pub fn arena(keys: usize, ops: usize, seed: u64) -> Samples {
+    assert!(keys > 0 && ops > 0);
+    let mut state: KeyedState<[i64; 4]> = KeyedState::new(keys + 1);
+    let mut key = [Value::Int(0)];
+    for k in 0..keys {
+        key[0] = Value::Int(k as i64 * 7919);
+        state
+            .get_or_insert_with(&key, 0, "bench", || [0, 0, i64::MAX, i64::MIN])
+            .expect("under the limit");
+    }
+    let mut rng = seed | 1;
+    let mut samples_ns = Vec::with_capacity(ops / ARENA_GROUP_OPS + 1);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < ops {
+        let n = ARENA_GROUP_OPS.min(ops - done);
+        let t = Instant::now();
+        for _ in 0..n {
+            let r = xorshift(&mut rng);
+            let price = (r >> 40) as i64;
+            key[0] = Value::Int((r % keys as u64) as i64 * 7919);
+            let acc = state
+                .get_or_insert_with(&key, 0, "bench", || [0, 0, i64::MAX, i64::MIN])
+                .expect("under the limit");
+            acc[0] += 1;
+            acc[1] += price;
+            acc[2] = acc[2].min(price);
+            acc[3] = acc[3].max(price);
+        }
+        samples_ns.push(t.elapsed().as_nanos() as u64 / n as u64);
+        done += n;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(state.len(), keys);
+    Samples {
+        ops: ops as u64,
+        elapsed,
+        samples_ns,
+    }
+}
+
+fn executor<T: Send + 'static>(
+    name: &str,
+    cpu: usize,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> Result<glommio::ExecutorJoinHandle<T>, RunError> {
+    LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        .name(name)
+        .io_memory(512 << 10)
+        .spin_before_park(crate::shard::SPIN_BEFORE_PARK)
+        .spawn(move || async move { f().await })
+        .map_err(|e| RunError::Executor {
+            shard: cpu,
+            reason: e.to_string(),
+        })
+}
+
+/// The same workload as `arena` on a `hashbrown::HashMap` with FxHash on
+/// the heap: the baseline the arena replaced.
+pub fn arena_baseline(keys: usize, ops: usize, seed: u64) -> Samples {
+    use hashbrown::hash_map::EntryRef;
+    assert!(keys > 0 && ops > 0);
+    let mut map: hashbrown::HashMap<Box<[Value]>, [i64; 4], fxhash::FxBuildHasher> = hashbrown::HashMap::default();
+    let mut key = [Value::Int(0)];
+    for k in 0..keys {
+        key[0] = Value::Int(k as i64 * 7919);
+        map.insert(key.to_vec().into_boxed_slice(), [0, 0, i64::MAX, i64::MIN]);
+    }
+    let mut rng = seed | 1;
+    let mut samples_ns = Vec::with_capacity(ops / ARENA_GROUP_OPS + 1);
+    let started = Instant::now();
+    let mut done = 0;
+    while done < ops {
+        let n = ARENA_GROUP_OPS.min(ops - done);
+        let t = Instant::now();
+        for _ in 0..n {
+            let r = xorshift(&mut rng);
+            let price = (r >> 40) as i64;
+            key[0] = Value::Int((r % keys as u64) as i64 * 7919);
+            let acc = match map.entry_ref(&key[..]) {
+                EntryRef::Occupied(o) => o.into_mut(),
+                EntryRef::Vacant(v) => v.insert([0, 0, i64::MAX, i64::MIN]),
+            };
+            acc[0] += 1;
+            acc[1] += price;
+            acc[2] = acc[2].min(price);
+            acc[3] = acc[3].max(price);
+        }
+        samples_ns.push(t.elapsed().as_nanos() as u64 / n as u64);
+        done += n;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(map.len(), keys);
+    Samples {
+        ops: ops as u64,
+        elapsed,
+        samples_ns,
+    }
+}
+
+/// Mesh throughput: executor on `cpus.0` sends `messages` messages of
+/// `rows` u64 values each (a batch, allocated per message as exchange
+/// batches are) through a channel of `capacity` messages to an executor on
+/// `cpus.1`, which sums them. A sample is the time per message over each
+/// 1% of the run.
+pub fn mesh_throughput(cpus: (usize, usize), capacity: usize, rows: usize, messages: u64) -> Result<Samples, RunError> {
+    assert!(capacity > 0 && rows > 0 && messages >= 100);
+    let (tx, rx) = mesh::channel::<Vec<u64>>(capacity);
+    let started = Instant::now();
+    let sender = executor("bench-mesh-send", cpus.0, move || {
+        Box::pin(async move {
+            for i in 0..messages {
+                let batch = vec![i; rows];
+                if tx.send(batch).await.is_err() {
+                    break;
+                }
+            }
+        })
+    })?;
+    let receiver = executor("bench-mesh-recv", cpus.1, move || {
+        Box::pin(async move {
+            let step = messages / 100;
+            let mut samples = Vec::with_capacity(101);
+            let (mut n, mut sum, mut t) = (0u64, 0u64, Instant::now());
+            while let Some(batch) = rx.recv().await {
+                sum = sum.wrapping_add(batch[0]).wrapping_add(batch.len() as u64);
+                n += 1;
+                if n % step == 0 {
+                    samples.push(t.elapsed().as_nanos() as u64 / step);
+                    t = Instant::now();
+                }
+            }
+            (n, sum, samples)
+        })
+    })?;
+    sender.join().map_err(|e| RunError::Mesh(e.to_string()))?;
+    let (n, sum, samples_ns) = receiver.join().map_err(|e| RunError::Mesh(e.to_string()))?;
+    let elapsed = started.elapsed();
+    let expected = (0..messages).fold(0u64, |s, i| s.wrapping_add(i).wrapping_add(rows as u64));
+    assert_eq!((n, sum), (messages, expected), "every message arrives once");
+    Ok(Samples {
+        ops: n,
+        elapsed,
+        samples_ns,
+    })
+}
+
+/// Mesh round trip: a message from `cpus.0` to `cpus.1` and back, one at a
+/// time, so every message finds the other side parked and pays the full
+/// cross-core wake. A sample is one round trip.
+pub fn mesh_round_trip(cpus: (usize, usize), rounds: u64) -> Result<Samples, RunError> {
+    assert!(rounds > 0);
+    let (ping_tx, ping_rx) = mesh::channel::<u64>(1);
+    let (pong_tx, pong_rx) = mesh::channel::<u64>(1);
+    let started = Instant::now();
+    let echo = executor("bench-mesh-echo", cpus.1, move || {
+        Box::pin(async move {
+            while let Some(v) = ping_rx.recv().await {
+                if pong_tx.send(v).await.is_err() {
+                    break;
+                }
+            }
+        })
+    })?;
+    let driver = executor("bench-mesh-ping", cpus.0, move || {
+        Box::pin(async move {
+            let mut samples = Vec::with_capacity(rounds as usize);
+            for i in 0..rounds {
+                let t = Instant::now();
+                if ping_tx.send(i).await.is_err() {
+                    break;
+                }
+                match pong_rx.recv().await {
+                    Some(v) if v == i => samples.push(t.elapsed().as_nanos() as u64),
+                    _ => break,
+                }
+            }
+            samples
+        })
+    })?;
+    let samples_ns = driver.join().map_err(|e| RunError::Mesh(e.to_string()))?;
+    echo.join().map_err(|e| RunError::Mesh(e.to_string()))?;
+    let elapsed = started.elapsed();
+    if samples_ns.len() as u64 != rounds {
+        return Err(RunError::Mesh(format!(
+            "{} of {rounds} round trips completed",
+            samples_ns.len()
+        )));
+    }
+    Ok(Samples {
+        ops: rounds,
+        elapsed,
+        samples_ns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_benchmarks_run_and_count_what_they_did() {
+        let a = arena(1000, 10_000, 1);
+        assert_eq!(a.ops, 10_000);
+        assert_eq!(a.samples_ns.len(), 10_000usize.div_ceil(ARENA_GROUP_OPS));
+        let m = mesh_throughput((0, 0), 16, 8, 1000).expect("runs");
+        assert_eq!(m.ops, 1000);
+        assert_eq!(m.samples_ns.len(), 100);
+        let r = mesh_round_trip((0, 0), 100).expect("runs");
+        assert_eq!(r.samples_ns.len(), 100);
+    }
+}
