@@ -52,6 +52,11 @@ enum Command {
         /// listed core, wrapping around); default: every usable core.
         #[arg(long, value_parser = parse_cpu_list)]
         cpus: Option<CpuList>,
+        /// Microseconds an idle shard polls before it parks (default 200
+        /// with several shards, 0 with one). 0 frees the core at once,
+        /// for shared hosts; multi-shard latency then pays a slow wake.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+        spin_before_park_us: Option<u64>,
         /// Whether operator state arenas of 2 MiB and more ask the kernel
         /// for transparent huge pages (a hint; the THP setting decides).
         #[arg(long, default_value = "on", value_parser = ["on", "off"])]
@@ -97,6 +102,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             state_entries_max,
             quiet,
             huge_pages,
+            spin_before_park_us,
         } => {
             laminar_exec::arena::set_huge_pages(huge_pages == "on");
             let cpus = cpus.map(|c| c.0);
@@ -117,7 +123,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     ..PlanOptions::default()
                 },
             )?;
-            let summary = run(&plan, batch_rows as usize, shards, cpus, quiet)?;
+            let summary = run(&plan, batch_rows as usize, shards, cpus, spin_before_park_us, quiet)?;
             if !quiet {
                 print_summary(&file, &summary);
             }
@@ -205,6 +211,7 @@ fn run(
     batch_rows: usize,
     shards: usize,
     cpus: Option<Vec<usize>>,
+    spin_before_park_us: Option<u64>,
     quiet: bool,
 ) -> Result<RunSummary> {
     let bar = if !quiet && std::io::stderr().is_terminal() {
@@ -244,6 +251,7 @@ fn run(
             batch_rows,
             shards,
             cpus,
+            spin_before_park: spin_before_park_us.map(std::time::Duration::from_micros),
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

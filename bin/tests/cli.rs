@@ -42,8 +42,12 @@ auction,n,total,window_start
 ";
 
 /// Runs the binary with `args` in `dir`, with logging at its default level.
+/// Runs the binary under `timeout`, so a hang fails the test (exit 124)
+/// instead of stalling the suite.
 fn laminar(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_laminar"))
+    Command::new("timeout")
+        .arg("120")
+        .arg(env!("CARGO_BIN_EXE_laminar"))
         .args(args)
         .current_dir(dir)
         .env_remove("LAMINAR_LOG")

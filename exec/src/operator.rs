@@ -31,7 +31,8 @@ pub trait Operator {
     /// A short name for EXPLAIN and metrics ("filter", "window_agg", …).
     fn name(&self) -> &'static str;
 
-    /// Processes a run of rows from input `input`. The current input
+    /// Processes a run of rows from input `input` (the node's logical
+    /// input: 0, or 1 for a join's right side). The current input
     /// watermark is the one last passed to `on_watermark` (or
     /// `WATERMARK_START`). Output rows are appended to `out`.
     fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError>;
@@ -40,6 +41,20 @@ pub trait Operator {
     /// inputs). Emits whatever that closes. `WATERMARK_END` means the end of
     /// every input: everything must be emitted.
     fn on_watermark(&mut self, watermark: i64, out: &mut Batch) -> Result<(), ExecError>;
+
+    /// Input `input`'s own watermark advanced (called before
+    /// `on_watermark`). Operators with several inputs that treat them
+    /// differently (joins) use it; others need not.
+    fn on_input_watermark(&mut self, _input: usize, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    /// The watermark this operator's output carries, given its input
+    /// watermark; an operator that can still emit rows older than its
+    /// input watermark holds it back. Must never go backwards.
+    fn output_watermark(&self, input_watermark: i64) -> i64 {
+        input_watermark
+    }
 
     /// Serializes the operator's state. The persistence issue gives this a
     /// durable home; for now it is exercised by round-trip tests.
@@ -62,19 +77,39 @@ pub trait Operator {
 }
 
 /// An operator plus the watermark bookkeeping of its inputs.
+///
+/// Rows arrive on *ports* (one per sending shard of each input); each port
+/// belongs to one logical input of the operator. An input's watermark is
+/// the minimum over its ports, the operator's the minimum over its inputs.
 pub struct Driven {
     operator: Box<dyn Operator>,
+    /// The logical input of each port.
+    port_inputs: Vec<usize>,
+    port_watermarks: Vec<i64>,
     input_watermarks: Vec<i64>,
     watermark: i64,
+    /// The last mark written to the output.
+    output_watermark: i64,
 }
 
 impl Driven {
-    pub fn new(operator: Box<dyn Operator>, inputs: usize) -> Driven {
-        assert!(inputs > 0, "an operator has at least one input");
+    /// An operator whose `ports` ports all feed its one input.
+    pub fn new(operator: Box<dyn Operator>, ports: usize) -> Driven {
+        Driven::with_inputs(operator, &vec![0; ports])
+    }
+
+    /// An operator whose port `p` feeds input `port_inputs[p]`.
+    pub fn with_inputs(operator: Box<dyn Operator>, port_inputs: &[usize]) -> Driven {
+        assert!(!port_inputs.is_empty(), "an operator has at least one input");
+        let inputs = port_inputs.iter().max().expect("non-empty") + 1;
+        assert!((0..inputs).all(|i| port_inputs.contains(&i)), "every input has a port");
         Driven {
             operator,
+            port_inputs: port_inputs.to_vec(),
+            port_watermarks: vec![WATERMARK_START; port_inputs.len()],
             input_watermarks: vec![WATERMARK_START; inputs],
             watermark: WATERMARK_START,
+            output_watermark: WATERMARK_START,
         }
     }
 
@@ -82,27 +117,45 @@ impl Driven {
         self.operator.as_ref()
     }
 
+    /// The input watermark (minimum over every port).
     pub fn watermark(&self) -> i64 {
         self.watermark
     }
 
-    /// Feeds one input batch through the operator, appending output rows
-    /// and marks to `out`.
-    pub fn push(&mut self, input: usize, batch: &Batch, out: &mut Batch) -> Result<(), ExecError> {
+    /// Feeds one batch that arrived on `port` through the operator,
+    /// appending output rows and marks to `out`.
+    pub fn push(&mut self, port: usize, batch: &Batch, out: &mut Batch) -> Result<(), ExecError> {
+        let input = self.port_inputs[port];
         for segment in batch.segments() {
             match segment {
                 Segment::Rows(rows) => self.operator.on_rows(input, rows, out)?,
                 Segment::Watermark(w) => {
-                    let slot = &mut self.input_watermarks[input];
+                    let slot = &mut self.port_watermarks[port];
                     if w <= *slot {
                         continue;
                     }
                     *slot = w;
+                    let input_min = self
+                        .port_watermarks
+                        .iter()
+                        .zip(&self.port_inputs)
+                        .filter(|(_, &i)| i == input)
+                        .map(|(w, _)| *w)
+                        .min()
+                        .expect("the port's input has a port");
+                    if input_min > self.input_watermarks[input] {
+                        self.input_watermarks[input] = input_min;
+                        self.operator.on_input_watermark(input, input_min, out)?;
+                    }
                     let min = *self.input_watermarks.iter().min().expect("at least one input");
                     if min > self.watermark {
                         self.watermark = min;
                         self.operator.on_watermark(min, out)?;
-                        out.push_mark(min);
+                    }
+                    let emitted = self.operator.output_watermark(self.watermark);
+                    if emitted > self.output_watermark {
+                        self.output_watermark = emitted;
+                        out.push_mark(emitted);
                     }
                 }
             }

@@ -8,8 +8,10 @@
 //!   so changelog ops are derived from what the user actually sees.
 //! - `session`: GROUP BY over session windows, merging sessions.
 //! - `upsert`: a reference table's rows, latest per primary key.
+//! - `join`: the interval join (INNER and LEFT) of two append-only inputs.
 
 pub mod aggregate;
+pub mod join;
 pub mod map;
 pub mod session;
 pub mod upsert;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::format::Format;
 use crate::operator::Operator;
 use crate::operators::aggregate::{Aggregate, AggregateSpec};
+use crate::operators::join::{IntervalJoin, IntervalJoinSpec};
 use crate::operators::map::{Map, MapSpec};
 use crate::operators::session::{SessionAggregate, SessionSpec};
 use crate::operators::upsert::{Upsert, UpsertSpec};
@@ -68,6 +69,7 @@ pub enum OperatorSpec {
     Aggregate(AggregateSpec),
     Session(SessionSpec),
     Upsert(UpsertSpec),
+    IntervalJoin(IntervalJoinSpec),
 }
 
 impl OperatorSpec {
@@ -78,6 +80,7 @@ impl OperatorSpec {
             OperatorSpec::Aggregate(s) => Box::new(Aggregate::new(s.clone())),
             OperatorSpec::Session(s) => Box::new(SessionAggregate::new(s.clone())),
             OperatorSpec::Upsert(s) => Box::new(Upsert::new(s.clone())),
+            OperatorSpec::IntervalJoin(s) => Box::new(IntervalJoin::new(s.clone())),
         }
     }
 
@@ -110,6 +113,14 @@ impl OperatorSpec {
                 s.lateness_ms
             ),
             OperatorSpec::Upsert(s) => format!("Upsert(primary key columns {:?})", s.key_columns),
+            OperatorSpec::IntervalJoin(s) => format!(
+                "IntervalJoin({:?}, keys: {}, right time - left time in [{}, {}] ms, residual: {})",
+                s.kind,
+                s.left_keys.len(),
+                s.lower_ms,
+                s.upper_ms,
+                s.residual.is_some()
+            ),
         }
     }
 }

@@ -23,7 +23,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -121,12 +121,19 @@ pub struct SharedProgress {
     pub abort: AtomicBool,
     /// What each shard is doing (a `Phase` as u8), for stall reports.
     pub phase: Vec<AtomicU8>,
+    /// Each shard's executor thread id (0 until it starts), for kicks.
+    pub thread_ids: Vec<AtomicI32>,
+    /// Rounds of each shard's watchdog: a count that stops moving means
+    /// the executor is not running (see `runner::kick_stalled`).
+    pub heartbeats: Vec<AtomicU64>,
 }
 
 impl SharedProgress {
     pub fn new(shards: usize) -> SharedProgress {
         SharedProgress {
             phase: (0..shards).map(|_| AtomicU8::new(Phase::Starting as u8)).collect(),
+            thread_ids: (0..shards).map(|_| AtomicI32::new(0)).collect(),
+            heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             ..SharedProgress::default()
         }
     }
@@ -229,7 +236,7 @@ impl ShardCore {
             }
         }
         for &(node, input) in topo.node_consumers(from) {
-            match &topo.placement[node] {
+            match &topo.input_placement[node][input] {
                 Placement::Local => self.feed(node, input, self.id, batch)?,
                 placement => {
                     let mut key = std::mem::take(&mut self.key);
@@ -317,6 +324,9 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         progress,
         events,
     } = ctx;
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    progress.thread_ids[id].store(tid, Ordering::Release);
     // The first failure of a receiver task: reported instead of the
     // `Aborted` the shard's other tasks then see.
     let task_error: Rc<RefCell<Option<RunError>>> = Rc::new(RefCell::new(None));
@@ -398,7 +408,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| Driven::new(n.spec.build(), topo.port_count[i]))
+            .map(|(i, n)| Driven::with_inputs(n.spec.build(), &topo.port_inputs(i)))
             .collect(),
         sinks,
         outboxes: Vec::new(),
@@ -418,14 +428,25 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // wakeup in very rare cases (a receiver parked with a message queued),
     // so every `MESH_WATCHDOG_INTERVAL` each shard wakes its own stuck
     // channel sides. A wake from the shard's own thread takes glommio's
-    // local path. Rescues are counted and logged.
+    // local path. Rescues are counted and logged. It also carries a peer's
+    // failure (the abort flag) to this shard's waits.
     let watchdog = mesh.as_ref().map(|ends| {
         let probes = ends.local_probes();
         let rescued = Rc::clone(&rescued);
+        let progress = Arc::clone(progress);
+        let (progressed, outbox_room) = (Rc::clone(&progressed), Rc::clone(&outbox_room));
         glommio::spawn_local_into(
             async move {
                 loop {
                     glommio::timer::sleep(MESH_WATCHDOG_INTERVAL).await;
+                    progress.heartbeats[id].fetch_add(1, Ordering::Relaxed);
+                    if progress.abort.load(Ordering::Relaxed) {
+                        // Another shard failed: wake this shard's waits so
+                        // they see it and stop; its exit then closes its
+                        // channels, which wakes its peers' waits in turn.
+                        progressed.notify();
+                        outbox_room.notify();
+                    }
                     for (p, side) in &probes {
                         if p.rescue(*side) {
                             tracing::trace!(side = ?side, channel = %p.describe(), "watchdog rescue");

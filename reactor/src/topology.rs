@@ -45,6 +45,20 @@ pub struct Ports {
     pub local: bool,
 }
 
+impl Topology {
+    /// The logical input of each of node `node`'s ports, for `Driven`.
+    pub fn port_inputs(&self, node: usize) -> Vec<usize> {
+        let mut inputs = vec![0; self.port_count[node]];
+        for (k, p) in self.ports[node].iter().enumerate() {
+            let width = if p.local { 1 } else { p.senders.len() };
+            for slot in &mut inputs[p.base..p.base + width] {
+                *slot = k;
+            }
+        }
+        inputs
+    }
+}
+
 impl Ports {
     pub fn port_of(&self, sender: usize) -> usize {
         if self.local {
@@ -62,7 +76,10 @@ impl Ports {
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub shards: usize,
+    /// Per node: where its instances run (as its first input's placement).
     pub placement: Vec<Placement>,
+    /// Per node, per input: how rows reach that input.
+    pub input_placement: Vec<Vec<Placement>>,
     /// Per node, per input.
     pub ports: Vec<Vec<Ports>>,
     /// Per node: total ports.
@@ -82,18 +99,32 @@ pub struct Topology {
 impl Topology {
     pub fn new(plan: &PhysicalPlan, shards: usize) -> Topology {
         assert!(shards >= 1);
-        let placement: Vec<Placement> = plan
+        // Per node, per input: where that input's rows must be. Only a join
+        // keys its inputs differently (each side by its own key columns).
+        let input_placement: Vec<Vec<Placement>> = plan
             .nodes
             .iter()
-            .map(|n| match &n.spec {
-                OperatorSpec::Map(_) | OperatorSpec::WindowTvf(_) => Placement::Local,
-                OperatorSpec::Aggregate(a) if a.keys.is_empty() => Placement::Single,
-                OperatorSpec::Aggregate(a) => Placement::Keyed(a.keys.clone()),
-                OperatorSpec::Session(s) if s.keys.is_empty() => Placement::Single,
-                OperatorSpec::Session(s) => Placement::Keyed(s.keys.clone()),
-                OperatorSpec::Upsert(u) => Placement::Keyed(u.key_columns.iter().map(|&c| Expr::Column(c)).collect()),
+            .map(|n| {
+                let one = match &n.spec {
+                    OperatorSpec::Map(_) | OperatorSpec::WindowTvf(_) => Placement::Local,
+                    OperatorSpec::Aggregate(a) if a.keys.is_empty() => Placement::Single,
+                    OperatorSpec::Aggregate(a) => Placement::Keyed(a.keys.clone()),
+                    OperatorSpec::Session(s) if s.keys.is_empty() => Placement::Single,
+                    OperatorSpec::Session(s) => Placement::Keyed(s.keys.clone()),
+                    OperatorSpec::Upsert(u) => {
+                        Placement::Keyed(u.key_columns.iter().map(|&c| Expr::Column(c)).collect())
+                    }
+                    OperatorSpec::IntervalJoin(j) => {
+                        return vec![
+                            Placement::Keyed(j.left_keys.clone()),
+                            Placement::Keyed(j.right_keys.clone()),
+                        ]
+                    }
+                };
+                vec![one; n.inputs.len()]
             })
             .collect();
+        let placement: Vec<Placement> = input_placement.iter().map(|p| p[0].clone()).collect();
         let source_owner: Vec<usize> = (0..plan.sources.len()).map(|i| i % shards).collect();
         let source_active: Vec<Vec<bool>> = source_owner
             .iter()
@@ -139,6 +170,7 @@ impl Topology {
         let mut t = Topology {
             shards,
             placement,
+            input_placement,
             ports,
             port_count,
             node_consumers_of_source: vec![Vec::new(); plan.sources.len()],

@@ -15,6 +15,7 @@
 pub mod ddl;
 pub mod error;
 pub mod expr;
+pub mod join;
 pub mod query;
 pub mod script;
 

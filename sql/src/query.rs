@@ -191,13 +191,28 @@ impl Planner {
                 },
             ));
         };
-        if let Some(j) = from.joins.first() {
-            return Err(PlanError::at(
-                j.relation.span(),
-                "JOIN is not supported yet (joins are planned in a later release)",
-            ));
+        if !from.joins.is_empty() {
+            let [join] = from.joins.as_slice() else {
+                return Err(PlanError::at(
+                    from.joins[1].relation.span(),
+                    "one JOIN per SELECT; join a joined stream in another CREATE STREAM",
+                ));
+            };
+            let (left, lw) = self.plan_factor(&from.relation, name)?;
+            let (right, rw) = self.plan_factor(&join.relation, name)?;
+            if let Some(w) = lw.or(rw) {
+                return Err(PlanError::at(
+                    w.span,
+                    "window functions inside a JOIN are not supported yet; join first, then window the joined stream",
+                ));
+            }
+            return Ok((self.plan_join(left, right, join, name)?, None));
         }
-        match &from.relation {
+        self.plan_factor(&from.relation, name)
+    }
+
+    fn plan_factor(&mut self, factor: &ast::TableFactor, name: &str) -> PlanResult<(Relation, Option<PendingWindow>)> {
+        match factor {
             ast::TableFactor::Table {
                 name: table,
                 alias,
@@ -212,7 +227,7 @@ impl Planner {
                         Ok((rel.requalified(&q), None))
                     }
                     Some(targs) => {
-                        let span = from.relation.span();
+                        let span = factor.span();
                         let fname = table.to_string();
                         let Some(kind) = window_function(&fname) else {
                             return Err(PlanError::at(
@@ -263,7 +278,7 @@ impl Planner {
                 ..
             } => {
                 if *lateral {
-                    return Err(PlanError::at(from.relation.span(), "LATERAL is not supported"));
+                    return Err(PlanError::at(factor.span(), "LATERAL is not supported"));
                 }
                 let rel = self.plan_query(
                     subquery,

@@ -160,6 +160,17 @@ pub fn metrics_text(o: &Outcome) -> String {
 /// Plans and runs `sql` (with `{dir}` replaced by `dir`) on `shards`
 /// shards.
 pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize, shards: usize) -> Result<Outcome, String> {
+    run_sql_with(sql, dir, batch_rows, shards, None)
+}
+
+/// `run_sql` with the shards' spin-before-park time set.
+pub fn run_sql_with(
+    sql: &str,
+    dir: &Path,
+    batch_rows: usize,
+    shards: usize,
+    spin_before_park: Option<std::time::Duration>,
+) -> Result<Outcome, String> {
     // Warnings (a stalled run's report) reach stderr even under the test
     // harness's capture, so a hung test binary says where it hung.
     let _ = tracing_subscriber::fmt()
@@ -179,6 +190,7 @@ pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize, shards: usize) -> Resul
             batch_rows,
             shards,
             cpus: None,
+            spin_before_park,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

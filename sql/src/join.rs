@@ -1,0 +1,339 @@
+//! Planning `FROM a JOIN b ON …` into an interval join.
+//!
+//! The ON condition is split into conjuncts: equalities between an
+//! expression over `a` and one over `b` become the join keys; a bound on
+//! the event-time columns (`b.ts BETWEEN a.ts - INTERVAL … AND a.ts +
+//! INTERVAL …`, or the same with `>=`/`<=`, either side first) becomes the
+//! interval; anything else is a residual condition over the joined row.
+//! Both inputs must be append-only streams with an event-time column, and
+//! the interval must be bounded on both ends: an unbounded stream join
+//! would keep every row forever.
+
+use laminar_exec::expr::Expr;
+use laminar_exec::operators::join::{IntervalJoinSpec, JoinKind};
+use laminar_exec::plan::OperatorSpec;
+use laminar_exec::types::Schema;
+use sqlparser::ast::{self, Spanned};
+
+use crate::error::{PlanError, PlanResult};
+use crate::expr::{interval_ms, ExprPlanner, Scope};
+use crate::query::Relation;
+use crate::Planner;
+
+/// Which input a column or expression refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// `column + offset` where the column is an input's event-time column.
+struct TimeTerm {
+    side: Side,
+    offset_ms: i64,
+}
+
+fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
+    match e {
+        ast::Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        ast::Expr::Nested(inner) => conjuncts(inner, out),
+        other => out.push(other),
+    }
+}
+
+/// Every column `e` references, as indexes into the joined scope.
+fn referenced(scope: &Scope, e: &ast::Expr) -> PlanResult<Vec<usize>> {
+    let mut found = Vec::new();
+    let mut error = None;
+    let _ = ast::visit_expressions(e, |x| {
+        let r = match x {
+            ast::Expr::Identifier(id) => Some(scope.resolve(std::slice::from_ref(id), x.span())),
+            ast::Expr::CompoundIdentifier(parts) => Some(scope.resolve(parts, x.span())),
+            _ => None,
+        };
+        match r {
+            Some(Ok(i)) => found.push(i),
+            Some(Err(e)) => {
+                error.get_or_insert(e);
+            }
+            None => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    match error {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}
+
+impl Planner {
+    pub(crate) fn plan_join(
+        &mut self,
+        left: Relation,
+        right: Relation,
+        join: &ast::Join,
+        name: &str,
+    ) -> PlanResult<Relation> {
+        let span = join.relation.span();
+        let (kind, constraint) = match &join.join_operator {
+            ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (JoinKind::Inner, c),
+            ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
+            ast::JoinOperator::AsOf { .. } => {
+                return Err(PlanError::at(span, "ASOF JOIN is not supported yet"));
+            }
+            other => {
+                return Err(PlanError::at(
+                    span,
+                    format!(
+                        "{} is not supported; stream joins are INNER or LEFT interval joins",
+                        join_kind_name(other)
+                    ),
+                ))
+            }
+        };
+        let on = match constraint {
+            ast::JoinConstraint::On(e) => e,
+            _ => {
+                return Err(PlanError::at(
+                    span,
+                    "a stream join needs ON a.key = b.key AND b.ts BETWEEN a.ts - INTERVAL … AND a.ts + INTERVAL …",
+                ))
+            }
+        };
+        for (rel, which) in [(&left, "left"), (&right, "right")] {
+            if rel.changelog {
+                return Err(PlanError::at(
+                    span,
+                    format!("the {which} input of a join is a changelog; interval joins take append-only streams"),
+                ));
+            }
+        }
+        let (Some(left_time), Some(right_time)) = (left.time_column, right.time_column) else {
+            return Err(PlanError::at(
+                span,
+                "both inputs of a stream join need an event-time column (a source with WATERMARK FOR …)",
+            ));
+        };
+
+        let left_width = left.scope.columns.len();
+        let right_width = right.scope.columns.len();
+        let mut scope = left.scope.clone();
+        scope.columns.extend(right.scope.columns.iter().cloned());
+        let side_of = |i: usize| if i < left_width { Side::Left } else { Side::Right };
+
+        let mut parts = Vec::new();
+        conjuncts(on, &mut parts);
+        let mut left_keys = Vec::new();
+        let mut right_keys = Vec::new();
+        let mut lower: Option<i64> = None;
+        let mut upper: Option<i64> = None;
+        let mut residual: Vec<Expr> = Vec::new();
+
+        // `column (+|-) INTERVAL`, where the column is an event-time column.
+        let time_term = |e: &ast::Expr| -> PlanResult<Option<TimeTerm>> {
+            let (col, offset) = match e {
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => (e, 0),
+                ast::Expr::BinaryOp { left: c, op, right: iv } => match (op, iv.as_ref()) {
+                    (ast::BinaryOperator::Plus, ast::Expr::Interval(i)) => (c.as_ref(), interval_ms(i, iv.span())?),
+                    (ast::BinaryOperator::Minus, ast::Expr::Interval(i)) => (c.as_ref(), -interval_ms(i, iv.span())?),
+                    _ => return Ok(None),
+                },
+                _ => return Ok(None),
+            };
+            let cols = referenced(&scope, col)?;
+            let [i] = cols.as_slice() else { return Ok(None) };
+            let side = side_of(*i);
+            let is_time = match side {
+                Side::Left => *i == left_time,
+                Side::Right => *i - left_width == right_time,
+            };
+            Ok(is_time.then_some(TimeTerm {
+                side,
+                offset_ms: offset,
+            }))
+        };
+        // Records `subject op other` as a bound on right.ts - left.ts, where
+        // `ge` says whether subject >= other.
+        let mut bound = |a: &TimeTerm, b: &TimeTerm, a_ge_b: bool| -> bool {
+            // a.col + a.off (>=|<=) b.col + b.off, with a and b on opposite
+            // sides. Normalise to d = right.ts - left.ts.
+            let (d_ge, value) = match (a.side, b.side) {
+                // r + ra >= l + lb  <=>  d >= lb - ra
+                (Side::Right, Side::Left) => (a_ge_b, b.offset_ms - a.offset_ms),
+                // l + la >= r + rb  <=>  d <= la - rb
+                (Side::Left, Side::Right) => (!a_ge_b, a.offset_ms - b.offset_ms),
+                _ => return false,
+            };
+            if d_ge {
+                lower = Some(lower.map_or(value, |v: i64| v.max(value)));
+            } else {
+                upper = Some(upper.map_or(value, |v: i64| v.min(value)));
+            }
+            true
+        };
+
+        for part in parts {
+            match part {
+                ast::Expr::BinaryOp {
+                    left: a,
+                    op: ast::BinaryOperator::Eq,
+                    right: b,
+                } => {
+                    let (ra, rb) = (referenced(&scope, a)?, referenced(&scope, b)?);
+                    let only = |cols: &[usize], s: Side| !cols.is_empty() && cols.iter().all(|&c| side_of(c) == s);
+                    let pair = if only(&ra, Side::Left) && only(&rb, Side::Right) {
+                        Some((a, b))
+                    } else if only(&ra, Side::Right) && only(&rb, Side::Left) {
+                        Some((b, a))
+                    } else {
+                        None
+                    };
+                    if let Some((l, r)) = pair {
+                        let (lk, lt) = ExprPlanner::plain(&left.scope).plan(l)?;
+                        let (rk, rt) = ExprPlanner::plain(&right.scope).plan(r)?;
+                        if !comparable(lt, rt) {
+                            return Err(PlanError::at(
+                                part.span(),
+                                format!("join keys must have comparable types, found {lt} and {rt}"),
+                            ));
+                        }
+                        left_keys.push(lk);
+                        right_keys.push(rk);
+                        continue;
+                    }
+                }
+                ast::Expr::Between {
+                    expr,
+                    negated: false,
+                    low,
+                    high,
+                } => {
+                    if let (Some(s), Some(lo), Some(hi)) = (time_term(expr)?, time_term(low)?, time_term(high)?) {
+                        if bound(&s, &lo, true) && bound(&s, &hi, false) {
+                            continue;
+                        }
+                        return Err(PlanError::at(
+                            part.span(),
+                            "the time bound must relate one input's event time to the other's",
+                        ));
+                    }
+                }
+                ast::Expr::BinaryOp { left: a, op, right: b }
+                    if matches!(
+                        op,
+                        ast::BinaryOperator::GtEq
+                            | ast::BinaryOperator::LtEq
+                            | ast::BinaryOperator::Gt
+                            | ast::BinaryOperator::Lt
+                    ) =>
+                {
+                    if let (Some(ta), Some(tb)) = (time_term(a)?, time_term(b)?) {
+                        // Strict bounds on millisecond times: a > b is a >= b + 1.
+                        let (ge, strict) = match op {
+                            ast::BinaryOperator::GtEq => (true, false),
+                            ast::BinaryOperator::Gt => (true, true),
+                            ast::BinaryOperator::LtEq => (false, false),
+                            _ => (false, true),
+                        };
+                        let ta = TimeTerm {
+                            side: ta.side,
+                            offset_ms: ta.offset_ms
+                                + if strict {
+                                    if ge {
+                                        -1
+                                    } else {
+                                        1
+                                    }
+                                } else {
+                                    0
+                                },
+                        };
+                        if bound(&ta, &tb, ge) {
+                            continue;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            residual.push(ExprPlanner::plain(&scope).plan_predicate(part, "ON")?);
+        }
+
+        if left_keys.is_empty() {
+            return Err(PlanError::at(
+                on.span(),
+                "a stream join needs at least one equality between the two inputs (a.key = b.key)",
+            ));
+        }
+        let (Some(lower_ms), Some(upper_ms)) = (lower, upper) else {
+            let l = &left.scope.columns[left_time];
+            let r = &right.scope.columns[right_time];
+            return Err(PlanError::at(
+                on.span(),
+                format!(
+                    "a stream join needs a time bound on both ends, e.g. {rq}.{rn} BETWEEN {lq}.{ln} - INTERVAL '10' SECOND AND {lq}.{ln} + INTERVAL '10' SECOND (unbounded joins keep every row forever)",
+                    lq = l.qualifier.as_deref().unwrap_or("a"),
+                    ln = l.name,
+                    rq = r.qualifier.as_deref().unwrap_or("b"),
+                    rn = r.name,
+                ),
+            ));
+        };
+        if lower_ms > upper_ms {
+            return Err(PlanError::at(
+                on.span(),
+                format!(
+                    "the join's time bound is empty: right time - left time must lie in [{lower_ms}, {upper_ms}] ms"
+                ),
+            ));
+        }
+        let residual = match residual.len() {
+            0 => None,
+            1 => residual.pop(),
+            _ => Some(Expr::And(residual)),
+        };
+        let spec = OperatorSpec::IntervalJoin(IntervalJoinSpec {
+            name: name.to_string(),
+            kind,
+            left_keys,
+            right_keys,
+            left_time,
+            right_time,
+            left_width,
+            right_width,
+            lower_ms,
+            upper_ms,
+            residual,
+            entries_max: self.options.state_entries_max,
+        });
+        let mut rel = Relation {
+            input: left.input,
+            scope: scope.clone(),
+            time_column: Some(left_time),
+            changelog: false,
+        };
+        let schema: Schema = rel.schema();
+        rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
+        Ok(rel)
+    }
+}
+
+fn comparable(a: laminar_exec::types::DataType, b: laminar_exec::types::DataType) -> bool {
+    use laminar_exec::types::DataType as T;
+    a == b || matches!((a, b), (T::Int, T::Double) | (T::Double, T::Int))
+}
+
+fn join_kind_name(op: &ast::JoinOperator) -> &'static str {
+    match op {
+        ast::JoinOperator::Right(_) | ast::JoinOperator::RightOuter(_) => "RIGHT JOIN",
+        ast::JoinOperator::FullOuter(_) => "FULL JOIN",
+        ast::JoinOperator::CrossJoin(_) => "CROSS JOIN",
+        _ => "this kind of join",
+    }
+}
