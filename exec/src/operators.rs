@@ -9,11 +9,14 @@
 //! - `session`: GROUP BY over session windows, merging sessions.
 //! - `upsert`: a reference table's rows, latest per primary key.
 //! - `join`: the interval join (INNER and LEFT) of two append-only inputs.
+//! - `topn`: ROW_NUMBER()/RANK() top-N per partition, windowed or as a
+//!   changelog.
 
 pub mod aggregate;
 pub mod join;
 pub mod map;
 pub mod session;
+pub mod topn;
 pub mod upsert;
 pub mod window_tvf;
 

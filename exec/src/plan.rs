@@ -15,6 +15,7 @@ use crate::operators::aggregate::{Aggregate, AggregateSpec};
 use crate::operators::join::{IntervalJoin, IntervalJoinSpec};
 use crate::operators::map::{Map, MapSpec};
 use crate::operators::session::{SessionAggregate, SessionSpec};
+use crate::operators::topn::{TopN, TopNSpec};
 use crate::operators::upsert::{Upsert, UpsertSpec};
 use crate::operators::window_tvf::{WindowTvf, WindowTvfSpec};
 use crate::types::Schema;
@@ -70,6 +71,7 @@ pub enum OperatorSpec {
     Session(SessionSpec),
     Upsert(UpsertSpec),
     IntervalJoin(IntervalJoinSpec),
+    TopN(TopNSpec),
 }
 
 impl OperatorSpec {
@@ -81,6 +83,7 @@ impl OperatorSpec {
             OperatorSpec::Session(s) => Box::new(SessionAggregate::new(s.clone())),
             OperatorSpec::Upsert(s) => Box::new(Upsert::new(s.clone())),
             OperatorSpec::IntervalJoin(s) => Box::new(IntervalJoin::new(s.clone())),
+            OperatorSpec::TopN(s) => Box::new(TopN::new(s.clone())),
         }
     }
 
@@ -120,6 +123,14 @@ impl OperatorSpec {
                 s.lower_ms,
                 s.upper_ms,
                 s.residual.is_some()
+            ),
+            OperatorSpec::TopN(s) => format!(
+                "TopN({:?} <= {}, partition keys: {}, order keys: {}, windowed: {})",
+                s.kind,
+                s.n,
+                s.partition.len(),
+                s.order.len(),
+                s.window_end.is_some()
             ),
         }
     }

@@ -299,6 +299,18 @@ pub struct ShardContext {
     pub events: mpsc::Sender<ShardEvent>,
 }
 
+/// Lets the other tasks of this queue run when glommio asks for
+/// preemption. Unlike `glommio::yield_if_needed` it does not mark the task
+/// queue as yielded: a multi-shard stress run once left a receiver task
+/// unpolled after such a yield, with its message queued, while the shard's
+/// other queue kept running. A plain task yield re-schedules the task
+/// through its own waker.
+async fn yield_if_preempted() {
+    if glommio::executor().need_preempt() {
+        futures_lite::future::yield_now().await;
+    }
+}
+
 /// How often a shard's watchdog looks for channel ends stuck waiting.
 const MESH_WATCHDOG_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -514,7 +526,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                                 if done {
                                     return Ok(());
                                 }
-                                glommio::yield_if_needed().await;
+                                yield_if_preempted().await;
                             }
                             // The channel closed before `Done`: the peer
                             // failed (and said why) or was torn down.
@@ -585,7 +597,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                             // senders that share its queue.
                             futures_lite::future::yield_now().await;
                         } else {
-                            glommio::yield_if_needed().await;
+                            yield_if_preempted().await;
                         }
                     }
                 }

@@ -114,6 +114,8 @@ impl Topology {
                     OperatorSpec::Upsert(u) => {
                         Placement::Keyed(u.key_columns.iter().map(|&c| Expr::Column(c)).collect())
                     }
+                    OperatorSpec::TopN(t) if t.partition.is_empty() => Placement::Single,
+                    OperatorSpec::TopN(t) => Placement::Keyed(t.partition.clone()),
                     OperatorSpec::IntervalJoin(j) => {
                         return vec![
                             Placement::Keyed(j.left_keys.clone()),

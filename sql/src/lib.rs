@@ -18,6 +18,7 @@ pub mod expr;
 pub mod join;
 pub mod query;
 pub mod script;
+pub mod topn;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -174,6 +175,26 @@ impl Planner {
                 ))
             }
         }
+    }
+
+    /// Names a relation for the statement being planned (a top-N's
+    /// ranked rows, read by its outer query).
+    pub(crate) fn define_temporary(&mut self, name: &str, relation: Relation) {
+        self.catalog.insert(
+            name.to_ascii_lowercase(),
+            Entry {
+                kind: EntryKind::Stream,
+                relation,
+            },
+        );
+    }
+
+    pub(crate) fn forget_temporary(&mut self, name: &str) {
+        self.catalog.remove(&name.to_ascii_lowercase());
+    }
+
+    pub(crate) fn unconsume(&mut self, input: Input) {
+        self.consumed.remove(&key(input));
     }
 
     fn define(&mut self, st: &Statement, name: &str, kind: EntryKind, relation: Relation) -> Result<(), SqlError> {

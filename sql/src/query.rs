@@ -336,6 +336,18 @@ impl Planner {
     }
 
     fn plan_select(&mut self, s: &ast::Select, name: &str, clauses: StreamClauses) -> PlanResult<Relation> {
+        if let Some(rel) = self.plan_top_n(s, name, clauses)? {
+            return Ok(rel);
+        }
+        self.plan_select_inner(s, name, clauses)
+    }
+
+    pub(crate) fn plan_select_inner(
+        &mut self,
+        s: &ast::Select,
+        name: &str,
+        clauses: StreamClauses,
+    ) -> PlanResult<Relation> {
         if s.distinct.is_some() {
             return Err(PlanError::at(
                 s.span(),

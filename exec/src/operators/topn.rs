@@ -1,0 +1,322 @@
+//! Top-N: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) <= n` (or
+//! `RANK()`) over an append-only input.
+//!
+//! - Partitioned by a window (`window_end` among the partition columns):
+//!   each partition's top rows are emitted once, as `+I` with their
+//!   number, when the watermark reaches the window end; a row whose window
+//!   has already ended at the watermark before it is late (dropped,
+//!   counted), as for a windowed aggregate.
+//! - Otherwise a changelog: after each row, every position of its
+//!   partition's top-n whose row or number changed emits `-U`/`+U` (or
+//!   `+I` when the position was empty, `-D` when it empties).
+//!
+//! Ties: ROW_NUMBER orders equal rows by arrival; RANK gives them one rank
+//! and keeps every row whose rank is at most n.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use crate::batch::{Batch, Op, RowsRef};
+use crate::error::ExecError;
+use crate::expr::Expr;
+use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::emit_change;
+use crate::state::{GroupKey, KeyedState};
+use crate::types::Value;
+
+/// The largest n accepted: the partition's rows are kept sorted in a vector.
+pub const TOP_N_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RankKind {
+    RowNumber,
+    Rank,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopNSpec {
+    pub name: String,
+    pub partition: Vec<Expr>,
+    /// Sort keys and whether each is descending.
+    pub order: Vec<(Expr, bool)>,
+    pub n: usize,
+    pub kind: RankKind,
+    /// The input's `window_end` column, when the partition includes it.
+    pub window_end: Option<usize>,
+    pub entries_max: usize,
+}
+
+struct Ranked {
+    sort: Box<[Value]>,
+    row: Box<[Value]>,
+}
+
+pub struct TopN {
+    spec: TopNSpec,
+    partitions: KeyedState<Vec<Ranked>>,
+    /// Windowed: partitions by window end, for closing.
+    closing: BTreeMap<(i64, u64), GroupKey>,
+    watermark: i64,
+    seq: u64,
+    key: Vec<Value>,
+    before: Vec<Vec<Value>>,
+    metrics: OperatorMetrics,
+}
+
+fn compare(order: &[(Expr, bool)], a: &[Value], b: &[Value]) -> Ordering {
+    for (i, (_, desc)) in order.iter().enumerate() {
+        // NULLs sort last in either direction.
+        let o = match (&a[i], &b[i]) {
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Null, _) => return Ordering::Greater,
+            (_, Value::Null) => return Ordering::Less,
+            (x, y) if *desc => y.cmp(x),
+            (x, y) => x.cmp(y),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+impl TopN {
+    pub fn new(spec: TopNSpec) -> TopN {
+        assert!(spec.n >= 1 && spec.n <= TOP_N_MAX, "n is checked by the planner");
+        TopN {
+            partitions: KeyedState::new(spec.entries_max),
+            spec,
+            closing: BTreeMap::new(),
+            watermark: crate::batch::WATERMARK_START,
+            seq: 0,
+            key: Vec::new(),
+            before: Vec::new(),
+            metrics: OperatorMetrics::default(),
+        }
+    }
+
+    /// The visible rows of a partition: each row followed by its number.
+    fn visible(spec: &TopNSpec, rows: &[Ranked], out: &mut Vec<Vec<Value>>) {
+        out.clear();
+        let mut rank = 0usize;
+        for (i, r) in rows.iter().enumerate() {
+            let number = match spec.kind {
+                RankKind::RowNumber => i + 1,
+                RankKind::Rank => {
+                    if i == 0 || compare(&spec.order, &rows[i - 1].sort, &r.sort) != Ordering::Equal {
+                        rank = i + 1;
+                    }
+                    rank
+                }
+            };
+            if number > spec.n {
+                break;
+            }
+            let mut v = r.row.to_vec();
+            v.push(Value::Int(number as i64));
+            out.push(v);
+        }
+    }
+
+    fn emit_partition(&mut self, rows: &[Ranked], out: &mut Batch) {
+        let mut visible = Vec::new();
+        TopN::visible(&self.spec, rows, &mut visible);
+        for v in &visible {
+            out.push(Op::Insert, v);
+            self.metrics.rows_out += 1;
+        }
+    }
+}
+
+impl Operator for TopN {
+    fn name(&self) -> &'static str {
+        "top_n"
+    }
+
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+        for (op, row) in rows.iter() {
+            self.metrics.rows_in += 1;
+            debug_assert_eq!(op, Op::Insert, "top-N reads append-only input");
+            let window_end = match self.spec.window_end {
+                Some(c) => match row[c] {
+                    Value::Ts(t) | Value::Int(t) => Some(t),
+                    _ => {
+                        self.metrics.null_time_dropped += 1;
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            if let Some(end) = window_end {
+                if end <= self.watermark {
+                    self.metrics.late_rows_dropped += 1;
+                    continue;
+                }
+            }
+            self.key.clear();
+            for p in &self.spec.partition {
+                let v = p.eval(row).unwrap_or_else(|_| {
+                    self.metrics.eval_errors += 1;
+                    Value::Null
+                });
+                self.key.push(v);
+            }
+            let mut sort = Vec::with_capacity(self.spec.order.len());
+            for (e, _) in &self.spec.order {
+                sort.push(e.eval(row).unwrap_or_else(|_| {
+                    self.metrics.eval_errors += 1;
+                    Value::Null
+                }));
+            }
+            let is_new = self.partitions.get(&self.key).is_none();
+            let list = self
+                .partitions
+                .get_or_insert_with(&self.key, 0, &self.spec.name, Vec::new)?;
+            if is_new {
+                if let Some(end) = window_end {
+                    self.closing.insert((end, self.seq), self.key.as_slice().into());
+                    self.seq += 1;
+                }
+            }
+            let changelog = window_end.is_none();
+            if changelog {
+                TopN::visible(&self.spec, list, &mut self.before);
+            }
+            // After every row that sorts before or equal to it: ties keep
+            // arrival order.
+            let at = list.partition_point(|r| compare(&self.spec.order, &r.sort, &sort) != Ordering::Greater);
+            let n = self.spec.n;
+            // A row beyond position n (and, for RANK, not tied with the
+            // n-th) can never become visible: it is not kept.
+            let keep = at < n
+                || (self.spec.kind == RankKind::Rank
+                    && list
+                        .get(n - 1)
+                        .is_some_and(|last| compare(&self.spec.order, &last.sort, &sort) == Ordering::Equal));
+            if !keep {
+                continue;
+            }
+            list.insert(
+                at,
+                Ranked {
+                    sort: sort.into(),
+                    row: row.into(),
+                },
+            );
+            // Trim rows that can no longer be visible.
+            while list.len() > n {
+                let last = list.len() - 1;
+                let tied = self.spec.kind == RankKind::Rank
+                    && compare(&self.spec.order, &list[n - 1].sort, &list[last].sort) == Ordering::Equal;
+                if tied {
+                    break;
+                }
+                list.pop();
+            }
+            if changelog {
+                let mut after = Vec::new();
+                TopN::visible(&self.spec, list, &mut after);
+                for i in 0..self.before.len().max(after.len()) {
+                    self.metrics.rows_out += emit_change(
+                        out,
+                        self.before.get(i).map(Vec::as_slice),
+                        after.get(i).map(Vec::as_slice),
+                    );
+                }
+            }
+        }
+        self.metrics.state_entries = self.partitions.len() as u64;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
+        self.watermark = watermark;
+        while let Some((&(end, seq), _)) = self.closing.first_key_value() {
+            if end > watermark {
+                break;
+            }
+            let key = self.closing.remove(&(end, seq)).expect("present");
+            if let Some(rows) = self.partitions.remove(&key) {
+                self.emit_partition(&rows, out);
+            }
+        }
+        self.metrics.state_entries = self.partitions.len() as u64;
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::Driven;
+
+    fn spec(kind: RankKind, windowed: bool) -> TopNSpec {
+        TopNSpec {
+            name: "t".into(),
+            partition: vec![Expr::col(0)],
+            order: vec![(Expr::col(1), true)],
+            n: 2,
+            kind,
+            window_end: windowed.then_some(0),
+            entries_max: 100,
+        }
+    }
+
+    fn input(rows: &[(i64, i64)]) -> Batch {
+        let mut b = Batch::new(2);
+        for &(p, v) in rows {
+            b.push(Op::Insert, &[Value::Ts(p), Value::Int(v)]);
+        }
+        b
+    }
+
+    #[test]
+    fn windowed_top_n_emits_on_close_with_row_numbers_and_ranks() {
+        let mut t = Driven::new(Box::new(TopN::new(spec(RankKind::Rank, true))), 1);
+        let mut out = Batch::new(3);
+        let b = input(&[(10, 5), (10, 7), (10, 7), (10, 1), (20, 3)]);
+        t.push(0, &b, &mut out).unwrap();
+        assert!(out.is_empty());
+        let mut mark = Batch::new(2);
+        mark.push_mark(10);
+        t.push(0, &mark, &mut out).unwrap();
+        let got: Vec<Vec<Value>> = out.rows().map(|(_, r)| r.to_vec()).collect();
+        // 7 and 7 tie at rank 1; 5 has rank 3 > 2.
+        assert_eq!(
+            got,
+            vec![
+                vec![Value::Ts(10), Value::Int(7), Value::Int(1)],
+                vec![Value::Ts(10), Value::Int(7), Value::Int(1)],
+            ]
+        );
+        // A row for the closed window is late.
+        let late = input(&[(10, 100)]);
+        t.push(0, &late, &mut out).unwrap();
+        assert_eq!(t.operator().metrics().late_rows_dropped, 1);
+    }
+
+    #[test]
+    fn unwindowed_top_n_is_a_changelog_of_positions() {
+        let mut t = Driven::new(Box::new(TopN::new(spec(RankKind::RowNumber, false))), 1);
+        let mut out = Batch::new(3);
+        let b = input(&[(1, 5), (1, 7), (1, 6)]);
+        t.push(0, &b, &mut out).unwrap();
+        let got: Vec<(Op, Vec<Value>)> = out.rows().map(|(o, r)| (o, r.to_vec())).collect();
+        let row = |v: i64, n: i64| vec![Value::Ts(1), Value::Int(v), Value::Int(n)];
+        assert_eq!(
+            got,
+            vec![
+                (Op::Insert, row(5, 1)),
+                (Op::UpdateBefore, row(5, 1)),
+                (Op::UpdateAfter, row(7, 1)),
+                (Op::Insert, row(5, 2)),
+                (Op::UpdateBefore, row(5, 2)),
+                (Op::UpdateAfter, row(6, 2)),
+            ]
+        );
+    }
+}
