@@ -9,10 +9,13 @@
 //! - `session`: GROUP BY over session windows, merging sessions.
 //! - `upsert`: a reference table's rows, latest per primary key.
 //! - `join`: the interval join (INNER and LEFT) of two append-only inputs.
+//! - `asof`: the ASOF join, each left row with the latest right row of its
+//!   key at or before it.
 //! - `topn`: ROW_NUMBER()/RANK() top-N per partition, windowed or as a
 //!   changelog.
 
 pub mod aggregate;
+pub mod asof;
 pub mod join;
 pub mod map;
 pub mod session;

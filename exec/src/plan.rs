@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use crate::format::Format;
 use crate::operator::Operator;
 use crate::operators::aggregate::{Aggregate, AggregateSpec};
+use crate::operators::asof::{AsofJoin, AsofJoinSpec};
 use crate::operators::join::{IntervalJoin, IntervalJoinSpec};
 use crate::operators::map::{Map, MapSpec};
 use crate::operators::session::{SessionAggregate, SessionSpec};
@@ -72,6 +73,7 @@ pub enum OperatorSpec {
     Upsert(UpsertSpec),
     IntervalJoin(IntervalJoinSpec),
     TopN(TopNSpec),
+    AsofJoin(AsofJoinSpec),
 }
 
 impl OperatorSpec {
@@ -84,6 +86,7 @@ impl OperatorSpec {
             OperatorSpec::Upsert(s) => Box::new(Upsert::new(s.clone())),
             OperatorSpec::IntervalJoin(s) => Box::new(IntervalJoin::new(s.clone())),
             OperatorSpec::TopN(s) => Box::new(TopN::new(s.clone())),
+            OperatorSpec::AsofJoin(s) => Box::new(AsofJoin::new(s.clone())),
         }
     }
 
@@ -123,6 +126,11 @@ impl OperatorSpec {
                 s.lower_ms,
                 s.upper_ms,
                 s.residual.is_some()
+            ),
+            OperatorSpec::AsofJoin(s) => format!(
+                "AsofJoin(keys: {}, right time {} left time)",
+                s.left_keys.len(),
+                if s.strict { "<" } else { "<=" }
             ),
             OperatorSpec::TopN(s) => format!(
                 "TopN({:?} <= {}, partition keys: {}, order keys: {}, windowed: {})",

@@ -116,6 +116,12 @@ impl Topology {
                     }
                     OperatorSpec::TopN(t) if t.partition.is_empty() => Placement::Single,
                     OperatorSpec::TopN(t) => Placement::Keyed(t.partition.clone()),
+                    OperatorSpec::AsofJoin(j) => {
+                        return vec![
+                            Placement::Keyed(j.left_keys.clone()),
+                            Placement::Keyed(j.right_keys.clone()),
+                        ]
+                    }
                     OperatorSpec::IntervalJoin(j) => {
                         return vec![
                             Placement::Keyed(j.left_keys.clone()),

@@ -7,7 +7,10 @@
 //! interval; anything else is a residual condition over the joined row.
 //! Both inputs must be append-only streams with an event-time column, and
 //! the interval must be bounded on both ends: an unbounded stream join
-//! would keep every row forever.
+//! would keep every row forever. A window join (`TUMBLE(a, …) JOIN
+//! TUMBLE(b, …) ON a.window_start = b.window_start AND a.k = b.k`) is the
+//! same operator over window-annotated rows: the window is a key, and the
+//! bound (less than the window size apart) is implied.
 
 use laminar_exec::expr::Expr;
 use laminar_exec::operators::join::{IntervalJoinSpec, JoinKind};
@@ -80,13 +83,17 @@ impl Planner {
         right: Relation,
         join: &ast::Join,
         name: &str,
+        window: Option<(i64, sqlparser::tokenizer::Span)>,
     ) -> PlanResult<Relation> {
         let span = join.relation.span();
         let (kind, constraint) = match &join.join_operator {
             ast::JoinOperator::Join(c) | ast::JoinOperator::Inner(c) => (JoinKind::Inner, c),
             ast::JoinOperator::Left(c) | ast::JoinOperator::LeftOuter(c) => (JoinKind::Left, c),
-            ast::JoinOperator::AsOf { .. } => {
-                return Err(PlanError::at(span, "ASOF JOIN is not supported yet"));
+            ast::JoinOperator::AsOf {
+                match_condition,
+                constraint,
+            } => {
+                return self.plan_asof(left, right, match_condition, constraint, span, name, window);
             }
             other => {
                 return Err(PlanError::at(
@@ -271,6 +278,24 @@ impl Planner {
                 "a stream join needs at least one equality between the two inputs (a.key = b.key)",
             ));
         }
+        if let Some((size, wspan)) = window {
+            // Rows of one window are less than its size apart. The window
+            // itself must be a join key.
+            let window_key = |keys: &[Expr], rel: &Relation| {
+                keys.iter().any(|k| {
+                    matches!(k, Expr::Column(c) if rel.scope.columns[*c].name.eq_ignore_ascii_case("window_start")
+                        || rel.scope.columns[*c].name.eq_ignore_ascii_case("window_end"))
+                })
+            };
+            if !window_key(&left_keys, &left) || !window_key(&right_keys, &right) {
+                return Err(PlanError::at(
+                    wspan,
+                    "a window join needs the window among its keys: ON a.window_start = b.window_start AND …",
+                ));
+            }
+            lower = Some(lower.map_or(1 - size, |v| v.max(1 - size)));
+            upper = Some(upper.map_or(size - 1, |v| v.min(size - 1)));
+        }
         let (Some(lower_ms), Some(upper_ms)) = (lower, upper) else {
             let l = &left.scope.columns[left_time];
             let r = &right.scope.columns[right_time];
@@ -319,6 +344,142 @@ impl Planner {
             changelog: false,
         };
         let schema: Schema = rel.schema();
+        rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
+        Ok(rel)
+    }
+}
+
+impl Planner {
+    /// `a ASOF JOIN b MATCH_CONDITION(a.ts >= b.ts) ON a.k = b.k`.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_asof(
+        &mut self,
+        left: Relation,
+        right: Relation,
+        condition: &ast::Expr,
+        constraint: &ast::JoinConstraint,
+        span: sqlparser::tokenizer::Span,
+        name: &str,
+        window: Option<(i64, sqlparser::tokenizer::Span)>,
+    ) -> PlanResult<Relation> {
+        if let Some((_, wspan)) = window {
+            return Err(PlanError::at(
+                wspan,
+                "ASOF JOIN does not take windows; window its result instead",
+            ));
+        }
+        for (rel, which) in [(&left, "left"), (&right, "right")] {
+            if rel.changelog {
+                return Err(PlanError::at(
+                    span,
+                    format!("the {which} input of an ASOF JOIN is a changelog; it takes append-only streams"),
+                ));
+            }
+        }
+        let (Some(left_time), Some(right_time)) = (left.time_column, right.time_column) else {
+            return Err(PlanError::at(
+                span,
+                "both inputs of an ASOF JOIN need an event-time column (a source with WATERMARK FOR …)",
+            ));
+        };
+        let left_width = left.scope.columns.len();
+        let mut scope = left.scope.clone();
+        scope.columns.extend(right.scope.columns.iter().cloned());
+        let col = |e: &ast::Expr| -> PlanResult<Option<usize>> {
+            match e {
+                ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
+                    let cols = referenced(&scope, e)?;
+                    Ok(cols.first().copied())
+                }
+                _ => Ok(None),
+            }
+        };
+        let is_left_time = |c: Option<usize>| c == Some(left_time);
+        let is_right_time = |c: Option<usize>| c == Some(left_width + right_time);
+        let strict = match condition {
+            ast::Expr::BinaryOp { left: a, op, right: b } => {
+                let (ca, cb) = (col(a)?, col(b)?);
+                match op {
+                    ast::BinaryOperator::GtEq if is_left_time(ca) && is_right_time(cb) => false,
+                    ast::BinaryOperator::Gt if is_left_time(ca) && is_right_time(cb) => true,
+                    ast::BinaryOperator::LtEq if is_right_time(ca) && is_left_time(cb) => false,
+                    ast::BinaryOperator::Lt if is_right_time(ca) && is_left_time(cb) => true,
+                    _ => {
+                        return Err(PlanError::at(
+                            condition.span(),
+                            "MATCH_CONDITION must be left.ts >= right.ts (or >) on the two event-time columns",
+                        ))
+                    }
+                }
+            }
+            _ => {
+                return Err(PlanError::at(
+                    condition.span(),
+                    "MATCH_CONDITION must be left.ts >= right.ts (or >) on the two event-time columns",
+                ))
+            }
+        };
+        let ast::JoinConstraint::On(on) = constraint else {
+            return Err(PlanError::at(span, "ASOF JOIN needs ON a.key = b.key"));
+        };
+        let mut parts = Vec::new();
+        conjuncts(on, &mut parts);
+        let side_of = |i: usize| if i < left_width { Side::Left } else { Side::Right };
+        let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
+        for part in parts {
+            let pair = match part {
+                ast::Expr::BinaryOp {
+                    left: a,
+                    op: ast::BinaryOperator::Eq,
+                    right: b,
+                } => {
+                    let (ra, rb) = (referenced(&scope, a)?, referenced(&scope, b)?);
+                    let only = |cols: &[usize], s: Side| !cols.is_empty() && cols.iter().all(|&c| side_of(c) == s);
+                    if only(&ra, Side::Left) && only(&rb, Side::Right) {
+                        Some((a, b))
+                    } else if only(&ra, Side::Right) && only(&rb, Side::Left) {
+                        Some((b, a))
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
+            let Some((l, r)) = pair else {
+                return Err(PlanError::at(
+                    part.span(),
+                    "ASOF JOIN's ON takes equalities between the two inputs only",
+                ));
+            };
+            let (lk, lt) = ExprPlanner::plain(&left.scope).plan(l)?;
+            let (rk, rt) = ExprPlanner::plain(&right.scope).plan(r)?;
+            if !comparable(lt, rt) {
+                return Err(PlanError::at(
+                    part.span(),
+                    format!("join keys must have comparable types, found {lt} and {rt}"),
+                ));
+            }
+            left_keys.push(lk);
+            right_keys.push(rk);
+        }
+        let spec = OperatorSpec::AsofJoin(laminar_exec::operators::asof::AsofJoinSpec {
+            name: name.to_string(),
+            left_keys,
+            right_keys,
+            left_time,
+            right_time,
+            left_width,
+            right_width: right.scope.columns.len(),
+            strict,
+            entries_max: self.options.state_entries_max,
+        });
+        let mut rel = Relation {
+            input: left.input,
+            scope,
+            time_column: Some(left_time),
+            changelog: false,
+        };
+        let schema = rel.schema();
         rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
         Ok(rel)
     }

@@ -200,13 +200,29 @@ impl Planner {
             };
             let (left, lw) = self.plan_factor(&from.relation, name)?;
             let (right, rw) = self.plan_factor(&join.relation, name)?;
-            if let Some(w) = lw.or(rw) {
-                return Err(PlanError::at(
-                    w.span,
-                    "window functions inside a JOIN are not supported yet; join first, then window the joined stream",
-                ));
-            }
-            return Ok((self.plan_join(left, right, join, name)?, None));
+            // A window join: both sides windowed alike. Each row is
+            // annotated with its windows, and the join keys include the
+            // window, so two rows can only meet within one window's size.
+            let (left, right, window) = match (lw, rw) {
+                (None, None) => (left, right, None),
+                (Some(a), Some(b)) if a.spec == b.spec => {
+                    let size = a
+                        .spec
+                        .size_ms()
+                        .ok_or_else(|| PlanError::at(a.span, "SESSION windows cannot be joined; use TUMBLE or HOP"))?;
+                    let span = a.span;
+                    let left = self.materialize_window(left, a, name)?;
+                    let right = self.materialize_window(right, b, name)?;
+                    (left, right, Some((size, span)))
+                }
+                (Some(w), _) | (_, Some(w)) => {
+                    return Err(PlanError::at(
+                        w.span,
+                        "a window join needs the same TUMBLE/HOP window on both sides",
+                    ))
+                }
+            };
+            return Ok((self.plan_join(left, right, join, name, window)?, None));
         }
         self.plan_factor(&from.relation, name)
     }

@@ -1,4 +1,4 @@
-//! Differential test of the interval join against a nested-loop model.
+//! Differential tests of the interval and ASOF joins against naive models.
 //!
 //! Two inputs of random (key, id, event time) rows with bounded disorder
 //! and a few stragglers. The model applies the join's rules literally:
@@ -130,5 +130,76 @@ proptest! {
         shards in prop::sample::select(laminar_tests::shard_counts()),
     ) {
         check(&left, &right, bounds, delay, left_join, batch_rows, shards)?;
+    }
+}
+
+/// The ASOF model: each non-late left row with the non-late right row of
+/// its key whose time is the latest at or before (strict: before) its
+/// own, ties to the right row that arrived last; NULLs when none.
+fn check_asof(
+    left: &[Row],
+    right: &[Row],
+    delay: i64,
+    strict: bool,
+    batch_rows: usize,
+    shards: usize,
+) -> Result<(), TestCaseError> {
+    let (lk, l_late) = on_time(left, delay);
+    let (rk, r_late) = on_time(right, delay);
+    let mut expected = Vec::new();
+    for &i in &lk {
+        let l = &left[i];
+        let best = rk
+            .iter()
+            .filter(|&&j| {
+                right[j].key == l.key
+                    && if strict {
+                        right[j].ts < l.ts
+                    } else {
+                        right[j].ts <= l.ts
+                    }
+            })
+            .max_by_key(|&&j| (right[j].ts, j));
+        expected.push(match best {
+            Some(&j) => format!("l{i},r{j}"),
+            None => format!("l{i},"),
+        });
+    }
+    expected.sort();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "l.csv", left, "l");
+    write(dir.path(), "r.csv", right, "r");
+    let sql = format!(
+        "CREATE SOURCE l (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
+         WITH (connector = 'file', path = '{{dir}}/l.csv', header = 'true');
+         CREATE SOURCE r (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
+         WITH (connector = 'file', path = '{{dir}}/r.csv', header = 'true');
+         CREATE STREAM j AS SELECT l.id, r.id AS rid
+         FROM l ASOF JOIN r MATCH_CONDITION(l.ts {op} r.ts) ON l.k = r.k;
+         CREATE SINK o FROM j WITH (connector = 'file', path = '{{dir}}/out.csv');",
+        op = if strict { ">" } else { ">=" },
+    );
+    let outcome = run_sql(&sql, dir.path(), batch_rows, shards).map_err(TestCaseError::fail)?;
+    let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
+    let mut actual: Vec<String> = text.lines().skip(1).map(str::to_string).collect();
+    actual.sort();
+    prop_assert_eq!(&actual, &expected, "engine output:\n{}", text);
+    prop_assert_eq!(outcome.summary.late_rows_dropped(), l_late + r_late);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn asof_joins_match_the_model(
+        left in arrivals(),
+        right in arrivals(),
+        delay in 0i64..500,
+        strict in any::<bool>(),
+        batch_rows in prop::sample::select(vec![1usize, 5, 4096]),
+        shards in prop::sample::select(laminar_tests::shard_counts()),
+    ) {
+        check_asof(&left, &right, delay, strict, batch_rows, shards)?;
     }
 }

@@ -1,0 +1,243 @@
+//! The ASOF join: `a ASOF JOIN b MATCH_CONDITION(a.ts >= b.ts) ON a.k =
+//! b.k`. Each left row is joined with the right row of its key that has
+//! the latest time at or before its own (`>`: strictly before), or with
+//! NULLs when there is none. Ties in time go to the right row that arrived
+//! last.
+//!
+//! Event time decides, not arrival: a left row is emitted once the right
+//! watermark has passed its time (no non-late right row can then match it
+//! better), so the result does not depend on how the inputs interleave.
+//! Late rows (below their own input's watermark) and rows with a NULL time
+//! are dropped and counted; a left row with a NULL key is emitted with
+//! NULLs at once. Per key, right rows older than the newest one at or
+//! before `min(left watermark, oldest waiting left row)` can never be a
+//! match again and are dropped.
+
+use std::collections::BTreeMap;
+
+use crate::batch::{Batch, Op, RowsRef, WATERMARK_END};
+use crate::error::ExecError;
+use crate::expr::Expr;
+use crate::operator::{Operator, OperatorMetrics};
+use crate::state::{GroupKey, KeyedState};
+use crate::types::Value;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsofJoinSpec {
+    pub name: String,
+    pub left_keys: Vec<Expr>,
+    pub right_keys: Vec<Expr>,
+    pub left_time: usize,
+    pub right_time: usize,
+    pub left_width: usize,
+    pub right_width: usize,
+    /// `>` rather than `>=`: the right row must be strictly earlier.
+    pub strict: bool,
+    pub entries_max: usize,
+}
+
+/// Rows ordered by (event time, arrival).
+type ByTime<T> = BTreeMap<(i64, u64), T>;
+
+pub struct AsofJoin {
+    spec: AsofJoinSpec,
+    /// Right rows per key, by (time, arrival).
+    right: KeyedState<ByTime<Box<[Value]>>>,
+    right_rows: usize,
+    /// Left rows waiting for the right watermark, by (time, arrival).
+    waiting: ByTime<(GroupKey, Box<[Value]>)>,
+    left_watermark: i64,
+    right_watermark: i64,
+    seq: u64,
+    key: Vec<Value>,
+    joined: Vec<Value>,
+    metrics: OperatorMetrics,
+}
+
+fn time_of(row: &[Value], column: usize) -> Option<i64> {
+    match row[column] {
+        Value::Ts(t) | Value::Int(t) => Some(t),
+        _ => None,
+    }
+}
+
+impl AsofJoin {
+    pub fn new(spec: AsofJoinSpec) -> AsofJoin {
+        assert!(!spec.left_keys.is_empty() && spec.left_keys.len() == spec.right_keys.len());
+        AsofJoin {
+            right: KeyedState::new(spec.entries_max),
+            spec,
+            right_rows: 0,
+            waiting: BTreeMap::new(),
+            left_watermark: crate::batch::WATERMARK_START,
+            right_watermark: crate::batch::WATERMARK_START,
+            seq: 0,
+            key: Vec::new(),
+            joined: Vec::new(),
+            metrics: OperatorMetrics::default(),
+        }
+    }
+
+    fn eval_key(&mut self, left: bool, row: &[Value]) -> bool {
+        self.key.clear();
+        let keys = if left {
+            &self.spec.left_keys
+        } else {
+            &self.spec.right_keys
+        };
+        for k in keys {
+            match k.eval(row) {
+                Ok(Value::Null) => return false,
+                Ok(v) => self.key.push(v),
+                Err(_) => {
+                    self.metrics.eval_errors += 1;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Emits `left` joined with its match among `key`'s right rows.
+    fn emit(&mut self, key: Option<&[Value]>, ts: i64, left: &[Value], out: &mut Batch) {
+        self.joined.clear();
+        self.joined.extend_from_slice(left);
+        let bound = if self.spec.strict { ts.saturating_sub(1) } else { ts };
+        let found = key
+            .and_then(|k| self.right.get(k))
+            .and_then(|rows| rows.range(..=(bound, u64::MAX)).next_back())
+            .map(|(_, r)| r.clone());
+        match found {
+            Some(r) => self.joined.extend_from_slice(&r),
+            None => self
+                .joined
+                .extend(std::iter::repeat_n(Value::Null, self.spec.right_width)),
+        }
+        out.push(Op::Insert, &self.joined);
+        self.metrics.rows_out += 1;
+    }
+
+    /// Drops right rows of `key` that no waiting or future left row can
+    /// match: all but the newest at or before the oldest time still asked.
+    fn prune(&mut self, key: &[Value]) {
+        let oldest_waiting = self.waiting.first_key_value().map_or(i64::MAX, |(&(t, _), _)| t);
+        // A strict match needs a row before the time asked, so keep one
+        // more step back.
+        let threshold = self
+            .left_watermark
+            .min(oldest_waiting)
+            .saturating_sub(i64::from(self.spec.strict));
+        let Some(rows) = self.right.get_mut(key) else { return };
+        let keep_from = rows.range(..=(threshold, u64::MAX)).next_back().map(|(&k, _)| k);
+        if let Some(first_kept) = keep_from {
+            let before = rows.len();
+            *rows = rows.split_off(&first_kept);
+            self.right_rows -= before - rows.len();
+        }
+    }
+
+    /// Emits the waiting left rows whose time the right watermark passed.
+    fn release(&mut self, out: &mut Batch) {
+        while let Some((&(ts, seq), _)) = self.waiting.first_key_value() {
+            if self.right_watermark != WATERMARK_END && ts >= self.right_watermark {
+                break;
+            }
+            let (key, row) = self.waiting.remove(&(ts, seq)).expect("present");
+            self.emit(Some(&key), ts, &row, out);
+            self.prune(&key);
+        }
+    }
+}
+
+impl Operator for AsofJoin {
+    fn name(&self) -> &'static str {
+        "asof_join"
+    }
+
+    fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+        for (op, row) in rows.iter() {
+            self.metrics.rows_in += 1;
+            debug_assert_eq!(op, Op::Insert, "the planner only joins append-only inputs");
+            if input == 0 {
+                let Some(ts) = time_of(row, self.spec.left_time) else {
+                    self.metrics.null_time_dropped += 1;
+                    continue;
+                };
+                if ts < self.left_watermark {
+                    self.metrics.late_rows_dropped += 1;
+                    continue;
+                }
+                if !self.eval_key(true, row) {
+                    self.emit(None, ts, row, out);
+                    continue;
+                }
+                if ts < self.right_watermark {
+                    let key = std::mem::take(&mut self.key);
+                    self.emit(Some(&key), ts, row, out);
+                    self.key = key;
+                } else {
+                    if self.waiting.len() + self.right_rows >= self.spec.entries_max {
+                        return Err(ExecError::StateLimit {
+                            operator: self.spec.name.clone(),
+                            what: "buffered join rows",
+                            limit: self.spec.entries_max,
+                        });
+                    }
+                    self.waiting
+                        .insert((ts, self.seq), (self.key.as_slice().into(), row.into()));
+                    self.seq += 1;
+                }
+            } else {
+                let Some(ts) = time_of(row, self.spec.right_time) else {
+                    self.metrics.null_time_dropped += 1;
+                    continue;
+                };
+                if ts < self.right_watermark {
+                    self.metrics.late_rows_dropped += 1;
+                    continue;
+                }
+                if !self.eval_key(false, row) {
+                    continue;
+                }
+                if self.waiting.len() + self.right_rows >= self.spec.entries_max {
+                    return Err(ExecError::StateLimit {
+                        operator: self.spec.name.clone(),
+                        what: "buffered join rows",
+                        limit: self.spec.entries_max,
+                    });
+                }
+                let seq = self.seq;
+                self.seq += 1;
+                let rows = self
+                    .right
+                    .get_or_insert_with(&self.key, 0, &self.spec.name, BTreeMap::new)?;
+                rows.insert((ts, seq), row.into());
+                self.right_rows += 1;
+                let key = std::mem::take(&mut self.key);
+                self.prune(&key);
+                self.key = key;
+            }
+        }
+        self.metrics.state_entries = (self.waiting.len() + self.right_rows) as u64;
+        Ok(())
+    }
+
+    fn on_input_watermark(&mut self, input: usize, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
+        if input == 0 {
+            self.left_watermark = watermark;
+        } else {
+            self.right_watermark = watermark;
+            self.release(out);
+        }
+        self.metrics.state_entries = (self.waiting.len() + self.right_rows) as u64;
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    fn metrics(&self) -> OperatorMetrics {
+        self.metrics
+    }
+}
