@@ -171,6 +171,48 @@ pub(crate) fn row_time(row: &[Value], column: Option<usize>) -> Option<i64> {
     }
 }
 
+/// Fails with a state-limit error naming `operator` once a join holds
+/// `buffered` rows of its `entries_max`.
+pub(crate) fn check_join_state(
+    operator: &str,
+    buffered: usize,
+    entries_max: usize,
+) -> Result<(), crate::error::ExecError> {
+    if buffered >= entries_max {
+        return Err(crate::error::ExecError::StateLimit {
+            operator: operator.to_string(),
+            what: "buffered join rows",
+            limit: entries_max,
+        });
+    }
+    Ok(())
+}
+
+/// The event time in column `column`, if it holds one.
+pub(crate) fn time_at(row: &[Value], column: usize) -> Option<i64> {
+    match row[column] {
+        Value::Ts(t) | Value::Int(t) => Some(t),
+        _ => None,
+    }
+}
+
+/// Evaluates a join key into `key`. False when a part is NULL (a NULL key
+/// never matches) or fails (counted in `eval_errors`).
+pub(crate) fn eval_join_key(keys: &[Expr], row: &[Value], key: &mut Vec<Value>, eval_errors: &mut u64) -> bool {
+    key.clear();
+    for k in keys {
+        match k.eval(row) {
+            Ok(Value::Null) => return false,
+            Ok(v) => key.push(v),
+            Err(_) => {
+                *eval_errors += 1;
+                return false;
+            }
+        }
+    }
+    true
+}
+
 /// Emits the changelog between an old and a new visible row of one group.
 pub(crate) fn emit_change(out: &mut crate::batch::Batch, old: Option<&[Value]>, new: Option<&[Value]>) -> u64 {
     use crate::batch::Op;

@@ -43,20 +43,22 @@ fn xorshift(state: &mut u64) -> u64 {
 /// about as much as an update, so each sample is the mean of a group.
 pub const ARENA_GROUP_OPS: usize = 256;
 
-/// Keyed-state updates: `keys` groups (a BIGINT key, four i64
-/// accumulators, as a windowed COUNT/SUM/MIN/MAX keeps), then `ops`
-/// lookups of random existing keys, each updating its accumulators. A
-/// sample is the mean time of one update over `ARENA_GROUP_OPS` updates.
-pub fn arena(keys: usize, ops: usize, seed: u64) -> Samples {
-    assert!(keys > 0 && ops > 0);
-    let mut state: KeyedState<[i64; 4]> = KeyedState::new(keys + 1);
+/// The accumulators of one group: COUNT, SUM, MIN, MAX.
+type Accs = [i64; 4];
+
+const ACCS_EMPTY: Accs = [0, 0, i64::MAX, i64::MIN];
+
+fn accumulate(acc: &mut Accs, price: i64) {
+    acc[0] += 1;
+    acc[1] += price;
+    acc[2] = acc[2].min(price);
+    acc[3] = acc[3].max(price);
+}
+
+/// Runs `ops` updates (key, price) of random existing keys through
+/// `update` and times them in groups.
+fn drive_updates(keys: usize, ops: usize, seed: u64, mut update: impl FnMut(&[Value], i64)) -> Samples {
     let mut key = [Value::Int(0)];
-    for k in 0..keys {
-        key[0] = Value::Int(k as i64 * 7919);
-        state
-            .get_or_insert_with(&key, 0, "bench", || [0, 0, i64::MAX, i64::MIN])
-            .expect("under the limit");
-    }
     let mut rng = seed | 1;
     let mut samples_ns = Vec::with_capacity(ops / ARENA_GROUP_OPS + 1);
     let started = Instant::now();
@@ -68,24 +70,62 @@ pub fn arena(keys: usize, ops: usize, seed: u64) -> Samples {
             let r = xorshift(&mut rng);
             let price = (r >> 40) as i64;
             key[0] = Value::Int((r % keys as u64) as i64 * 7919);
-            let acc = state
-                .get_or_insert_with(&key, 0, "bench", || [0, 0, i64::MAX, i64::MIN])
-                .expect("under the limit");
-            acc[0] += 1;
-            acc[1] += price;
-            acc[2] = acc[2].min(price);
-            acc[3] = acc[3].max(price);
+            update(&key, price);
         }
         samples_ns.push(t.elapsed().as_nanos() as u64 / n as u64);
         done += n;
     }
-    let elapsed = started.elapsed();
-    assert_eq!(state.len(), keys);
     Samples {
         ops: ops as u64,
-        elapsed,
+        elapsed: started.elapsed(),
         samples_ns,
     }
+}
+
+fn bench_key(k: usize) -> [Value; 1] {
+    [Value::Int(k as i64 * 7919)]
+}
+
+/// Keyed-state updates: `keys` groups (a BIGINT key, four i64
+/// accumulators, as a windowed COUNT/SUM/MIN/MAX keeps), then `ops`
+/// lookups of random existing keys, each updating its accumulators. A
+/// sample is the mean time of one update over `ARENA_GROUP_OPS` updates.
+pub fn arena(keys: usize, ops: usize, seed: u64) -> Samples {
+    assert!(keys > 0 && ops > 0);
+    let mut state: KeyedState<Accs> = KeyedState::new(keys + 1);
+    for k in 0..keys {
+        state
+            .get_or_insert_with(&bench_key(k), 0, "bench", || ACCS_EMPTY)
+            .expect("under the limit");
+    }
+    let samples = drive_updates(keys, ops, seed, |key, price| {
+        let acc = state
+            .get_or_insert_with(key, 0, "bench", || ACCS_EMPTY)
+            .expect("under the limit");
+        accumulate(acc, price);
+    });
+    assert_eq!(state.len(), keys);
+    samples
+}
+
+/// The same workload as `arena` on a `hashbrown::HashMap` with FxHash on
+/// the heap: the baseline the arena replaced.
+pub fn arena_baseline(keys: usize, ops: usize, seed: u64) -> Samples {
+    use hashbrown::hash_map::EntryRef;
+    assert!(keys > 0 && ops > 0);
+    let mut map: hashbrown::HashMap<Box<[Value]>, Accs, fxhash::FxBuildHasher> = hashbrown::HashMap::default();
+    for k in 0..keys {
+        map.insert(bench_key(k).to_vec().into_boxed_slice(), ACCS_EMPTY);
+    }
+    let samples = drive_updates(keys, ops, seed, |key, price| {
+        let acc = match map.entry_ref(key) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => v.insert(ACCS_EMPTY),
+        };
+        accumulate(acc, price);
+    });
+    assert_eq!(map.len(), keys);
+    samples
 }
 
 fn executor<T: Send + 'static>(
@@ -102,49 +142,6 @@ fn executor<T: Send + 'static>(
             shard: cpu,
             reason: e.to_string(),
         })
-}
-
-/// The same workload as `arena` on a `hashbrown::HashMap` with FxHash on
-/// the heap: the baseline the arena replaced.
-pub fn arena_baseline(keys: usize, ops: usize, seed: u64) -> Samples {
-    use hashbrown::hash_map::EntryRef;
-    assert!(keys > 0 && ops > 0);
-    let mut map: hashbrown::HashMap<Box<[Value]>, [i64; 4], fxhash::FxBuildHasher> = hashbrown::HashMap::default();
-    let mut key = [Value::Int(0)];
-    for k in 0..keys {
-        key[0] = Value::Int(k as i64 * 7919);
-        map.insert(key.to_vec().into_boxed_slice(), [0, 0, i64::MAX, i64::MIN]);
-    }
-    let mut rng = seed | 1;
-    let mut samples_ns = Vec::with_capacity(ops / ARENA_GROUP_OPS + 1);
-    let started = Instant::now();
-    let mut done = 0;
-    while done < ops {
-        let n = ARENA_GROUP_OPS.min(ops - done);
-        let t = Instant::now();
-        for _ in 0..n {
-            let r = xorshift(&mut rng);
-            let price = (r >> 40) as i64;
-            key[0] = Value::Int((r % keys as u64) as i64 * 7919);
-            let acc = match map.entry_ref(&key[..]) {
-                EntryRef::Occupied(o) => o.into_mut(),
-                EntryRef::Vacant(v) => v.insert([0, 0, i64::MAX, i64::MIN]),
-            };
-            acc[0] += 1;
-            acc[1] += price;
-            acc[2] = acc[2].min(price);
-            acc[3] = acc[3].max(price);
-        }
-        samples_ns.push(t.elapsed().as_nanos() as u64 / n as u64);
-        done += n;
-    }
-    let elapsed = started.elapsed();
-    assert_eq!(map.len(), keys);
-    Samples {
-        ops: ops as u64,
-        elapsed,
-        samples_ns,
-    }
 }
 
 /// Mesh throughput: executor on `cpus.0` sends `messages` messages of

@@ -17,6 +17,7 @@ use laminar_exec::operators::join::{IntervalJoinSpec, JoinKind};
 use laminar_exec::plan::OperatorSpec;
 use laminar_exec::types::Schema;
 use sqlparser::ast::{self, Spanned};
+use sqlparser::tokenizer::Span;
 
 use crate::error::{PlanError, PlanResult};
 use crate::expr::{interval_ms, ExprPlanner, Scope};
@@ -36,7 +37,8 @@ struct TimeTerm {
     offset_ms: i64,
 }
 
-fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
+/// The AND-ed parts of `e`, appended to `out`.
+pub(crate) fn conjuncts<'a>(e: &'a ast::Expr, out: &mut Vec<&'a ast::Expr>) {
     match e {
         ast::Expr::BinaryOp {
             left,
@@ -114,20 +116,7 @@ impl Planner {
                 ))
             }
         };
-        for (rel, which) in [(&left, "left"), (&right, "right")] {
-            if rel.changelog {
-                return Err(PlanError::at(
-                    span,
-                    format!("the {which} input of a join is a changelog; interval joins take append-only streams"),
-                ));
-            }
-        }
-        let (Some(left_time), Some(right_time)) = (left.time_column, right.time_column) else {
-            return Err(PlanError::at(
-                span,
-                "both inputs of a stream join need an event-time column (a source with WATERMARK FOR …)",
-            ));
-        };
+        let (left_time, right_time) = join_inputs(&left, &right, span, "an interval join")?;
 
         let left_width = left.scope.columns.len();
         let right_width = right.scope.columns.len();
@@ -189,28 +178,10 @@ impl Planner {
         for part in parts {
             match part {
                 ast::Expr::BinaryOp {
-                    left: a,
                     op: ast::BinaryOperator::Eq,
-                    right: b,
+                    ..
                 } => {
-                    let (ra, rb) = (referenced(&scope, a)?, referenced(&scope, b)?);
-                    let only = |cols: &[usize], s: Side| !cols.is_empty() && cols.iter().all(|&c| side_of(c) == s);
-                    let pair = if only(&ra, Side::Left) && only(&rb, Side::Right) {
-                        Some((a, b))
-                    } else if only(&ra, Side::Right) && only(&rb, Side::Left) {
-                        Some((b, a))
-                    } else {
-                        None
-                    };
-                    if let Some((l, r)) = pair {
-                        let (lk, lt) = ExprPlanner::plain(&left.scope).plan(l)?;
-                        let (rk, rt) = ExprPlanner::plain(&right.scope).plan(r)?;
-                        if !comparable(lt, rt) {
-                            return Err(PlanError::at(
-                                part.span(),
-                                format!("join keys must have comparable types, found {lt} and {rt}"),
-                            ));
-                        }
+                    if let Some((lk, rk)) = equi_pair(&scope, left_width, &left, &right, part)? {
                         left_keys.push(lk);
                         right_keys.push(rk);
                         continue;
@@ -368,20 +339,7 @@ impl Planner {
                 "ASOF JOIN does not take windows; window its result instead",
             ));
         }
-        for (rel, which) in [(&left, "left"), (&right, "right")] {
-            if rel.changelog {
-                return Err(PlanError::at(
-                    span,
-                    format!("the {which} input of an ASOF JOIN is a changelog; it takes append-only streams"),
-                ));
-            }
-        }
-        let (Some(left_time), Some(right_time)) = (left.time_column, right.time_column) else {
-            return Err(PlanError::at(
-                span,
-                "both inputs of an ASOF JOIN need an event-time column (a source with WATERMARK FOR …)",
-            ));
-        };
+        let (left_time, right_time) = join_inputs(&left, &right, span, "an ASOF JOIN")?;
         let left_width = left.scope.columns.len();
         let mut scope = left.scope.clone();
         scope.columns.extend(right.scope.columns.iter().cloned());
@@ -424,41 +382,14 @@ impl Planner {
         };
         let mut parts = Vec::new();
         conjuncts(on, &mut parts);
-        let side_of = |i: usize| if i < left_width { Side::Left } else { Side::Right };
         let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
         for part in parts {
-            let pair = match part {
-                ast::Expr::BinaryOp {
-                    left: a,
-                    op: ast::BinaryOperator::Eq,
-                    right: b,
-                } => {
-                    let (ra, rb) = (referenced(&scope, a)?, referenced(&scope, b)?);
-                    let only = |cols: &[usize], s: Side| !cols.is_empty() && cols.iter().all(|&c| side_of(c) == s);
-                    if only(&ra, Side::Left) && only(&rb, Side::Right) {
-                        Some((a, b))
-                    } else if only(&ra, Side::Right) && only(&rb, Side::Left) {
-                        Some((b, a))
-                    } else {
-                        None
-                    }
-                }
-                _ => None,
-            };
-            let Some((l, r)) = pair else {
+            let Some((lk, rk)) = equi_pair(&scope, left_width, &left, &right, part)? else {
                 return Err(PlanError::at(
                     part.span(),
                     "ASOF JOIN's ON takes equalities between the two inputs only",
                 ));
             };
-            let (lk, lt) = ExprPlanner::plain(&left.scope).plan(l)?;
-            let (rk, rt) = ExprPlanner::plain(&right.scope).plan(r)?;
-            if !comparable(lt, rt) {
-                return Err(PlanError::at(
-                    part.span(),
-                    format!("join keys must have comparable types, found {lt} and {rt}"),
-                ));
-            }
             left_keys.push(lk);
             right_keys.push(rk);
         }
@@ -483,6 +414,64 @@ impl Planner {
         rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
         Ok(rel)
     }
+}
+
+/// Checks what every stream join needs of its inputs: append-only, with
+/// event-time columns (returned, left then right).
+fn join_inputs(left: &Relation, right: &Relation, span: Span, what: &str) -> PlanResult<(usize, usize)> {
+    for (rel, which) in [(left, "left"), (right, "right")] {
+        if rel.changelog {
+            return Err(PlanError::at(
+                span,
+                format!("the {which} input of {what} is a changelog; stream joins take append-only streams"),
+            ));
+        }
+    }
+    match (left.time_column, right.time_column) {
+        (Some(l), Some(r)) => Ok((l, r)),
+        _ => Err(PlanError::at(
+            span,
+            format!("both inputs of {what} need an event-time column (a source with WATERMARK FOR …)"),
+        )),
+    }
+}
+
+/// `x = y` with x over one input and y over the other: the two keys, each
+/// planned against its own input (left first); None for anything else.
+fn equi_pair(
+    scope: &Scope,
+    left_width: usize,
+    left: &Relation,
+    right: &Relation,
+    part: &ast::Expr,
+) -> PlanResult<Option<(Expr, Expr)>> {
+    let ast::Expr::BinaryOp {
+        left: a,
+        op: ast::BinaryOperator::Eq,
+        right: b,
+    } = part
+    else {
+        return Ok(None);
+    };
+    let side_of = |i: usize| if i < left_width { Side::Left } else { Side::Right };
+    let (ra, rb) = (referenced(scope, a)?, referenced(scope, b)?);
+    let only = |cols: &[usize], s: Side| !cols.is_empty() && cols.iter().all(|&c| side_of(c) == s);
+    let (l, r) = if only(&ra, Side::Left) && only(&rb, Side::Right) {
+        (a, b)
+    } else if only(&ra, Side::Right) && only(&rb, Side::Left) {
+        (b, a)
+    } else {
+        return Ok(None);
+    };
+    let (lk, lt) = ExprPlanner::plain(&left.scope).plan(l)?;
+    let (rk, rt) = ExprPlanner::plain(&right.scope).plan(r)?;
+    if !comparable(lt, rt) {
+        return Err(PlanError::at(
+            part.span(),
+            format!("join keys must have comparable types, found {lt} and {rt}"),
+        ));
+    }
+    Ok(Some((lk, rk)))
 }
 
 fn comparable(a: laminar_exec::types::DataType, b: laminar_exec::types::DataType) -> bool {

@@ -133,22 +133,6 @@ fn rank_bound(e: &ast::Expr, alias: &str, qualifier: &str) -> PlanResult<Option<
     Ok(Some(bound as usize))
 }
 
-fn conjuncts(e: &ast::Expr) -> Vec<&ast::Expr> {
-    match e {
-        ast::Expr::BinaryOp {
-            left,
-            op: ast::BinaryOperator::And,
-            right,
-        } => {
-            let mut v = conjuncts(left);
-            v.extend(conjuncts(right));
-            v
-        }
-        ast::Expr::Nested(inner) => conjuncts(inner),
-        other => vec![other],
-    }
-}
-
 impl Planner {
     /// Plans `s` if it is a top-N query; None if it is not one.
     pub(crate) fn plan_top_n(
@@ -176,7 +160,9 @@ impl Planner {
         let mut bound = None;
         let mut rest = Vec::new();
         if let Some(w) = &s.selection {
-            for c in conjuncts(w) {
+            let mut parts = Vec::new();
+            crate::join::conjuncts(w, &mut parts);
+            for c in parts {
                 match rank_bound(c, &rank.alias, &qualifier)? {
                     Some(n) if bound.is_none() => bound = Some(n),
                     Some(_) => return Err(PlanError::at(c.span(), "bound the rank once")),

@@ -58,6 +58,35 @@ fn on_time(rows: &[Row], delay: i64) -> (Vec<usize>, u64) {
     (kept, late)
 }
 
+/// Runs `select_from` (a SELECT over sources `l` and `r`) over the two
+/// inputs: the sink's sorted lines, the run's late-row count, and the
+/// sink's text for failure messages.
+fn run_join(
+    left: &[Row],
+    right: &[Row],
+    delay: i64,
+    select_from: &str,
+    batch_rows: usize,
+    shards: usize,
+) -> Result<(Vec<String>, u64, String), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "l.csv", left, "l");
+    write(dir.path(), "r.csv", right, "r");
+    let sql = format!(
+        "CREATE SOURCE l (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
+         WITH (connector = 'file', path = '{{dir}}/l.csv', header = 'true');
+         CREATE SOURCE r (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
+         WITH (connector = 'file', path = '{{dir}}/r.csv', header = 'true');
+         CREATE STREAM j AS {select_from};
+         CREATE SINK o FROM j WITH (connector = 'file', path = '{{dir}}/out.csv');"
+    );
+    let outcome = run_sql(&sql, dir.path(), batch_rows, shards).map_err(TestCaseError::fail)?;
+    let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
+    let mut lines: Vec<String> = text.lines().skip(1).map(str::to_string).collect();
+    lines.sort();
+    Ok((lines, outcome.summary.late_rows_dropped(), text))
+}
+
 fn check(
     left: &[Row],
     right: &[Row],
@@ -84,10 +113,6 @@ fn check(
         }
     }
     expected.sort();
-
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "l.csv", left, "l");
-    write(dir.path(), "r.csv", right, "r");
     let interval = |ms: i64| {
         if ms >= 0 {
             format!("+ INTERVAL '{ms}' MILLISECOND")
@@ -95,24 +120,15 @@ fn check(
             format!("- INTERVAL '{}' MILLISECOND", -ms)
         }
     };
-    let sql = format!(
-        "CREATE SOURCE l (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
-         WITH (connector = 'file', path = '{{dir}}/l.csv', header = 'true');
-         CREATE SOURCE r (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
-         WITH (connector = 'file', path = '{{dir}}/r.csv', header = 'true');
-         CREATE STREAM j AS SELECT l.id, l.ts, r.id AS rid, r.ts AS rts
-         FROM l {kind} JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts {lo} AND l.ts {hi};
-         CREATE SINK o FROM j WITH (connector = 'file', path = '{{dir}}/out.csv');",
+    let select_from = format!(
+        "SELECT l.id, l.ts, r.id AS rid, r.ts AS rts FROM l {kind} JOIN r ON l.k = r.k AND r.ts BETWEEN l.ts {lo} AND l.ts {hi}",
         kind = if left_join { "LEFT" } else { "INNER" },
         lo = interval(lo),
         hi = interval(hi),
     );
-    let outcome = run_sql(&sql, dir.path(), batch_rows, shards).map_err(TestCaseError::fail)?;
-    let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
-    let mut actual: Vec<String> = text.lines().skip(1).map(str::to_string).collect();
-    actual.sort();
+    let (actual, late, text) = run_join(left, right, delay, &select_from, batch_rows, shards)?;
     prop_assert_eq!(&actual, &expected, "engine output:\n{}", text);
-    prop_assert_eq!(outcome.summary.late_rows_dropped(), l_late + r_late);
+    prop_assert_eq!(late, l_late + r_late);
     Ok(())
 }
 
@@ -130,6 +146,18 @@ proptest! {
         shards in prop::sample::select(laminar_tests::shard_counts()),
     ) {
         check(&left, &right, bounds, delay, left_join, batch_rows, shards)?;
+    }
+
+    #[test]
+    fn asof_joins_match_the_model(
+        left in arrivals(),
+        right in arrivals(),
+        delay in 0i64..500,
+        strict in any::<bool>(),
+        batch_rows in prop::sample::select(vec![1usize, 5, 4096]),
+        shards in prop::sample::select(laminar_tests::shard_counts()),
+    ) {
+        check_asof(&left, &right, delay, strict, batch_rows, shards)?;
     }
 }
 
@@ -166,40 +194,12 @@ fn check_asof(
         });
     }
     expected.sort();
-    let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "l.csv", left, "l");
-    write(dir.path(), "r.csv", right, "r");
-    let sql = format!(
-        "CREATE SOURCE l (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
-         WITH (connector = 'file', path = '{{dir}}/l.csv', header = 'true');
-         CREATE SOURCE r (k BIGINT, id VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
-         WITH (connector = 'file', path = '{{dir}}/r.csv', header = 'true');
-         CREATE STREAM j AS SELECT l.id, r.id AS rid
-         FROM l ASOF JOIN r MATCH_CONDITION(l.ts {op} r.ts) ON l.k = r.k;
-         CREATE SINK o FROM j WITH (connector = 'file', path = '{{dir}}/out.csv');",
+    let select_from = format!(
+        "SELECT l.id, r.id AS rid FROM l ASOF JOIN r MATCH_CONDITION(l.ts {op} r.ts) ON l.k = r.k",
         op = if strict { ">" } else { ">=" },
     );
-    let outcome = run_sql(&sql, dir.path(), batch_rows, shards).map_err(TestCaseError::fail)?;
-    let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
-    let mut actual: Vec<String> = text.lines().skip(1).map(str::to_string).collect();
-    actual.sort();
+    let (actual, late, text) = run_join(left, right, delay, &select_from, batch_rows, shards)?;
     prop_assert_eq!(&actual, &expected, "engine output:\n{}", text);
-    prop_assert_eq!(outcome.summary.late_rows_dropped(), l_late + r_late);
+    prop_assert_eq!(late, l_late + r_late);
     Ok(())
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    #[test]
-    fn asof_joins_match_the_model(
-        left in arrivals(),
-        right in arrivals(),
-        delay in 0i64..500,
-        strict in any::<bool>(),
-        batch_rows in prop::sample::select(vec![1usize, 5, 4096]),
-        shards in prop::sample::select(laminar_tests::shard_counts()),
-    ) {
-        check_asof(&left, &right, delay, strict, batch_rows, shards)?;
-    }
 }

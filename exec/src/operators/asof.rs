@@ -19,6 +19,7 @@ use crate::batch::{Batch, Op, RowsRef, WATERMARK_END};
 use crate::error::ExecError;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::{check_join_state, eval_join_key, time_at};
 use crate::state::{GroupKey, KeyedState};
 use crate::types::Value;
 
@@ -54,13 +55,6 @@ pub struct AsofJoin {
     metrics: OperatorMetrics,
 }
 
-fn time_of(row: &[Value], column: usize) -> Option<i64> {
-    match row[column] {
-        Value::Ts(t) | Value::Int(t) => Some(t),
-        _ => None,
-    }
-}
-
 impl AsofJoin {
     pub fn new(spec: AsofJoinSpec) -> AsofJoin {
         assert!(!spec.left_keys.is_empty() && spec.left_keys.len() == spec.right_keys.len());
@@ -78,24 +72,14 @@ impl AsofJoin {
         }
     }
 
+    /// Evaluates the key of `row` (a left row when `left`) into `self.key`.
     fn eval_key(&mut self, left: bool, row: &[Value]) -> bool {
-        self.key.clear();
         let keys = if left {
             &self.spec.left_keys
         } else {
             &self.spec.right_keys
         };
-        for k in keys {
-            match k.eval(row) {
-                Ok(Value::Null) => return false,
-                Ok(v) => self.key.push(v),
-                Err(_) => {
-                    self.metrics.eval_errors += 1;
-                    return false;
-                }
-            }
-        }
-        true
+        eval_join_key(keys, row, &mut self.key, &mut self.metrics.eval_errors)
     }
 
     /// Emits `left` joined with its match among `key`'s right rows.
@@ -159,7 +143,7 @@ impl Operator for AsofJoin {
             self.metrics.rows_in += 1;
             debug_assert_eq!(op, Op::Insert, "the planner only joins append-only inputs");
             if input == 0 {
-                let Some(ts) = time_of(row, self.spec.left_time) else {
+                let Some(ts) = time_at(row, self.spec.left_time) else {
                     self.metrics.null_time_dropped += 1;
                     continue;
                 };
@@ -176,19 +160,17 @@ impl Operator for AsofJoin {
                     self.emit(Some(&key), ts, row, out);
                     self.key = key;
                 } else {
-                    if self.waiting.len() + self.right_rows >= self.spec.entries_max {
-                        return Err(ExecError::StateLimit {
-                            operator: self.spec.name.clone(),
-                            what: "buffered join rows",
-                            limit: self.spec.entries_max,
-                        });
-                    }
+                    check_join_state(
+                        &self.spec.name,
+                        self.waiting.len() + self.right_rows,
+                        self.spec.entries_max,
+                    )?;
                     self.waiting
                         .insert((ts, self.seq), (self.key.as_slice().into(), row.into()));
                     self.seq += 1;
                 }
             } else {
-                let Some(ts) = time_of(row, self.spec.right_time) else {
+                let Some(ts) = time_at(row, self.spec.right_time) else {
                     self.metrics.null_time_dropped += 1;
                     continue;
                 };
@@ -199,13 +181,11 @@ impl Operator for AsofJoin {
                 if !self.eval_key(false, row) {
                     continue;
                 }
-                if self.waiting.len() + self.right_rows >= self.spec.entries_max {
-                    return Err(ExecError::StateLimit {
-                        operator: self.spec.name.clone(),
-                        what: "buffered join rows",
-                        limit: self.spec.entries_max,
-                    });
-                }
+                check_join_state(
+                    &self.spec.name,
+                    self.waiting.len() + self.right_rows,
+                    self.spec.entries_max,
+                )?;
                 let seq = self.seq;
                 self.seq += 1;
                 let rows = self

@@ -24,6 +24,7 @@ use crate::batch::{Batch, Op, RowsRef, WATERMARK_END, WATERMARK_START};
 use crate::error::ExecError;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::{check_join_state, eval_join_key, time_at};
 use crate::state::{GroupKey, KeyedState};
 use crate::types::Value;
 
@@ -102,25 +103,14 @@ impl IntervalJoin {
         }
     }
 
-    /// Evaluates the key of `row`; false when a part is NULL (or fails).
-    fn eval_key(&mut self, keys_of_left: bool, row: &[Value]) -> bool {
-        self.key.clear();
-        let keys = if keys_of_left {
+    /// Evaluates the key of `row` (a left row when `left`) into `self.key`.
+    fn eval_key(&mut self, left: bool, row: &[Value]) -> bool {
+        let keys = if left {
             &self.spec.left_keys
         } else {
             &self.spec.right_keys
         };
-        for k in keys {
-            match k.eval(row) {
-                Ok(Value::Null) => return false,
-                Ok(v) => self.key.push(v),
-                Err(_) => {
-                    self.metrics.eval_errors += 1;
-                    return false;
-                }
-            }
-        }
-        true
+        eval_join_key(keys, row, &mut self.key, &mut self.metrics.eval_errors)
     }
 
     fn emit_pair(&mut self, l: &[Value], r: &[Value], out: &mut Batch) -> bool {
@@ -152,13 +142,7 @@ impl IntervalJoin {
     }
 
     fn buffer(&mut self, is_left: bool, ts: i64, row: &[Value], matched: bool) -> Result<(), ExecError> {
-        if self.left.len + self.right.len >= self.spec.entries_max {
-            return Err(ExecError::StateLimit {
-                operator: self.spec.name.clone(),
-                what: "buffered join rows",
-                limit: self.spec.entries_max,
-            });
-        }
+        check_join_state(&self.spec.name, self.left.len + self.right.len, self.spec.entries_max)?;
         let seq = self.seq;
         self.seq += 1;
         let side = if is_left { &mut self.left } else { &mut self.right };
@@ -175,7 +159,7 @@ impl IntervalJoin {
     }
 
     fn on_left(&mut self, row: &[Value], out: &mut Batch) -> Result<(), ExecError> {
-        let Some(ts) = time_of(row, self.spec.left_time) else {
+        let Some(ts) = time_at(row, self.spec.left_time) else {
             self.metrics.null_time_dropped += 1;
             return Ok(());
         };
@@ -211,7 +195,7 @@ impl IntervalJoin {
     }
 
     fn on_right(&mut self, row: &[Value], out: &mut Batch) -> Result<(), ExecError> {
-        let Some(ts) = time_of(row, self.spec.right_time) else {
+        let Some(ts) = time_at(row, self.spec.right_time) else {
             self.metrics.null_time_dropped += 1;
             return Ok(());
         };
@@ -274,13 +258,6 @@ impl IntervalJoin {
                 self.emit_padded(&row, out);
             }
         }
-    }
-}
-
-fn time_of(row: &[Value], column: usize) -> Option<i64> {
-    match row[column] {
-        Value::Ts(t) | Value::Int(t) => Some(t),
-        _ => None,
     }
 }
 
