@@ -67,6 +67,11 @@ enum Command {
         /// Limit on live groups/windows/sessions per stateful operator.
         #[arg(long, default_value_t = laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT)]
         state_entries_max: usize,
+        /// State retention of a regular join (one without a time bound), in
+        /// milliseconds of event time: rows further apart never meet.
+        #[arg(long, default_value_t = laminar_sql::JOIN_STATE_TTL_MS_DEFAULT,
+              value_parser = clap::value_parser!(i64).range(1..=31_622_400_000))]
+        join_state_ttl_ms: i64,
         /// No progress bar and no summary.
         #[arg(long, short)]
         quiet: bool,
@@ -100,6 +105,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             cpus,
             batch_rows,
             state_entries_max,
+            join_state_ttl_ms,
             quiet,
             huge_pages,
             spin_before_park_us,
@@ -120,6 +126,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 &file,
                 PlanOptions {
                     state_entries_max,
+                    join_state_ttl_ms,
                     ..PlanOptions::default()
                 },
             )?;
@@ -283,6 +290,9 @@ fn print_summary(file: &Path, s: &RunSummary) {
         }
         if m.eval_errors > 0 {
             line += &format!(", {} expression errors (NULL used)", m.eval_errors);
+        }
+        if m.state_evicted > 0 {
+            line += &format!(", {} rows evicted from join state (TTL)", m.state_evicted);
         }
         eprintln!("{line}");
     }

@@ -24,6 +24,9 @@ pub struct OperatorMetrics {
     pub eval_errors: u64,
     /// Live state entries (groups, windows, sessions) right now.
     pub state_entries: u64,
+    /// Rows a join dropped from its state because they aged past its
+    /// retention bound (a regular join's state TTL).
+    pub state_evicted: u64,
 }
 
 /// A synchronous streaming operator.

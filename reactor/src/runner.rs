@@ -397,6 +397,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
             total.null_time_dropped += m.null_time_dropped;
             total.eval_errors += m.eval_errors;
             total.state_entries += m.state_entries;
+            total.state_evicted += m.state_evicted;
         }
         for (i, _, rows) in &r.sinks {
             sink_rows[*i] += rows;
@@ -413,6 +414,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
                 s.metrics.null_time_dropped += m.null_time_dropped;
                 s.metrics.eval_errors += m.eval_errors;
                 s.metrics.state_entries += m.state_entries;
+                s.metrics.state_evicted += m.state_evicted;
             }
             None => streams.push(StreamSummary {
                 name: node.name.clone(),

@@ -34,7 +34,7 @@ use laminar_exec::operator::{Driven, OperatorMetrics};
 use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
 use laminar_exec::types::Value;
 
-use crate::mesh::{MeshEnds, Signal};
+use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::topology::{partition, Placement, Topology};
@@ -187,6 +187,8 @@ struct ShardCore {
     outboxes: Vec<Option<local_channel::LocalSender<MeshMsg>>>,
     outbox_len: Rc<Cell<usize>>,
     done_received: usize,
+    /// Whether each peer's `Done` has been received.
+    done_from: Vec<bool>,
     key: Vec<Value>,
 }
 
@@ -273,10 +275,29 @@ impl ShardCore {
                 .expect("sinks live on shard 0")
                 .write(&batch),
             MeshMsg::Done => {
+                assert!(!self.done_from[sender], "one Done per peer");
+                self.done_from[sender] = true;
                 self.done_received += 1;
                 Ok(())
             }
         }
+    }
+
+    /// Takes every message already queued on the inbound channels and
+    /// processes it. The shard's main task calls this whenever it wakes,
+    /// so progress never depends on the receiver tasks alone being
+    /// scheduled (see `yield_if_preempted`). Both consume on this thread
+    /// and process each message before taking the next: order holds.
+    fn drain_inbound(&mut self, inbound: &[Option<Rc<MeshReceiver<MeshMsg>>>]) -> Result<usize, RunError> {
+        let mut taken = 0;
+        for (peer, r) in inbound.iter().enumerate() {
+            let Some(r) = r else { continue };
+            while let TryRecv::Message(msg) = r.try_recv() {
+                taken += 1;
+                self.on_message(peer, msg)?;
+            }
+        }
+        Ok(taken)
     }
 
     /// Whether every node active here has seen the end of every input.
@@ -426,6 +447,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         outboxes: Vec::new(),
         outbox_len: Rc::clone(&outbox_len),
         done_received: 0,
+        done_from: vec![false; config.shards],
         key: Vec::new(),
     }));
 
@@ -435,6 +457,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // Wakes a paused source when the outboxes have drained.
     let outbox_room = Rc::new(Signal::default());
     let receivers_live = Rc::new(Cell::new(0usize));
+    let mut inbound: Vec<Option<Rc<MeshReceiver<MeshMsg>>>> = (0..config.shards).map(|_| None).collect();
     let rescued = Rc::new(Cell::new(0u64));
     // The watchdog: glommio's cross-executor wake was seen to lose a
     // wakeup in very rare cases (a receiver parked with a message queued),
@@ -452,6 +475,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 loop {
                     glommio::timer::sleep(MESH_WATCHDOG_INTERVAL).await;
                     progress.heartbeats[id].fetch_add(1, Ordering::Relaxed);
+                    // The main task drains the inbound channels when it
+                    // wakes: a periodic nudge bounds any stall at a round.
+                    progressed.notify();
                     if progress.abort.load(Ordering::Relaxed) {
                         // Another shard failed: wake this shard's waits so
                         // they see it and stop; its exit then closes its
@@ -508,6 +534,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         }
         for (peer, receiver) in receivers.into_iter().enumerate() {
             let Some(receiver) = receiver else { continue };
+            let receiver = Rc::new(receiver);
+            inbound[peer] = Some(Rc::clone(&receiver));
             let core = Rc::clone(&core);
             let progress = Arc::clone(progress);
             let progressed = Rc::clone(&progressed);
@@ -518,18 +546,19 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 glommio::spawn_local_into(
                     async move {
                         let received = async {
-                            while let Some(msg) = receiver.recv().await {
+                            while !core.borrow().done_from[peer] {
+                                let Some(msg) = receiver.recv().await else { break };
                                 check_abort(&progress)?;
-                                let done = matches!(msg, MeshMsg::Done);
                                 core.borrow_mut().on_message(peer, msg)?;
                                 progressed.notify();
-                                if done {
-                                    return Ok(());
-                                }
                                 yield_if_preempted().await;
                             }
-                            // The channel closed before `Done`: the peer
-                            // failed (and said why) or was torn down.
+                            // `Done` arrived (here, or taken by the main
+                            // task), or the channel closed without it: the
+                            // peer failed (and said why) or was torn down.
+                            if core.borrow().done_from[peer] {
+                                return Ok(());
+                            }
                             check_abort(&progress)?;
                             Err(RunError::Mesh(format!(
                                 "shard {peer} closed its channel before finishing"
@@ -612,7 +641,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // Wait until every node here has seen the end of every input; only a
     // peer's message can change that, and each one notifies `progressed`.
     set_phase(progress, id, Phase::Draining);
-    while !core.borrow().nodes_complete() {
+    loop {
+        core.borrow_mut().drain_inbound(&inbound)?;
+        if core.borrow().nodes_complete() {
+            break;
+        }
         check_abort(progress)?;
         if receivers_live.get() == 0 {
             return Err(RunError::Mesh(
@@ -633,9 +666,24 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     for t in sender_tasks {
         t.await?;
     }
-    for t in receiver_tasks {
-        t.await;
+    // Wait for every peer's `Done`, taking messages here too. The
+    // receiver tasks are not awaited: one that was never scheduled again
+    // must not hold the shard (they are cancelled when dropped).
+    loop {
+        core.borrow_mut().drain_inbound(&inbound)?;
+        if core.borrow().done_received == config.shards - 1 {
+            break;
+        }
+        if let Some(e) = task_error.borrow_mut().take() {
+            return Err(e);
+        }
+        check_abort(progress)?;
+        if receivers_live.get() == 0 {
+            return Err(RunError::Mesh("a peer closed its channel before finishing".into()));
+        }
+        progressed.wait().await;
     }
+    drop(receiver_tasks);
     if let Some(e) = task_error.borrow_mut().take() {
         return Err(e);
     }
@@ -658,10 +706,12 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
 
     // Flush sinks on the main queue (housekeeping, not the event path).
     set_phase(progress, id, Phase::Flushing);
-    let core = Rc::try_unwrap(core)
-        .map_err(|_| RunError::Mesh("shard state still shared at shutdown".into()))?
-        .into_inner();
-    let ShardCore { mut sinks, nodes, .. } = core;
+    // Cancelled tasks may still hold the core until the executor drops
+    // them: take what is needed out of it instead of unwrapping it.
+    let (mut sinks, nodes) = {
+        let mut c = core.borrow_mut();
+        (std::mem::take(&mut c.sinks), std::mem::take(&mut c.nodes))
+    };
     let sinks = glommio::spawn_local_into(
         async move {
             for s in sinks.iter_mut().flatten() {

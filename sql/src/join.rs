@@ -7,7 +7,10 @@
 //! interval; anything else is a residual condition over the joined row.
 //! Both inputs must be append-only streams with an event-time column, and
 //! the interval must be bounded on both ends: an unbounded stream join
-//! would keep every row forever. A window join (`TUMBLE(a, …) JOIN
+//! would keep every row forever, so a join without any time bound is a
+//! regular join with a state TTL (`PlanOptions::join_state_ttl_ms`,
+//! default one hour of event time): the interval `[-ttl, +ttl]`, with the
+//! rows that age out of state counted as evicted. A window join (`TUMBLE(a, …) JOIN
 //! TUMBLE(b, …) ON a.window_start = b.window_start AND a.k = b.k`) is the
 //! same operator over window-annotated rows: the window is a key, and the
 //! bound (less than the window size apart) is implied.
@@ -267,13 +270,20 @@ impl Planner {
             lower = Some(lower.map_or(1 - size, |v| v.max(1 - size)));
             upper = Some(upper.map_or(size - 1, |v| v.min(size - 1)));
         }
+        // A regular join (no time bound at all) keeps rows for the state
+        // TTL: rows further apart than it in event time never meet.
+        let regular = lower.is_none() && upper.is_none();
+        if regular {
+            let ttl = self.options.join_state_ttl_ms;
+            (lower, upper) = (Some(-ttl), Some(ttl));
+        }
         let (Some(lower_ms), Some(upper_ms)) = (lower, upper) else {
             let l = &left.scope.columns[left_time];
             let r = &right.scope.columns[right_time];
             return Err(PlanError::at(
                 on.span(),
                 format!(
-                    "a stream join needs a time bound on both ends, e.g. {rq}.{rn} BETWEEN {lq}.{ln} - INTERVAL '10' SECOND AND {lq}.{ln} + INTERVAL '10' SECOND (unbounded joins keep every row forever)",
+                    "the join's time bound has one end only; bound both, e.g. {rq}.{rn} BETWEEN {lq}.{ln} - INTERVAL '10' SECOND AND {lq}.{ln} + INTERVAL '10' SECOND",
                     lq = l.qualifier.as_deref().unwrap_or("a"),
                     ln = l.name,
                     rq = r.qualifier.as_deref().unwrap_or("b"),
@@ -306,6 +316,7 @@ impl Planner {
             lower_ms,
             upper_ms,
             residual,
+            count_evictions: regular,
             entries_max: self.options.state_entries_max,
         });
         let mut rel = Relation {

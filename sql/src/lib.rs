@@ -42,13 +42,20 @@ pub struct PlanOptions {
     pub state_entries_max: usize,
     /// Whether TCP connectors may be used (serve mode).
     pub allow_tcp: bool,
+    /// The retention bound of a regular (unbounded) stream join: rows
+    /// more than this far apart in event time never meet, and leave state.
+    pub join_state_ttl_ms: i64,
 }
+
+/// Default `PlanOptions::join_state_ttl_ms`: one hour of event time.
+pub const JOIN_STATE_TTL_MS_DEFAULT: i64 = 3_600_000;
 
 impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             state_entries_max: STATE_ENTRIES_MAX_DEFAULT,
             allow_tcp: false,
+            join_state_ttl_ms: JOIN_STATE_TTL_MS_DEFAULT,
         }
     }
 }

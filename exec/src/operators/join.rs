@@ -51,6 +51,9 @@ pub struct IntervalJoinSpec {
     pub upper_ms: i64,
     /// The rest of ON, over `left ++ right`.
     pub residual: Option<Expr>,
+    /// A regular join bounded by a state TTL: rows dropped from state are
+    /// counted as evicted.
+    pub count_evictions: bool,
     pub entries_max: usize,
 }
 
@@ -250,7 +253,12 @@ impl IntervalJoin {
                     true
                 }
             });
-            side.len -= before - list.len();
+            let dropped = before - list.len();
+            side.len -= dropped;
+            // The end of input empties the state; that is not an eviction.
+            if self.spec.count_evictions && bound != WATERMARK_END {
+                self.metrics.state_evicted += dropped as u64;
+            }
             if list.is_empty() {
                 rows.remove(&key);
             }
@@ -353,6 +361,7 @@ mod tests {
             lower_ms,
             upper_ms,
             residual: None,
+            count_evictions: false,
             entries_max: 1000,
         }
     }
