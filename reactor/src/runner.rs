@@ -79,8 +79,7 @@ impl Kicker {
             }
             let tid = progress.thread_ids[id].load(Acquire);
             let running = Phase::from_u8(progress.phase[id].load(Relaxed)) != Phase::Finished;
-            // No heartbeat yet: the watchdog has not started (or this run
-            // has one shard and no watchdog).
+            // No heartbeat yet: the watchdog has not started.
             if beat == 0 || tid == 0 || !running || self.beat_seen_at[id].elapsed() < KICK_AFTER {
                 continue;
             }
@@ -217,7 +216,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     }
     let plan = Arc::new(plan.clone());
     let topo = Arc::new(Topology::new(&plan, shards));
-    let progress = Arc::new(SharedProgress::new(shards));
+    let progress = Arc::new(SharedProgress::new(shards, plan.sources.len()));
     let (events_tx, events_rx) = mpsc::channel();
     let mesh_ends = crate::mesh::full(shards, config.channel_messages_max);
     let probes: Vec<(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)> = mesh_ends

@@ -123,14 +123,21 @@ pub struct SharedProgress {
     pub phase: Vec<AtomicU8>,
     /// Each shard's executor thread id (0 until it starts), for kicks.
     pub thread_ids: Vec<AtomicI32>,
+    /// Each source's watermark (by plan index; `i64::MAX` once done or
+    /// for a source without one): sources read ahead of the slowest by
+    /// more than `SOURCE_DRIFT_MS_MAX` wait (see the source loop).
+    pub source_watermarks: Vec<std::sync::atomic::AtomicI64>,
     /// Rounds of each shard's watchdog: a count that stops moving means
     /// the executor is not running (see `runner::kick_stalled`).
     pub heartbeats: Vec<AtomicU64>,
 }
 
 impl SharedProgress {
-    pub fn new(shards: usize) -> SharedProgress {
+    pub fn new(shards: usize, sources: usize) -> SharedProgress {
         SharedProgress {
+            source_watermarks: (0..sources)
+                .map(|_| std::sync::atomic::AtomicI64::new(i64::MIN))
+                .collect(),
             phase: (0..shards).map(|_| AtomicU8::new(Phase::Starting as u8)).collect(),
             thread_ids: (0..shards).map(|_| AtomicI32::new(0)).collect(),
             heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
@@ -332,7 +339,12 @@ async fn yield_if_preempted() {
     }
 }
 
-/// How often a shard's watchdog looks for channel ends stuck waiting.
+/// How far (event time) a source may read ahead of the slowest source of
+/// the run before it waits: bounds join and window state when sources on
+/// different shards read at different speeds.
+pub const SOURCE_DRIFT_MS_MAX: i64 = 1_000;
+
+/// How often a shard's watchdog ticks: heartbeat, nudge, channel rescue.
 const MESH_WATCHDOG_INTERVAL: Duration = Duration::from_millis(5);
 
 fn failed(progress: &SharedProgress, e: RunError) -> RunError {
@@ -465,8 +477,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // channel sides. A wake from the shard's own thread takes glommio's
     // local path. Rescues are counted and logged. It also carries a peer's
     // failure (the abort flag) to this shard's waits.
-    let watchdog = mesh.as_ref().map(|ends| {
-        let probes = ends.local_probes();
+    // Every shard has one, also a run of one shard: its heartbeat is what
+    // the kicker watches (an executor can sleep through its timers with or
+    // without a mesh).
+    let watchdog = {
+        let probes = mesh.as_ref().map(MeshEnds::local_probes).unwrap_or_default();
         let rescued = Rc::clone(&rescued);
         let progress = Arc::clone(progress);
         let (progressed, outbox_room) = (Rc::clone(&progressed), Rc::clone(&outbox_room));
@@ -478,6 +493,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     // The main task drains the inbound channels when it
                     // wakes: a periodic nudge bounds any stall at a round.
                     progressed.notify();
+                    // And the source loop, which may wait for slower sources.
+                    outbox_room.notify();
                     if progress.abort.load(Ordering::Relaxed) {
                         // Another shard failed: wake this shard's waits so
                         // they see it and stop; its exit then closes its
@@ -496,7 +513,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             main_queue,
         )
         .expect("the main queue exists")
-    });
+    };
     if let Some(MeshEnds { senders, receivers }) = mesh {
         for (dest, (slot, sender)) in outboxes.iter_mut().zip(senders).enumerate() {
             let Some(sender) = sender else { continue };
@@ -594,40 +611,70 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         let has_peers = config.shards > 1;
         glommio::spawn_local_into(
             async move {
-                for (i, source) in sources.iter_mut() {
-                    let mut bytes_seen = 0;
-                    while !source.is_done() {
-                        check_abort(&progress)?;
-                        if outbox_len.get() > outbox_max {
-                            // Backpressure: wait for the sender tasks.
-                            outbox_room.wait().await;
-                            continue;
-                        }
-                        let before = source.rows;
-                        let batch = source.next_batch(batch_rows, &mut |m| {
-                            let _ = events.send(ShardEvent::Malformed {
-                                source: m.source.to_string(),
-                                location: m.location.to_string(),
-                                line: m.line,
-                                reason: m.reason.to_string(),
-                            });
-                        })?;
-                        progress.rows_in.fetch_add(source.rows - before, Ordering::Relaxed);
-                        progress
-                            .bytes_read
-                            .fetch_add(source.bytes_read - bytes_seen, Ordering::Relaxed);
-                        bytes_seen = source.bytes_read;
-                        core.borrow_mut().deliver(Input::Source(*i), &batch)?;
-                        if has_peers {
-                            // Let this queue's mesh tasks run after every
-                            // batch: glommio preempts between queues, not
-                            // between tasks of one queue, so a busy source
-                            // would otherwise hold back the receivers and
-                            // senders that share its queue.
-                            futures_lite::future::yield_now().await;
-                        } else {
-                            yield_if_preempted().await;
-                        }
+                // Watermark-aligned reading: always the open source furthest
+                // behind in event time, so that sources sharing a shard
+                // advance together and joins and windows over several of
+                // them hold little state (reading one source to its end
+                // first would buffer all of it in a join).
+                let mut bytes_seen = vec![0; sources.len()];
+                for (i, s) in &sources {
+                    if s.watermark() == i64::MIN && !s.has_watermark() {
+                        progress.source_watermarks[*i].store(i64::MAX, Ordering::Relaxed);
+                    }
+                }
+                while let Some(k) = (0..sources.len())
+                    .filter(|&k| !sources[k].1.is_done())
+                    .min_by_key(|&k| (sources[k].1.watermark(), k))
+                {
+                    let (i, source) = &mut sources[k];
+                    check_abort(&progress)?;
+                    // Cross-shard alignment: the slowest source anywhere
+                    // sets the pace; the watchdog's nudge re-checks.
+                    let slowest = progress
+                        .source_watermarks
+                        .iter()
+                        .map(|w| w.load(Ordering::Relaxed))
+                        .min()
+                        .unwrap_or(i64::MAX);
+                    if source.watermark() > slowest.saturating_add(SOURCE_DRIFT_MS_MAX) {
+                        outbox_room.wait().await;
+                        continue;
+                    }
+                    if outbox_len.get() > outbox_max {
+                        // Backpressure: wait for the sender tasks.
+                        outbox_room.wait().await;
+                        continue;
+                    }
+                    let before = source.rows;
+                    let batch = source.next_batch(batch_rows, &mut |m| {
+                        let _ = events.send(ShardEvent::Malformed {
+                            source: m.source.to_string(),
+                            location: m.location.to_string(),
+                            line: m.line,
+                            reason: m.reason.to_string(),
+                        });
+                    })?;
+                    progress.rows_in.fetch_add(source.rows - before, Ordering::Relaxed);
+                    progress
+                        .bytes_read
+                        .fetch_add(source.bytes_read - bytes_seen[k], Ordering::Relaxed);
+                    bytes_seen[k] = source.bytes_read;
+                    let published = if source.is_done() || !source.has_watermark() {
+                        i64::MAX
+                    } else {
+                        source.watermark()
+                    };
+                    progress.source_watermarks[*i].store(published, Ordering::Relaxed);
+                    core.borrow_mut().deliver(Input::Source(*i), &batch)?;
+                    if has_peers {
+                        // Let this queue's mesh tasks run after every
+                        // batch: glommio preempts between queues, not
+                        // between tasks of one queue, so a busy source
+                        // would otherwise hold back the receivers and
+                        // senders that share its queue.
+                        futures_lite::future::yield_now().await;
+                    } else {
+                        yield_if_preempted().await;
                     }
                 }
                 Ok::<_, RunError>(sources)

@@ -214,6 +214,17 @@ impl Source {
         })
     }
 
+    /// The watermark so far (`i64::MIN` before the first, or without a
+    /// WATERMARK clause).
+    pub fn watermark(&self) -> i64 {
+        self.watermark.current
+    }
+
+    /// Whether the source has a WATERMARK clause.
+    pub fn has_watermark(&self) -> bool {
+        self.watermark.spec.is_some()
+    }
+
     pub fn is_done(&self) -> bool {
         self.done
     }
