@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The multi-shard stress loop: runs every test binary that starts shards
-# (golden, differential, join_differential, allocations, the reactor's unit
-# tests) N times (default 50) on 1, 2 and 4 shards, each under a 120 s timeout. A timeout
-# is a hang: its output (with the stall report naming every shard's phase
-# and every channel's state) is kept under $LAMINAR_STRESS_LOGS.
+# (golden, differential, join_differential, topn_differential, allocations,
+# the reactor's unit tests) N times (default 50) on 1, 2 and 4 shards, each
+# under a 120 s timeout. A timeout is a hang: its output (with the stall
+# report naming every shard's phase and every channel's state) is kept
+# under $LAMINAR_STRESS_LOGS.
 #
 #   scripts/stress.sh [N]            or   LAMINAR_STRESS=N scripts/test.sh
 source "$(dirname "$0")/env.sh"
@@ -20,10 +21,10 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         name = m["target"]["name"]
-        if name in ("golden", "differential", "join_differential", "allocations", "laminar_reactor"):
+        if name in ("golden", "differential", "join_differential", "topn_differential", "allocations", "laminar_reactor"):
             print(m["executable"] + " " + m["manifest_path"].rsplit("/", 1)[0])
 ')
-[ "${#binaries[@]}" -eq 5 ] || { echo "error: expected 5 test binaries, found ${#binaries[@]}" >&2; exit 1; }
+[ "${#binaries[@]}" -eq 6 ] || { echo "error: expected 6 test binaries, found ${#binaries[@]}" >&2; exit 1; }
 
 export LAMINAR_TEST_SHARDS=1,2,4
 hangs=0
