@@ -119,6 +119,9 @@ impl Planner {
                 ))
             }
         };
+        if let Some(primary_key) = self.table_key(&right) {
+            return self.plan_lookup(left, right, &primary_key, on, kind, span, name, window);
+        }
         let (left_time, right_time) = join_inputs(&left, &right, span, "an interval join")?;
 
         let left_width = left.scope.columns.len();
@@ -332,6 +335,119 @@ impl Planner {
 }
 
 impl Planner {
+    /// The primary key columns of `rel` when it is a table read directly
+    /// (its rows come from the table's upsert node).
+    fn table_key(&self, rel: &Relation) -> Option<Vec<usize>> {
+        match rel.input {
+            laminar_exec::plan::Input::Node(n) => match &self.plan.nodes[n].spec {
+                OperatorSpec::Upsert(u) => Some(u.key_columns.clone()),
+                _ => None,
+            },
+            laminar_exec::plan::Input::Source(_) => None,
+        }
+    }
+
+    /// `s JOIN t ON s.k = t.pk` with `t` a table: each stream row with the
+    /// table's row for its key as of the row's event time (a table
+    /// without event time: once the table is loaded). INNER drops stream
+    /// rows without a row in the table, LEFT pads them.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_lookup(
+        &mut self,
+        left: Relation,
+        right: Relation,
+        primary_key: &[usize],
+        on: &ast::Expr,
+        kind: JoinKind,
+        span: Span,
+        name: &str,
+        window: Option<(i64, Span)>,
+    ) -> PlanResult<Relation> {
+        if let Some((_, wspan)) = window {
+            return Err(PlanError::at(
+                wspan,
+                "a lookup join against a table does not take windows",
+            ));
+        }
+        if left.changelog {
+            return Err(PlanError::at(
+                span,
+                "the stream side of a lookup join is a changelog; it takes an append-only stream",
+            ));
+        }
+        let Some(left_time) = left.time_column else {
+            return Err(PlanError::at(
+                span,
+                "the stream side of a lookup join needs an event-time column (a source with WATERMARK FOR …)",
+            ));
+        };
+        let left_width = left.scope.columns.len();
+        let mut scope = left.scope.clone();
+        scope.columns.extend(right.scope.columns.iter().cloned());
+        let mut parts = Vec::new();
+        conjuncts(on, &mut parts);
+        let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
+        for part in parts {
+            let Some((lk, rk)) = equi_pair(&scope, left_width, &left, &right, part)? else {
+                return Err(PlanError::at(
+                    part.span(),
+                    "a lookup join's ON takes equalities between the stream and the table's primary key only",
+                ));
+            };
+            left_keys.push(lk);
+            right_keys.push(rk);
+        }
+        // The table holds one row per primary key: the join must look up
+        // exactly that key, in the key's column order.
+        let mut ordered = Vec::new();
+        for &c in primary_key {
+            let Some(i) = right_keys.iter().position(|k| *k == Expr::Column(c)) else {
+                let names: Vec<&str> = primary_key
+                    .iter()
+                    .map(|&c| right.scope.columns[c].name.as_str())
+                    .collect();
+                return Err(PlanError::at(
+                    on.span(),
+                    format!(
+                        "a lookup join must match the table's whole primary key ({})",
+                        names.join(", ")
+                    ),
+                ));
+            };
+            ordered.push(i);
+        }
+        if ordered.len() != right_keys.len() {
+            return Err(PlanError::at(
+                on.span(),
+                "a lookup join's ON takes the table's primary key columns only",
+            ));
+        }
+        let left_keys = ordered.iter().map(|&i| left_keys[i].clone()).collect();
+        let right_keys = ordered.iter().map(|&i| right_keys[i].clone()).collect();
+        let spec = OperatorSpec::AsofJoin(laminar_exec::operators::asof::AsofJoinSpec {
+            name: name.to_string(),
+            left_keys,
+            right_keys,
+            left_time,
+            right_time: right.time_column,
+            right_changelog: true,
+            keep_unmatched: kind == JoinKind::Left,
+            left_width,
+            right_width: right.scope.columns.len(),
+            strict: false,
+            entries_max: self.options.state_entries_max,
+        });
+        let mut rel = Relation {
+            input: left.input,
+            scope,
+            time_column: Some(left_time),
+            changelog: false,
+        };
+        let schema = rel.schema();
+        rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
+        Ok(rel)
+    }
+
     /// `a ASOF JOIN b MATCH_CONDITION(a.ts >= b.ts) ON a.k = b.k`.
     #[allow(clippy::too_many_arguments)]
     fn plan_asof(
@@ -409,7 +525,9 @@ impl Planner {
             left_keys,
             right_keys,
             left_time,
-            right_time,
+            right_time: Some(right_time),
+            right_changelog: false,
+            keep_unmatched: true,
             left_width,
             right_width: right.scope.columns.len(),
             strict,

@@ -29,7 +29,15 @@ pub struct AsofJoinSpec {
     pub left_keys: Vec<Expr>,
     pub right_keys: Vec<Expr>,
     pub left_time: usize,
-    pub right_time: usize,
+    /// None: right rows have no time and are valid from the start (a
+    /// reference table read from a file).
+    pub right_time: Option<usize>,
+    /// The right input is a table's changelog: `-D` ends a key's row (a
+    /// lookup join), `-U` is superseded by its `+U`.
+    pub right_changelog: bool,
+    /// Left rows without a match: padded with NULLs (ASOF, LEFT lookup)
+    /// or dropped (an INNER lookup join).
+    pub keep_unmatched: bool,
     pub left_width: usize,
     pub right_width: usize,
     /// `>` rather than `>=`: the right row must be strictly earlier.
@@ -42,8 +50,8 @@ type ByTime<T> = BTreeMap<(i64, u64), T>;
 
 pub struct AsofJoin {
     spec: AsofJoinSpec,
-    /// Right rows per key, by (time, arrival).
-    right: KeyedState<ByTime<Box<[Value]>>>,
+    /// Right rows per key, by (time, arrival); None marks a deletion.
+    right: KeyedState<ByTime<Option<Box<[Value]>>>>,
     right_rows: usize,
     /// Left rows waiting for the right watermark, by (time, arrival).
     waiting: ByTime<(GroupKey, Box<[Value]>)>,
@@ -90,12 +98,13 @@ impl AsofJoin {
         let found = key
             .and_then(|k| self.right.get(k))
             .and_then(|rows| rows.range(..=(bound, u64::MAX)).next_back())
-            .map(|(_, r)| r.clone());
+            .and_then(|(_, r)| r.clone());
         match found {
             Some(r) => self.joined.extend_from_slice(&r),
-            None => self
+            None if self.spec.keep_unmatched => self
                 .joined
                 .extend(std::iter::repeat_n(Value::Null, self.spec.right_width)),
+            None => return,
         }
         out.push(Op::Insert, &self.joined);
         self.metrics.rows_out += 1;
@@ -141,8 +150,8 @@ impl Operator for AsofJoin {
     fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
-            debug_assert_eq!(op, Op::Insert, "the planner only joins append-only inputs");
             if input == 0 {
+                debug_assert_eq!(op, Op::Insert, "the left input is append-only");
                 let Some(ts) = time_at(row, self.spec.left_time) else {
                     self.metrics.null_time_dropped += 1;
                     continue;
@@ -170,12 +179,22 @@ impl Operator for AsofJoin {
                     self.seq += 1;
                 }
             } else {
-                let Some(ts) = time_at(row, self.spec.right_time) else {
-                    self.metrics.null_time_dropped += 1;
-                    continue;
+                let ts = match self.spec.right_time {
+                    Some(c) => match time_at(row, c) {
+                        Some(t) => t,
+                        None => {
+                            self.metrics.null_time_dropped += 1;
+                            continue;
+                        }
+                    },
+                    None => i64::MIN,
                 };
                 if ts < self.right_watermark {
                     self.metrics.late_rows_dropped += 1;
+                    continue;
+                }
+                if op == Op::UpdateBefore {
+                    // Its +U follows and supersedes it.
                     continue;
                 }
                 if !self.eval_key(false, row) {
@@ -191,7 +210,8 @@ impl Operator for AsofJoin {
                 let rows = self
                     .right
                     .get_or_insert_with(&self.key, 0, &self.spec.name, BTreeMap::new)?;
-                rows.insert((ts, seq), row.into());
+                let version = (op != Op::Delete).then(|| Box::<[Value]>::from(row));
+                rows.insert((ts, seq), version);
                 self.right_rows += 1;
                 let key = std::mem::take(&mut self.key);
                 self.prune(&key);
