@@ -194,12 +194,7 @@ impl Planner {
                 lateness_ms: None,
             },
         )?;
-        if rel.changelog {
-            return Err(PlanError::at(
-                rank.span,
-                "top-N reads an append-only stream; this subquery is a changelog",
-            ));
-        }
+
         let partition = rank
             .spec
             .partition_by
@@ -269,7 +264,7 @@ impl Planner {
             name: rank.alias.clone(),
             data_type: DataType::Int,
         });
-        let changelog = window_end.is_none();
+        let changelog = window_end.is_none() || rel.changelog;
         let mut out = Relation {
             input: rel.input,
             scope,
@@ -284,6 +279,7 @@ impl Planner {
             kind: rank.kind,
             window_end,
             entries_max: self.options.state_entries_max,
+            retractable: rel.changelog,
         });
         out.input = self.add_node(name, vec![rel.input], spec, out.schema(), changelog);
         let out = out.requalified(&qualifier);

@@ -1,5 +1,7 @@
 //! Top-N: `ROW_NUMBER() OVER (PARTITION BY p ORDER BY o) <= n` (or
-//! `RANK()`) over an append-only input.
+//! `RANK()`) over an append-only input or a changelog. Over a changelog
+//! every row of a partition is kept (retracting a top row lets the next
+//! one up) and `-U`/`-D` remove the equal row.
 //!
 //! - Partitioned by a window (`window_end` among the partition columns):
 //!   each partition's top rows are emitted once, as `+I` with their
@@ -44,6 +46,9 @@ pub struct TopNSpec {
     /// The input's `window_end` column, when the partition includes it.
     pub window_end: Option<usize>,
     pub entries_max: usize,
+    /// The input is a changelog: every row of a partition is kept (a
+    /// retracted top row lets the next one up), and `-U`/`-D` remove.
+    pub retractable: bool,
 }
 
 struct Ranked {
@@ -136,7 +141,7 @@ impl Operator for TopN {
     fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
-            debug_assert_eq!(op, Op::Insert, "top-N reads append-only input");
+            debug_assert!(self.spec.retractable || op == Op::Insert, "append-only input");
             let window_end = match self.spec.window_end {
                 Some(c) => match row[c] {
                     Value::Ts(t) | Value::Int(t) => Some(t),
@@ -168,6 +173,35 @@ impl Operator for TopN {
                     Value::Null
                 }));
             }
+            if !op.is_addition() {
+                // A retraction: remove the equal row (the earliest) and
+                // report how the visible rows moved.
+                let Some(list) = self.partitions.get_mut(&self.key) else {
+                    continue;
+                };
+                if window_end.is_none() {
+                    TopN::visible(&self.spec, list, &mut self.before);
+                }
+                if let Some(pos) = list.iter().position(|r| *r.row == *row) {
+                    list.remove(pos);
+                }
+                let emptied = list.is_empty();
+                if window_end.is_none() {
+                    let mut after = Vec::new();
+                    TopN::visible(&self.spec, list, &mut after);
+                    for i in 0..self.before.len().max(after.len()) {
+                        self.metrics.rows_out += emit_change(
+                            out,
+                            self.before.get(i).map(Vec::as_slice),
+                            after.get(i).map(Vec::as_slice),
+                        );
+                    }
+                }
+                if emptied && window_end.is_none() {
+                    self.partitions.remove(&self.key);
+                }
+                continue;
+            }
             let is_new = self.partitions.get(&self.key).is_none();
             let list = self
                 .partitions
@@ -188,7 +222,8 @@ impl Operator for TopN {
             let n = self.spec.n;
             // A row beyond position n (and, for RANK, not tied with the
             // n-th) can never become visible: it is not kept.
-            let keep = at < n
+            let keep = self.spec.retractable
+                || at < n
                 || (self.spec.kind == RankKind::Rank
                     && list
                         .get(n - 1)
@@ -203,8 +238,9 @@ impl Operator for TopN {
                     row: row.into(),
                 },
             );
-            // Trim rows that can no longer be visible.
-            while list.len() > n {
+            // Trim rows that can no longer be visible (over a changelog a
+            // retraction can bring any of them back up).
+            while !self.spec.retractable && list.len() > n {
                 let last = list.len() - 1;
                 let tied = self.spec.kind == RankKind::Rank
                     && compare(&self.spec.order, &list[n - 1].sort, &list[last].sort) == Ordering::Equal;
@@ -263,6 +299,7 @@ mod tests {
             kind,
             window_end: windowed.then_some(0),
             entries_max: 100,
+            retractable: false,
         }
     }
 
