@@ -79,8 +79,9 @@ impl Kicker {
             }
             let tid = progress.thread_ids[id].load(Acquire);
             let running = Phase::from_u8(progress.phase[id].load(Relaxed)) != Phase::Finished;
-            // No heartbeat yet: the watchdog has not started.
-            if beat == 0 || tid == 0 || !running || self.beat_seen_at[id].elapsed() < KICK_AFTER {
+            // A shard that never ticked is watched from the run's start: an
+            // executor was seen to fall asleep before its first tick.
+            if tid == 0 || !running || self.beat_seen_at[id].elapsed() < KICK_AFTER {
                 continue;
             }
             // SAFETY: tgkill only sends a signal; the target is a thread of
