@@ -384,19 +384,13 @@ impl Planner {
         let left_width = left.scope.columns.len();
         let mut scope = left.scope.clone();
         scope.columns.extend(right.scope.columns.iter().cloned());
-        let mut parts = Vec::new();
-        conjuncts(on, &mut parts);
-        let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
-        for part in parts {
-            let Some((lk, rk)) = equi_pair(&scope, left_width, &left, &right, part)? else {
-                return Err(PlanError::at(
-                    part.span(),
-                    "a lookup join's ON takes equalities between the stream and the table's primary key only",
-                ));
-            };
-            left_keys.push(lk);
-            right_keys.push(rk);
-        }
+        let (left_keys, right_keys) = equalities_only(
+            &scope,
+            left_width,
+            (&left, &right),
+            on,
+            "a lookup join's ON takes equalities between the stream and the table's primary key only",
+        )?;
         // The table holds one row per primary key: the join must look up
         // exactly that key, in the key's column order.
         let mut ordered = Vec::new();
@@ -507,19 +501,13 @@ impl Planner {
         let ast::JoinConstraint::On(on) = constraint else {
             return Err(PlanError::at(span, "ASOF JOIN needs ON a.key = b.key"));
         };
-        let mut parts = Vec::new();
-        conjuncts(on, &mut parts);
-        let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
-        for part in parts {
-            let Some((lk, rk)) = equi_pair(&scope, left_width, &left, &right, part)? else {
-                return Err(PlanError::at(
-                    part.span(),
-                    "ASOF JOIN's ON takes equalities between the two inputs only",
-                ));
-            };
-            left_keys.push(lk);
-            right_keys.push(rk);
-        }
+        let (left_keys, right_keys) = equalities_only(
+            &scope,
+            left_width,
+            (&left, &right),
+            on,
+            "ASOF JOIN's ON takes equalities between the two inputs only",
+        )?;
         let spec = OperatorSpec::AsofJoin(laminar_exec::operators::asof::AsofJoinSpec {
             name: name.to_string(),
             left_keys,
@@ -563,6 +551,28 @@ fn join_inputs(left: &Relation, right: &Relation, span: Span, what: &str) -> Pla
             format!("both inputs of {what} need an event-time column (a source with WATERMARK FOR …)"),
         )),
     }
+}
+
+/// An ON made of equalities between the inputs only: the key pairs, or
+/// `refusal` at the first other condition.
+fn equalities_only(
+    scope: &Scope,
+    left_width: usize,
+    (left, right): (&Relation, &Relation),
+    on: &ast::Expr,
+    refusal: &str,
+) -> PlanResult<(Vec<Expr>, Vec<Expr>)> {
+    let mut parts = Vec::new();
+    conjuncts(on, &mut parts);
+    let (mut left_keys, mut right_keys) = (Vec::new(), Vec::new());
+    for part in parts {
+        let Some((lk, rk)) = equi_pair(scope, left_width, left, right, part)? else {
+            return Err(PlanError::at(part.span(), refusal));
+        };
+        left_keys.push(lk);
+        right_keys.push(rk);
+    }
+    Ok((left_keys, right_keys))
 }
 
 /// `x = y` with x over one input and y over the other: the two keys, each

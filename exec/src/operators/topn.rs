@@ -123,6 +123,17 @@ impl TopN {
         }
     }
 
+    /// Emits how the visible rows moved from `self.before` to `after`.
+    fn emit_moves(&mut self, after: &[Vec<Value>], out: &mut Batch) {
+        for i in 0..self.before.len().max(after.len()) {
+            self.metrics.rows_out += emit_change(
+                out,
+                self.before.get(i).map(Vec::as_slice),
+                after.get(i).map(Vec::as_slice),
+            );
+        }
+    }
+
     fn emit_partition(&mut self, rows: &[Ranked], out: &mut Batch) {
         let mut visible = Vec::new();
         TopN::visible(&self.spec, rows, &mut visible);
@@ -189,13 +200,7 @@ impl Operator for TopN {
                 if window_end.is_none() {
                     let mut after = Vec::new();
                     TopN::visible(&self.spec, list, &mut after);
-                    for i in 0..self.before.len().max(after.len()) {
-                        self.metrics.rows_out += emit_change(
-                            out,
-                            self.before.get(i).map(Vec::as_slice),
-                            after.get(i).map(Vec::as_slice),
-                        );
-                    }
+                    self.emit_moves(&after, out);
                 }
                 if emptied && window_end.is_none() {
                     self.partitions.remove(&self.key);
@@ -252,13 +257,7 @@ impl Operator for TopN {
             if changelog {
                 let mut after = Vec::new();
                 TopN::visible(&self.spec, list, &mut after);
-                for i in 0..self.before.len().max(after.len()) {
-                    self.metrics.rows_out += emit_change(
-                        out,
-                        self.before.get(i).map(Vec::as_slice),
-                        after.get(i).map(Vec::as_slice),
-                    );
-                }
+                self.emit_moves(&after, out);
             }
         }
         self.metrics.state_entries = self.partitions.len() as u64;
