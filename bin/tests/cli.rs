@@ -589,3 +589,41 @@ fn a_slow_sink_holds_the_source_back_and_memory_stays_bounded() {
         total >> 20
     );
 }
+
+#[test]
+fn bench_measures_the_arena_and_the_mesh_and_refuses_bad_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = laminar(dir.path(), &["bench", "arena", "--keys", "1000", "--ops", "20000"]);
+    assert_success(&o);
+    let out = stdout(&o);
+    assert!(out.contains("arena: 1000 keys, 20000 updates"), "{out}");
+    assert!(out.contains("baseline (hashbrown") && out.contains("p99.9"), "{out}");
+
+    let o = laminar(
+        dir.path(),
+        &[
+            "bench",
+            "mesh",
+            "--cpus",
+            "0,0",
+            "--messages",
+            "1000",
+            "--round-trips",
+            "100",
+        ],
+    );
+    assert_success(&o);
+    let out = stdout(&o);
+    assert!(
+        out.contains("mesh throughput") && out.contains("mesh round trip"),
+        "{out}"
+    );
+    assert!(out.contains("(100 samples)"), "{out}");
+
+    let o = laminar(dir.path(), &["bench", "mesh", "--cpus", "0"]);
+    assert_failure(&o);
+    assert!(stderr(&o).contains("--cpus must name two cores"), "{}", stderr(&o));
+    let o = laminar(dir.path(), &["bench", "arena", "--keys", "0"]);
+    assert_failure(&o);
+    assert!(stderr(&o).contains("--keys must be between"), "{}", stderr(&o));
+}
