@@ -188,12 +188,24 @@ pub(crate) fn check_join_state(
     Ok(())
 }
 
-/// The event time in column `column`, if it holds one.
-pub(crate) fn time_at(row: &[Value], column: usize) -> Option<i64> {
-    match row[column] {
-        Value::Ts(t) | Value::Int(t) => Some(t),
-        _ => None,
+/// The event time of a join input row, if the row is on time: None (and
+/// counted) when its time is NULL or below its input's `watermark`. A
+/// `column` of None means rows without time, valid from the start.
+pub(crate) fn admit_time(
+    row: &[Value],
+    column: Option<usize>,
+    watermark: i64,
+    metrics: &mut crate::operator::OperatorMetrics,
+) -> Option<i64> {
+    let Some(ts) = row_time(row, column) else {
+        metrics.null_time_dropped += 1;
+        return None;
+    };
+    if ts < watermark {
+        metrics.late_rows_dropped += 1;
+        return None;
     }
+    Some(ts)
 }
 
 /// Evaluates a join key into `key`. False when a part is NULL (a NULL key

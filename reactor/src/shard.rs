@@ -618,7 +618,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 // first would buffer all of it in a join).
                 let mut bytes_seen = vec![0; sources.len()];
                 for (i, s) in &sources {
-                    if s.watermark() == i64::MIN && !s.has_watermark() {
+                    if !s.has_watermark() {
                         progress.source_watermarks[*i].store(i64::MAX, Ordering::Relaxed);
                     }
                 }

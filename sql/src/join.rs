@@ -18,7 +18,6 @@
 use laminar_exec::expr::Expr;
 use laminar_exec::operators::join::{IntervalJoinSpec, JoinKind};
 use laminar_exec::plan::OperatorSpec;
-use laminar_exec::types::Schema;
 use sqlparser::ast::{self, Spanned};
 use sqlparser::tokenizer::Span;
 
@@ -124,10 +123,8 @@ impl Planner {
         }
         let (left_time, right_time) = join_inputs(&left, &right, span, "an interval join")?;
 
-        let left_width = left.scope.columns.len();
+        let (scope, left_width) = joined_scope(&left, &right);
         let right_width = right.scope.columns.len();
-        let mut scope = left.scope.clone();
-        scope.columns.extend(right.scope.columns.iter().cloned());
         let side_of = |i: usize| if i < left_width { Side::Left } else { Side::Right };
 
         let mut parts = Vec::new();
@@ -322,19 +319,33 @@ impl Planner {
             count_evictions: regular,
             entries_max: self.options.state_entries_max,
         });
-        let mut rel = Relation {
-            input: left.input,
-            scope: scope.clone(),
-            time_column: Some(left_time),
-            changelog: false,
-        };
-        let schema: Schema = rel.schema();
-        rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
-        Ok(rel)
+        Ok(self.add_join_node(&left, &right, scope, left_time, spec, name))
     }
 }
 
 impl Planner {
+    /// Adds the join node reading `left` and `right`; its rows are
+    /// `scope` (left ++ right), timed by the left row.
+    fn add_join_node(
+        &mut self,
+        left: &Relation,
+        right: &Relation,
+        scope: Scope,
+        left_time: usize,
+        spec: OperatorSpec,
+        name: &str,
+    ) -> Relation {
+        let mut rel = Relation {
+            input: left.input,
+            scope,
+            time_column: Some(left_time),
+            changelog: false,
+        };
+        let schema = rel.schema();
+        rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
+        rel
+    }
+
     /// The primary key columns of `rel` when it is a table read directly
     /// (its rows come from the table's upsert node).
     fn table_key(&self, rel: &Relation) -> Option<Vec<usize>> {
@@ -381,9 +392,7 @@ impl Planner {
                 "the stream side of a lookup join needs an event-time column (a source with WATERMARK FOR …)",
             ));
         };
-        let left_width = left.scope.columns.len();
-        let mut scope = left.scope.clone();
-        scope.columns.extend(right.scope.columns.iter().cloned());
+        let (scope, left_width) = joined_scope(&left, &right);
         let (left_keys, right_keys) = equalities_only(
             &scope,
             left_width,
@@ -431,15 +440,7 @@ impl Planner {
             strict: false,
             entries_max: self.options.state_entries_max,
         });
-        let mut rel = Relation {
-            input: left.input,
-            scope,
-            time_column: Some(left_time),
-            changelog: false,
-        };
-        let schema = rel.schema();
-        rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
-        Ok(rel)
+        Ok(self.add_join_node(&left, &right, scope, left_time, spec, name))
     }
 
     /// `a ASOF JOIN b MATCH_CONDITION(a.ts >= b.ts) ON a.k = b.k`.
@@ -461,9 +462,7 @@ impl Planner {
             ));
         }
         let (left_time, right_time) = join_inputs(&left, &right, span, "an ASOF JOIN")?;
-        let left_width = left.scope.columns.len();
-        let mut scope = left.scope.clone();
-        scope.columns.extend(right.scope.columns.iter().cloned());
+        let (scope, left_width) = joined_scope(&left, &right);
         let col = |e: &ast::Expr| -> PlanResult<Option<usize>> {
             match e {
                 ast::Expr::Identifier(_) | ast::Expr::CompoundIdentifier(_) => {
@@ -521,16 +520,15 @@ impl Planner {
             strict,
             entries_max: self.options.state_entries_max,
         });
-        let mut rel = Relation {
-            input: left.input,
-            scope,
-            time_column: Some(left_time),
-            changelog: false,
-        };
-        let schema = rel.schema();
-        rel.input = self.add_node(name, vec![left.input, right.input], spec, schema, false);
-        Ok(rel)
+        Ok(self.add_join_node(&left, &right, scope, left_time, spec, name))
     }
+}
+
+/// The columns of a joined row, `left ++ right`, and the left width.
+fn joined_scope(left: &Relation, right: &Relation) -> (Scope, usize) {
+    let mut scope = left.scope.clone();
+    scope.columns.extend(right.scope.columns.iter().cloned());
+    (scope, left.scope.columns.len())
 }
 
 /// Checks what every stream join needs of its inputs: append-only, with

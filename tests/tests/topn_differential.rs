@@ -35,6 +35,15 @@ fn arrivals() -> impl Strategy<Value = Vec<Row>> {
     })
 }
 
+/// `rows` as `in.csv` (id, v, ts) in `dir`; row i has id `r{i}`.
+fn write_input(dir: &std::path::Path, rows: &[Row]) {
+    let mut csv = String::from("id,v,ts\n");
+    for (i, r) in rows.iter().enumerate() {
+        csv.push_str(&format!("r{i},{},{}\n", r.value, r.ts));
+    }
+    std::fs::write(dir.join("in.csv"), csv).unwrap();
+}
+
 fn model(rows: &[Row], size: i64, delay: i64, n: i64, rank: bool) -> (Vec<String>, u64) {
     let (mut max, mut late) = (i64::MIN, 0u64);
     let mut windows: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
@@ -82,11 +91,7 @@ proptest! {
     ) {
         let (expected, expected_late) = model(&rows, size, delay, n, rank);
         let dir = tempfile::tempdir().unwrap();
-        let mut csv = String::from("id,v,ts\n");
-        for (i, r) in rows.iter().enumerate() {
-            csv.push_str(&format!("r{i},{},{}\n", r.value, r.ts));
-        }
-        std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+        write_input(dir.path(), &rows);
         let sql = format!(
             "CREATE SOURCE e (id VARCHAR, v BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
              WITH (connector = 'file', path = '{{dir}}/in.csv', header = 'true');
@@ -162,11 +167,7 @@ proptest! {
         expected.sort();
 
         let dir = tempfile::tempdir().unwrap();
-        let mut csv = String::from("id,v,ts\n");
-        for (i, r) in rows.iter().enumerate() {
-            csv.push_str(&format!("r{i},{},{}\n", r.value, r.ts));
-        }
-        std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+        write_input(dir.path(), &rows);
         let sql = format!(
             "CREATE SOURCE e (id VARCHAR, v BIGINT, ts BIGINT, WATERMARK FOR ts AS ts)
              WITH (connector = 'file', path = '{{dir}}/in.csv', header = 'true');

@@ -19,7 +19,7 @@ use crate::batch::{Batch, Op, RowsRef, WATERMARK_END};
 use crate::error::ExecError;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorMetrics};
-use crate::operators::{check_join_state, eval_join_key, time_at};
+use crate::operators::{admit_time, check_join_state, eval_join_key};
 use crate::state::{GroupKey, KeyedState};
 use crate::types::Value;
 
@@ -152,14 +152,10 @@ impl Operator for AsofJoin {
             self.metrics.rows_in += 1;
             if input == 0 {
                 debug_assert_eq!(op, Op::Insert, "the left input is append-only");
-                let Some(ts) = time_at(row, self.spec.left_time) else {
-                    self.metrics.null_time_dropped += 1;
+                let Some(ts) = admit_time(row, Some(self.spec.left_time), self.left_watermark, &mut self.metrics)
+                else {
                     continue;
                 };
-                if ts < self.left_watermark {
-                    self.metrics.late_rows_dropped += 1;
-                    continue;
-                }
                 if !self.eval_key(true, row) {
                     self.emit(None, ts, row, out);
                     continue;
@@ -179,20 +175,9 @@ impl Operator for AsofJoin {
                     self.seq += 1;
                 }
             } else {
-                let ts = match self.spec.right_time {
-                    Some(c) => match time_at(row, c) {
-                        Some(t) => t,
-                        None => {
-                            self.metrics.null_time_dropped += 1;
-                            continue;
-                        }
-                    },
-                    None => i64::MIN,
-                };
-                if ts < self.right_watermark {
-                    self.metrics.late_rows_dropped += 1;
+                let Some(ts) = admit_time(row, self.spec.right_time, self.right_watermark, &mut self.metrics) else {
                     continue;
-                }
+                };
                 if op == Op::UpdateBefore {
                     // Its +U follows and supersedes it.
                     continue;

@@ -24,7 +24,7 @@ use crate::batch::{Batch, Op, RowsRef, WATERMARK_END, WATERMARK_START};
 use crate::error::ExecError;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorMetrics};
-use crate::operators::{check_join_state, eval_join_key, time_at};
+use crate::operators::{admit_time, check_join_state, eval_join_key};
 use crate::state::{GroupKey, KeyedState};
 use crate::types::Value;
 
@@ -162,14 +162,9 @@ impl IntervalJoin {
     }
 
     fn on_left(&mut self, row: &[Value], out: &mut Batch) -> Result<(), ExecError> {
-        let Some(ts) = time_at(row, self.spec.left_time) else {
-            self.metrics.null_time_dropped += 1;
+        let Some(ts) = admit_time(row, Some(self.spec.left_time), self.left.watermark, &mut self.metrics) else {
             return Ok(());
         };
-        if ts < self.left.watermark {
-            self.metrics.late_rows_dropped += 1;
-            return Ok(());
-        }
         if !self.eval_key(true, row) {
             if self.spec.kind == JoinKind::Left {
                 self.emit_padded(row, out);
@@ -198,14 +193,9 @@ impl IntervalJoin {
     }
 
     fn on_right(&mut self, row: &[Value], out: &mut Batch) -> Result<(), ExecError> {
-        let Some(ts) = time_at(row, self.spec.right_time) else {
-            self.metrics.null_time_dropped += 1;
+        let Some(ts) = admit_time(row, Some(self.spec.right_time), self.right.watermark, &mut self.metrics) else {
             return Ok(());
         };
-        if ts < self.right.watermark {
-            self.metrics.late_rows_dropped += 1;
-            return Ok(());
-        }
         if !self.eval_key(false, row) {
             return Ok(());
         }
