@@ -259,6 +259,7 @@ fn run(
             shards,
             cpus,
             spin_before_park: spin_before_park_us.map(std::time::Duration::from_micros),
+            clock: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

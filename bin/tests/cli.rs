@@ -627,3 +627,59 @@ fn bench_measures_the_arena_and_the_mesh_and_refuses_bad_options() {
     assert_failure(&o);
     assert!(stderr(&o).contains("--keys must be between"), "{}", stderr(&o));
 }
+
+#[test]
+fn emit_every_emits_while_running_and_folds_to_the_final_answer() {
+    // Processing-time emission through the real runtime and wall clock.
+    // The run takes hundreds of milliseconds, so a 20 ms interval fires
+    // many times before the input ends: the changelog has updates, and
+    // folded it must equal the final answer the same query gives under
+    // EMIT ON WINDOW CLOSE. (That a tick is due is what the runtime, not
+    // this test, decides; the exact rows are tested with a driven clock in
+    // tests/tests/emit_every.rs.)
+    let query = "SELECT auction % 4 AS bucket, COUNT(*) AS n, MAX(price) AS top FROM bid GROUP BY auction % 4";
+    let sql = format!(
+        "CREATE SOURCE bid (auction BIGINT NOT NULL, price BIGINT, date_time TIMESTAMP,
+             WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+         WITH (connector = 'nexmark', kind = 'bid', events = '1000000', seed = '7');
+         CREATE STREAM fin AS {query} EMIT ON WINDOW CLOSE;
+         CREATE STREAM every AS {query} EMIT EVERY INTERVAL '20' MILLISECOND;
+         CREATE SINK f FROM fin WITH (connector = 'file', path = 'fin.csv');
+         CREATE SINK e FROM every WITH (connector = 'file', path = 'every.csv');"
+    );
+    let dir = setup(&sql);
+    for shards in ["1", "2"] {
+        let o = laminar(dir.path(), &["run", "--quiet", "--shards", shards, "pipeline.sql"]);
+        assert_success(&o);
+        let every = read(dir.path(), "every.csv");
+        let mut lines = every.lines();
+        assert_eq!(lines.next(), Some("op,bucket,n,top"));
+        let mut folded: std::collections::BTreeMap<String, i64> = Default::default();
+        let mut updates = 0;
+        for line in lines {
+            let (op, row) = line.split_once(',').expect("op column");
+            let n = folded.entry(row.to_string()).or_insert(0);
+            match op {
+                "+I" | "+U" => *n += 1,
+                "-U" | "-D" => {
+                    *n -= 1;
+                    updates += 1;
+                }
+                other => panic!("unknown op {other} in {line}"),
+            }
+        }
+        let folded: Vec<String> = folded
+            .into_iter()
+            .filter(|(_, n)| *n != 0)
+            .inspect(|(row, n)| assert_eq!(*n, 1, "{row} folds to {n}"))
+            .map(|(row, _)| row)
+            .collect();
+        let folded: String = folded.iter().map(|r| format!("{r}\n")).collect();
+        assert_eq!(
+            format!("bucket,n,top\n{folded}"),
+            read_rows(dir.path(), "fin.csv"),
+            "{shards} shards"
+        );
+        assert!(updates > 0, "{shards} shards: no tick emitted before the end:\n{every}");
+    }
+}

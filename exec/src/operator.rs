@@ -59,6 +59,19 @@ pub trait Operator {
         input_watermark
     }
 
+    /// How often this operator wants `on_tick` (processing time), if at
+    /// all: only `EMIT EVERY` aggregates do.
+    fn tick_interval_ms(&self) -> Option<i64> {
+        None
+    }
+
+    /// Processing time is now `now_ms` (from the clock the runtime was
+    /// given, so tests can drive it). Emits rows only, never marks: event
+    /// time is unaffected. Times passed in never go backwards.
+    fn on_tick(&mut self, _now_ms: i64, _out: &mut Batch) -> Result<(), ExecError> {
+        Ok(())
+    }
+
     /// Serializes the operator's state. The persistence issue gives this a
     /// durable home; for now it is exercised by round-trip tests.
     fn checkpoint(&self) -> Vec<u8> {
@@ -123,6 +136,12 @@ impl Driven {
     /// The input watermark (minimum over every port).
     pub fn watermark(&self) -> i64 {
         self.watermark
+    }
+
+    /// Passes a processing-time tick to the operator (see
+    /// `Operator::on_tick`); output rows go to `out`.
+    pub fn tick(&mut self, now_ms: i64, out: &mut Batch) -> Result<(), ExecError> {
+        self.operator.on_tick(now_ms, out)
     }
 
     /// Feeds one batch that arrived on `port` through the operator,

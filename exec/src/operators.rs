@@ -38,6 +38,19 @@ pub enum EmitMode {
     /// Like `OnWindowClose`, but lateness is ignored (the planner sets it
     /// to zero).
     Final,
+    /// A changelog like `Changes`, coalesced over processing time: the
+    /// groups that changed are emitted (`-U/+U`, `+I`, `-D` against what
+    /// was last emitted for them) on the first tick at least `interval_ms`
+    /// after the previous emission, and when their window closes.
+    Every { interval_ms: i64 },
+}
+
+impl EmitMode {
+    /// Whether the output is a changelog (updates retract what was
+    /// emitted before).
+    pub fn is_changelog(self) -> bool {
+        matches!(self, EmitMode::Changes | EmitMode::Every { .. })
+    }
 }
 
 /// One aggregate call of a GROUP BY.

@@ -114,6 +114,8 @@ pub struct RunOptions<'a> {
     /// there are several shards (a parked shard costs its peers a slow
     /// wake), 0 on one. Spinning keeps a core busy: 0 suits a shared host.
     pub spin_before_park: Option<Duration>,
+    /// Processing time for `EMIT EVERY`; None: the system clock.
+    pub clock: Option<Arc<dyn laminar_exec::time::Clock>>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
     /// Called now and then with progress.
@@ -214,6 +216,9 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     let mut config = ShardConfig::new(shards, cpus.clone(), options.batch_rows);
     if let Some(spin) = options.spin_before_park {
         config.spin_before_park = spin;
+    }
+    if let Some(clock) = &options.clock {
+        config.clock = Arc::clone(clock);
     }
     let plan = Arc::new(plan.clone());
     let topo = Arc::new(Topology::new(&plan, shards));

@@ -32,6 +32,7 @@ use glommio::{Latency, Shares};
 use laminar_exec::batch::{Batch, WATERMARK_END};
 use laminar_exec::operator::{Driven, OperatorMetrics};
 use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
+use laminar_exec::time::{Clock, SystemClock};
 use laminar_exec::types::Value;
 
 use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
@@ -65,6 +66,8 @@ pub struct ShardConfig {
     /// (tens of microseconds on a VM); a shard that is about to get a
     /// message back from its peers should not pay that.
     pub spin_before_park: Duration,
+    /// Processing time for `EMIT EVERY` ticks.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl ShardConfig {
@@ -82,6 +85,7 @@ impl ShardConfig {
             io_memory_bytes: 512 << 10,
             ring_depth: 64,
             spin_before_park: if shards > 1 { SPIN_BEFORE_PARK } else { Duration::ZERO },
+            clock: Arc::new(SystemClock::default()),
         }
     }
 }
@@ -305,6 +309,42 @@ impl ShardCore {
             }
         }
         Ok(taken)
+    }
+
+    /// The shortest tick interval of the nodes active here, if any wants
+    /// processing-time ticks.
+    fn tick_interval(&self) -> Option<Duration> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.topo.node_active[*i][self.id])
+            .filter_map(|(_, n)| n.operator().tick_interval_ms())
+            .min()
+            .map(|ms| Duration::from_millis(ms.max(1) as u64))
+    }
+
+    /// Passes processing time `now_ms` to every node that wants ticks and
+    /// delivers what they emit.
+    fn tick(&mut self, now_ms: i64) -> Result<(), RunError> {
+        for node in 0..self.nodes.len() {
+            if !self.topo.node_active[node][self.id]
+                || self.nodes[node].operator().tick_interval_ms().is_none()
+                || self.nodes[node].watermark() == WATERMARK_END
+            {
+                continue;
+            }
+            let mut out = Batch::new(self.plan.nodes[node].schema.len());
+            self.nodes[node]
+                .tick(now_ms, &mut out)
+                .map_err(|source| RunError::Exec {
+                    stream: self.plan.nodes[node].name.clone(),
+                    source,
+                })?;
+            if !out.is_inert() {
+                self.deliver(Input::Node(node), &out)?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether every node active here has seen the end of every input.
@@ -599,6 +639,33 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     }
     core.borrow_mut().outboxes = outboxes;
 
+    // Processing-time ticks for `EMIT EVERY`, on the event queue: a tick's
+    // rows travel the event path like any other. It ends with the shard's
+    // nodes (at the end of input every window has flushed anyway).
+    let ticker = core.borrow().tick_interval().map(|interval| {
+        let core = Rc::clone(&core);
+        let progress = Arc::clone(progress);
+        let task_error = Rc::clone(task_error);
+        let clock = Arc::clone(&config.clock);
+        glommio::spawn_local_into(
+            async move {
+                while !core.borrow().nodes_complete() {
+                    glommio::timer::sleep(interval).await;
+                    let ticked = check_abort(&progress).and_then(|()| core.borrow_mut().tick(clock.now_ms()));
+                    if let Err(e) = ticked {
+                        progress.abort.store(true, Ordering::Relaxed);
+                        if !matches!(e, RunError::Aborted) {
+                            task_error.borrow_mut().get_or_insert(e);
+                        }
+                        break;
+                    }
+                }
+            },
+            event_queue,
+        )
+        .expect("the event queue exists")
+    });
+
     // The source loop, on the event queue with the operators.
     set_phase(progress, id, Phase::Reading);
     let source_task = {
@@ -702,6 +769,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         progressed.wait().await;
     }
     set_phase(progress, id, Phase::Closing);
+    // No tick may emit after `Done`.
+    drop(ticker);
     // `Done` is the last message to every peer, so a channel that closes
     // without it means the peer failed.
     for peer in (0..config.shards).filter(|&p| p != id) {

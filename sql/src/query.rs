@@ -406,6 +406,12 @@ impl Planner {
                     "ALLOW LATENESS applies to windowed aggregates; this query has none",
                 ));
             }
+            if let Some((EmitClause::Every { .. }, span)) = clauses.emit {
+                return Err(PlanError::at(
+                    span,
+                    "EMIT EVERY applies to aggregates (GROUP BY); this query has none",
+                ));
+            }
             let rel = match pending {
                 Some(w) => self.materialize_window(rel, w, name)?,
                 None => rel,
@@ -539,12 +545,19 @@ impl Planner {
             (Some((EmitClause::Changes, _)), _) => EmitMode::Changes,
             (Some((EmitClause::OnWindowClose, _)), _) => EmitMode::OnWindowClose,
             (Some((EmitClause::Final, _)), _) => EmitMode::Final,
-            (Some((EmitClause::Every { .. }, span)), _) => {
+            (
+                Some((EmitClause::Every { .. }, span)),
+                Some(PendingWindow {
+                    spec: WindowSpec::Session { .. },
+                    ..
+                }),
+            ) => {
                 return Err(PlanError::at(
                     span,
-                    "EMIT EVERY is not supported yet; use EMIT CHANGES or EMIT ON WINDOW CLOSE",
+                    "EMIT EVERY applies to GROUP BY and TUMBLE/HOP windows; a SESSION window can use EMIT CHANGES or EMIT ON WINDOW CLOSE",
                 ))
             }
+            (Some((EmitClause::Every { interval_ms }, _)), _) => EmitMode::Every { interval_ms },
         };
         let lateness_ms = match (clauses.lateness_ms, &window, emit) {
             (None, _, _) => 0,
@@ -580,7 +593,7 @@ impl Planner {
             having,
         };
         let keys: Vec<Expr> = g.keys.into_iter().map(|(x, _)| x).collect();
-        let changelog = emit == EmitMode::Changes;
+        let changelog = emit.is_changelog();
         let retractable = rel.changelog;
         let entries_max = self.options.state_entries_max;
         if let (

@@ -191,6 +191,7 @@ pub fn run_sql_with(
             shards,
             cpus: None,
             spin_before_park,
+            clock: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

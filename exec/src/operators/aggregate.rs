@@ -13,6 +13,13 @@
 //!   update into an insert or a delete.
 //! - `OnWindowClose`/`Final`: when `W >= end + lateness`, each group's final
 //!   row is emitted once as `+I`, and the window's state is freed.
+//! - `Every`: a group that changes is marked dirty (once, in a list of
+//!   dirty groups); on a processing-time tick at least the interval after
+//!   the previous emission, each dirty group's visible row is compared with
+//!   the row last emitted for it and the difference emitted as under
+//!   `Changes`. A closing window flushes its dirty groups first, so the
+//!   folded changelog always ends at the batch answer. A group emptied by
+//!   retractions stays (with fresh accumulators) until its `-D` is out.
 //!
 //! A record is late (dropped and counted) when every window it belongs to
 //! is closed at the watermark in force before it.
@@ -53,8 +60,12 @@ pub struct AggregateSpec {
 struct Group {
     accumulators: Vec<Accumulator>,
     /// Net rows in the group (adds minus retractions); at 0 the group is
-    /// gone.
+    /// gone (under `Every`, once its deletion is emitted).
     rows: i64,
+    /// `Every`: the visible row last emitted, if any.
+    emitted: Option<Vec<Value>>,
+    /// `Every`: changed since the last emission (and listed in `dirty`).
+    dirty: bool,
 }
 
 pub struct Aggregate {
@@ -67,6 +78,12 @@ pub struct Aggregate {
     scratch: Scratch,
     old_row: Vec<Value>,
     new_row: Vec<Value>,
+    /// `Every`: groups changed since the last emission, as (window start,
+    /// key). Entries of windows closed since are stale and skipped.
+    dirty: Vec<(i64, Vec<Value>)>,
+    /// `Every`: processing time of the next emission (None before the
+    /// first tick).
+    next_emit_ms: Option<i64>,
     metrics: OperatorMetrics,
 }
 
@@ -88,6 +105,8 @@ impl Aggregate {
             scratch: Scratch::default(),
             old_row: Vec::new(),
             new_row: Vec::new(),
+            dirty: Vec::new(),
+            next_emit_ms: None,
             metrics: OperatorMetrics::default(),
         }
     }
@@ -113,6 +132,8 @@ impl Aggregate {
         let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group {
             accumulators: new_accumulators(calls, retractable),
             rows: 0,
+            emitted: None,
+            dirty: false,
         })?;
         let changes = self.spec.emit == EmitMode::Changes;
         let had_old = changes
@@ -135,12 +156,24 @@ impl Aggregate {
             group.rows >= 0,
             "retraction of a row that was never added to group {key:?}"
         );
-        let emptied = group.rows == 0;
+        let mut emptied = group.rows == 0;
         let has_new = changes
             && !emptied
             && self
                 .scratch
                 .output_row(&self.spec.output, &key, bounds, &group.accumulators, &mut self.new_row);
+        if let EmitMode::Every { .. } = self.spec.emit {
+            if !group.dirty {
+                group.dirty = true;
+                self.dirty.push((start, key.clone()));
+            }
+            if emptied && group.emitted.is_some() {
+                // Kept until the next emission says it is gone; a row
+                // that comes back starts from empty accumulators.
+                group.accumulators = new_accumulators(calls, retractable);
+                emptied = false;
+            }
+        }
         if emptied {
             groups.remove(&key);
         }
@@ -161,10 +194,27 @@ impl Aggregate {
     /// where everything was emitted as it happened) and frees it.
     fn close(&mut self, start: i64, mut groups: KeyedState<Group>, out: &mut Batch) {
         self.live_groups -= groups.len();
-        if self.spec.emit == EmitMode::Changes {
-            return;
-        }
         let bounds = self.window_bounds(start);
+        match self.spec.emit {
+            EmitMode::Changes => return,
+            EmitMode::Every { .. } => {
+                for (key, mut group) in groups.drain() {
+                    if group.dirty {
+                        self.metrics.rows_out += emit_group(
+                            &mut self.scratch,
+                            &self.spec.output,
+                            &key,
+                            bounds,
+                            &mut group,
+                            &mut self.new_row,
+                            out,
+                        );
+                    }
+                }
+                return;
+            }
+            EmitMode::OnWindowClose | EmitMode::Final => {}
+        }
         for (key, group) in groups.drain() {
             if self
                 .scratch
@@ -175,6 +225,30 @@ impl Aggregate {
             }
         }
     }
+}
+
+/// `Every`: emits the change of one dirty group since its last emission
+/// and clears its dirty mark. Returns the rows emitted.
+fn emit_group(
+    scratch: &mut Scratch,
+    output: &GroupOutput,
+    key: &[Value],
+    bounds: Option<(i64, i64)>,
+    group: &mut Group,
+    row: &mut Vec<Value>,
+    out: &mut Batch,
+) -> u64 {
+    debug_assert!(group.dirty);
+    group.dirty = false;
+    let visible = group.rows > 0 && scratch.output_row(output, key, bounds, &group.accumulators, row);
+    let new = visible.then_some(row.as_slice());
+    let n = emit_change(out, group.emitted.as_deref(), new);
+    match new {
+        Some(r) if n > 0 => group.emitted = Some(r.to_vec()),
+        Some(_) => {}
+        None => group.emitted = None,
+    }
+    n
 }
 
 impl Operator for Aggregate {
@@ -260,6 +334,54 @@ impl Operator for Aggregate {
                 }
             }
         }
+        self.metrics.eval_errors = self.scratch.eval_errors;
+        Ok(())
+    }
+
+    fn tick_interval_ms(&self) -> Option<i64> {
+        match self.spec.emit {
+            EmitMode::Every { interval_ms } => Some(interval_ms),
+            _ => None,
+        }
+    }
+
+    fn on_tick(&mut self, now_ms: i64, out: &mut Batch) -> Result<(), ExecError> {
+        let Some(interval) = self.tick_interval_ms() else {
+            return Ok(());
+        };
+        let due = *self.next_emit_ms.get_or_insert(now_ms.saturating_add(interval));
+        if now_ms < due {
+            return Ok(());
+        }
+        self.next_emit_ms = Some(now_ms.saturating_add(interval));
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for (start, key) in dirty.drain(..) {
+            let bounds = self.window_bounds(start);
+            let Some(groups) = self.windows.get_mut(&start) else {
+                continue; // The window closed, and flushed, since.
+            };
+            let Some(group) = groups.get_mut(&key) else {
+                continue; // Emptied before it was ever emitted.
+            };
+            if !group.dirty {
+                continue; // Listed twice (removed and re-created); done.
+            }
+            self.metrics.rows_out += emit_group(
+                &mut self.scratch,
+                &self.spec.output,
+                &key,
+                bounds,
+                group,
+                &mut self.new_row,
+                out,
+            );
+            if group.rows == 0 {
+                groups.remove(&key);
+                self.live_groups -= 1;
+            }
+        }
+        // Keep the list's allocation for the next interval.
+        self.dirty = dirty;
         self.metrics.eval_errors = self.scratch.eval_errors;
         Ok(())
     }
