@@ -289,6 +289,9 @@ fn print_summary(file: &Path, s: &RunSummary) {
         if m.null_time_dropped > 0 {
             line += &format!(", {} rows without event time dropped", m.null_time_dropped);
         }
+        if m.late_rows_diverted > 0 {
+            line += &format!(", {} late rows sent to its LATE DATA stream", m.late_rows_diverted);
+        }
         if m.eval_errors > 0 {
             line += &format!(", {} expression errors (NULL used)", m.eval_errors);
         }

@@ -636,7 +636,7 @@ fn emit_every_emits_while_running_and_folds_to_the_final_answer() {
     // folded it must equal the final answer the same query gives under
     // EMIT ON WINDOW CLOSE. (That a tick is due is what the runtime, not
     // this test, decides; the exact rows are tested with a driven clock in
-    // tests/tests/emit_every.rs.)
+    // tests/tests/stream_clauses.rs.)
     let query = "SELECT auction % 4 AS bucket, COUNT(*) AS n, MAX(price) AS top FROM bid GROUP BY auction % 4";
     let sql = format!(
         "CREATE SOURCE bid (auction BIGINT NOT NULL, price BIGINT, date_time TIMESTAMP,

@@ -27,6 +27,9 @@ pub struct OperatorMetrics {
     /// Rows a join dropped from its state because they aged past its
     /// retention bound (a regular join's state TTL).
     pub state_evicted: u64,
+    /// Late (or NULL-time) rows sent to the `LATE DATA TO` stream instead
+    /// of being dropped.
+    pub late_rows_diverted: u64,
 }
 
 /// A synchronous streaming operator.
@@ -70,6 +73,18 @@ pub trait Operator {
     /// time is unaffected. Times passed in never go backwards.
     fn on_tick(&mut self, _now_ms: i64, _out: &mut Batch) -> Result<(), ExecError> {
         Ok(())
+    }
+
+    /// Rows of the operator's `LATE DATA TO` stream since the last call
+    /// (see `operators::late`); None when there are none.
+    fn take_late_rows(&mut self) -> Option<Batch> {
+        None
+    }
+
+    /// Rows another operator diverted to this one, a `LATE DATA TO`
+    /// stream. Only that operator is ever given any.
+    fn on_side_rows(&mut self, _rows: RowsRef<'_>, _out: &mut Batch) -> Result<(), ExecError> {
+        unreachable!("{} takes no diverted rows: a planner bug", self.name())
     }
 
     /// Serializes the operator's state. The persistence issue gives this a
@@ -142,6 +157,23 @@ impl Driven {
     /// `Operator::on_tick`); output rows go to `out`.
     pub fn tick(&mut self, now_ms: i64, out: &mut Batch) -> Result<(), ExecError> {
         self.operator.on_tick(now_ms, out)
+    }
+
+    /// The rows the operator diverted to its late stream, if any.
+    pub fn take_late_rows(&mut self) -> Option<Batch> {
+        self.operator.take_late_rows()
+    }
+
+    /// Feeds rows another node diverted here (a `LATE DATA TO` stream);
+    /// marks in `batch` are ignored: this node's watermark comes from its
+    /// input.
+    pub fn push_side(&mut self, batch: &Batch, out: &mut Batch) -> Result<(), ExecError> {
+        for segment in batch.segments() {
+            if let Segment::Rows(rows) = segment {
+                self.operator.on_side_rows(rows, out)?;
+            }
+        }
+        Ok(())
     }
 
     /// Feeds one batch that arrived on `port` through the operator,

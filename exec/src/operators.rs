@@ -13,10 +13,12 @@
 //!   key at or before it.
 //! - `topn`: ROW_NUMBER()/RANK() top-N per partition, windowed or as a
 //!   changelog.
+//! - `late`: the `LATE DATA TO` stream of a windowed aggregate's late rows.
 
 pub mod aggregate;
 pub mod asof;
 pub mod join;
+pub mod late;
 pub mod map;
 pub mod session;
 pub mod topn;

@@ -14,6 +14,7 @@ use crate::operator::Operator;
 use crate::operators::aggregate::{Aggregate, AggregateSpec};
 use crate::operators::asof::{AsofJoin, AsofJoinSpec};
 use crate::operators::join::{IntervalJoin, IntervalJoinSpec};
+use crate::operators::late::{LateStream, LateStreamSpec};
 use crate::operators::map::{Map, MapSpec};
 use crate::operators::session::{SessionAggregate, SessionSpec};
 use crate::operators::topn::{TopN, TopNSpec};
@@ -74,6 +75,8 @@ pub enum OperatorSpec {
     IntervalJoin(IntervalJoinSpec),
     TopN(TopNSpec),
     AsofJoin(AsofJoinSpec),
+    /// The `LATE DATA TO` stream of the aggregate it reads.
+    LateStream(LateStreamSpec),
 }
 
 impl OperatorSpec {
@@ -87,6 +90,7 @@ impl OperatorSpec {
             OperatorSpec::IntervalJoin(s) => Box::new(IntervalJoin::new(s.clone())),
             OperatorSpec::TopN(s) => Box::new(TopN::new(s.clone())),
             OperatorSpec::AsofJoin(s) => Box::new(AsofJoin::new(s.clone())),
+            OperatorSpec::LateStream(s) => Box::new(LateStream::new(s.clone())),
         }
     }
 
@@ -132,6 +136,7 @@ impl OperatorSpec {
                 s.left_keys.len(),
                 if s.strict { "<" } else { "<=" }
             ),
+            OperatorSpec::LateStream(s) => format!("LateStream({}: the late rows of its input)", s.name),
             OperatorSpec::TopN(s) => format!(
                 "TopN({:?} <= {}, partition keys: {}, order keys: {}, windowed: {})",
                 s.kind,
@@ -191,10 +196,31 @@ impl PhysicalPlan {
                 }
             }
         }
+        for (producer, late) in self.late_stream_of().into_iter().enumerate() {
+            let Some(late) = late else { continue };
+            let input_width = match &self.nodes[producer].spec {
+                OperatorSpec::Aggregate(a) if a.late_rows => self.schema_of(self.nodes[producer].inputs[0]).len(),
+                OperatorSpec::Session(s) if s.late_rows => self.schema_of(self.nodes[producer].inputs[0]).len(),
+                other => panic!("node {late} reads late rows of node {producer}, which has none: {other:?}"),
+            };
+            assert_eq!(self.nodes[late].schema.len(), input_width + 1, "late stream width");
+        }
         for sink in &self.sinks {
             let width = self.schema_of(sink.input).len();
             assert_eq!(width, sink.schema.len(), "sink {} width", sink.name);
         }
+    }
+
+    /// For each node, the `LATE DATA TO` node that reads its late rows.
+    pub fn late_stream_of(&self) -> Vec<Option<usize>> {
+        let mut of = vec![None; self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let (OperatorSpec::LateStream(_), [Input::Node(producer)]) = (&node.spec, node.inputs.as_slice()) {
+                assert!(of[*producer].is_none(), "one late stream per node");
+                of[*producer] = Some(i);
+            }
+        }
+        of
     }
 
     pub fn schema_of(&self, input: Input) -> &Schema {

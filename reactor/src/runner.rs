@@ -399,6 +399,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
             total.rows_in += m.rows_in;
             total.rows_out += m.rows_out;
             total.late_rows_dropped += m.late_rows_dropped;
+            total.late_rows_diverted += m.late_rows_diverted;
             total.null_time_dropped += m.null_time_dropped;
             total.eval_errors += m.eval_errors;
             total.state_entries += m.state_entries;
@@ -416,6 +417,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
                 // count, sum the drops and errors.
                 s.metrics.rows_out = m.rows_out;
                 s.metrics.late_rows_dropped += m.late_rows_dropped;
+                s.metrics.late_rows_diverted += m.late_rows_diverted;
                 s.metrics.null_time_dropped += m.null_time_dropped;
                 s.metrics.eval_errors += m.eval_errors;
                 s.metrics.state_entries += m.state_entries;

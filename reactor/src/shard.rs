@@ -201,6 +201,8 @@ struct ShardCore {
     /// Whether each peer's `Done` has been received.
     done_from: Vec<bool>,
     key: Vec<Value>,
+    /// The `LATE DATA TO` node of each node that has one.
+    late_stream_of: Vec<Option<usize>>,
 }
 
 impl ShardCore {
@@ -223,6 +225,20 @@ impl ShardCore {
                 stream: self.plan.nodes[node].name.clone(),
                 source,
             })?;
+        if let Some(late_node) = self.late_stream_of[node] {
+            // Before the node's own output, which carries the marks that
+            // may end the late stream.
+            if let Some(late) = self.nodes[node].take_late_rows() {
+                let mut late_out = Batch::new(self.plan.nodes[late_node].schema.len());
+                self.nodes[late_node]
+                    .push_side(&late, &mut late_out)
+                    .map_err(|source| RunError::Exec {
+                        stream: self.plan.nodes[late_node].name.clone(),
+                        source,
+                    })?;
+                self.deliver(Input::Node(late_node), &late_out)?;
+            }
+        }
         if !out.is_inert() {
             self.deliver(Input::Node(node), &out)?;
         }
@@ -501,6 +517,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         done_received: 0,
         done_from: vec![false; config.shards],
         key: Vec::new(),
+        late_stream_of: plan.late_stream_of(),
     }));
 
     // Wakes the shard's main task when a peer's message may have

@@ -106,7 +106,7 @@ impl Topology {
             .iter()
             .map(|n| {
                 let one = match &n.spec {
-                    OperatorSpec::Map(_) | OperatorSpec::WindowTvf(_) => Placement::Local,
+                    OperatorSpec::Map(_) | OperatorSpec::WindowTvf(_) | OperatorSpec::LateStream(_) => Placement::Local,
                     OperatorSpec::Aggregate(a) if a.keys.is_empty() => Placement::Single,
                     OperatorSpec::Aggregate(a) => Placement::Keyed(a.keys.clone()),
                     OperatorSpec::Session(s) if s.keys.is_empty() => Placement::Single,

@@ -81,6 +81,10 @@ pub struct Planner {
     /// Relations read by a stream or a sink.
     consumed: BTreeSet<(bool, usize)>,
     streams: Vec<(String, Relation)>,
+    /// The `LATE DATA TO` stream name of the statement being planned.
+    late_target: Option<String>,
+    /// The late stream its windowed aggregate produced.
+    late_output: Option<Relation>,
     /// Files the pipeline reads and writes (absolute), with who does, so
     /// that no file is written twice or written while it is read.
     files: Vec<(std::path::PathBuf, FileUse, String)>,
@@ -108,6 +112,8 @@ impl Planner {
             sink_names: BTreeSet::new(),
             consumed: BTreeSet::new(),
             streams: Vec::new(),
+            late_target: None,
+            late_output: None,
             files: Vec::new(),
         }
     }
@@ -294,10 +300,26 @@ impl Planner {
                 let clauses = StreamClauses {
                     emit: st.emit.map(|(c, l)| (c, Span::new(l, l))),
                     lateness_ms: st.lateness.map(|(ms, l)| (ms, Span::new(l, l))),
+                    late_to: st.late_to.as_ref().map(|(_, l)| Span::new(*l, *l)),
                 };
-                let relation = self.plan_query(&q, &name, clauses).map_err(located)?.requalified(&name);
+                self.late_target = st.late_to.as_ref().map(|(n, _)| n.clone());
+                self.late_output = None;
+                let planned = self.plan_query(&q, &name, clauses);
+                self.late_target = None;
+                let relation = planned.map_err(located)?.requalified(&name);
                 self.streams.push((name.clone(), relation.clone()));
-                self.define(st, &name, EntryKind::Stream, relation)
+                self.define(st, &name, EntryKind::Stream, relation)?;
+                match (&st.late_to, self.late_output.take()) {
+                    (None, _) => Ok(()),
+                    (Some((late_name, _)), Some(late)) => {
+                        self.streams.push((late_name.clone(), late.clone()));
+                        self.define(st, late_name, EntryKind::Stream, late)
+                    }
+                    (Some((_, location)), None) => Err(st.error(
+                        Some(*location),
+                        "LATE DATA TO applies to windowed aggregates; this query has none",
+                    )),
+                }
             }
             StatementKind::Sink => {
                 let def = ddl::plan_sink(st, &ddl)?;

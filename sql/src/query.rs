@@ -12,6 +12,7 @@
 
 use laminar_exec::expr::Expr;
 use laminar_exec::operators::aggregate::AggregateSpec;
+use laminar_exec::operators::late::LateStreamSpec;
 use laminar_exec::operators::map::MapSpec;
 use laminar_exec::operators::session::SessionSpec;
 use laminar_exec::operators::window_tvf::WindowTvfSpec;
@@ -63,6 +64,17 @@ impl Relation {
 pub struct StreamClauses {
     pub emit: Option<(EmitClause, Span)>,
     pub lateness_ms: Option<(i64, Span)>,
+    /// `LATE DATA TO`; the stream's name is `Planner::late_target`.
+    pub late_to: Option<Span>,
+}
+
+impl StreamClauses {
+    /// No clauses: for the inner queries of a statement.
+    pub const NONE: StreamClauses = StreamClauses {
+        emit: None,
+        lateness_ms: None,
+        late_to: None,
+    };
 }
 
 /// A window declared in FROM, not yet applied.
@@ -296,14 +308,7 @@ impl Planner {
                 if *lateral {
                     return Err(PlanError::at(factor.span(), "LATERAL is not supported"));
                 }
-                let rel = self.plan_query(
-                    subquery,
-                    name,
-                    StreamClauses {
-                        emit: None,
-                        lateness_ms: None,
-                    },
-                )?;
+                let rel = self.plan_query(subquery, name, StreamClauses::NONE)?;
                 let q = alias
                     .as_ref()
                     .map_or_else(|| name.to_string(), |a| a.name.value.clone());
@@ -404,6 +409,12 @@ impl Planner {
                 return Err(PlanError::at(
                     span,
                     "ALLOW LATENESS applies to windowed aggregates; this query has none",
+                ));
+            }
+            if let Some(span) = clauses.late_to {
+                return Err(PlanError::at(
+                    span,
+                    "LATE DATA TO applies to windowed aggregates; this query has none",
                 ));
             }
             if let Some((EmitClause::Every { .. }, span)) = clauses.emit {
@@ -575,6 +586,13 @@ impl Planner {
             }
             (Some((ms, _)), Some(_), _) => ms,
         };
+        if let (Some(span), None) = (clauses.late_to, &window) {
+            return Err(PlanError::at(
+                span,
+                "LATE DATA TO applies to windowed aggregates; this GROUP BY has no window",
+            ));
+        }
+        let late_rows = clauses.late_to.is_some();
 
         // Intermediate row: keys ++ [window_start, window_end] ++ aggregates.
         let key_count = g.keys.len();
@@ -630,6 +648,7 @@ impl Planner {
                 output,
                 retractable,
                 entries_max,
+                late_rows,
             }),
             Some(PendingWindow { spec, time_column, .. }) => OperatorSpec::Aggregate(AggregateSpec {
                 name: name.to_string(),
@@ -643,6 +662,7 @@ impl Planner {
                 output,
                 retractable,
                 entries_max,
+                late_rows,
             }),
             None => OperatorSpec::Aggregate(AggregateSpec {
                 name: name.to_string(),
@@ -656,6 +676,7 @@ impl Planner {
                 output,
                 retractable,
                 entries_max,
+                late_rows,
             }),
         };
         let out = Relation {
@@ -664,8 +685,47 @@ impl Planner {
             time_column: output_time,
             changelog,
         };
+        let late_input = rel.clone();
         let input = self.add_node(name, vec![rel.input], spec, out.schema(), changelog);
+        if late_rows {
+            self.add_late_stream(input, late_input);
+        }
         Ok(Relation { input, ..out })
+    }
+
+    /// The `LATE DATA TO` stream of the aggregate node `aggregate` over
+    /// `input`: its rows unchanged plus `late_reason`, without an
+    /// event-time column (every row is behind the watermark). Kept in
+    /// `late_output` for the statement to define.
+    fn add_late_stream(&mut self, aggregate: Input, input: Relation) {
+        let name = self.late_target.clone().expect("LATE DATA TO names its stream");
+        let mut names: Vec<String> = input.scope.columns.iter().map(|c| c.name.clone()).collect();
+        names.push("late_reason".into());
+        dedupe_names(&mut names);
+        let types = input.scope.columns.iter().map(|c| c.data_type).chain([DataType::Str]);
+        let scope = Scope {
+            columns: names
+                .into_iter()
+                .zip(types)
+                .map(|(n, t)| ScopeColumn {
+                    qualifier: Some(name.clone()),
+                    name: n,
+                    data_type: t,
+                })
+                .collect(),
+        };
+        let late = Relation {
+            input: aggregate,
+            scope,
+            time_column: None,
+            changelog: input.changelog,
+        };
+        let spec = OperatorSpec::LateStream(LateStreamSpec { name: name.clone() });
+        let node = self.add_node(&name, vec![aggregate], spec, late.schema(), late.changelog);
+        // Reading the aggregate's marks does not make it read: a stream
+        // nothing else reads still prints.
+        self.unconsume(aggregate);
+        self.late_output = Some(Relation { input: node, ..late });
     }
 
     fn plan_projection(&mut self, s: &ast::Select, rel: Relation, name: &str) -> PlanResult<Relation> {

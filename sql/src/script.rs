@@ -6,8 +6,8 @@
 //! `;`. Then, per statement, at token level:
 //! - `WATERMARK FOR col AS expr` inside a `CREATE SOURCE` column list is
 //!   removed (with its comma) and kept aside;
-//! - `EMIT …` and `ALLOW LATENESS INTERVAL …` at the end of a query are
-//!   removed and kept aside;
+//! - `EMIT …`, `ALLOW LATENESS INTERVAL …` and `LATE DATA TO name` at the
+//!   end of a query are removed and kept aside;
 //! - `CREATE SOURCE` is rewritten to `CREATE TABLE` so sqlparser parses the
 //!   column list and `WITH (…)` options.
 //!
@@ -58,6 +58,8 @@ pub struct Statement {
     pub watermark: Option<WatermarkClause>,
     pub emit: Option<(EmitClause, Location)>,
     pub lateness: Option<(i64, Location)>,
+    /// `LATE DATA TO name`: the late rows' stream.
+    pub late_to: Option<(String, Location)>,
 }
 
 /// `WATERMARK FOR column AS expr`.
@@ -213,6 +215,7 @@ fn prepare(mut tokens: Vec<TokenWithSpan>, number: usize) -> Result<Option<State
         watermark: None,
         emit: None,
         lateness: None,
+        late_to: None,
     };
     match kind {
         StatementKind::Source | StatementKind::Table => {
@@ -364,7 +367,8 @@ fn exec_unit(word: &str) -> bool {
     laminar_exec::time::TimeUnit::parse(word).is_some()
 }
 
-/// Removes `EMIT …` and `ALLOW LATENESS INTERVAL …` at depth 0.
+/// Removes `EMIT …`, `ALLOW LATENESS INTERVAL …` and `LATE DATA TO name`
+/// at depth 0.
 fn take_stream_clauses(tokens: &mut Vec<TokenWithSpan>, st: &mut Statement) -> Result<(), SqlError> {
     loop {
         let sig = significant(tokens);
@@ -378,13 +382,37 @@ fn take_stream_clauses(tokens: &mut Vec<TokenWithSpan>, st: &mut Statement) -> R
                     hit = Some(k);
                     break;
                 }
+                // `LATE` alone may be a column name; `LATE DATA` is the clause.
+                ref t
+                    if depth == 0
+                        && is_word(t, "LATE")
+                        && sig.get(k + 1).is_some_and(|&j| is_word(&tokens[j].token, "DATA")) =>
+                {
+                    hit = Some(k);
+                    break;
+                }
                 _ => {}
             }
         }
         let Some(k) = hit else { return Ok(()) };
         let location = tokens[sig[k]].span.start;
         let w = |j: usize| sig.get(j).map(|&i| &tokens[i].token);
-        let used = if w(k).is_some_and(|t| is_word(t, "ALLOW")) {
+        let used = if w(k).is_some_and(|t| is_word(t, "LATE")) {
+            if st.late_to.is_some() {
+                return Err(st.error(Some(location), "LATE DATA TO given twice"));
+            }
+            let name = match (w(k + 2), w(k + 3)) {
+                (Some(to), Some(Token::Word(name))) if is_word(to, "TO") => name.value.clone(),
+                _ => {
+                    return Err(st.error(
+                        Some(location),
+                        "expected LATE DATA TO <stream name> (a new stream that receives the late rows)",
+                    ))
+                }
+            };
+            st.late_to = Some((name, location));
+            4
+        } else if w(k).is_some_and(|t| is_word(t, "ALLOW")) {
             if !w(k + 1).is_some_and(|t| is_word(t, "LATENESS")) {
                 return Err(st.error(Some(location), "expected ALLOW LATENESS INTERVAL '<amount>' <unit>"));
             }

@@ -186,14 +186,7 @@ impl Planner {
         plain.projection.remove(rank.index);
         let mut plain_query = (**subquery).clone();
         *plain_query.body = ast::SetExpr::Select(Box::new(plain));
-        let rel = self.plan_query(
-            &plain_query,
-            name,
-            StreamClauses {
-                emit: None,
-                lateness_ms: None,
-            },
-        )?;
+        let rel = self.plan_query(&plain_query, name, StreamClauses::NONE)?;
 
         let partition = rank
             .spec

@@ -149,6 +149,10 @@ pub fn metrics_text(o: &Outcome) -> String {
     m.insert("rows_in", s.rows_in());
     m.insert("malformed", s.malformed());
     m.insert("late_rows_dropped", s.late_rows_dropped());
+    m.insert(
+        "late_rows_diverted",
+        s.streams.iter().map(|x| x.metrics.late_rows_diverted).sum(),
+    );
     m.insert("eval_errors", s.streams.iter().map(|x| x.metrics.eval_errors).sum());
     m.insert(
         "null_time_dropped",

@@ -7,13 +7,13 @@
 //! `max(event time so far) - delay`, a record is late when every window it
 //! belongs to has `end + lateness <= W`, and each window's result is
 //! recomputed from the records it kept. The engine must agree exactly, at
-//! every batch size and on 1, 2 or 4 shards, and its EMIT CHANGES
-//! changelog, folded, must equal its
-//! final rows.
+//! every batch size and on 1, 2 or 4 shards, and its EMIT CHANGES and
+//! EMIT EVERY changelogs, folded, must equal its final rows. With
+//! `LATE DATA TO`, the late stream holds exactly the model's late records.
 
 use std::collections::BTreeMap;
 
-use laminar_exec::time::{floor_to, parse_timestamp};
+use laminar_exec::time::{floor_to, parse_timestamp, timestamp_to_string};
 use laminar_tests::run_sql;
 use proptest::prelude::*;
 
@@ -72,12 +72,13 @@ fn add(w: &mut Windows, key: String, start: i64, v: i64) {
     e.3 = e.3.max(v);
 }
 
-/// The model of a tumbling/hopping windowed aggregate with lateness.
-fn model_fixed(events: &[Event], slide: i64, size: i64, delay: i64, lateness: i64) -> (Windows, u64) {
+/// The model of a tumbling/hopping windowed aggregate with lateness: the
+/// windows, and the late records as the late stream's CSV lines, sorted.
+fn model_fixed(events: &[Event], slide: i64, size: i64, delay: i64, lateness: i64) -> (Windows, Vec<String>) {
     let mut out = Windows::new();
     let mut watermark = i64::MIN;
     let mut max_ts = i64::MIN;
-    let mut late = 0;
+    let mut late = Vec::new();
     for e in events {
         let mut starts = Vec::new();
         let mut start = floor_to(e.ts, slide);
@@ -87,7 +88,12 @@ fn model_fixed(events: &[Event], slide: i64, size: i64, delay: i64, lateness: i6
         }
         let open: Vec<i64> = starts.into_iter().filter(|s| watermark < s + size + lateness).collect();
         if open.is_empty() {
-            late += 1;
+            late.push(format!(
+                "k{},{},{},window closed",
+                e.key,
+                e.value,
+                timestamp_to_string(e.ts)
+            ));
         }
         for s in open {
             add(&mut out, format!("k{}", e.key), s, e.value);
@@ -95,6 +101,7 @@ fn model_fixed(events: &[Event], slide: i64, size: i64, delay: i64, lateness: i6
         max_ts = max_ts.max(e.ts);
         watermark = watermark.max(max_ts - delay);
     }
+    late.sort();
     (out, late)
 }
 
@@ -131,7 +138,7 @@ fn parse_windows(text: &str, changelog: bool) -> Windows {
     out
 }
 
-fn fixed_sql(window: &str, delay: i64, lateness: i64, emit: &str) -> String {
+fn fixed_sql(window: &str, delay: i64, lateness: i64, emit: &str, late_to: bool) -> String {
     let allow = if lateness > 0 {
         format!("ALLOW LATENESS INTERVAL '{lateness}' MILLISECOND")
     } else {
@@ -141,8 +148,15 @@ fn fixed_sql(window: &str, delay: i64, lateness: i64, emit: &str) -> String {
         "CREATE SOURCE e (k VARCHAR, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '{delay}' MILLISECOND)
          WITH (connector = 'file', path = '{{dir}}/in.csv', header = 'true');
          CREATE STREAM q AS SELECT k, COUNT(*) AS n, SUM(v) AS s, MIN(v) AS mn, MAX(v) AS mx, window_start
-         FROM {window} GROUP BY k, window_start, window_end EMIT {emit} {allow};
-         CREATE SINK o FROM q WITH (connector = 'file', path = '{{dir}}/out.csv');"
+         FROM {window} GROUP BY k, window_start, window_end EMIT {emit} {allow} {late};
+         CREATE SINK o FROM q WITH (connector = 'file', path = '{{dir}}/out.csv');
+         {late_sink}",
+        late = if late_to { "LATE DATA TO late_q" } else { "" },
+        late_sink = if late_to {
+            "CREATE SINK l FROM late_q WITH (connector = 'file', path = '{dir}/late.csv');"
+        } else {
+            ""
+        },
     )
 }
 
@@ -161,11 +175,17 @@ fn check_fixed(
     } else {
         format!("HOP(e, ts, INTERVAL '{slide}' MILLISECOND, INTERVAL '{size}' MILLISECOND)")
     };
-    for (emit, changelog) in [("ON WINDOW CLOSE", false), ("CHANGES", true)] {
+    // EMIT EVERY with an interval no run reaches: flushed as windows close.
+    for (emit, changelog, late_to) in [
+        ("ON WINDOW CLOSE", false, false),
+        ("CHANGES", true, false),
+        ("EVERY INTERVAL '1' HOUR", true, false),
+        ("ON WINDOW CLOSE", false, true),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         write_input(dir.path(), events);
         let outcome = run_sql(
-            &fixed_sql(&window, delay, lateness, emit),
+            &fixed_sql(&window, delay, lateness, emit, late_to),
             dir.path(),
             batch_rows,
             shards,
@@ -174,12 +194,22 @@ fn check_fixed(
         let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
         let actual = parse_windows(&text, changelog);
         prop_assert_eq!(&actual, &expected, "EMIT {} output:\n{}", emit, text);
+        let dropped = if late_to { 0 } else { expected_late.len() as u64 };
         prop_assert_eq!(
             outcome.summary.late_rows_dropped(),
-            expected_late,
-            "late rows under EMIT {}",
-            emit
+            dropped,
+            "late rows dropped under EMIT {}, LATE DATA TO {}",
+            emit,
+            late_to
         );
+        if late_to {
+            let text = std::fs::read_to_string(dir.path().join("late.csv")).unwrap();
+            let mut lines = text.lines();
+            prop_assert_eq!(lines.next(), Some("k,v,ts,late_reason"));
+            let mut late: Vec<&str> = lines.collect();
+            late.sort_unstable();
+            prop_assert_eq!(late, expected_late.iter().map(String::as_str).collect::<Vec<_>>());
+        }
     }
     Ok(())
 }

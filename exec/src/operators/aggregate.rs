@@ -22,7 +22,9 @@
 //!   retractions stays (with fresh accumulators) until its `-D` is out.
 //!
 //! A record is late (dropped and counted) when every window it belongs to
-//! is closed at the watermark in force before it.
+//! is closed at the watermark in force before it; with `LATE DATA TO` it
+//! goes to that stream instead (see `late`), as does a record whose event
+//! time is NULL.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +33,7 @@ use crate::batch::{Batch, Op, RowsRef, WATERMARK_END, WATERMARK_START};
 use crate::error::ExecError;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::late::{LateRows, REASON_NULL_TIME, REASON_WINDOW_CLOSED};
 use crate::operators::{accumulate, emit_change, new_accumulators, row_time, AggCall, EmitMode, GroupOutput, Scratch};
 use crate::state::KeyedState;
 use crate::types::Value;
@@ -55,6 +58,8 @@ pub struct AggregateSpec {
     /// The input is a changelog, so accumulators must retract exactly.
     pub retractable: bool,
     pub entries_max: usize,
+    /// Late and NULL-time rows go to a `LATE DATA TO` stream.
+    pub late_rows: bool,
 }
 
 struct Group {
@@ -84,6 +89,7 @@ pub struct Aggregate {
     /// `Every`: processing time of the next emission (None before the
     /// first tick).
     next_emit_ms: Option<i64>,
+    late: LateRows,
     metrics: OperatorMetrics,
 }
 
@@ -97,6 +103,7 @@ impl Aggregate {
         }
         assert!(spec.lateness_ms >= 0);
         Aggregate {
+            late: LateRows::new(spec.late_rows),
             spec,
             windows: BTreeMap::new(),
             live_groups: 0,
@@ -269,7 +276,11 @@ impl Operator for Aggregate {
                 }
             }
             let Some(ts) = row_time(row, self.spec.time_column) else {
-                self.metrics.null_time_dropped += 1;
+                if self.late.divert(op, row, REASON_NULL_TIME) {
+                    self.metrics.late_rows_diverted += 1;
+                } else {
+                    self.metrics.null_time_dropped += 1;
+                }
                 continue;
             };
             let mut key = std::mem::take(&mut self.scratch.key);
@@ -299,7 +310,11 @@ impl Operator for Aggregate {
                         }
                     });
                     if open_count == 0 {
-                        self.metrics.late_rows_dropped += 1;
+                        if self.late.divert(op, row, REASON_WINDOW_CLOSED) {
+                            self.metrics.late_rows_diverted += 1;
+                        } else {
+                            self.metrics.late_rows_dropped += 1;
+                        }
                         continue;
                     }
                     for &start in open[..open_count].iter().chain(overflow.iter()) {
@@ -336,6 +351,10 @@ impl Operator for Aggregate {
         }
         self.metrics.eval_errors = self.scratch.eval_errors;
         Ok(())
+    }
+
+    fn take_late_rows(&mut self) -> Option<Batch> {
+        self.late.take()
     }
 
     fn tick_interval_ms(&self) -> Option<i64> {

@@ -6,7 +6,9 @@
 //! `s - gap <= t <= e`; when it joins several, they merge into one (this
 //! can only happen when the event arrives out of order). A session closes
 //! when `W >= e + lateness`. An event is late when no open session takes it
-//! and its own session `[t, t + gap)` would already be closed.
+//! and its own session `[t, t + gap)` would already be closed; it is
+//! dropped and counted, or with `LATE DATA TO` sent to that stream (see
+//! `late`), as is an event whose time is NULL.
 //!
 //! Closing order is kept in a `BTreeSet` of `(end, session id)`, so closing
 //! is a pop from the front; the ids map back to their key.
@@ -20,6 +22,7 @@ use crate::batch::{Batch, Op, RowsRef, WATERMARK_START};
 use crate::error::ExecError;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorMetrics};
+use crate::operators::late::{LateRows, REASON_NULL_TIME, REASON_WINDOW_CLOSED};
 use crate::operators::{accumulate, emit_change, new_accumulators, row_time, AggCall, EmitMode, GroupOutput, Scratch};
 use crate::state::{GroupKey, KeyedState};
 use crate::types::Value;
@@ -38,6 +41,8 @@ pub struct SessionSpec {
     pub output: GroupOutput,
     pub retractable: bool,
     pub entries_max: usize,
+    /// Late and NULL-time rows go to a `LATE DATA TO` stream.
+    pub late_rows: bool,
 }
 
 struct Session {
@@ -62,6 +67,7 @@ pub struct SessionAggregate {
     scratch: Scratch,
     old_row: Vec<Value>,
     new_row: Vec<Value>,
+    late: LateRows,
     metrics: OperatorMetrics,
 }
 
@@ -70,6 +76,7 @@ impl SessionAggregate {
         assert!(spec.gap_ms > 0 && spec.lateness_ms >= 0);
         let entries_max = spec.entries_max;
         SessionAggregate {
+            late: LateRows::new(spec.late_rows),
             spec,
             sessions: KeyedState::new(entries_max),
             closing: BTreeSet::new(),
@@ -91,7 +98,7 @@ impl SessionAggregate {
             .output_row(&self.spec.output, key, Some((s.start, s.end)), &s.accumulators, out)
     }
 
-    fn on_row(&mut self, row: &[Value], ts: i64, add: bool, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_row(&mut self, op: Op, row: &[Value], ts: i64, out: &mut Batch) -> Result<(), ExecError> {
         let gap = self.spec.gap_ms;
         let key = std::mem::take(&mut self.scratch.key);
         let list = self.sessions.get_or_insert_with(&key, 0, &self.spec.name, Vec::new)?;
@@ -106,13 +113,18 @@ impl SessionAggregate {
                 i += 1;
             }
         }
+        let add = op.is_addition();
         let own_end = ts.saturating_add(gap);
         if hits.is_empty() && (!add || is_closed(own_end, self.spec.lateness_ms, self.watermark)) {
             // Late, or a retraction of a row whose session is gone.
             if list.is_empty() {
                 self.sessions.remove(&key);
             }
-            self.metrics.late_rows_dropped += add as u64;
+            if self.late.divert(op, row, REASON_WINDOW_CLOSED) {
+                self.metrics.late_rows_diverted += 1;
+            } else {
+                self.metrics.late_rows_dropped += add as u64;
+            }
             self.scratch.key = key;
             return Ok(());
         }
@@ -211,7 +223,11 @@ impl Operator for SessionAggregate {
                 }
             }
             let Some(ts) = row_time(row, Some(self.spec.time_column)) else {
-                self.metrics.null_time_dropped += 1;
+                if self.late.divert(op, row, REASON_NULL_TIME) {
+                    self.metrics.late_rows_diverted += 1;
+                } else {
+                    self.metrics.null_time_dropped += 1;
+                }
                 continue;
             };
             let mut key = std::mem::take(&mut self.scratch.key);
@@ -221,7 +237,7 @@ impl Operator for SessionAggregate {
                 key.push(v);
             }
             self.scratch.key = key;
-            self.on_row(row, ts, op.is_addition(), out)?;
+            self.on_row(op, row, ts, out)?;
         }
         self.metrics.eval_errors = self.scratch.eval_errors;
         Ok(())
@@ -253,6 +269,10 @@ impl Operator for SessionAggregate {
         }
         self.metrics.eval_errors = self.scratch.eval_errors;
         Ok(())
+    }
+
+    fn take_late_rows(&mut self) -> Option<Batch> {
+        self.late.take()
     }
 
     fn metrics(&self) -> OperatorMetrics {

@@ -1,5 +1,6 @@
-//! `EMIT EVERY`: processing-time emission, driven by explicit ticks.
+//! The streaming clauses `EMIT EVERY` and `LATE DATA TO`.
 //!
+//! `EMIT EVERY`: processing-time emission, driven by explicit ticks.
 //! The aggregate operator of a planned query is fed batches, watermark
 //! marks and ticks by hand, so processing time is exactly what the test
 //! says. Two instances of the same query run side by side, one under
@@ -9,6 +10,10 @@
 //! the `EMIT CHANGES` one (it coalesces). Inputs include retractions (an
 //! upstream changelog) and a HAVING that turns updates into inserts and
 //! deletes.
+//!
+//! `LATE DATA TO`: where the clause is refused, and its stream's columns.
+//! What goes into the late stream is checked against a model in
+//! `differential.rs` and in `golden/late_data.slt`.
 
 use std::collections::BTreeMap;
 
@@ -323,4 +328,52 @@ fn emit_every_needs_an_aggregate_and_no_session() {
         assert!(text.contains(expected), "{text}");
         assert!(text.contains("line 3"), "the error names the line: {text}");
     }
+}
+
+#[test]
+fn late_data_to_is_checked_where_it_is_written() {
+    let src = "CREATE SOURCE t (k BIGINT, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+                 WITH (connector = 'file', path = 't.csv', format = 'csv');";
+    let windowed =
+        "SELECT k, COUNT(*) AS n FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY k, window_start, window_end";
+    for (query, expected) in [
+        (
+            "CREATE STREAM s AS SELECT k FROM t LATE DATA TO l;".to_string(),
+            "LATE DATA TO applies to windowed aggregates; this query has none",
+        ),
+        (
+            format!("CREATE STREAM s AS {windowed} LATE DATA l;"),
+            "expected LATE DATA TO <stream name>",
+        ),
+        (
+            format!("CREATE STREAM s AS {windowed} LATE DATA TO l LATE DATA TO m;"),
+            "LATE DATA TO given twice",
+        ),
+        (
+            format!("CREATE STREAM s AS {windowed} LATE DATA TO t;"),
+            "t is already defined",
+        ),
+        (
+            format!("CREATE STREAM s AS {windowed} LATE DATA TO s;"),
+            "s is already defined",
+        ),
+    ] {
+        let err = plan_script(&format!("{src}\n{query}"), PlanOptions::default()).expect_err(&query);
+        let text = err.to_string();
+        assert!(text.contains(expected), "{query}: {text}");
+        assert!(text.contains("line 3"), "the error names the line: {text}");
+    }
+    // `late` alone is an ordinary column name.
+    let plan = plan_script(
+        "CREATE SOURCE t (late BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+           WITH (connector = 'file', path = 't.csv', format = 'csv');
+         CREATE STREAM s AS SELECT late, COUNT(*) AS n FROM TUMBLE(t, ts, INTERVAL '1' SECOND)
+           GROUP BY late, window_start, window_end LATE DATA TO late_t;
+         CREATE STREAM u AS SELECT late AS x, late_reason FROM late_t;",
+        PlanOptions::default(),
+    )
+    .expect("plans");
+    let late = plan.nodes.iter().find(|n| n.name == "late_t").expect("the late stream");
+    let names: Vec<&str> = late.schema.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["late", "ts", "late_reason"]);
 }
