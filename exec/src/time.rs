@@ -9,26 +9,10 @@
 //! before 1970 land in the right window.
 
 /// Processing time in epoch milliseconds, passed into the runtime so that
-/// `EMIT EVERY` can be driven by a test. Must never go backwards.
+/// `EMIT EVERY` can be driven by a test. Must never go backwards. `exec`
+/// only names it; the wall clock lives in the reactor.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> i64;
-}
-
-/// The wall clock, made monotonic: a step back of the system clock (NTP)
-/// holds processing time still instead of moving it backwards.
-#[derive(Debug, Default)]
-pub struct SystemClock {
-    last_ms: std::sync::atomic::AtomicI64,
-}
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let prev = self.last_ms.fetch_max(wall, std::sync::atomic::Ordering::Relaxed);
-        prev.max(wall)
-    }
 }
 
 pub const MS_PER_SECOND: i64 = 1_000;

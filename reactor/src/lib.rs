@@ -8,6 +8,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod clock;
 pub mod mesh;
 pub mod microbench;
 pub mod runner;

@@ -32,9 +32,10 @@ use glommio::{Latency, Shares};
 use laminar_exec::batch::{Batch, WATERMARK_END};
 use laminar_exec::operator::{Driven, OperatorMetrics};
 use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
-use laminar_exec::time::{Clock, SystemClock};
+use laminar_exec::time::Clock;
 use laminar_exec::types::Value;
 
+use crate::clock::SystemClock;
 use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
 use crate::sink::Sink;
 use crate::source::Source;
