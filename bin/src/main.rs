@@ -4,7 +4,9 @@
 //!   and prints a summary;
 //! - `laminar check FILE.sql` plans a script and reports the first error;
 //! - `laminar explain FILE.sql` prints the plan;
-//! - `laminar bench arena|mesh` measures the state arena and the mesh.
+//! - `laminar bench --query q5 --rate N` measures the engine's latency
+//!   and throughput under a Nexmark load; `laminar bench arena|mesh`
+//!   measures the state arena and the mesh.
 //!
 //! Errors are printed as `error: FILE:LINE:COLUMN: in STATEMENT: message`
 //! and the process exits non-zero. Data goes to stdout; progress, warnings
@@ -24,6 +26,7 @@ use laminar_reactor::{Progress, RunOptions, RunSummary};
 use laminar_sql::{plan_script, PlanOptions};
 
 mod bench;
+mod query_bench;
 
 #[derive(Parser)]
 #[command(name = "laminar", version, about = "laminar: a streaming SQL event appliance")]
@@ -34,10 +37,28 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Microbenchmarks of the engine's parts (HDR percentiles).
+    /// Latency and throughput of the real engine under a Nexmark load
+    /// (`--query`), or microbenchmarks of its parts (`arena`, `mesh`).
+    ///
+    /// With `--query`, the query's Nexmark sources are paced in real time
+    /// (open loop): event i of the stream is due at start + i/rate, and
+    /// event time advances at the same pace, so windows close in real
+    /// time. Latency is measured from an event's intended send time, not
+    /// from when it was sent (so a stall cannot hide: coordinated omission
+    /// is corrected), to the arrival of the result it caused at the sink;
+    /// every result row is charged from the earliest event of the source
+    /// batch that caused it, an upper bound. For windowed queries that
+    /// batch is the one whose watermark closed the window, so latency runs
+    /// from the event that advanced the watermark past the window's end to
+    /// the window's emission. Sinks are replaced by a counter. `--rate max`
+    /// runs closed loop for the saturation throughput (its latencies are
+    /// processing delays only).
+    #[command(args_conflicts_with_subcommands = true)]
     Bench {
         #[command(subcommand)]
-        what: bench::BenchCommand,
+        what: Option<bench::BenchCommand>,
+        #[command(flatten)]
+        query: query_bench::QueryArgs,
     },
     /// Run a SQL file over bounded inputs to the end, writing every sink.
     Run {
@@ -136,7 +157,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { what } => bench::run(what),
+        Command::Bench { what: Some(what), .. } => bench::run(what),
+        Command::Bench { what: None, query } => query_bench::run(query),
         Command::Check { file } => {
             let plan = load(&file, PlanOptions::default())?;
             let line = format!(
@@ -260,6 +282,7 @@ fn run(
             cpus,
             spin_before_park: spin_before_park_us.map(std::time::Duration::from_micros),
             clock: None,
+            pacing: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

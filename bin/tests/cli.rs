@@ -683,3 +683,137 @@ fn emit_every_emits_while_running_and_folds_to_the_final_answer() {
         assert!(updates > 0, "{shards} shards: no tick emitted before the end:\n{every}");
     }
 }
+
+#[test]
+fn a_stream_that_is_its_input_unchanged_still_prints() {
+    // `SELECT *` plans no operator of its own; the stream must still be a
+    // stream of its own (it printed nothing when its input had a reader).
+    // `everything` is read by `again`, so only `again` prints.
+    let dir = setup(
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP)
+         WITH (connector = 'file', path = 'bids.csv', format = 'csv', header = 'true');
+         CREATE STREAM everything AS SELECT * FROM bids;
+         CREATE STREAM again AS SELECT * FROM everything;",
+    );
+    let o = laminar(dir.path(), &["run", "--quiet", "--shards", "1", "pipeline.sql"]);
+    assert_success(&o);
+    let expected: String = BIDS_CSV
+        .lines()
+        .map(|l| match l.rsplit_once(',') {
+            Some((head, ts)) if ts.starts_with("2015") => format!("{head},{ts}.000\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    assert_eq!(stdout(&o), expected);
+}
+
+/// The value of `"key":` in a one-line JSON object of numbers.
+fn json_number(json: &str, key: &str) -> f64 {
+    let at = json
+        .find(&format!("\"{key}\":"))
+        .unwrap_or_else(|| panic!("no {key} in {json}"));
+    let rest = &json[at + key.len() + 3..];
+    let end = rest.find([',', '}']).expect("a value ends");
+    rest[..end]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+#[test]
+fn bench_query_paces_the_engine_and_reports_latency() {
+    // Open loop, one second at 100,000 events/s: every event is sent (the
+    // count is exact), q2's matches reach the sink with a latency each,
+    // and the percentile files are written. Timing figures are not
+    // asserted beyond their order: this machine is shared.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = laminar(
+        dir.path(),
+        &[
+            "bench",
+            "--query",
+            "q2",
+            "--rate",
+            "100000",
+            "--duration",
+            "1",
+            "--json",
+            "--hdr-out",
+            "q2.hgrm",
+            "--plot",
+            "q2.svg",
+        ],
+    );
+    assert_success(&o);
+    let json = stdout(&o);
+    assert!(
+        json.starts_with("{\"query\":\"q2\",") && json.trim_end().ends_with('}'),
+        "{json}"
+    );
+    assert_eq!(json_number(&json, "events"), 100_000.0);
+    assert_eq!(json_number(&json, "target_rate_eps"), 100_000.0);
+    let rows = json_number(&json, "result_rows");
+    assert!(rows > 0.0, "q2 selects some bids: {json}");
+    assert_eq!(json_number(&json, "latency_samples"), rows, "one sample per result row");
+    let (p50, p99, max) = (
+        json_number(&json, "p50_us"),
+        json_number(&json, "p99_us"),
+        json_number(&json, "max_us"),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{json}");
+    assert!(json_number(&json, "throughput_eps") > 50_000.0, "{json}");
+    let busy = json_number(&json.replace("[", "").replace("]", ""), "shard_busy_share");
+    assert!((0.0..=1.0).contains(&busy), "{json}");
+    let hgrm = read(dir.path(), "q2.hgrm");
+    assert!(
+        hgrm.contains(&format!("Total count    = {:>12}", rows as u64)),
+        "{hgrm}"
+    );
+    assert!(read(dir.path(), "q2.svg").contains("<polyline"));
+
+    // Closed loop on two shards: a saturation figure and the text report.
+    let o = laminar(
+        dir.path(),
+        &[
+            "bench",
+            "--query",
+            "q5",
+            "--rate",
+            "max",
+            "--duration",
+            "1",
+            "--shards",
+            "2",
+        ],
+    );
+    assert_success(&o);
+    let out = stdout(&o);
+    assert!(
+        out.contains("laminar bench q5: closed loop") && out.contains("shard 1"),
+        "{out}"
+    );
+
+    for (args, expected) in [
+        (&["bench", "--query", "q4"][..], "unknown query \"q4\""),
+        (
+            &["bench", "--query", "q1", "--duration", "0"][..],
+            "--duration must be between 1",
+        ),
+        (
+            &["bench", "--query", "q1", "--rate", "0"][..],
+            "--rate must be a positive number",
+        ),
+        (
+            &["bench", "--query", "q1", "--rate", "999999999999"][..],
+            "more than the Nexmark generator reaches",
+        ),
+        (
+            &["bench", "--query", "q1", "--sweep", "--rate", "5"][..],
+            "--sweep picks its own rates",
+        ),
+        (&["bench"][..], "laminar bench needs --query"),
+    ] {
+        let o = laminar(dir.path(), args);
+        assert_failure(&o);
+        assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
+    }
+}

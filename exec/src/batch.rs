@@ -72,6 +72,11 @@ pub struct Batch {
     values: Vec<Value>,
     ops: Vec<Op>,
     marks: Vec<Mark>,
+    /// For `laminar bench`: when (ns on the run's monotonic clock, plus
+    /// one) the earliest source event behind this batch was meant to be
+    /// sent; 0 when nobody measures. The runtime copies it from each input
+    /// batch to what an operator emits for it; operators never look.
+    origin_ns: u64,
 }
 
 impl Batch {
@@ -81,6 +86,7 @@ impl Batch {
             values: Vec::new(),
             ops: Vec::new(),
             marks: Vec::new(),
+            origin_ns: 0,
         }
     }
 
@@ -90,7 +96,17 @@ impl Batch {
             values: Vec::with_capacity(width * rows),
             ops: Vec::with_capacity(rows),
             marks: Vec::new(),
+            origin_ns: 0,
         }
+    }
+
+    /// See the field: the intended send time behind this batch, 0 if none.
+    pub fn origin_ns(&self) -> u64 {
+        self.origin_ns
+    }
+
+    pub fn set_origin_ns(&mut self, origin_ns: u64) {
+        self.origin_ns = origin_ns;
     }
 
     pub fn width(&self) -> usize {

@@ -163,8 +163,14 @@ pub struct OperatorNode {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkConnector {
-    File { path: PathBuf, format: Format },
+    File {
+        path: PathBuf,
+        format: Format,
+    },
     Stdout,
+    /// Counts rows and drops them: what `laminar bench` puts in place of
+    /// every sink (never written in SQL).
+    Discard,
 }
 
 #[derive(Debug, Clone, PartialEq)]

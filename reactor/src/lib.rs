@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod mesh;
 pub mod microbench;
+pub mod pace;
 pub mod runner;
 pub mod shard;
 pub mod sink;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-pub use runner::{run, Malformed, Progress, RunOptions, RunSummary};
+pub use runner::{run, Malformed, Pacing, Progress, RunOptions, RunSummary};
 
 /// A failure that stops a run. Bad records never do: they are counted,
 /// reported and dead-lettered.

@@ -116,10 +116,22 @@ pub struct RunOptions<'a> {
     pub spin_before_park: Option<Duration>,
     /// Processing time for `EMIT EVERY`; None: the system clock.
     pub clock: Option<Arc<dyn laminar_exec::time::Clock>>,
+    /// `laminar bench`: pace generator sources and record latency at the
+    /// sinks; see `pace`.
+    pub pacing: Option<Pacing>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
     /// Called now and then with progress.
     pub on_progress: &'a mut dyn FnMut(&Progress),
+}
+
+/// How a `laminar bench` run feeds its generators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// Open loop: this many events per second of the whole stream.
+    Rate(u64),
+    /// Closed loop: as fast as they go, for this long.
+    Max(Duration),
 }
 
 /// Progress so far, for a progress bar.
@@ -159,6 +171,19 @@ pub struct RunSummary {
     pub streams: Vec<StreamSummary>,
     pub sinks: Vec<SinkSummary>,
     pub elapsed: Duration,
+    /// Time each shard spent processing.
+    pub shard_busy: Vec<Duration>,
+    /// Paced runs: the latency (ns) of every row the sinks received.
+    pub latency_ns: Option<hdrhistogram::Histogram<u64>>,
+    /// Paced runs: events read over a millisecond after their intended
+    /// send time.
+    pub behind_schedule: u64,
+    /// Generator runs: positions reached in the Nexmark stream (events of
+    /// every kind), the furthest source's.
+    pub events_generated: u64,
+    /// Paced runs: how long the sources took to read everything (the
+    /// rest of `elapsed` is the final flush and shutdown).
+    pub read_elapsed: Duration,
 }
 
 impl RunSummary {
@@ -219,6 +244,23 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     }
     if let Some(clock) = &options.clock {
         config.clock = Arc::clone(clock);
+    }
+    if let Some(pacing) = options.pacing {
+        let (rate_per_sec, deadline_ns) = match pacing {
+            Pacing::Rate(r) => {
+                assert!(r > 0, "a paced run needs a positive rate");
+                (Some(r), None)
+            }
+            Pacing::Max(d) => (None, Some(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))),
+        };
+        // Time zero: the shards start right after; their first events are
+        // due at once, and start-up time counts against latency, as it
+        // would for a real client.
+        config.pace = Some(crate::pace::Pace {
+            start: Instant::now(),
+            rate_per_sec,
+            deadline_ns,
+        });
     }
     let plan = Arc::new(plan.clone());
     let topo = Arc::new(Topology::new(&plan, shards));
@@ -442,9 +484,18 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
                 target: match &node.connector {
                     SinkConnector::File { path, .. } => path.display().to_string(),
                     SinkConnector::Stdout => "stdout".into(),
+                    SinkConnector::Discard => "discard".into(),
                 },
             })
             .collect(),
         elapsed,
+        shard_busy: reports.iter().map(|r| r.busy).collect(),
+        latency_ns: reports.iter().filter_map(|r| r.latency.clone()).reduce(|mut a, b| {
+            a.add(&b).expect("histograms of one shape");
+            a
+        }),
+        behind_schedule: reports.iter().map(|r| r.behind_schedule).sum(),
+        events_generated: reports.iter().map(|r| r.events_generated).max().unwrap_or(0),
+        read_elapsed: Duration::from_nanos(reports.iter().map(|r| r.read_ns).max().unwrap_or(0)),
     }
 }

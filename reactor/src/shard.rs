@@ -37,6 +37,7 @@ use laminar_exec::types::Value;
 
 use crate::clock::SystemClock;
 use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
+use crate::pace::{Pace, BEHIND_SCHEDULE_NS};
 use crate::sink::Sink;
 use crate::source::Source;
 use crate::topology::{partition, Placement, Topology};
@@ -69,6 +70,9 @@ pub struct ShardConfig {
     pub spin_before_park: Duration,
     /// Processing time for `EMIT EVERY` ticks.
     pub clock: Arc<dyn Clock>,
+    /// `laminar bench`: generator sources paced in real time, latency
+    /// recorded at the sinks (see `pace`).
+    pub pace: Option<Pace>,
 }
 
 impl ShardConfig {
@@ -87,6 +91,7 @@ impl ShardConfig {
             ring_depth: 64,
             spin_before_park: if shards > 1 { SPIN_BEFORE_PARK } else { Duration::ZERO },
             clock: Arc::new(SystemClock::default()),
+            pace: None,
         }
     }
 }
@@ -188,6 +193,17 @@ pub struct ShardReport {
     pub sources: Vec<(usize, String, u64, u64)>,
     pub nodes: Vec<OperatorMetrics>,
     pub sinks: Vec<(usize, String, u64)>,
+    /// Time spent processing (source batches, mesh messages, ticks).
+    pub busy: Duration,
+    /// Paced runs: latency of every row the sinks received (shard 0),
+    /// and the events read later than `BEHIND_SCHEDULE_NS` after their
+    /// intended send time.
+    pub latency: Option<hdrhistogram::Histogram<u64>>,
+    pub behind_schedule: u64,
+    /// The furthest position its generators reached in the Nexmark stream.
+    pub events_generated: u64,
+    /// Paced runs: when (ns after the run's start) its sources were done.
+    pub read_ns: u64,
 }
 
 struct ShardCore {
@@ -204,6 +220,8 @@ struct ShardCore {
     key: Vec<Value>,
     /// The `LATE DATA TO` node of each node that has one.
     late_stream_of: Vec<Option<usize>>,
+    /// Time spent processing so far.
+    busy: Duration,
 }
 
 impl ShardCore {
@@ -220,6 +238,7 @@ impl ShardCore {
     fn feed(&mut self, node: usize, input: usize, sender: usize, batch: &Batch) -> Result<(), RunError> {
         let port = self.topo.ports[node][input].port_of(sender);
         let mut out = Batch::new(self.plan.nodes[node].schema.len());
+        out.set_origin_ns(batch.origin_ns());
         self.nodes[node]
             .push(port, batch, &mut out)
             .map_err(|source| RunError::Exec {
@@ -231,6 +250,7 @@ impl ShardCore {
             // may end the late stream.
             if let Some(late) = self.nodes[node].take_late_rows() {
                 let mut late_out = Batch::new(self.plan.nodes[late_node].schema.len());
+                late_out.set_origin_ns(batch.origin_ns());
                 self.nodes[late_node]
                     .push_side(&late, &mut late_out)
                     .map_err(|source| RunError::Exec {
@@ -296,6 +316,13 @@ impl ShardCore {
     }
 
     fn on_message(&mut self, sender: usize, msg: MeshMsg) -> Result<(), RunError> {
+        let started = std::time::Instant::now();
+        let result = self.on_message_untimed(sender, msg);
+        self.busy += started.elapsed();
+        result
+    }
+
+    fn on_message_untimed(&mut self, sender: usize, msg: MeshMsg) -> Result<(), RunError> {
         match msg {
             MeshMsg::Node { node, input, batch } => self.feed(node as usize, input as usize, sender, &batch),
             MeshMsg::Sink { sink, batch } => self.sinks[sink as usize]
@@ -401,6 +428,10 @@ async fn yield_if_preempted() {
 /// different shards read at different speeds.
 pub const SOURCE_DRIFT_MS_MAX: i64 = 1_000;
 
+/// A paced source that must wait longer than this for its next event
+/// sleeps on a timer (waking a little early); a shorter wait spins.
+const PACE_SLEEP_NS_MIN: u64 = 200_000;
+
 /// How often a shard's watchdog ticks: heartbeat, nudge, channel rescue.
 const MESH_WATCHDOG_INTERVAL: Duration = Duration::from_millis(5);
 
@@ -492,7 +523,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     let sinks = if id == 0 {
         plan.sinks
             .iter()
-            .map(|s| Sink::open(s, stdout_sinks).map(Some))
+            .map(|s| Sink::open(s, stdout_sinks, config.pace).map(Some))
             .collect::<Result<Vec<_>, _>>()?
     } else {
         plan.sinks.iter().map(|_| None).collect()
@@ -519,6 +550,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         done_from: vec![false; config.shards],
         key: Vec::new(),
         late_stream_of: plan.late_stream_of(),
+        busy: Duration::ZERO,
     }));
 
     // Wakes the shard's main task when a peer's message may have
@@ -694,6 +726,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         let outbox_room = Rc::clone(&outbox_room);
         let (batch_rows, outbox_max) = (config.batch_rows, config.outbox_messages_max);
         let has_peers = config.shards > 1;
+        let pace = config.pace;
+        let mut behind_schedule = 0u64;
+        let mut read_ns = 0u64;
         glommio::spawn_local_into(
             async move {
                 // Watermark-aligned reading: always the open source furthest
@@ -702,6 +737,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 // them hold little state (reading one source to its end
                 // first would buffer all of it in a join).
                 let mut bytes_seen = vec![0; sources.len()];
+                if pace.is_some() {
+                    for (_, s) in &mut sources {
+                        s.set_end_apart();
+                    }
+                }
                 for (i, s) in &sources {
                     if !s.has_watermark() {
                         progress.source_watermarks[*i].store(i64::MAX, Ordering::Relaxed);
@@ -731,7 +771,38 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         continue;
                     }
                     let before = source.rows;
-                    let batch = source.next_batch(batch_rows, &mut |m| {
+                    // Paced (laminar bench): read only the events whose
+                    // send time has come; the batch carries its first one's.
+                    let first = source.next_event_index();
+                    let (index_limit, origin_ns, behind_before) = match (pace, first) {
+                        (Some(p), Some(first)) => match p.rate_per_sec {
+                            Some(rate) => {
+                                let now = p.now_ns();
+                                let due = p.due_events(now, rate);
+                                if first >= due {
+                                    let wait = p.intended_ns(first, rate).saturating_sub(now);
+                                    if wait > PACE_SLEEP_NS_MIN {
+                                        glommio::timer::sleep(Duration::from_nanos(wait - PACE_SLEEP_NS_MIN / 2)).await;
+                                    } else {
+                                        futures_lite::future::yield_now().await;
+                                    }
+                                    continue;
+                                }
+                                let behind = p.due_events(now.saturating_sub(BEHIND_SCHEDULE_NS), rate);
+                                (due, p.intended_ns(first, rate) + 1, Some(behind))
+                            }
+                            None => {
+                                let now = p.now_ns();
+                                if p.deadline_ns.is_some_and(|d| now >= d) {
+                                    source.stop();
+                                }
+                                (u64::MAX, now + 1, None)
+                            }
+                        },
+                        _ => (u64::MAX, 0, None),
+                    };
+                    let started = std::time::Instant::now();
+                    let mut batch = source.next_batch_until(batch_rows, index_limit, &mut |m| {
                         let _ = events.send(ShardEvent::Malformed {
                             source: m.source.to_string(),
                             location: m.location.to_string(),
@@ -740,6 +811,14 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         });
                     })?;
                     progress.rows_in.fetch_add(source.rows - before, Ordering::Relaxed);
+                    if let (Some(behind), Some(first), Some(last)) = (behind_before, first, source.next_event_index()) {
+                        // The batch's events (of this source's kind) spread
+                        // evenly over indexes first..last; those before
+                        // `behind` were due over a millisecond ago.
+                        let span = (last - first).max(1);
+                        let late = behind.clamp(first, last) - first;
+                        behind_schedule += (source.rows - before) * late / span;
+                    }
                     progress
                         .bytes_read
                         .fetch_add(source.bytes_read - bytes_seen[k], Ordering::Relaxed);
@@ -750,7 +829,16 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         source.watermark()
                     };
                     progress.source_watermarks[*i].store(published, Ordering::Relaxed);
-                    core.borrow_mut().deliver(Input::Source(*i), &batch)?;
+                    // A batch of no rows is the end mark alone: what it
+                    // flushes is not a result of any event.
+                    batch.set_origin_ns(if batch.is_empty() { 0 } else { origin_ns });
+                    if let (Some(p), true) = (pace, source.is_done()) {
+                        // Read everything; what follows is the final flush.
+                        read_ns = read_ns.max(p.now_ns());
+                    }
+                    let delivered = core.borrow_mut().deliver(Input::Source(*i), &batch);
+                    core.borrow_mut().busy += started.elapsed();
+                    delivered?;
                     if has_peers {
                         // Let this queue's mesh tasks run after every
                         // batch: glommio preempts between queues, not
@@ -762,13 +850,13 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         yield_if_preempted().await;
                     }
                 }
-                Ok::<_, RunError>(sources)
+                Ok::<_, RunError>((sources, behind_schedule, read_ns))
             },
             event_queue,
         )
         .expect("the event queue exists")
     };
-    let sources = source_task.await?;
+    let (sources, behind_schedule, read_ns) = source_task.await?;
 
     // Wait until every node here has seen the end of every input; only a
     // peer's message can change that, and each one notifies `progressed`.
@@ -842,11 +930,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     set_phase(progress, id, Phase::Flushing);
     // Cancelled tasks may still hold the core until the executor drops
     // them: take what is needed out of it instead of unwrapping it.
-    let (mut sinks, nodes) = {
+    let (mut sinks, nodes, busy) = {
         let mut c = core.borrow_mut();
-        (std::mem::take(&mut c.sinks), std::mem::take(&mut c.nodes))
+        (std::mem::take(&mut c.sinks), std::mem::take(&mut c.nodes), c.busy)
     };
-    let sinks = glommio::spawn_local_into(
+    let mut sinks = glommio::spawn_local_into(
         async move {
             for s in sinks.iter_mut().flatten() {
                 s.finish()?;
@@ -868,5 +956,21 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.name.clone(), s.rows)))
             .collect(),
+        busy,
+        latency: sinks
+            .iter_mut()
+            .flatten()
+            .filter_map(Sink::take_latency)
+            .reduce(|mut a, b| {
+                a.add(&b).expect("histograms of one shape");
+                a
+            }),
+        behind_schedule,
+        events_generated: sources
+            .iter()
+            .filter_map(|(_, s)| s.next_event_index())
+            .max()
+            .unwrap_or(0),
+        read_ns,
     })
 }

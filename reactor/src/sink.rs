@@ -4,7 +4,9 @@
 //! stream's rows carry an `op` column (`+I`, `-U`, `+U`, `-D`). Output is
 //! buffered and flushed at the end of the run; a file sink creates its
 //! parent directories. The stdout sink writes CSV; when several streams
-//! print to stdout each line is prefixed with the stream's name.
+//! print to stdout each line is prefixed with the stream's name. The
+//! discard sink (`laminar bench`) only counts; in a paced run every sink
+//! records the latency of the rows it receives (see `pace`).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -14,11 +16,15 @@ use laminar_exec::batch::Batch;
 use laminar_exec::format::{Encoder, Format};
 use laminar_exec::plan::{SinkConnector, SinkNode};
 
+use hdrhistogram::Histogram;
+
+use crate::pace::{self, latency_histogram, Pace};
 use crate::RunError;
 
 enum Target {
     File { path: PathBuf, writer: BufWriter<File> },
     Stdout { prefix: Option<Vec<u8>> },
+    Discard,
 }
 
 pub struct Sink {
@@ -27,13 +33,16 @@ pub struct Sink {
     encoder: Box<dyn Encoder>,
     buffer: Vec<u8>,
     pub rows: u64,
+    /// In a paced run (`laminar bench`): the run's clock and the latency
+    /// of every row received (see `pace`).
+    latency: Option<(Pace, Histogram<u64>)>,
 }
 
 /// Bytes buffered before a write to the target.
 const BUFFER_BYTES_MAX: usize = 1 << 20;
 
 impl Sink {
-    pub fn open(node: &SinkNode, stdout_sinks: usize) -> Result<Sink, RunError> {
+    pub fn open(node: &SinkNode, stdout_sinks: usize, pace: Option<Pace>) -> Result<Sink, RunError> {
         let (target, format) = match &node.connector {
             SinkConnector::File { path, format } => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -60,6 +69,7 @@ impl Sink {
                 let prefix = (stdout_sinks > 1).then(|| format!("{}: ", node.name).into_bytes());
                 (Target::Stdout { prefix }, Format::Csv)
             }
+            SinkConnector::Discard => (Target::Discard, Format::Csv),
         };
         let mut sink = Sink {
             name: node.name.clone(),
@@ -67,6 +77,7 @@ impl Sink {
             encoder: format.encoder(&node.schema, node.changelog),
             buffer: Vec::new(),
             rows: 0,
+            latency: pace.map(|p| (p, latency_histogram())),
         };
         let mut header = Vec::new();
         sink.encoder.header(&mut header);
@@ -88,6 +99,13 @@ impl Sink {
 
     pub fn write(&mut self, batch: &Batch) -> Result<(), RunError> {
         if batch.is_empty() {
+            return Ok(());
+        }
+        if let Some((pace, hist)) = &mut self.latency {
+            pace::record(hist, batch.origin_ns(), pace.now_ns(), batch.len() as u64);
+        }
+        if let Target::Discard = self.target {
+            self.rows += batch.len() as u64;
             return Ok(());
         }
         let mut encoded = std::mem::take(&mut self.buffer);
@@ -125,6 +143,7 @@ impl Sink {
                 .lock()
                 .write_all(&self.buffer)
                 .map_err(RunError::Stdout)?,
+            Target::Discard => {}
         }
         self.buffer.clear();
         Ok(())
@@ -140,6 +159,12 @@ impl Sink {
                 source,
             }),
             Target::Stdout { .. } => std::io::stdout().lock().flush().map_err(RunError::Stdout),
+            Target::Discard => Ok(()),
         }
+    }
+
+    /// The latency histogram of a paced run.
+    pub fn take_latency(&mut self) -> Option<Histogram<u64>> {
+        self.latency.take().map(|(_, h)| h)
     }
 }

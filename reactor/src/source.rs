@@ -107,7 +107,13 @@ pub struct Source {
     pub bytes_read: u64,
     /// Total input size where known (files), for progress.
     pub bytes_total: Option<u64>,
+    /// The input has no more records.
+    exhausted: bool,
+    /// The end-of-input mark has been returned.
     done: bool,
+    /// Return the end-of-input mark in a batch of its own (paced runs:
+    /// what the end flushes is not a result of the last events).
+    end_apart: bool,
 }
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RunError + 'a {
@@ -210,7 +216,9 @@ impl Source {
             malformed: 0,
             bytes_read: 0,
             bytes_total,
+            exhausted: false,
             done: false,
+            end_apart: false,
         })
     }
 
@@ -229,6 +237,19 @@ impl Source {
         self.done
     }
 
+    /// Makes the end-of-input mark come in a batch of its own.
+    pub fn set_end_apart(&mut self) {
+        self.end_apart = true;
+    }
+
+    /// Ends a generator here, at the next event index: no more events
+    /// (a closed-loop run's deadline).
+    pub fn stop(&mut self) {
+        if let Reader::Nexmark { next, end, .. } = &mut self.reader {
+            *end = *next;
+        }
+    }
+
     /// Reads up to `rows_max` rows into a new batch. At the end of input the
     /// batch carries the final watermark and the source is done.
     pub fn next_batch(
@@ -236,7 +257,34 @@ impl Source {
         rows_max: usize,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
     ) -> Result<Batch, RunError> {
-        let mut batch = Batch::with_capacity(self.width, rows_max);
+        self.next_batch_until(rows_max, u64::MAX, on_malformed)
+    }
+
+    /// The index of the next generator event (for pacing); None for a
+    /// file.
+    pub fn next_event_index(&self) -> Option<u64> {
+        match &self.reader {
+            Reader::Nexmark { next, .. } => Some(*next),
+            Reader::File { .. } => None,
+        }
+    }
+
+    /// Like `next_batch`, but a generator stops before event index
+    /// `index_limit` (the events due so far in a paced run).
+    pub fn next_batch_until(
+        &mut self,
+        rows_max: usize,
+        index_limit: u64,
+        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Result<Batch, RunError> {
+        // A paced generator reads only the events due, often one or two.
+        let capacity = match &self.reader {
+            Reader::Nexmark { next, .. } => {
+                rows_max.min(usize::try_from(index_limit.saturating_sub(*next)).unwrap_or(usize::MAX))
+            }
+            Reader::File { .. } => rows_max,
+        };
+        let mut batch = Batch::with_capacity(self.width, capacity);
         match &mut self.reader {
             Reader::File {
                 path,
@@ -253,7 +301,7 @@ impl Source {
                         .read_until(b'\n', &mut self.record)
                         .map_err(io_error("reading", path))?;
                     if n == 0 {
-                        self.done = true;
+                        self.exhausted = true;
                         break;
                     }
                     *line += 1;
@@ -318,7 +366,7 @@ impl Source {
                         }
                     }
                 }
-                if self.done {
+                if self.exhausted {
                     if let Some((dl_path, w)) = dead_letter {
                         w.flush().map_err(io_error("writing dead-letter file", dl_path))?;
                     }
@@ -331,7 +379,7 @@ impl Source {
                 next,
                 end,
             } => {
-                while batch.len() < rows_max && *next < *end {
+                while batch.len() < rows_max && *next < (*end).min(index_limit) {
                     let i = *next;
                     *next += 1;
                     // Both buffers are reused: generating a row allocates
@@ -349,11 +397,12 @@ impl Source {
                     }
                 }
                 if *next >= *end {
-                    self.done = true;
+                    self.exhausted = true;
                 }
             }
         }
-        if self.done {
+        if self.exhausted && (!self.end_apart || batch.is_empty()) {
+            self.done = true;
             batch.push_mark(WATERMARK_END);
         }
         Ok(batch)

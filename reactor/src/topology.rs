@@ -237,7 +237,13 @@ pub fn shard_of(key: &[Value], shards: usize) -> usize {
 /// destination; every watermark mark goes to every destination at the
 /// matching position.
 pub fn partition(batch: &Batch, placement: &Placement, shards: usize, key: &mut Vec<Value>) -> Vec<Batch> {
-    let mut out: Vec<Batch> = (0..shards).map(|_| Batch::new(batch.width())).collect();
+    let mut out: Vec<Batch> = (0..shards)
+        .map(|_| {
+            let mut b = Batch::new(batch.width());
+            b.set_origin_ns(batch.origin_ns());
+            b
+        })
+        .collect();
     for segment in batch.segments() {
         match segment {
             Segment::Rows(rows) => {

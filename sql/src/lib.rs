@@ -22,6 +22,7 @@ pub mod topn;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use laminar_exec::operators::map::MapSpec;
 use laminar_exec::operators::upsert::UpsertSpec;
 use laminar_exec::plan::{Input, OperatorNode, OperatorSpec, PhysicalPlan, SinkConnector, SinkNode, SourceNode};
 use laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT;
@@ -304,9 +305,22 @@ impl Planner {
                 };
                 self.late_target = st.late_to.as_ref().map(|(n, _)| n.clone());
                 self.late_output = None;
+                let nodes_before = self.plan.nodes.len();
                 let planned = self.plan_query(&q, &name, clauses);
                 self.late_target = None;
-                let relation = planned.map_err(located)?.requalified(&name);
+                let mut relation = planned.map_err(located)?.requalified(&name);
+                if !matches!(relation.input, Input::Node(n) if n >= nodes_before) {
+                    // `SELECT * FROM src`: the stream is its input as is.
+                    // It still gets a node of its own, or it would share
+                    // its input's readers (and print nothing when the
+                    // input has one).
+                    let spec = OperatorSpec::Map(MapSpec {
+                        filter: None,
+                        projection: None,
+                    });
+                    let schema = relation.schema();
+                    relation.input = self.add_node(&name, vec![relation.input], spec, schema, relation.changelog);
+                }
                 self.streams.push((name.clone(), relation.clone()));
                 self.define(st, &name, EntryKind::Stream, relation)?;
                 match (&st.late_to, self.late_output.take()) {

@@ -196,6 +196,7 @@ pub fn run_sql_with(
             cpus: None,
             spin_before_park,
             clock: None,
+            pacing: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

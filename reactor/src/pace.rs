@@ -1,0 +1,115 @@
+//! Open-loop pacing and latency recording, for `laminar bench`.
+//!
+//! In a paced run every Nexmark event `i` has an intended send time,
+//! `start + i / rate`; a source reads an event only once that time has
+//! come, and each batch it reads carries the intended time of its first
+//! event (`Batch::origin_ns`). The runtime copies that origin to
+//! everything the batch causes downstream (exchange parts, operator
+//! output, late streams), and a sink records `now - origin` once per row
+//! it receives into an HDR histogram. Latency is thus measured from when
+//! the earliest event of the causing batch should have been sent, not
+//! from when it was, so a stalled engine cannot hide its stall
+//! (coordinated omission); charging every row for the batch's earliest
+//! event makes each sample an upper bound. A windowed result is caused by
+//! the batch whose watermark closed its window.
+//!
+//! Closed loop (`rate_per_sec` None): sources read as fast as they can,
+//! and origins are read times, so the histogram measures processing delay
+//! only; the figure that matters there is the throughput.
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+/// An event read more than this after its intended send time is behind
+/// schedule.
+pub const BEHIND_SCHEDULE_NS: u64 = 1_000_000;
+
+/// The largest latency a histogram records (longer ones are clamped).
+const LATENCY_NS_MAX: u64 = 3_600 * 1_000_000_000;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// The run's time zero; every shard measures from it.
+    pub start: Instant,
+    /// Events per second of the whole Nexmark stream (every kind), or
+    /// None for as fast as possible.
+    pub rate_per_sec: Option<u64>,
+    /// Closed loop: generators stop at this time (ns after `start`).
+    pub deadline_ns: Option<u64>,
+}
+
+impl Pace {
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// When event `index` is meant to be sent (ns after `start`), rounded
+    /// up to the first nanosecond at which `due_events` counts it.
+    pub fn intended_ns(&self, index: u64, rate: u64) -> u64 {
+        debug_assert!(rate > 0);
+        u64::try_from((u128::from(index) * 1_000_000_000).div_ceil(u128::from(rate))).unwrap_or(u64::MAX)
+    }
+
+    /// How many events are due at `now_ns`: those with an intended time
+    /// at or before it.
+    pub fn due_events(&self, now_ns: u64, rate: u64) -> u64 {
+        let due = u128::from(now_ns) * u128::from(rate) / 1_000_000_000;
+        u64::try_from(due + 1).unwrap_or(u64::MAX)
+    }
+}
+
+/// An empty latency histogram: 1 ns to an hour, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
+}
+
+/// Records `rows` samples of the latency of rows whose origin is
+/// `origin_ns` (see `Batch::origin_ns`), at `now_ns`.
+pub fn record(hist: &mut Histogram<u64>, origin_ns: u64, now_ns: u64, rows: u64) {
+    if origin_ns == 0 || rows == 0 {
+        return;
+    }
+    // Origins are stored plus one, so that 0 can mean "none".
+    let latency = now_ns.saturating_sub(origin_ns - 1).clamp(1, LATENCY_NS_MAX);
+    hist.record_n(latency, rows)
+        .expect("clamped into the histogram's range");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intended_times_and_due_counts_agree() {
+        let p = Pace {
+            start: Instant::now(),
+            rate_per_sec: Some(1_000_000),
+            deadline_ns: None,
+        };
+        let rate = 1_000_000;
+        assert_eq!(p.intended_ns(0, rate), 0);
+        assert_eq!(p.intended_ns(3, rate), 3_000);
+        // At t = 0 event 0 is due; at 2,999 ns events 0..=2; at 3,000, 0..=3.
+        assert_eq!(p.due_events(0, rate), 1);
+        assert_eq!(p.due_events(2_999, rate), 3);
+        assert_eq!(p.due_events(3_000, rate), 4);
+        for i in [0u64, 1, 7, 999_999, 12_345_678] {
+            let t = p.intended_ns(i, 3);
+            assert!(p.due_events(t, 3) > i, "event {i} is due at its own time");
+            if t > 0 {
+                assert!(p.due_events(t - 1, 3) <= i, "and not before");
+            }
+        }
+    }
+
+    #[test]
+    fn latency_is_charged_from_the_origin() {
+        let mut h = latency_histogram();
+        record(&mut h, 0, 50, 10);
+        assert_eq!(h.len(), 0, "no origin, no sample");
+        record(&mut h, 1_001, 5_000, 3);
+        assert_eq!(h.len(), 3);
+        assert!(h.equivalent(h.max(), 4_000));
+    }
+}
