@@ -1,5 +1,6 @@
-//! `laminar bench`: microbenchmarks of the state arena and the mesh, with
-//! percentiles from an HDR histogram. The work is done by
+//! `laminar bench arena|mesh|jitter`: microbenchmarks of the state arena
+//! and the mesh, with percentiles from an HDR histogram, and of the
+//! machine's own stalls. The work is done by
 //! `laminar_reactor::microbench` on the real types; this file parses the
 //! options and prints.
 
@@ -40,10 +41,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200_000)]
         round_trips: u64,
     },
+    /// How often the machine takes a pinned, spinning core away, and the
+    /// latency that alone gives an event arriving at a random moment: the
+    /// floor under every latency figure on this host.
+    Jitter {
+        /// The core to spin on.
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+        /// Seconds to spin.
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+    },
 }
 
 pub fn run(what: BenchCommand) -> Result<()> {
     match what {
+        BenchCommand::Jitter { cpu, duration } => jitter(cpu, duration),
         BenchCommand::Arena { keys, ops, seed } => {
             ensure!(
                 keys > 0 && keys <= 100_000_000,
@@ -111,6 +124,38 @@ pub fn run(what: BenchCommand) -> Result<()> {
             crate::write_stdout(&out)
         }
     }
+}
+
+fn jitter(cpu: usize, duration: u64) -> Result<()> {
+    ensure!(
+        (1..=3600).contains(&duration),
+        "--duration must be between 1 and 3600 seconds"
+    );
+    let j = microbench::jitter(cpu, std::time::Duration::from_secs(duration))?;
+    let secs = j.elapsed.as_secs_f64();
+    let count_over = |ns: u64| j.stalls_ns.iter().filter(|&&g| g > ns).count() as f64 / secs;
+    let mut out = format!(
+        "jitter: core {cpu}, {secs:.1} s spinning, {} clock reads; stalls over 1 µs: {:.0}/s, over 10 µs: {:.0}/s, \
+         over 100 µs: {:.1}/s, longest {:.1} µs; the core was away {:.3}% of the time\n",
+        j.reads,
+        count_over(1_000),
+        count_over(10_000),
+        count_over(100_000),
+        j.stalls_ns.iter().copied().max().unwrap_or(0) as f64 / 1e3,
+        j.stalled_share() * 100.0
+    );
+    out.push_str("  wait of an event arriving at a random moment (µs):");
+    for (name, q) in [
+        ("p50", 0.5),
+        ("p90", 0.9),
+        ("p99", 0.99),
+        ("p99.9", 0.999),
+        ("p99.99", 0.9999),
+    ] {
+        out.push_str(&format!(" {name} {:.1}", j.delay_ns_at(q) as f64 / 1e3));
+    }
+    out.push('\n');
+    crate::write_stdout(&out)
 }
 
 fn push_percentiles(out: &mut String, what: &str, s: &Samples) -> Result<()> {

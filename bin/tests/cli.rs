@@ -620,6 +620,14 @@ fn bench_measures_the_arena_and_the_mesh_and_refuses_bad_options() {
     );
     assert!(out.contains("(100 samples)"), "{out}");
 
+    let o = laminar(dir.path(), &["bench", "jitter", "--duration", "1"]);
+    assert_success(&o);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("jitter: core 0, 1.0 s spinning") && out.contains("p99.9"),
+        "{out}"
+    );
+
     let o = laminar(dir.path(), &["bench", "mesh", "--cpus", "0"]);
     assert_failure(&o);
     assert!(stderr(&o).contains("--cpus must name two cores"), "{}", stderr(&o));

@@ -1,7 +1,9 @@
-//! Microbenchmarks of the reactor's parts, behind `laminar bench arena` and
-//! `laminar bench mesh`: what one state update and one mesh message cost,
-//! measured on the real types (`KeyedState`, the mesh channels, pinned
-//! glommio executors), not on stand-ins.
+//! Microbenchmarks of the reactor's parts, behind `laminar bench arena`,
+//! `laminar bench mesh` and `laminar bench jitter`: what one state update
+//! and one mesh message cost, measured on the real types (`KeyedState`,
+//! the mesh channels, pinned glommio executors), not on stand-ins; and how
+//! often the machine itself takes a pinned core away, the floor under any
+//! latency figure.
 //!
 //! Each returns raw samples; the binary turns them into HDR percentiles.
 //! Inputs come from a seeded xorshift generator, so two runs do the same
@@ -254,5 +256,98 @@ mod tests {
         assert_eq!(m.samples_ns.len(), 100);
         let r = mesh_round_trip((0, 0), 100).expect("runs");
         assert_eq!(r.samples_ns.len(), 100);
+    }
+}
+
+/// What `jitter` saw: every stall (a gap between two consecutive clock
+/// reads of a spinning, pinned thread) longer than `JITTER_STALL_NS_MIN`.
+#[derive(Debug, Clone)]
+pub struct Jitter {
+    pub elapsed: Duration,
+    pub reads: u64,
+    pub stalls_ns: Vec<u64>,
+}
+
+/// A gap between two clock reads longer than this is a stall (a read
+/// takes about 20 ns).
+pub const JITTER_STALL_NS_MIN: u64 = 1_000;
+
+impl Jitter {
+    /// The share of the time the spinning thread did not run.
+    pub fn stalled_share(&self) -> f64 {
+        self.stalls_ns.iter().sum::<u64>() as f64 / self.elapsed.as_nanos().max(1) as f64
+    }
+
+    /// The delay an event arriving at a uniformly random moment waits
+    /// for the core, at quantile `q`: it waits `x` or more when it lands
+    /// in a stall with more than `x` left, which happens with probability
+    /// `sum(max(0, g - x)) / elapsed`. An engine that cost nothing would
+    /// still show these latencies here.
+    pub fn delay_ns_at(&self, q: f64) -> u64 {
+        let total = self.elapsed.as_nanos().max(1) as f64;
+        let over = |x: u64| self.stalls_ns.iter().map(|&g| g.saturating_sub(x)).sum::<u64>() as f64 / total;
+        let (mut lo, mut hi) = (0u64, self.stalls_ns.iter().copied().max().unwrap_or(0));
+        if over(0) <= 1.0 - q {
+            return 0;
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if over(mid) > 1.0 - q {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        hi
+    }
+}
+
+/// Spins on core `cpu` for `duration`, reading the monotonic clock, and
+/// records every stall.
+pub fn jitter(cpu: usize, duration: Duration) -> Result<Jitter, RunError> {
+    let thread = executor("bench-jitter", cpu, move || {
+        Box::pin(async move {
+            let mut stalls_ns = Vec::new();
+            let started = Instant::now();
+            let mut last = started;
+            let mut reads = 0u64;
+            loop {
+                let now = Instant::now();
+                reads += 1;
+                let gap = now.duration_since(last).as_nanos() as u64;
+                if gap > JITTER_STALL_NS_MIN {
+                    stalls_ns.push(gap);
+                }
+                last = now;
+                if reads.is_multiple_of(1024) && now.duration_since(started) >= duration {
+                    return Jitter {
+                        elapsed: now.duration_since(started),
+                        reads,
+                        stalls_ns,
+                    };
+                }
+            }
+        })
+    })?;
+    thread.join().map_err(|e| RunError::Mesh(e.to_string()))
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    #[test]
+    fn delays_follow_from_the_stalls() {
+        // One 100 µs stall in a second: 0.01% of arrivals wait at all.
+        let j = Jitter {
+            elapsed: Duration::from_secs(1),
+            reads: 1,
+            stalls_ns: vec![100_000],
+        };
+        assert!((j.stalled_share() - 1e-4).abs() < 1e-12);
+        assert_eq!(j.delay_ns_at(0.99), 0);
+        // 1e-5 of arrivals wait more than 90 µs.
+        let d = j.delay_ns_at(0.99999);
+        assert!((89_000..=91_000).contains(&d), "{d}");
     }
 }
