@@ -93,6 +93,14 @@ enum Command {
         #[arg(long, default_value_t = laminar_sql::JOIN_STATE_TTL_MS_DEFAULT,
               value_parser = clap::value_parser!(i64).range(1..=31_622_400_000))]
         join_state_ttl_ms: i64,
+        /// Files at least this large (bytes) are read by every shard at
+        /// once, in chunks, with the results of reading them in order.
+        #[arg(long, default_value_t = laminar_reactor::split::SPLIT_BYTES_MIN_DEFAULT)]
+        split_bytes_min: u64,
+        /// The chunk size (bytes) of a file read by every shard.
+        #[arg(long, default_value_t = laminar_reactor::split::SPLIT_CHUNK_BYTES_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
+        split_chunk_bytes: u64,
         /// No progress bar and no summary.
         #[arg(long, short)]
         quiet: bool,
@@ -130,6 +138,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             quiet,
             huge_pages,
             spin_before_park_us,
+            split_bytes_min,
+            split_chunk_bytes,
         } => {
             laminar_exec::arena::set_huge_pages(huge_pages == "on");
             let cpus = cpus.map(|c| c.0);
@@ -151,7 +161,18 @@ fn dispatch(cli: Cli) -> Result<()> {
                     ..PlanOptions::default()
                 },
             )?;
-            let summary = run(&plan, batch_rows as usize, shards, cpus, spin_before_park_us, quiet)?;
+            let summary = run(
+                &plan,
+                RunArgs {
+                    batch_rows: batch_rows as usize,
+                    shards,
+                    cpus,
+                    spin_before_park_us,
+                    split_bytes_min,
+                    split_chunk_bytes,
+                    quiet,
+                },
+            )?;
             if !quiet {
                 print_summary(&file, &summary);
             }
@@ -235,14 +256,27 @@ fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
     Ok(CpuList(cpus))
 }
 
-fn run(
-    plan: &PhysicalPlan,
+/// How `laminar run` runs a plan.
+struct RunArgs {
     batch_rows: usize,
     shards: usize,
     cpus: Option<Vec<usize>>,
     spin_before_park_us: Option<u64>,
+    split_bytes_min: u64,
+    split_chunk_bytes: u64,
     quiet: bool,
-) -> Result<RunSummary> {
+}
+
+fn run(plan: &PhysicalPlan, args: RunArgs) -> Result<RunSummary> {
+    let RunArgs {
+        batch_rows,
+        shards,
+        cpus,
+        spin_before_park_us,
+        split_bytes_min,
+        split_chunk_bytes,
+        quiet,
+    } = args;
     let bar = if !quiet && std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(10));
         bar.set_style(
@@ -283,6 +317,8 @@ fn run(
             spin_before_park: spin_before_park_us.map(std::time::Duration::from_micros),
             clock: None,
             pacing: None,
+            split_bytes_min: Some(split_bytes_min),
+            split_chunk_bytes: Some(split_chunk_bytes),
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

@@ -317,6 +317,8 @@ impl Ctx<'_> {
                     Rate::Fixed(r) => Pacing::Rate(r),
                     Rate::Max => Pacing::Max(Duration::from_secs(duration)),
                 }),
+                split_bytes_min: None,
+                split_chunk_bytes: None,
                 on_malformed: &mut on_malformed,
                 on_progress: &mut on_progress,
             },

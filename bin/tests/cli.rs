@@ -825,3 +825,68 @@ fn bench_query_paces_the_engine_and_reports_latency() {
         assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn a_file_read_by_every_shard_gives_the_in_order_results_and_line_numbers() {
+    // Chunks of 16 bytes: a few records each, quoted fields spanning
+    // lines, malformed records, late records and blank lines across the
+    // chunk bounds. Every shard reads a part; the output, the late count
+    // and each warning's line number must equal one shard reading it all.
+    let mut csv = String::from("k,v,ts\n");
+    for i in 0..300 {
+        let ts = 1_000 + i * 100 - if i % 7 == 3 { 5_000 } else { 0 };
+        match i % 23 {
+            5 => csv.push_str(&format!("k{},oops,{ts}\n", i % 5)),
+            11 => csv.push_str(&format!("\"k\n{}\",{i},{ts}\n", i % 5)),
+            17 => csv.push('\n'),
+            _ => csv.push_str(&format!("k{},{i},{ts}\n", i % 5)),
+        }
+    }
+    let dir = setup(
+        "CREATE SOURCE t (k VARCHAR, v BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH (connector = 'file', path = 't.csv', format = 'csv', header = 'true');
+         CREATE STREAM s AS SELECT k, COUNT(*) AS n, SUM(v) AS total, window_start
+         FROM TUMBLE(t, ts, INTERVAL '2' SECOND) GROUP BY k, window_start, window_end;
+         CREATE SINK o FROM s WITH (connector = 'file', path = 'out.csv');",
+    );
+    write(dir.path(), "t.csv", &csv);
+    let warnings = |o: &Output| -> Vec<String> {
+        let mut w: Vec<String> = stderr(o)
+            .lines()
+            .filter(|l| l.starts_with("warning:"))
+            .map(String::from)
+            .collect();
+        w.sort();
+        w
+    };
+    let late = |o: &Output| {
+        stderr(o)
+            .lines()
+            .find(|l| l.contains("late rows dropped"))
+            .map(String::from)
+    };
+    let one = laminar(dir.path(), &["run", "--shards", "1", "pipeline.sql"]);
+    assert_success(&one);
+    let expected = read_rows(dir.path(), "out.csv");
+    assert!(late(&one).is_some(), "the input has late rows: {}", stderr(&one));
+    assert_eq!(warnings(&one).len(), 13, "{}", stderr(&one));
+    for shards in ["2", "4"] {
+        let o = laminar(
+            dir.path(),
+            &[
+                "run",
+                "--shards",
+                shards,
+                "--split-bytes-min",
+                "0",
+                "--split-chunk-bytes",
+                "16",
+                "pipeline.sql",
+            ],
+        );
+        assert_success(&o);
+        assert_eq!(read_rows(dir.path(), "out.csv"), expected, "{shards} shards");
+        assert_eq!(warnings(&o), warnings(&one), "{shards} shards");
+        assert_eq!(late(&o), late(&one), "{shards} shards");
+    }
+}

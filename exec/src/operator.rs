@@ -38,10 +38,14 @@ pub trait Operator {
     fn name(&self) -> &'static str;
 
     /// Processes a run of rows from input `input` (the node's logical
-    /// input: 0, or 1 for a join's right side). The current input
-    /// watermark is the one last passed to `on_watermark` (or
-    /// `WATERMARK_START`). Output rows are appended to `out`.
-    fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError>;
+    /// input: 0, or 1 for a join's right side). `watermark` is what these
+    /// rows are judged late against: their input's watermark (for a
+    /// single-input operator the one last passed to `on_watermark`), or,
+    /// for rows of a file read in parallel by several shards, the
+    /// watermark their position in the file gives them (their port's),
+    /// which is never below the input's. Windows still close on
+    /// `on_watermark`. Output rows are appended to `out`.
+    fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, watermark: i64, out: &mut Batch) -> Result<(), ExecError>;
 
     /// The input watermark advanced to `watermark` (the minimum over all
     /// inputs). Emits whatever that closes. `WATERMARK_END` means the end of
@@ -118,6 +122,10 @@ pub struct Driven {
     port_inputs: Vec<usize>,
     port_watermarks: Vec<i64>,
     input_watermarks: Vec<i64>,
+    /// Per input: whether its rows are judged against their port's
+    /// watermark (rows straight from a file read in parallel, whose
+    /// ports carry the file-order watermark) rather than the input's.
+    port_exact: Vec<bool>,
     watermark: i64,
     /// The last mark written to the output.
     output_watermark: i64,
@@ -139,9 +147,17 @@ impl Driven {
             port_inputs: port_inputs.to_vec(),
             port_watermarks: vec![WATERMARK_START; port_inputs.len()],
             input_watermarks: vec![WATERMARK_START; inputs],
+            port_exact: vec![false; inputs],
             watermark: WATERMARK_START,
             output_watermark: WATERMARK_START,
         }
+    }
+
+    /// Judges the rows of each input flagged here against their port's
+    /// watermark (see `Operator::on_rows`).
+    pub fn set_port_exact(&mut self, exact: Vec<bool>) {
+        assert_eq!(exact.len(), self.input_watermarks.len(), "a flag per input");
+        self.port_exact = exact;
     }
 
     pub fn operator(&self) -> &dyn Operator {
@@ -182,7 +198,15 @@ impl Driven {
         let input = self.port_inputs[port];
         for segment in batch.segments() {
             match segment {
-                Segment::Rows(rows) => self.operator.on_rows(input, rows, out)?,
+                Segment::Rows(rows) => {
+                    let watermark = if self.port_exact[input] {
+                        self.port_watermarks[port]
+                    } else {
+                        self.input_watermarks[input]
+                    };
+                    debug_assert!(watermark >= self.input_watermarks[input]);
+                    self.operator.on_rows(input, rows, watermark, out)?
+                }
                 Segment::Watermark(w) => {
                     let slot = &mut self.port_watermarks[port];
                     if w <= *slot {

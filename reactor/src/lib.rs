@@ -16,6 +16,7 @@ pub mod runner;
 pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod split;
 pub mod topology;
 
 use std::path::PathBuf;

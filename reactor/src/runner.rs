@@ -119,6 +119,11 @@ pub struct RunOptions<'a> {
     /// `laminar bench`: pace generator sources and record latency at the
     /// sinks; see `pace`.
     pub pacing: Option<Pacing>,
+    /// Files at least this large are read by every shard at once (see
+    /// `split`); None: `SPLIT_BYTES_MIN_DEFAULT`.
+    pub split_bytes_min: Option<u64>,
+    /// The chunk size of split files; None: `SPLIT_CHUNK_BYTES_DEFAULT`.
+    pub split_chunk_bytes: Option<u64>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
     /// Called now and then with progress.
@@ -263,7 +268,24 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
         });
     }
     let plan = Arc::new(plan.clone());
-    let topo = Arc::new(Topology::new(&plan, shards));
+    let splits: Vec<Option<Arc<crate::split::FileSplit>>> = plan
+        .sources
+        .iter()
+        .map(|s| {
+            crate::split::plan(
+                s,
+                shards,
+                options.split_bytes_min.unwrap_or(crate::split::SPLIT_BYTES_MIN_DEFAULT),
+                options
+                    .split_chunk_bytes
+                    .unwrap_or(crate::split::SPLIT_CHUNK_BYTES_DEFAULT),
+            )
+            .map(|split| split.map(Arc::new))
+        })
+        .collect::<Result<_, _>>()?;
+    let split_flags: Vec<bool> = splits.iter().map(Option::is_some).collect();
+    let splits = Arc::new(splits);
+    let topo = Arc::new(Topology::new(&plan, shards, &split_flags));
     let progress = Arc::new(SharedProgress::new(shards, plan.sources.len()));
     let (events_tx, events_rx) = mpsc::channel();
     let mesh_ends = crate::mesh::full(shards, config.channel_messages_max);
@@ -292,6 +314,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             mesh: mesh_ends.next().filter(|_| shards > 1),
             progress: Arc::clone(&progress),
             events: events_tx.clone(),
+            splits: Arc::clone(&splits),
         };
         let cpu = cpus[id % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))

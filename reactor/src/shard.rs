@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use fxhash::FxHashMap;
 use glommio::channels::local_channel;
 use glommio::{Latency, Shares};
 use laminar_exec::batch::{Batch, WATERMARK_END};
@@ -39,7 +40,8 @@ use crate::clock::SystemClock;
 use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
 use crate::pace::{Pace, BEHIND_SCHEDULE_NS};
 use crate::sink::Sink;
-use crate::source::Source;
+use crate::source::{MalformedRecord, Source};
+use crate::split::{FileSplit, Prefix};
 use crate::topology::{partition, Placement, Topology};
 use crate::RunError;
 
@@ -105,6 +107,9 @@ pub enum MeshMsg {
     Node { node: u32, input: u32, batch: Batch },
     /// Rows for a sink (sinks live on shard 0).
     Sink { sink: u32, batch: Batch },
+    /// The prefix of chunk `chunk` of split source `source`, for the
+    /// shard that reads that chunk (see `split`).
+    SplitToken { source: u32, chunk: u32, prefix: Prefix },
     /// The sender has finished; nothing follows.
     Done,
 }
@@ -222,6 +227,11 @@ struct ShardCore {
     late_stream_of: Vec<Option<usize>>,
     /// Time spent processing so far.
     busy: Duration,
+    /// Prefix tokens of split sources' chunks that arrived, by (source,
+    /// chunk), until the source loop takes them.
+    split_tokens: FxHashMap<(usize, usize), Prefix>,
+    /// Wakes the source loop (a token came).
+    source_wake: Option<Rc<Signal>>,
 }
 
 impl ShardCore {
@@ -329,6 +339,14 @@ impl ShardCore {
                 .as_mut()
                 .expect("sinks live on shard 0")
                 .write(&batch),
+            MeshMsg::SplitToken { source, chunk, prefix } => {
+                let previous = self.split_tokens.insert((source as usize, chunk as usize), prefix);
+                assert!(previous.is_none(), "one token per chunk");
+                if let Some(wake) = &self.source_wake {
+                    wake.notify();
+                }
+                Ok(())
+            }
             MeshMsg::Done => {
                 assert!(!self.done_from[sender], "one Done per peer");
                 self.done_from[sender] = true;
@@ -409,6 +427,8 @@ pub struct ShardContext {
     pub mesh: Option<MeshEnds<MeshMsg>>,
     pub progress: Arc<SharedProgress>,
     pub events: mpsc::Sender<ShardEvent>,
+    /// Per source: how it is split over the shards, if it is.
+    pub splits: Arc<Vec<Option<Arc<FileSplit>>>>,
 }
 
 /// Lets the other tasks of this queue run when glommio asks for
@@ -456,6 +476,7 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         mesh,
         progress,
         events,
+        splits,
     } = ctx;
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
@@ -470,6 +491,7 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         progress: &progress,
         events: &events,
         task_error: &task_error,
+        splits: &splits,
     };
     let result = shard_body(id, mesh, shared).await;
     let result = match result {
@@ -489,6 +511,7 @@ struct Shared<'a> {
     progress: &'a Arc<SharedProgress>,
     events: &'a mpsc::Sender<ShardEvent>,
     task_error: &'a Rc<RefCell<Option<RunError>>>,
+    splits: &'a [Option<Arc<FileSplit>>],
 }
 
 async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'_>) -> Result<ShardReport, RunError> {
@@ -499,6 +522,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         progress,
         events,
         task_error,
+        splits,
     } = shared;
     let executor = glommio::executor();
     let event_queue = executor.create_task_queue(
@@ -511,7 +535,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // Sources this shard reads; sinks on shard 0.
     let mut sources: Vec<(usize, Source)> = Vec::new();
     for (i, node) in plan.sources.iter().enumerate() {
-        if topo.source_owner[i] == id {
+        if let Some(split) = &splits[i] {
+            sources.push((i, Source::open_split(node, Arc::clone(split), id)?));
+        } else if topo.source_owner[i] == id {
             sources.push((i, Source::open(node)?));
         }
     }
@@ -541,7 +567,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, n)| Driven::with_inputs(n.spec.build(), &topo.port_inputs(i)))
+            .map(|(i, n)| {
+                let mut d = Driven::with_inputs(n.spec.build(), &topo.port_inputs(i));
+                d.set_port_exact(topo.port_exact[i].clone());
+                d
+            })
             .collect(),
         sinks,
         outboxes: Vec::new(),
@@ -551,6 +581,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         key: Vec::new(),
         late_stream_of: plan.late_stream_of(),
         busy: Duration::ZERO,
+        split_tokens: FxHashMap::default(),
+        source_wake: None,
     }));
 
     // Wakes the shard's main task when a peer's message may have
@@ -688,6 +720,18 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         }
     }
     core.borrow_mut().outboxes = outboxes;
+    core.borrow_mut().source_wake = Some(Rc::clone(&outbox_room));
+    // The first chunk of a split file needs no token: its prefix is the
+    // header. Every other chunk's comes from the reader before it.
+    for (i, split) in splits.iter().enumerate() {
+        if let Some(split) = split.as_ref().filter(|s| s.reader_of(0) == id) {
+            let prefix = Prefix {
+                max_time: i64::MIN,
+                lines: split.header_lines,
+            };
+            core.borrow_mut().split_tokens.insert((i, 0), prefix);
+        }
+    }
 
     // Processing-time ticks for `EMIT EVERY`, on the event queue: a tick's
     // rows travel the event path like any other. It ends with the shard's
@@ -747,21 +791,72 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         progress.source_watermarks[*i].store(i64::MAX, Ordering::Relaxed);
                     }
                 }
-                while let Some(k) = (0..sources.len())
-                    .filter(|&k| !sources[k].1.is_done())
-                    .min_by_key(|&k| (sources[k].1.watermark(), k))
-                {
+                let mut report = |m: MalformedRecord<'_>| {
+                    let _ = events.send(ShardEvent::Malformed {
+                        source: m.source.to_string(),
+                        location: m.location.to_string(),
+                        line: m.line,
+                        reason: m.reason.to_string(),
+                    });
+                };
+                loop {
+                    // Sources that can go on: a split part waiting for a
+                    // token that has not come cannot.
+                    let pick = {
+                        let c = core.borrow();
+                        (0..sources.len())
+                            .filter(|&k| !sources[k].1.is_done())
+                            .filter(|&k| {
+                                sources[k]
+                                    .1
+                                    .split_wants_token()
+                                    .is_none_or(|chunk| c.split_tokens.contains_key(&(sources[k].0, chunk)))
+                            })
+                            .min_by_key(|&k| (sources[k].1.watermark(), k))
+                    };
+                    let Some(k) = pick else {
+                        if sources.iter().all(|(_, s)| s.is_done()) {
+                            break;
+                        }
+                        check_abort(&progress)?;
+                        // A token will come (its arrival, and the
+                        // watchdog, wake this wait).
+                        outbox_room.wait().await;
+                        continue;
+                    };
                     let (i, source) = &mut sources[k];
                     check_abort(&progress)?;
+                    if let Some(chunk) = source.split_wants_token() {
+                        let prefix = core
+                            .borrow_mut()
+                            .split_tokens
+                            .remove(&(*i, chunk))
+                            .expect("picked because its token is here");
+                        if let Some((dest, next, prefix)) = source.split_accept(prefix, batch_rows, &mut report) {
+                            let token = MeshMsg::SplitToken {
+                                source: *i as u32,
+                                chunk: next as u32,
+                                prefix,
+                            };
+                            if dest == id {
+                                core.borrow_mut().on_message_untimed(id, token)?;
+                            } else {
+                                core.borrow_mut().send(dest, token);
+                            }
+                        }
+                        continue;
+                    }
                     // Cross-shard alignment: the slowest source anywhere
-                    // sets the pace; the watchdog's nudge re-checks.
+                    // sets the pace; the watchdog's nudge re-checks. A
+                    // split file's parts keep their own pace (they move
+                    // through the file together).
                     let slowest = progress
                         .source_watermarks
                         .iter()
                         .map(|w| w.load(Ordering::Relaxed))
                         .min()
                         .unwrap_or(i64::MAX);
-                    if source.watermark() > slowest.saturating_add(SOURCE_DRIFT_MS_MAX) {
+                    if !source.is_split() && source.watermark() > slowest.saturating_add(SOURCE_DRIFT_MS_MAX) {
                         outbox_room.wait().await;
                         continue;
                     }
@@ -802,14 +897,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         _ => (u64::MAX, 0, None),
                     };
                     let started = std::time::Instant::now();
-                    let mut batch = source.next_batch_until(batch_rows, index_limit, &mut |m| {
-                        let _ = events.send(ShardEvent::Malformed {
-                            source: m.source.to_string(),
-                            location: m.location.to_string(),
-                            line: m.line,
-                            reason: m.reason.to_string(),
-                        });
-                    })?;
+                    let mut batch = source.next_batch_until(batch_rows, index_limit, &mut report)?;
                     progress.rows_in.fetch_add(source.rows - before, Ordering::Relaxed);
                     if let (Some(behind), Some(first), Some(last)) = (behind_before, first, source.next_event_index()) {
                         // The batch's events (of this source's kind) spread
@@ -823,7 +911,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         .bytes_read
                         .fetch_add(source.bytes_read - bytes_seen[k], Ordering::Relaxed);
                     bytes_seen[k] = source.bytes_read;
-                    let published = if source.is_done() || !source.has_watermark() {
+                    let published = if source.is_done() || !source.has_watermark() || source.is_split() {
                         i64::MAX
                     } else {
                         source.watermark()
@@ -835,6 +923,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     if let (Some(p), true) = (pace, source.is_done()) {
                         // Read everything; what follows is the final flush.
                         read_ns = read_ns.max(p.now_ns());
+                    }
+                    if batch.is_inert() {
+                        // A split part decoded a chunk; its token decides.
+                        core.borrow_mut().busy += started.elapsed();
+                        continue;
                     }
                     let delivered = core.borrow_mut().deliver(Input::Source(*i), &batch);
                     core.borrow_mut().busy += started.elapsed();

@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use laminar_bench::nexmark::{EventKind, Generator, NexmarkConfig};
 use laminar_exec::batch::{Batch, Op, WATERMARK_END};
@@ -21,6 +22,7 @@ use laminar_exec::format::{csv_record_incomplete_with, Decoder, Format};
 use laminar_exec::plan::{SourceConnector, SourceNode, WatermarkSpec};
 use laminar_exec::types::Value;
 
+use crate::split::{ChunkCounts, FileSplit, Prefix, SplitReader};
 use crate::RunError;
 
 /// Longest record accepted (a multi-line CSV record counts as a whole).
@@ -90,6 +92,8 @@ enum Reader {
         next: u64,
         end: u64,
     },
+    /// This shard's chunks of a file read by every shard (see `split`).
+    Split { path: PathBuf, reader: SplitReader },
 }
 
 /// A running source.
@@ -116,7 +120,7 @@ pub struct Source {
     end_apart: bool,
 }
 
-fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RunError + 'a {
+pub(crate) fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> RunError + 'a {
     move |source| RunError::Io {
         operation,
         path: path.to_path_buf(),
@@ -222,10 +226,64 @@ impl Source {
         })
     }
 
+    /// Opens this shard's part of a file split over every shard.
+    pub fn open_split(node: &SourceNode, split: Arc<FileSplit>, me: usize) -> Result<Source, RunError> {
+        let path = split.path.clone();
+        let bytes_total = std::fs::metadata(&path).ok().map(|m| m.len());
+        let reader = SplitReader::open(node, split, me)?;
+        let width = node.schema.len();
+        Ok(Source {
+            name: node.name.clone(),
+            width,
+            reader: Reader::Split { path, reader },
+            watermark: WatermarkTracker::new(node.watermark),
+            scratch: Vec::with_capacity(width),
+            generated: Vec::new(),
+            record: Vec::new(),
+            rows: 0,
+            malformed: 0,
+            bytes_read: 0,
+            bytes_total,
+            exhausted: false,
+            done: false,
+            end_apart: false,
+        })
+    }
+
+    /// Whether this is one shard's part of a split file.
+    pub fn is_split(&self) -> bool {
+        matches!(self.reader, Reader::Split { .. })
+    }
+
+    /// A split part: the chunk whose prefix token it waits for.
+    pub fn split_wants_token(&self) -> Option<usize> {
+        match &self.reader {
+            Reader::Split { reader, .. } => reader.wants_token(),
+            _ => None,
+        }
+    }
+
+    /// A split part: takes the awaited chunk's prefix; returns the token
+    /// to send on (to shard, for chunk), if any.
+    pub fn split_accept(
+        &mut self,
+        prefix: Prefix,
+        batch_rows: usize,
+        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Option<(usize, usize, Prefix)> {
+        let Reader::Split { reader, .. } = &mut self.reader else {
+            panic!("a split token for a source that is not split");
+        };
+        reader.accept(prefix, batch_rows, &self.name, on_malformed)
+    }
+
     /// The watermark so far (`i64::MIN` before the first, or without a
     /// WATERMARK clause).
     pub fn watermark(&self) -> i64 {
-        self.watermark.current
+        match &self.reader {
+            Reader::Split { reader, .. } => reader.current,
+            _ => self.watermark.current,
+        }
     }
 
     /// Whether the source has a WATERMARK clause.
@@ -265,7 +323,7 @@ impl Source {
     pub fn next_event_index(&self) -> Option<u64> {
         match &self.reader {
             Reader::Nexmark { next, .. } => Some(*next),
-            Reader::File { .. } => None,
+            Reader::File { .. } | Reader::Split { .. } => None,
         }
     }
 
@@ -283,6 +341,7 @@ impl Source {
                 rows_max.min(usize::try_from(index_limit.saturating_sub(*next)).unwrap_or(usize::MAX))
             }
             Reader::File { .. } => rows_max,
+            Reader::Split { .. } => 0,
         };
         let mut batch = Batch::with_capacity(self.width, capacity);
         match &mut self.reader {
@@ -296,43 +355,19 @@ impl Source {
                 dead_letter,
             } => {
                 while batch.len() < rows_max {
-                    self.record.clear();
-                    let n = reader
-                        .read_until(b'\n', &mut self.record)
-                        .map_err(io_error("reading", path))?;
-                    if n == 0 {
+                    let Some(record) = read_record(reader, &mut self.record, *format, *delimiter)
+                        .map_err(io_error("reading", path))?
+                    else {
                         self.exhausted = true;
                         break;
-                    }
-                    *line += 1;
-                    let first_line = *line;
-                    self.bytes_read += n as u64;
-                    // A quoted CSV field may span lines: keep reading until
-                    // the quotes balance (bounded by RECORD_BYTES_MAX).
-                    let mut too_long = false;
-                    if *format == Format::Csv {
-                        while csv_record_incomplete_with(trimmed(&self.record), *delimiter) {
-                            if self.record.len() > RECORD_BYTES_MAX {
-                                too_long = true;
-                                break;
-                            }
-                            let more = reader
-                                .read_until(b'\n', &mut self.record)
-                                .map_err(io_error("reading", path))?;
-                            if more == 0 {
-                                break;
-                            }
-                            *line += 1;
-                            self.bytes_read += more as u64;
-                        }
-                    }
-                    strip_newline(&mut self.record);
-                    if self.record.is_empty()
-                        || (*format == Format::Json && self.record.iter().all(u8::is_ascii_whitespace))
-                    {
+                    };
+                    let first_line = *line + 1;
+                    *line += record.lines;
+                    self.bytes_read += record.bytes;
+                    if record.blank {
                         continue; // blank lines are not records
                     }
-                    let result = if too_long || self.record.len() > RECORD_BYTES_MAX {
+                    let result = if record.too_long {
                         Err(format!("record longer than {RECORD_BYTES_MAX} bytes"))
                     } else {
                         self.scratch.clear();
@@ -372,6 +407,20 @@ impl Source {
                     }
                 }
             }
+            Reader::Split { path, reader } => {
+                let mut counts = ChunkCounts {
+                    rows: 0,
+                    malformed: 0,
+                    bytes: 0,
+                };
+                match reader.next(path, &mut counts)? {
+                    Some(b) => batch = b,
+                    None => self.exhausted = true,
+                }
+                self.rows += counts.rows;
+                self.malformed += counts.malformed;
+                self.bytes_read += counts.bytes;
+            }
             Reader::Nexmark {
                 generator,
                 kind,
@@ -409,7 +458,62 @@ impl Source {
     }
 }
 
-fn strip_newline(v: &mut Vec<u8>) {
+/// What `read_record` read.
+pub(crate) struct RecordRead {
+    /// Physical lines it spans.
+    pub lines: u64,
+    pub bytes: u64,
+    /// Empty (or, in JSON, only whitespace): not a record.
+    pub blank: bool,
+    /// Longer than `RECORD_BYTES_MAX`: malformed.
+    pub too_long: bool,
+}
+
+/// Reads the next record into `record` (without its final newline): one
+/// line, or for CSV as many as a quoted field spans (bounded by
+/// `RECORD_BYTES_MAX`). None at the end of input. Every reader of a file
+/// goes through here, so that records and line numbers are the same
+/// whichever shard reads which part (see `split`).
+pub(crate) fn read_record(
+    reader: &mut impl BufRead,
+    record: &mut Vec<u8>,
+    format: Format,
+    delimiter: u8,
+) -> std::io::Result<Option<RecordRead>> {
+    record.clear();
+    let n = reader.read_until(b'\n', record)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut read = RecordRead {
+        lines: 1,
+        bytes: n as u64,
+        blank: false,
+        too_long: false,
+    };
+    // A quoted CSV field may span lines: keep reading until the quotes
+    // balance.
+    if format == Format::Csv {
+        while csv_record_incomplete_with(trimmed(record), delimiter) {
+            if record.len() > RECORD_BYTES_MAX {
+                read.too_long = true;
+                break;
+            }
+            let more = reader.read_until(b'\n', record)?;
+            if more == 0 {
+                break;
+            }
+            read.lines += 1;
+            read.bytes += more as u64;
+        }
+    }
+    strip_newline(record);
+    read.too_long |= record.len() > RECORD_BYTES_MAX;
+    read.blank = record.is_empty() || (format == Format::Json && record.iter().all(u8::is_ascii_whitespace));
+    Ok(Some(read))
+}
+
+pub(crate) fn strip_newline(v: &mut Vec<u8>) {
     if v.last() == Some(&b'\n') {
         v.pop();
         if v.last() == Some(&b'\r') {

@@ -8,7 +8,8 @@
 //! nodes (projection, window annotation) run wherever their input is.
 //!
 //! A node instance is *active* on a shard when rows can ever reach it
-//! there: a source only on the shard that reads it, a keyed node on every
+//! there: a source only on the shard that reads it (every shard for a
+//! split file, see `split`), a keyed node on every
 //! shard, a single-shard node on shard 0, a local node wherever its inputs
 //! are active. A node's input watermark is the minimum over its ports: one
 //! port per active sending shard for an exchange, one for a local edge.
@@ -94,10 +95,17 @@ pub struct Topology {
     /// Whether each source / node instance is active on each shard.
     pub source_active: Vec<Vec<bool>>,
     pub node_active: Vec<Vec<bool>>,
+    /// Whether each source is split over every shard.
+    pub source_split: Vec<bool>,
+    /// Per node, per input: judge rows against their port's watermark
+    /// (`Driven::set_port_exact`).
+    pub port_exact: Vec<Vec<bool>>,
 }
 
 impl Topology {
-    pub fn new(plan: &PhysicalPlan, shards: usize) -> Topology {
+    /// `split[s]`: source `s` is a file read by every shard (see `split`).
+    pub fn new(plan: &PhysicalPlan, shards: usize, split: &[bool]) -> Topology {
+        assert_eq!(split.len(), plan.sources.len());
         assert!(shards >= 1);
         // Per node, per input: where that input's rows must be. Only a join
         // keys its inputs differently (each side by its own key columns).
@@ -136,8 +144,24 @@ impl Topology {
         let source_owner: Vec<usize> = (0..plan.sources.len()).map(|i| i % shards).collect();
         let source_active: Vec<Vec<bool>> = source_owner
             .iter()
-            .map(|&owner| (0..shards).map(|k| k == owner).collect())
+            .zip(split)
+            .map(|(&owner, &split)| (0..shards).map(|k| split || k == owner).collect())
             .collect();
+        // Rows that still carry a split file's per-position watermark on
+        // their port: the source itself, through projections and window
+        // annotation (which pass marks on as they come).
+        let mut exact_node: Vec<bool> = Vec::new();
+        let mut port_exact: Vec<Vec<bool>> = Vec::new();
+        for node in &plan.nodes {
+            let exact_of = |input: Input, exact_node: &Vec<bool>| match input {
+                Input::Source(s) => split[s],
+                Input::Node(n) => exact_node[n],
+            };
+            let flags: Vec<bool> = node.inputs.iter().map(|&i| exact_of(i, &exact_node)).collect();
+            let passes_marks = matches!(node.spec, OperatorSpec::Map(_) | OperatorSpec::WindowTvf(_));
+            exact_node.push(passes_marks && flags.iter().all(|&f| f));
+            port_exact.push(flags);
+        }
         let mut node_active: Vec<Vec<bool>> = Vec::new();
         let mut ports = Vec::new();
         let mut port_count = Vec::new();
@@ -189,6 +213,8 @@ impl Topology {
             source_owner,
             source_active,
             node_active,
+            source_split: split.to_vec(),
+            port_exact,
         };
         for (i, node) in plan.nodes.iter().enumerate() {
             for (k, &input) in node.inputs.iter().enumerate() {

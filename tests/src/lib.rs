@@ -161,6 +161,16 @@ pub fn metrics_text(o: &Outcome) -> String {
     m.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
 }
 
+/// The chunk size files are split into in tests (`LAMINAR_TEST_SPLIT_BYTES`,
+/// default 64 bytes: a few records, so even small inputs are read by
+/// several shards at once).
+pub fn split_chunk_bytes() -> u64 {
+    std::env::var("LAMINAR_TEST_SPLIT_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
 /// Plans and runs `sql` (with `{dir}` replaced by `dir`) on `shards`
 /// shards.
 pub fn run_sql(sql: &str, dir: &Path, batch_rows: usize, shards: usize) -> Result<Outcome, String> {
@@ -197,6 +207,11 @@ pub fn run_sql_with(
             spin_before_park,
             clock: None,
             pacing: None,
+            // Every file is read by every shard, in chunks of a few
+            // records, so each multi-shard test also checks that reading a
+            // file in parallel changes nothing.
+            split_bytes_min: Some(0),
+            split_chunk_bytes: Some(split_chunk_bytes()),
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

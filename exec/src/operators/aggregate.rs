@@ -267,7 +267,7 @@ impl Operator for Aggregate {
         }
     }
 
-    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
             if let Some(f) = &self.spec.filter {
@@ -295,7 +295,7 @@ impl Operator for Aggregate {
                 None => self.apply(UNWINDOWED, row, ts, add, out)?,
                 Some(window) => {
                     let size = window.size_ms().expect("fixed window");
-                    let (lateness, watermark) = (self.spec.lateness_ms, self.watermark);
+                    let lateness = self.spec.lateness_ms;
                     let mut open = [0i64; 8];
                     let mut open_count = 0;
                     let mut overflow = Vec::new();

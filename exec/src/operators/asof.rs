@@ -147,13 +147,12 @@ impl Operator for AsofJoin {
         "asof_join"
     }
 
-    fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
             if input == 0 {
                 debug_assert_eq!(op, Op::Insert, "the left input is append-only");
-                let Some(ts) = admit_time(row, Some(self.spec.left_time), self.left_watermark, &mut self.metrics)
-                else {
+                let Some(ts) = admit_time(row, Some(self.spec.left_time), watermark, &mut self.metrics) else {
                     continue;
                 };
                 if !self.eval_key(true, row) {
@@ -175,7 +174,7 @@ impl Operator for AsofJoin {
                     self.seq += 1;
                 }
             } else {
-                let Some(ts) = admit_time(row, self.spec.right_time, self.right_watermark, &mut self.metrics) else {
+                let Some(ts) = admit_time(row, self.spec.right_time, watermark, &mut self.metrics) else {
                     continue;
                 };
                 if op == Op::UpdateBefore {

@@ -161,8 +161,8 @@ impl IntervalJoin {
         Ok(())
     }
 
-    fn on_left(&mut self, row: &[Value], out: &mut Batch) -> Result<(), ExecError> {
-        let Some(ts) = admit_time(row, Some(self.spec.left_time), self.left.watermark, &mut self.metrics) else {
+    fn on_left(&mut self, row: &[Value], watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
+        let Some(ts) = admit_time(row, Some(self.spec.left_time), watermark, &mut self.metrics) else {
             return Ok(());
         };
         if !self.eval_key(true, row) {
@@ -192,8 +192,8 @@ impl IntervalJoin {
         Ok(())
     }
 
-    fn on_right(&mut self, row: &[Value], out: &mut Batch) -> Result<(), ExecError> {
-        let Some(ts) = admit_time(row, Some(self.spec.right_time), self.right.watermark, &mut self.metrics) else {
+    fn on_right(&mut self, row: &[Value], watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
+        let Some(ts) = admit_time(row, Some(self.spec.right_time), watermark, &mut self.metrics) else {
             return Ok(());
         };
         if !self.eval_key(false, row) {
@@ -264,7 +264,7 @@ impl Operator for IntervalJoin {
         "interval_join"
     }
 
-    fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(&mut self, input: usize, rows: RowsRef<'_>, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         debug_assert!(input < 2);
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
@@ -272,10 +272,10 @@ impl Operator for IntervalJoin {
             debug_assert_eq!(op, Op::Insert);
             if input == 0 {
                 debug_assert_eq!(row.len(), self.spec.left_width);
-                self.on_left(row, out)?;
+                self.on_left(row, watermark, out)?;
             } else {
                 debug_assert_eq!(row.len(), self.spec.right_width);
-                self.on_right(row, out)?;
+                self.on_right(row, watermark, out)?;
             }
         }
         self.metrics.state_entries = (self.left.len + self.right.len) as u64;

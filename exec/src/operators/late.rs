@@ -80,7 +80,13 @@ impl Operator for LateStream {
 
     /// The aggregate's own output: only its marks matter (the driver
     /// forwards them).
-    fn on_rows(&mut self, _input: usize, _rows: RowsRef<'_>, _out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(
+        &mut self,
+        _input: usize,
+        _rows: RowsRef<'_>,
+        _watermark: i64,
+        _out: &mut Batch,
+    ) -> Result<(), ExecError> {
         Ok(())
     }
 

@@ -98,7 +98,7 @@ impl SessionAggregate {
             .output_row(&self.spec.output, key, Some((s.start, s.end)), &s.accumulators, out)
     }
 
-    fn on_row(&mut self, op: Op, row: &[Value], ts: i64, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_row(&mut self, op: Op, row: &[Value], ts: i64, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         let gap = self.spec.gap_ms;
         let key = std::mem::take(&mut self.scratch.key);
         let list = self.sessions.get_or_insert_with(&key, 0, &self.spec.name, Vec::new)?;
@@ -115,7 +115,7 @@ impl SessionAggregate {
         }
         let add = op.is_addition();
         let own_end = ts.saturating_add(gap);
-        if hits.is_empty() && (!add || is_closed(own_end, self.spec.lateness_ms, self.watermark)) {
+        if hits.is_empty() && (!add || is_closed(own_end, self.spec.lateness_ms, watermark)) {
             // Late, or a retraction of a row whose session is gone.
             if list.is_empty() {
                 self.sessions.remove(&key);
@@ -214,7 +214,7 @@ impl Operator for SessionAggregate {
         "session_aggregate"
     }
 
-    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
             if let Some(f) = &self.spec.filter {
@@ -237,7 +237,7 @@ impl Operator for SessionAggregate {
                 key.push(v);
             }
             self.scratch.key = key;
-            self.on_row(op, row, ts, out)?;
+            self.on_row(op, row, ts, watermark, out)?;
         }
         self.metrics.eval_errors = self.scratch.eval_errors;
         Ok(())

@@ -149,7 +149,7 @@ impl Operator for TopN {
         "top_n"
     }
 
-    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
             debug_assert!(self.spec.retractable || op == Op::Insert, "append-only input");
@@ -164,7 +164,7 @@ impl Operator for TopN {
                 None => None,
             };
             if let Some(end) = window_end {
-                if end <= self.watermark {
+                if end <= watermark {
                     self.metrics.late_rows_dropped += 1;
                     continue;
                 }

@@ -43,7 +43,7 @@ impl Operator for Upsert {
         "upsert"
     }
 
-    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, _watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
             self.key.clear();

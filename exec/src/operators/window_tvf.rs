@@ -37,7 +37,7 @@ impl Operator for WindowTvf {
         "window_tvf"
     }
 
-    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, out: &mut Batch) -> Result<(), ExecError> {
+    fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, _watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         let size = self.spec.window.size_ms().expect("fixed window");
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;

@@ -1,0 +1,525 @@
+//! Reading one large file on every shard at once, with exactly the results
+//! of reading it in order.
+//!
+//! SPEC makes a file one partition: a record is late against `W = max(event
+//! time of the records before it) - delay`. To read a file in parallel and
+//! keep that:
+//!
+//! - `plan` cuts the file into chunks of about `chunk_bytes` at record
+//!   boundaries (a newline outside quotes, found the way the reader finds
+//!   records; a file without a `"` byte splits at any newline). Chunk `c`
+//!   is read by shard `c % readers`: the shards move through the file
+//!   together, so event times in flight stay close and window and join
+//!   state stay as small as in-order reading keeps them.
+//! - A reader decodes a whole chunk (bounded by `chunk_bytes`) before it
+//!   emits it, noting its largest event time and its line count. To emit
+//!   chunk `c` it needs the *prefix* of the chunks before it: their
+//!   largest event time and their lines. That comes as a token, a mesh
+//!   message from the reader of chunk `c - 1`, which sends it on once it
+//!   has both its own prefix and its chunk decoded. Chunk 0's prefix is
+//!   the header's. So tokens pass around the shards in chunk order while
+//!   the decoding, the costly part, runs in parallel.
+//! - With the prefix a reader places the exact file-order watermark in
+//!   band before each record (the prefix's first, then every advance), and
+//!   reports malformed records with their true line numbers. Operators fed
+//!   by such a source (directly or through projections) judge each row
+//!   against the watermark of the port it came on (`Driven::set_port_exact`),
+//!   which is the file-order one; their own watermark, the minimum over the
+//!   readers, only closes windows. A row is never judged against a
+//!   watermark its file position had not reached, and a window is never
+//!   closed while a row that belongs to it can still come: the minimum is
+//!   never above any port's.
+//!
+//! Not split: files under `min_bytes`, runs of one shard, and sources with
+//! a dead-letter file (one file, one writer).
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use laminar_exec::batch::{Batch, Op};
+use laminar_exec::format::{Decoder, Format};
+use laminar_exec::plan::{SourceConnector, SourceNode, WatermarkSpec};
+use laminar_exec::types::Value;
+
+use crate::source::{io_error, read_record, MalformedRecord, RECORD_BYTES_MAX};
+use crate::RunError;
+
+/// Files smaller than this are read by one shard (`RunOptions` can say
+/// otherwise): splitting costs a scan of the file and a token per chunk.
+pub const SPLIT_BYTES_MIN_DEFAULT: u64 = 32 << 20;
+/// Chunk size: big enough that a token per chunk is nothing, small enough
+/// that a decoded chunk (its rows wait for the token) is a few MiB.
+pub const SPLIT_CHUNK_BYTES_DEFAULT: u64 = 1 << 20;
+
+/// How one file is cut.
+#[derive(Debug, Clone)]
+pub struct FileSplit {
+    pub path: PathBuf,
+    /// Where each chunk starts; the last entry is the file's length.
+    pub bounds: Vec<u64>,
+    /// The CSV header line (without its newline), when the file has one.
+    pub header: Option<Vec<u8>>,
+    /// Lines before the first chunk.
+    pub header_lines: u64,
+    pub readers: usize,
+}
+
+impl FileSplit {
+    pub fn chunks(&self) -> usize {
+        self.bounds.len() - 1
+    }
+
+    pub fn reader_of(&self, chunk: usize) -> usize {
+        chunk % self.readers
+    }
+}
+
+/// What the chunks before one chunk add up to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    /// Their largest event time (`i64::MIN` if none).
+    pub max_time: i64,
+    /// Their physical lines, header included.
+    pub lines: u64,
+}
+
+/// Cuts a file source into chunks for `readers` shards, or None when it is
+/// not to be split.
+pub fn plan(
+    node: &SourceNode,
+    readers: usize,
+    min_bytes: u64,
+    chunk_bytes: u64,
+) -> Result<Option<FileSplit>, RunError> {
+    let SourceConnector::File {
+        path,
+        format,
+        header,
+        delimiter,
+        dead_letter,
+    } = &node.connector
+    else {
+        return Ok(None);
+    };
+    let len = std::fs::metadata(path)
+        .map_err(io_error("opening source file", path))?
+        .len();
+    if readers < 2 || dead_letter.is_some() || len < min_bytes.max(1) {
+        return Ok(None);
+    }
+    let chunk_bytes = chunk_bytes.max(1);
+    let file = File::open(path).map_err(io_error("opening source file", path))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (header_bytes, data_start) = if *header && *format == Format::Csv {
+        let mut h = Vec::new();
+        let n = reader.read_until(b'\n', &mut h).map_err(io_error("reading", path))?;
+        crate::source::strip_newline(&mut h);
+        (Some(h), n as u64)
+    } else {
+        (None, 0)
+    };
+    let quoted = *format == Format::Csv && contains_byte(path, b'"')?;
+    let mut bounds = vec![data_start];
+    if quoted {
+        // Records as the reader reads them: a boundary only after a
+        // complete record.
+        let mut record = Vec::new();
+        let mut pos = data_start;
+        while let Some(r) =
+            read_record(&mut reader, &mut record, *format, *delimiter).map_err(io_error("reading", path))?
+        {
+            pos += r.bytes;
+            if pos - bounds[bounds.len() - 1] >= chunk_bytes && pos < len {
+                bounds.push(pos);
+            }
+        }
+    } else {
+        // Any newline ends a record: the first one at or after each target.
+        let mut file = reader.into_inner();
+        let mut target = data_start + chunk_bytes;
+        let mut buf = vec![0u8; 64 << 10];
+        while target < len {
+            file.seek(SeekFrom::Start(target - 1))
+                .map_err(io_error("reading", path))?;
+            let mut at = target - 1;
+            let found = loop {
+                let n = file.read(&mut buf).map_err(io_error("reading", path))?;
+                if n == 0 {
+                    break None;
+                }
+                if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                    break Some(at + i as u64 + 1);
+                }
+                at += n as u64;
+            };
+            match found {
+                Some(b) if b < len => {
+                    bounds.push(b);
+                    target = b + chunk_bytes;
+                }
+                _ => break,
+            }
+        }
+    }
+    bounds.push(len);
+    if bounds.len() < 3 {
+        return Ok(None); // one chunk: nothing to share
+    }
+    Ok(Some(FileSplit {
+        path: path.clone(),
+        bounds,
+        header: header_bytes,
+        header_lines: u64::from(*header && *format == Format::Csv),
+        readers,
+    }))
+}
+
+/// Whether the file holds `byte` anywhere (a fast scan).
+fn contains_byte(path: &Path, byte: u8) -> Result<bool, RunError> {
+    let mut file = File::open(path).map_err(io_error("opening source file", path))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io_error("reading", path))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if memchr::memchr(byte, &buf[..n]).is_some() {
+            return Ok(true);
+        }
+    }
+}
+
+/// A malformed record of a decoded chunk, reported once its line is known.
+struct Bad {
+    line_in_chunk: u64,
+    reason: String,
+}
+
+/// A decoded chunk, waiting for its prefix.
+struct Decoded {
+    chunk: usize,
+    rows: Batch,
+    lines: u64,
+    max_time: i64,
+    bad: Vec<Bad>,
+}
+
+enum State {
+    /// Decode this shard's next chunk.
+    Decode,
+    /// Decoded; emitting needs the prefix token.
+    Awaiting(Decoded),
+    /// Batches ready, with their marks.
+    Emitting(VecDeque<Batch>),
+    /// No chunks left.
+    Finished,
+}
+
+/// One shard's part of a split file.
+pub(crate) struct SplitReader {
+    split: Arc<FileSplit>,
+    /// This shard's next chunk (it reads chunks `me`, `me + readers`, …).
+    next_chunk: usize,
+    reader: BufReader<std::io::Take<File>>,
+    decoder: Box<dyn Decoder>,
+    format: Format,
+    delimiter: u8,
+    width: usize,
+    watermark: Option<WatermarkSpec>,
+    state: State,
+    record: Vec<u8>,
+    scratch: Vec<Value>,
+    /// The watermark this reader last placed (for the source loop).
+    pub current: i64,
+}
+
+/// What decoding a chunk adds to the source's counters.
+pub(crate) struct ChunkCounts {
+    pub rows: u64,
+    pub malformed: u64,
+    pub bytes: u64,
+}
+
+impl SplitReader {
+    pub fn open(node: &SourceNode, split: Arc<FileSplit>, me: usize) -> Result<SplitReader, RunError> {
+        let SourceConnector::File {
+            path,
+            format,
+            delimiter,
+            ..
+        } = &node.connector
+        else {
+            unreachable!("only files are split");
+        };
+        let decoder = format
+            .decoder(&node.schema, split.header.as_deref(), *delimiter)
+            .map_err(|reason| RunError::Source {
+                source_name: node.name.clone(),
+                path: path.clone(),
+                reason,
+            })?;
+        let file = File::open(path).map_err(io_error("opening source file", path))?;
+        Ok(SplitReader {
+            next_chunk: me,
+            reader: BufReader::with_capacity(1 << 20, file.take(0)),
+            decoder,
+            format: *format,
+            delimiter: *delimiter,
+            width: node.schema.len(),
+            watermark: node.watermark,
+            state: State::Decode,
+            record: Vec::new(),
+            scratch: Vec::new(),
+            current: i64::MIN,
+            split,
+        })
+    }
+
+    /// The chunk whose prefix token this reader waits for, if it does.
+    pub fn wants_token(&self) -> Option<usize> {
+        match &self.state {
+            State::Awaiting(d) => Some(d.chunk),
+            _ => None,
+        }
+    }
+
+    /// Takes the prefix of the awaited chunk: places the marks, reports
+    /// the chunk's malformed records, and returns the token for the next
+    /// chunk with the shard that reads it (None after the last chunk).
+    pub fn accept(
+        &mut self,
+        prefix: Prefix,
+        batch_rows: usize,
+        source_name: &str,
+        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Option<(usize, usize, Prefix)> {
+        let State::Awaiting(d) = std::mem::replace(&mut self.state, State::Decode) else {
+            panic!("a token arrived for a chunk this reader does not wait for");
+        };
+        let location = self.split.path.display().to_string();
+        for bad in &d.bad {
+            on_malformed(MalformedRecord {
+                source: source_name,
+                location: &location,
+                line: prefix.lines + bad.line_in_chunk,
+                reason: &bad.reason,
+            });
+        }
+        // The file-order watermark: the prefix's, then every advance.
+        let mut max_time = prefix.max_time;
+        let delay = self.watermark.map(|w| w.delay_ms);
+        let mut queue = VecDeque::new();
+        let mut batch = Batch::with_capacity(self.width, batch_rows.min(d.rows.len().max(1)));
+        if let (Some(delay), true) = (delay, max_time > i64::MIN) {
+            let w = max_time.saturating_sub(delay);
+            if w > self.current {
+                self.current = w;
+                batch.push_mark(w);
+            }
+        }
+        for (_, row) in d.rows.rows() {
+            if batch.len() >= batch_rows {
+                queue.push_back(std::mem::replace(
+                    &mut batch,
+                    Batch::with_capacity(self.width, batch_rows),
+                ));
+            }
+            batch.push(Op::Insert, row);
+            if let (Some(spec), Some(delay)) = (self.watermark, delay) {
+                if let Value::Ts(t) | Value::Int(t) = row[spec.column] {
+                    if t > max_time {
+                        max_time = t;
+                        let w = t.saturating_sub(delay);
+                        if w > self.current {
+                            self.current = w;
+                            batch.push_mark(w);
+                        }
+                    }
+                }
+            }
+        }
+        if !batch.is_inert() {
+            queue.push_back(batch);
+        }
+        self.state = State::Emitting(queue);
+        let next = d.chunk + 1;
+        (next < self.split.chunks()).then(|| {
+            (
+                self.split.reader_of(next),
+                next,
+                Prefix {
+                    max_time: prefix.max_time.max(d.max_time),
+                    lines: prefix.lines + d.lines,
+                },
+            )
+        })
+    }
+
+    /// The next batch to emit; an inert one while a token is awaited, and
+    /// after decoding a chunk (the caller then asks `wants_token`). None
+    /// once every chunk of this shard is out.
+    pub fn next(&mut self, path: &Path, counts: &mut ChunkCounts) -> Result<Option<Batch>, RunError> {
+        loop {
+            match &mut self.state {
+                State::Emitting(queue) => match queue.pop_front() {
+                    Some(b) => return Ok(Some(b)),
+                    None => self.state = State::Decode,
+                },
+                State::Awaiting(_) => return Ok(Some(Batch::new(self.width))),
+                State::Finished => return Ok(None),
+                State::Decode => {
+                    if self.next_chunk >= self.split.chunks() {
+                        self.state = State::Finished;
+                        return Ok(None);
+                    }
+                    let chunk = self.next_chunk;
+                    self.next_chunk += self.split.readers;
+                    let decoded = self.decode(chunk, path, counts)?;
+                    self.state = State::Awaiting(decoded);
+                    return Ok(Some(Batch::new(self.width)));
+                }
+            }
+        }
+    }
+
+    fn decode(&mut self, chunk: usize, path: &Path, counts: &mut ChunkCounts) -> Result<Decoded, RunError> {
+        let (start, end) = (self.split.bounds[chunk], self.split.bounds[chunk + 1]);
+        // The previous chunk was read to its end, so the buffer is empty
+        // and the file can be moved under it.
+        debug_assert!(self.reader.buffer().is_empty());
+        self.reader
+            .get_mut()
+            .get_mut()
+            .seek(SeekFrom::Start(start))
+            .map_err(io_error("reading", path))?;
+        self.reader.get_mut().set_limit(end - start);
+        let mut d = Decoded {
+            chunk,
+            rows: Batch::new(self.width),
+            lines: 0,
+            max_time: i64::MIN,
+            bad: Vec::new(),
+        };
+        while let Some(r) = read_record(&mut self.reader, &mut self.record, self.format, self.delimiter)
+            .map_err(io_error("reading", path))?
+        {
+            let first_line = d.lines + 1;
+            d.lines += r.lines;
+            counts.bytes += r.bytes;
+            if r.blank {
+                continue;
+            }
+            let result = if r.too_long {
+                Err(format!("record longer than {RECORD_BYTES_MAX} bytes"))
+            } else {
+                self.scratch.clear();
+                self.decoder.decode(&self.record, &mut self.scratch)
+            };
+            match result {
+                Ok(()) => {
+                    d.rows.push(Op::Insert, &self.scratch);
+                    counts.rows += 1;
+                    if let Some(spec) = self.watermark {
+                        if let Value::Ts(t) | Value::Int(t) = self.scratch[spec.column] {
+                            d.max_time = d.max_time.max(t);
+                        }
+                    }
+                }
+                Err(reason) => {
+                    counts.malformed += 1;
+                    d.bad.push(Bad {
+                        line_in_chunk: first_line,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use laminar_exec::types::{DataType, Field, Schema};
+
+    fn node(path: &Path, header: bool) -> SourceNode {
+        SourceNode {
+            name: "s".into(),
+            schema: Schema::new(vec![Field::new("k", DataType::Str), Field::new("ts", DataType::Int)]),
+            connector: SourceConnector::File {
+                path: path.to_path_buf(),
+                format: Format::Csv,
+                header,
+                delimiter: b',',
+                dead_letter: None,
+            },
+            watermark: Some(WatermarkSpec { column: 1, delay_ms: 0 }),
+            used_columns: vec![true, true],
+        }
+    }
+
+    /// Every bound is where the in-order reader starts a record.
+    fn record_starts(text: &[u8], header: bool) -> Vec<u64> {
+        let mut reader = BufReader::new(text);
+        let mut pos = 0u64;
+        let mut record = Vec::new();
+        if header {
+            pos += reader.read_until(b'\n', &mut record).unwrap() as u64;
+        }
+        let mut starts = vec![pos];
+        while let Some(r) = read_record(&mut reader, &mut record, Format::Csv, b',').unwrap() {
+            pos += r.bytes;
+            starts.push(pos);
+        }
+        starts
+    }
+
+    #[test]
+    fn bounds_fall_on_record_starts_with_and_without_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text, header) in [
+            (
+                "plain.csv",
+                "k,ts\na,1\nbb,2\nccc,3\nd,4\neeeee,5\nf,6\n".to_string(),
+                true,
+            ),
+            (
+                "quoted.csv",
+                "\"a\nb\",1\n\"x,\"\"y\"\"\nz\",2\nplain,3\n\"q\",4\n\"long\n\n\n\",5\nlast,6".to_string(),
+                false,
+            ),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &text).unwrap();
+            let starts = record_starts(text.as_bytes(), header);
+            for chunk_bytes in [1, 3, 7, 20] {
+                let split = plan(&node(&path, header), 2, 0, chunk_bytes).unwrap().expect("split");
+                assert_eq!(*split.bounds.last().unwrap(), text.len() as u64);
+                for b in &split.bounds[..split.bounds.len() - 1] {
+                    assert!(
+                        starts.contains(b),
+                        "{name} @{chunk_bytes}: bound {b} is not a record start {starts:?}"
+                    );
+                }
+                assert!(split.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", split.bounds);
+            }
+        }
+    }
+
+    #[test]
+    fn small_files_and_single_chunks_are_not_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.csv");
+        std::fs::write(&path, "k,ts\na,1\n").unwrap();
+        assert!(
+            plan(&node(&path, true), 2, 1 << 20, 1).unwrap().is_none(),
+            "under min_bytes"
+        );
+        assert!(plan(&node(&path, true), 2, 0, 1 << 20).unwrap().is_none(), "one chunk");
+        assert!(plan(&node(&path, true), 1, 0, 1).unwrap().is_none(), "one reader");
+    }
+}
