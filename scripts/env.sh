@@ -41,6 +41,27 @@ ensure_toolchain() {
     cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
 }
 
+# glommio locks memory for its io_uring rings: 3 rings of 512 KiB per
+# shard (`ShardConfig::io_memory_bytes`), one shard per core by default.
+# Root (or CAP_IPC_LOCK) needs nothing; otherwise raise the soft limit as
+# far as the hard one allows, and say so when that is not enough.
+ensure_memlock() {
+    [ "$(id -u)" -eq 0 ] && return 0
+    local need_kib=$(( $(nproc) * 3 * 512 ))
+    local soft
+    soft="$(ulimit -l)"
+    [ "$soft" = "unlimited" ] && return 0
+    if [ "$soft" -lt "$need_kib" ]; then
+        ulimit -l "$need_kib" 2>/dev/null || ulimit -l "$(ulimit -H -l)" 2>/dev/null || true
+        soft="$(ulimit -l)"
+        if [ "$soft" != "unlimited" ] && [ "$soft" -lt "$need_kib" ]; then
+            echo "warning: locked-memory limit ${soft} KiB is below the ${need_kib} KiB that $(nproc) shards lock;" \
+                 "run as root, grant CAP_IPC_LOCK, raise 'ulimit -l', or pass --shards N with N*1536 KiB under it" >&2
+        fi
+    fi
+}
+
 ensure_apt_packages
 ensure_toolchain
+ensure_memlock
 cd "$LAMINAR_ROOT"

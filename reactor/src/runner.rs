@@ -271,7 +271,11 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     let splits: Vec<Option<Arc<crate::split::FileSplit>>> = plan
         .sources
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
+            if !crate::split::order_insensitive(&plan, i) {
+                return Ok(None);
+            }
             crate::split::plan(
                 s,
                 shards,

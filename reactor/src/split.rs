@@ -30,8 +30,11 @@
 //!   closed while a row that belongs to it can still come: the minimum is
 //!   never above any port's.
 //!
-//! Not split: files under `min_bytes`, runs of one shard, and sources with
-//! a dead-letter file (one file, one writer).
+//! Not split: files under `min_bytes`, runs of one shard, sources with a
+//! dead-letter file (one file, one writer), and sources whose results
+//! could depend on the order rows of one key arrive in (see
+//! `order_insensitive`): with several readers, rows of a key arrive from
+//! several ports, in an order no longer the file's.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -39,10 +42,13 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use laminar_exec::agg::AggKind;
 use laminar_exec::batch::{Batch, Op};
 use laminar_exec::format::{Decoder, Format};
-use laminar_exec::plan::{SourceConnector, SourceNode, WatermarkSpec};
-use laminar_exec::types::Value;
+use laminar_exec::operators::topn::RankKind;
+use laminar_exec::operators::AggCall;
+use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
+use laminar_exec::types::{DataType, Value};
 
 use crate::source::{io_error, read_record, MalformedRecord, RECORD_BYTES_MAX};
 use crate::RunError;
@@ -84,6 +90,50 @@ pub struct Prefix {
     pub max_time: i64,
     /// Their physical lines, header included.
     pub lines: u64,
+}
+
+/// Whether everything reading source `source` gives the same results
+/// whatever order the rows of one key arrive in. In-order reading makes
+/// arrival order file order; split reading does not, so a source is split
+/// only when nothing downstream can tell (every node reachable from it,
+/// since a node's output order follows its input's): projections and
+/// window annotation, joins (which emit every matching pair),
+/// windowed RANK top-N (ties all kept), sinks (compared as multisets), and
+/// aggregates that emit final rows only and whose aggregates do not care
+/// about order (COUNT, MIN, MAX, and SUM/AVG over integers, which sum in
+/// i128). Not: changelog aggregates (their intermediate rows follow the
+/// order), FIRST/LAST_VALUE and ROW_NUMBER (ties by arrival), floating
+/// sums (rounding follows the order), tables (the latest row wins) and
+/// ASOF joins (the latest right row wins).
+pub fn order_insensitive(plan: &PhysicalPlan, source: usize) -> bool {
+    fn readers_ok(plan: &PhysicalPlan, from: Input) -> bool {
+        plan.nodes.iter().enumerate().all(|(i, node)| {
+            if !node.inputs.contains(&from) {
+                return true;
+            }
+            let itself = match &node.spec {
+                OperatorSpec::Map(_)
+                | OperatorSpec::WindowTvf(_)
+                | OperatorSpec::IntervalJoin(_)
+                | OperatorSpec::LateStream(_) => true,
+                OperatorSpec::TopN(t) => t.kind == RankKind::Rank && t.window_end.is_some(),
+                OperatorSpec::Aggregate(a) => !a.emit.is_changelog() && a.calls.iter().all(exact),
+                OperatorSpec::Session(s) => !s.emit.is_changelog() && s.calls.iter().all(exact),
+                OperatorSpec::Upsert(_) | OperatorSpec::AsofJoin(_) => false,
+            };
+            // Its output comes in another order too: its readers must not
+            // care either.
+            itself && readers_ok(plan, Input::Node(i))
+        })
+    }
+    fn exact(call: &AggCall) -> bool {
+        match call.kind {
+            AggKind::CountStar | AggKind::Count | AggKind::CountDistinct | AggKind::Min | AggKind::Max => true,
+            AggKind::Sum | AggKind::Avg => matches!(call.input_type, DataType::Int),
+            AggKind::FirstValue | AggKind::LastValue => false,
+        }
+    }
+    readers_ok(plan, Input::Source(source))
 }
 
 /// Cuts a file source into chunks for `readers` shards, or None when it is
