@@ -130,7 +130,6 @@ pub(crate) fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOn
 
 impl Source {
     pub fn open(node: &SourceNode) -> Result<Source, RunError> {
-        let width = node.schema.len();
         let (reader, bytes_total) = match &node.connector {
             SourceConnector::File {
                 path,
@@ -208,7 +207,20 @@ impl Source {
                 )
             }
         };
-        Ok(Source {
+        Ok(Source::with_reader(node, reader, bytes_total))
+    }
+
+    /// Opens this shard's part of a file split over every shard.
+    pub fn open_split(node: &SourceNode, split: Arc<FileSplit>, me: usize) -> Result<Source, RunError> {
+        let path = split.path.clone();
+        let bytes_total = std::fs::metadata(&path).ok().map(|m| m.len());
+        let reader = SplitReader::open(node, split, me)?;
+        Ok(Source::with_reader(node, Reader::Split { path, reader }, bytes_total))
+    }
+
+    fn with_reader(node: &SourceNode, reader: Reader, bytes_total: Option<u64>) -> Source {
+        let width = node.schema.len();
+        Source {
             name: node.name.clone(),
             width,
             reader,
@@ -223,31 +235,7 @@ impl Source {
             exhausted: false,
             done: false,
             end_apart: false,
-        })
-    }
-
-    /// Opens this shard's part of a file split over every shard.
-    pub fn open_split(node: &SourceNode, split: Arc<FileSplit>, me: usize) -> Result<Source, RunError> {
-        let path = split.path.clone();
-        let bytes_total = std::fs::metadata(&path).ok().map(|m| m.len());
-        let reader = SplitReader::open(node, split, me)?;
-        let width = node.schema.len();
-        Ok(Source {
-            name: node.name.clone(),
-            width,
-            reader: Reader::Split { path, reader },
-            watermark: WatermarkTracker::new(node.watermark),
-            scratch: Vec::with_capacity(width),
-            generated: Vec::new(),
-            record: Vec::new(),
-            rows: 0,
-            malformed: 0,
-            bytes_read: 0,
-            bytes_total,
-            exhausted: false,
-            done: false,
-            end_apart: false,
-        })
+        }
     }
 
     /// Whether this is one shard's part of a split file.
