@@ -364,9 +364,11 @@ impl Source {
                     match result {
                         Ok(()) => {
                             debug_assert_eq!(self.scratch.len(), self.width);
-                            batch.push(Op::Insert, &self.scratch);
+                            // Moved, not cloned, into the batch.
+                            let advanced = self.watermark.observe(&self.scratch);
+                            batch.push_owned(Op::Insert, self.scratch.drain(..));
                             self.rows += 1;
-                            if let Some(w) = self.watermark.observe(&self.scratch) {
+                            if let Some(w) = advanced {
                                 batch.push_mark(w);
                             }
                         }
@@ -426,9 +428,10 @@ impl Source {
                         self.scratch.clear();
                         self.scratch
                             .extend(columns.iter().map(|&c| std::mem::take(&mut self.generated[c])));
-                        batch.push(Op::Insert, &self.scratch);
+                        let advanced = self.watermark.observe(&self.scratch);
+                        batch.push_owned(Op::Insert, self.scratch.drain(..));
                         self.rows += 1;
-                        if let Some(w) = self.watermark.observe(&self.scratch) {
+                        if let Some(w) = advanced {
                             batch.push_mark(w);
                         }
                     }

@@ -470,13 +470,13 @@ impl SplitReader {
             };
             match result {
                 Ok(()) => {
-                    d.rows.push(Op::Insert, &self.scratch);
-                    counts.rows += 1;
                     if let Some(spec) = self.watermark {
                         if let Value::Ts(t) | Value::Int(t) = self.scratch[spec.column] {
                             d.max_time = d.max_time.max(t);
                         }
                     }
+                    d.rows.push_owned(Op::Insert, self.scratch.drain(..));
+                    counts.rows += 1;
                 }
                 Err(reason) => {
                     counts.malformed += 1;
