@@ -3,7 +3,8 @@
 # every test of every crate (unit, golden SQL files, property tests).
 #
 # Slow suites are opt-in through environment variables, documented in the
-# README: LAMINAR_STRESS=N adds N iterations of the multi-shard stress loop.
+# README: LAMINAR_STRESS=N adds N iterations of the multi-shard stress loop;
+# LAMINAR_FUZZ_SECONDS=N fuzzes each decoder N seconds instead of 15.
 source "$(dirname "$0")/env.sh"
 
 echo "== cargo fmt --check"
@@ -12,6 +13,9 @@ echo "== cargo clippy -D warnings"
 cargo clippy --release --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --release --workspace --locked
+
+echo "== fuzz, ${LAMINAR_FUZZ_SECONDS:-15} s per target"
+"$(dirname "$0")/fuzz.sh" --scratch "${LAMINAR_FUZZ_SECONDS:-15}"
 
 # Opt-in: the multi-shard stress loop (about 4 s per iteration when warm).
 if [ -n "${LAMINAR_STRESS:-}" ]; then

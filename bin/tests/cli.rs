@@ -890,3 +890,105 @@ fn a_file_read_by_every_shard_gives_the_in_order_results_and_line_numbers() {
         assert_eq!(late(&o), late(&one), "{shards} shards");
     }
 }
+
+/// One million records with 1% garbage of every kind the decoders refuse,
+/// in CSV and in JSON lines: every good record is counted in the result,
+/// every bad one is counted, reported and dead-lettered unchanged, on 1 and
+/// 2 shards.
+#[test]
+fn one_percent_garbage_in_a_million_records_loses_no_good_record() {
+    const RECORDS: u64 = 1_000_000;
+    // Garbage a CSV decoder must refuse without touching its neighbours
+    // (a stray quote opening a field would legitimately swallow the next
+    // lines as one quoted value, so none opens a field).
+    let csv_garbage = [
+        "k1,oops,2015-07-15 00:00:01".to_string(),
+        "k2,5".to_string(),
+        "k3,5,yesterday".to_string(),
+        "k4,5,2015-07-15 00:00:01,extra".to_string(),
+        "k5,99999999999999999999,2015-07-15 00:00:01".to_string(),
+        ",,,,".to_string(),
+        "k\u{7}6,x\"y,2015-13-40 25:61:61".to_string(),
+    ];
+    let json_garbage = [
+        "{\"k\":\"k1\",\"v\":\"oops\",\"ts\":\"2015-07-15 00:00:01\"}".to_string(),
+        "{\"k\":\"k2\",\"v\":5".to_string(),
+        "not json at all".to_string(),
+        "{\"k\":\"k3\",\"v\":5,\"ts\":\"yesterday\"}".to_string(),
+        "{\"k\":\"k4\",\"v\":1e999,\"ts\":1436918400000}".to_string(),
+        "[1,2,3]".to_string(),
+        "{\"k\":\"k5\",\"v\":5,\"ts\":1436918400000,}".to_string(),
+    ];
+    for format in ["csv", "json"] {
+        let mut input = String::with_capacity(40 << 20);
+        let mut garbage_lines = Vec::new();
+        let (mut count, mut total) = ([0u64; 10], [0i64; 10]);
+        if format == "csv" {
+            input.push_str("k,v,ts\n");
+        }
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for i in 0..RECORDS {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            if rng.is_multiple_of(100) {
+                let g = if format == "csv" {
+                    &csv_garbage[(rng / 100 % csv_garbage.len() as u64) as usize]
+                } else {
+                    &json_garbage[(rng / 100 % json_garbage.len() as u64) as usize]
+                };
+                input.push_str(g);
+                input.push('\n');
+                garbage_lines.push(g.clone());
+                continue;
+            }
+            let key = (rng >> 20) % 10;
+            let v = (rng >> 40) as i64 % 1000 - 500;
+            count[key as usize] += 1;
+            total[key as usize] += v;
+            let ts = 1_436_918_400_000 + i as i64;
+            if format == "csv" {
+                input.push_str(&format!("k{key},{v},{ts}\n"));
+            } else {
+                input.push_str(&format!("{{\"k\":\"k{key}\",\"v\":{v},\"ts\":{ts}}}\n"));
+            }
+        }
+        let dir = setup(&format!(
+            "CREATE SOURCE t (k VARCHAR NOT NULL, v BIGINT, ts TIMESTAMP NOT NULL)
+             WITH (connector = 'file', path = 'in.{format}', format = '{format}', header = '{}', dead_letter = 'dead.txt');
+             CREATE STREAM s AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM t GROUP BY k EMIT ON WINDOW CLOSE;
+             CREATE SINK o FROM s WITH (connector = 'file', path = 'out.csv');",
+            format == "csv"
+        ));
+        write(dir.path(), &format!("in.{format}"), &input);
+        let mut expected: Vec<String> = (0..10)
+            .filter(|&k| count[k] > 0)
+            .map(|k| format!("k{k},{},{}", count[k], total[k]))
+            .collect();
+        expected.sort();
+        let expected = format!("k,n,total\n{}\n", expected.join("\n"));
+        for shards in ["1", "2"] {
+            let o = laminar(dir.path(), &["run", "--shards", shards, "pipeline.sql"]);
+            assert_success(&o);
+            assert_eq!(read_rows(dir.path(), "out.csv"), expected, "{format}, {shards} shards");
+            let err = stderr(&o);
+            assert!(
+                err.contains(&format!("{} malformed", garbage_lines.len())),
+                "{format}: {} garbage records, summary:\n{}",
+                garbage_lines.len(),
+                err.lines().rev().take(6).collect::<Vec<_>>().join("\n")
+            );
+            assert_eq!(
+                err.lines().filter(|l| l.starts_with("warning:")).count(),
+                100,
+                "the first 100 are reported"
+            );
+            let dead = read(dir.path(), "dead.txt");
+            assert_eq!(
+                dead.lines().collect::<Vec<_>>(),
+                garbage_lines,
+                "{format}: dead letters, in order"
+            );
+        }
+    }
+}

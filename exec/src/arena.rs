@@ -193,6 +193,21 @@ impl<T> ArenaVec<T> {
         self.cap = 0;
     }
 
+    /// Passes every element, in order, to `f`, leaving the arena empty but
+    /// still mapped: the next fill reuses its pages, already faulted in,
+    /// instead of mapping (and having the kernel zero) fresh ones. If `f`
+    /// panics the elements not yet passed are leaked, never dropped twice.
+    pub fn drain_keeping_pages(&mut self, mut f: impl FnMut(T)) {
+        let len = self.len;
+        // Set first: the elements are moved out one by one below.
+        self.len = 0;
+        for i in 0..len {
+            // SAFETY: element `i` was initialised and, `len` being 0 now,
+            // is reachable only through this read, once.
+            f(unsafe { ptr::read(self.base().add(i)) });
+        }
+    }
+
     /// Moves every element out, in order, leaving the arena empty.
     pub fn drain(&mut self) -> ArenaDrain<T> {
         ArenaDrain {

@@ -259,6 +259,14 @@ impl<V> KeyedState<V> {
         self.entries.as_slice().iter().map(|e| (&e.key, &e.value))
     }
 
+    /// Like `drain`, but keeps both arenas mapped for the next use of this
+    /// map (an aggregate reuses a closed window's state for a new window,
+    /// so steady windowing maps no fresh pages).
+    pub fn drain_keeping_pages(&mut self, mut f: impl FnMut(GroupKey, V)) {
+        self.entries.drain_keeping_pages(|e| f(e.key, e.value));
+        self.slots.as_mut_slice().fill(EMPTY);
+    }
+
     /// Takes every entry out (in `iter` order), leaving the map empty.
     pub fn drain(&mut self) -> impl Iterator<Item = (GroupKey, V)> {
         self.slots = ArenaVec::new();
@@ -281,6 +289,26 @@ mod tests {
         let err = s.get_or_insert_with(&[Value::Int(3)], 0, "agg", || 0).unwrap_err();
         assert!(err.to_string().contains("agg"));
         assert_eq!(s.get(&[Value::Int(1)]), Some(&2));
+    }
+
+    #[test]
+    fn a_map_drained_keeping_its_pages_works_as_new() {
+        let mut s: KeyedState<u64> = KeyedState::new(1 << 20);
+        for round in 0..3u64 {
+            for k in 0..5_000i64 {
+                *s.get_or_insert_with(&[Value::Int(k)], 0, "agg", || round).unwrap() += 1;
+            }
+            assert_eq!(s.len(), 5_000);
+            let mapped = s.mapped_bytes();
+            let mut seen = 0;
+            s.drain_keeping_pages(|key, v| {
+                assert_eq!(v, round + 1, "{key:?}");
+                seen += 1;
+            });
+            assert_eq!((seen, s.len()), (5_000, 0));
+            assert_eq!(s.mapped_bytes(), mapped, "the pages stay");
+            assert_eq!(s.get(&[Value::Int(7)]), None, "the index is empty too");
+        }
     }
 
     /// Random inserts, updates and removals against a std HashMap: the

@@ -31,6 +31,8 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod fuzz;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

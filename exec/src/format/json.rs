@@ -354,7 +354,12 @@ fn parse_typed(c: &mut Cursor<'_>, field: &Field, scratch: &mut Vec<u8>) -> Resu
                     })
                 }
                 DataType::Double => match parse_f64(text) {
-                    Some(f) => Ok(Value::Double(f)),
+                    // JSON has no infinity: a number beyond f64 is an error,
+                    // as an integer beyond BIGINT is (found by fuzzing: it
+                    // decoded to inf, which JSON output can only write as
+                    // null).
+                    Some(f) if f.is_finite() => Ok(Value::Double(f)),
+                    Some(_) => Err(column_error(field, format_args!("number out of range {}", Shown(text)))),
                     None => Err(column_error(field, format_args!("invalid number {}", Shown(text)))),
                 },
                 _ => Err(mismatch(field, "a number")),
@@ -558,6 +563,18 @@ impl Encoder for JsonEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_beyond_f64_is_out_of_range_not_infinite() {
+        let schema = crate::types::Schema::new(vec![crate::types::Field::new("d", DataType::Double)]);
+        let mut d = JsonDecoder::new(&schema);
+        let mut out = Vec::new();
+        let e = crate::format::Decoder::decode(&mut d, b"{\"d\": 1e999}", &mut out).unwrap_err();
+        assert!(e.contains("number out of range"), "{e}");
+        assert!(out.is_empty());
+        crate::format::Decoder::decode(&mut d, b"{\"d\": -1.5e300}", &mut out).unwrap();
+        assert_eq!(out, vec![Value::Double(-1.5e300)]);
+    }
 
     use crate::format::fixtures::{field, sample_schema as schema};
 

@@ -90,6 +90,9 @@ pub struct Aggregate {
     /// first tick).
     next_emit_ms: Option<i64>,
     late: LateRows,
+    /// A closed window's state, emptied but still mapped, for the next
+    /// window to open (one is enough: windows open as others close).
+    spare: Option<KeyedState<Group>>,
     metrics: OperatorMetrics,
 }
 
@@ -114,6 +117,7 @@ impl Aggregate {
             new_row: Vec::new(),
             dirty: Vec::new(),
             next_emit_ms: None,
+            spare: None,
             metrics: OperatorMetrics::default(),
         }
     }
@@ -128,10 +132,11 @@ impl Aggregate {
     fn apply(&mut self, start: i64, row: &[Value], ts: i64, add: bool, out: &mut Batch) -> Result<(), ExecError> {
         let bounds = self.window_bounds(start);
         let key = std::mem::take(&mut self.scratch.key);
+        let (spare, entries_max) = (&mut self.spare, self.spec.entries_max);
         let groups = self
             .windows
             .entry(start)
-            .or_insert_with(|| KeyedState::new(self.spec.entries_max));
+            .or_insert_with(|| spare.take().unwrap_or_else(|| KeyedState::new(entries_max)));
         let before = groups.len();
         let live_elsewhere = self.live_groups - before;
         let retractable = self.spec.retractable;
@@ -202,35 +207,28 @@ impl Aggregate {
     fn close(&mut self, start: i64, mut groups: KeyedState<Group>, out: &mut Batch) {
         self.live_groups -= groups.len();
         let bounds = self.window_bounds(start);
+        let (scratch, output, row, metrics) = (
+            &mut self.scratch,
+            &self.spec.output,
+            &mut self.new_row,
+            &mut self.metrics,
+        );
         match self.spec.emit {
-            EmitMode::Changes => return,
-            EmitMode::Every { .. } => {
-                for (key, mut group) in groups.drain() {
-                    if group.dirty {
-                        self.metrics.rows_out += emit_group(
-                            &mut self.scratch,
-                            &self.spec.output,
-                            &key,
-                            bounds,
-                            &mut group,
-                            &mut self.new_row,
-                            out,
-                        );
-                    }
+            // Everything was emitted as it happened.
+            EmitMode::Changes => groups.drain_keeping_pages(|_, _| {}),
+            EmitMode::Every { .. } => groups.drain_keeping_pages(|key, mut group| {
+                if group.dirty {
+                    metrics.rows_out += emit_group(scratch, output, &key, bounds, &mut group, row, out);
                 }
-                return;
-            }
-            EmitMode::OnWindowClose | EmitMode::Final => {}
+            }),
+            EmitMode::OnWindowClose | EmitMode::Final => groups.drain_keeping_pages(|key, group| {
+                if scratch.output_row(output, &key, bounds, &group.accumulators, row) {
+                    out.push(Op::Insert, row);
+                    metrics.rows_out += 1;
+                }
+            }),
         }
-        for (key, group) in groups.drain() {
-            if self
-                .scratch
-                .output_row(&self.spec.output, &key, bounds, &group.accumulators, &mut self.new_row)
-            {
-                out.push(Op::Insert, &self.new_row);
-                self.metrics.rows_out += 1;
-            }
-        }
+        self.spare = Some(groups);
     }
 }
 
