@@ -300,7 +300,8 @@ impl Decoder for CsvDecoder {
             ));
         }
         let base = out.len();
-        out.resize(base + self.fields.len(), Value::Null);
+        // Constructed in place: `resize` clones a template value per slot.
+        out.extend(std::iter::repeat_with(|| Value::Null).take(self.fields.len()));
         for (span, slot) in self.spans.iter().zip(&self.slots) {
             let Some(col) = *slot else { continue };
             if !self.used[col] {

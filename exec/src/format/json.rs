@@ -465,7 +465,7 @@ fn lookup(fields: &[Field], hint: usize, key: &[u8]) -> Option<usize> {
 impl Decoder for JsonDecoder {
     fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
         let base = out.len();
-        out.resize(base + self.fields.len(), Value::Null);
+        out.extend(std::iter::repeat_with(|| Value::Null).take(self.fields.len()));
         let result = self.decode_into(record, &mut out[base..]);
         if result.is_err() {
             out.truncate(base);
