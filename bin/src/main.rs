@@ -319,6 +319,7 @@ fn run(plan: &PhysicalPlan, args: RunArgs) -> Result<RunSummary> {
             pacing: None,
             split_bytes_min: Some(split_bytes_min),
             split_chunk_bytes: Some(split_chunk_bytes),
+            split_generator_chunk_events: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

@@ -319,6 +319,7 @@ impl Ctx<'_> {
                 }),
                 split_bytes_min: None,
                 split_chunk_bytes: None,
+                split_generator_chunk_events: None,
                 on_malformed: &mut on_malformed,
                 on_progress: &mut on_progress,
             },

@@ -11,6 +11,7 @@ use laminar_exec::plan::{PhysicalPlan, SinkConnector};
 
 use crate::shard::{shard_main, Phase, ShardConfig, ShardContext, ShardEvent, ShardReport, SharedProgress};
 use crate::source::MalformedRecord;
+use crate::split::SourceSplit;
 use crate::topology::Topology;
 use crate::RunError;
 
@@ -124,6 +125,9 @@ pub struct RunOptions<'a> {
     pub split_bytes_min: Option<u64>,
     /// The chunk size of split files; None: `SPLIT_CHUNK_BYTES_DEFAULT`.
     pub split_chunk_bytes: Option<u64>,
+    /// Events per chunk of a generator read by every shard; None:
+    /// `GENERATOR_CHUNK_EVENTS`.
+    pub split_generator_chunk_events: Option<u64>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
     /// Called now and then with progress.
@@ -268,13 +272,20 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
         });
     }
     let plan = Arc::new(plan.clone());
-    let splits: Vec<Option<Arc<crate::split::FileSplit>>> = plan
+    let splits: Vec<Option<SourceSplit>> = plan
         .sources
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            if !crate::split::order_insensitive(&plan, i) {
+            if shards < 2 || !crate::split::order_insensitive(&plan, i) {
                 return Ok(None);
+            }
+            if crate::split::generator_splittable(s) {
+                return Ok(Some(SourceSplit::Generator {
+                    chunk_events: options
+                        .split_generator_chunk_events
+                        .unwrap_or(crate::split::GENERATOR_CHUNK_EVENTS),
+                }));
             }
             crate::split::plan(
                 s,
@@ -284,7 +295,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
                     .split_chunk_bytes
                     .unwrap_or(crate::split::SPLIT_CHUNK_BYTES_DEFAULT),
             )
-            .map(|split| split.map(Arc::new))
+            .map(|split| split.map(|f| SourceSplit::File(Arc::new(f))))
         })
         .collect::<Result<_, _>>()?;
     let split_flags: Vec<bool> = splits.iter().map(Option::is_some).collect();

@@ -41,7 +41,7 @@ use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
 use crate::pace::{Pace, BEHIND_SCHEDULE_NS};
 use crate::sink::Sink;
 use crate::source::{MalformedRecord, Source};
-use crate::split::{FileSplit, Prefix};
+use crate::split::{Prefix, SourceSplit};
 use crate::topology::{partition, Placement, Topology};
 use crate::RunError;
 
@@ -428,7 +428,7 @@ pub struct ShardContext {
     pub progress: Arc<SharedProgress>,
     pub events: mpsc::Sender<ShardEvent>,
     /// Per source: how it is split over the shards, if it is.
-    pub splits: Arc<Vec<Option<Arc<FileSplit>>>>,
+    pub splits: Arc<Vec<Option<SourceSplit>>>,
 }
 
 /// Lets the other tasks of this queue run when glommio asks for
@@ -511,7 +511,7 @@ struct Shared<'a> {
     progress: &'a Arc<SharedProgress>,
     events: &'a mpsc::Sender<ShardEvent>,
     task_error: &'a Rc<RefCell<Option<RunError>>>,
-    splits: &'a [Option<Arc<FileSplit>>],
+    splits: &'a [Option<SourceSplit>],
 }
 
 async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'_>) -> Result<ShardReport, RunError> {
@@ -535,10 +535,13 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // Sources this shard reads; sinks on shard 0.
     let mut sources: Vec<(usize, Source)> = Vec::new();
     for (i, node) in plan.sources.iter().enumerate() {
-        if let Some(split) = &splits[i] {
-            sources.push((i, Source::open_split(node, Arc::clone(split), id)?));
-        } else if topo.source_owner[i] == id {
-            sources.push((i, Source::open(node)?));
+        match &splits[i] {
+            Some(SourceSplit::File(split)) => sources.push((i, Source::open_split(node, Arc::clone(split), id)?)),
+            Some(SourceSplit::Generator { chunk_events }) => {
+                sources.push((i, Source::open_generator_split(node, id, config.shards, *chunk_events)?))
+            }
+            None if topo.source_owner[i] == id => sources.push((i, Source::open(node)?)),
+            None => {}
         }
     }
     let stdout_sinks = plan
@@ -724,7 +727,10 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // The first chunk of a split file needs no token: its prefix is the
     // header. Every other chunk's comes from the reader before it.
     for (i, split) in splits.iter().enumerate() {
-        if let Some(split) = split.as_ref().filter(|s| s.reader_of(0) == id) {
+        let Some(SourceSplit::File(split)) = split else {
+            continue;
+        };
+        if split.reader_of(0) == id {
             let prefix = Prefix {
                 max_time: i64::MIN,
                 lines: split.header_lines,

@@ -56,6 +56,22 @@ impl WatermarkTracker {
         }
     }
 
+    /// Takes `time` as the largest event time seen so far (events before
+    /// this reader's part of a split source); returns the new watermark
+    /// if it advanced.
+    fn advance_to(&mut self, time: i64) -> Option<i64> {
+        let spec = self.spec?;
+        if time <= self.max_time {
+            return None;
+        }
+        self.max_time = time;
+        let w = time.saturating_sub(spec.delay_ms);
+        (w > self.current).then(|| {
+            self.current = w;
+            w
+        })
+    }
+
     /// Observes a row; returns the new watermark if it advanced.
     fn observe(&mut self, row: &[Value]) -> Option<i64> {
         let spec = self.spec?;
@@ -91,6 +107,9 @@ enum Reader {
         columns: Vec<usize>,
         next: u64,
         end: u64,
+        /// Split over shards: (events per chunk, readers); this shard's
+        /// `next` only ever points into its own chunks.
+        stride: Option<(u64, u64)>,
     },
     /// This shard's chunks of a file read by every shard (see `split`).
     Split { path: PathBuf, reader: SplitReader },
@@ -202,6 +221,7 @@ impl Source {
                         columns: columns.clone(),
                         next: 0,
                         end: *events,
+                        stride: None,
                     },
                     None,
                 )
@@ -238,9 +258,30 @@ impl Source {
         }
     }
 
-    /// Whether this is one shard's part of a split file.
+    /// Opens this shard's part of a generator split over `readers` shards
+    /// in chunks of `chunk_events` events (see `split::SourceSplit`).
+    pub fn open_generator_split(
+        node: &SourceNode,
+        me: usize,
+        readers: usize,
+        chunk_events: u64,
+    ) -> Result<Source, RunError> {
+        let mut source = Source::open(node)?;
+        let Reader::Nexmark { next, stride, .. } = &mut source.reader else {
+            unreachable!("only generators split this way");
+        };
+        assert!(readers >= 2 && chunk_events >= 1 && me < readers);
+        *next = me as u64 * chunk_events;
+        *stride = Some((chunk_events, readers as u64));
+        Ok(source)
+    }
+
+    /// Whether this is one shard's part of a split source.
     pub fn is_split(&self) -> bool {
-        matches!(self.reader, Reader::Split { .. })
+        matches!(
+            self.reader,
+            Reader::Split { .. } | Reader::Nexmark { stride: Some(_), .. }
+        )
     }
 
     /// A split part: the chunk whose prefix token it waits for.
@@ -417,10 +458,33 @@ impl Source {
                 columns,
                 next,
                 end,
+                stride,
             } => {
                 while batch.len() < rows_max && *next < (*end).min(index_limit) {
                     let i = *next;
+                    if let Some((chunk, _)) = *stride {
+                        if i % chunk == 0 && i > 0 {
+                            // A chunk of this shard begins: the watermark
+                            // in file order is that of the last event of
+                            // this kind before it (times grow with i).
+                            let mut prev = i - 1;
+                            while Generator::kind_of(prev) != *kind && prev > 0 {
+                                prev -= 1;
+                            }
+                            if Generator::kind_of(prev) == *kind {
+                                if let Some(w) = self.watermark.advance_to(generator.event_time_ms(prev)) {
+                                    batch.push_mark(w);
+                                }
+                            }
+                        }
+                    }
                     *next += 1;
+                    if let Some((chunk, readers)) = *stride {
+                        if *next % chunk == 0 {
+                            // Past this shard's chunk: on to its next one.
+                            *next = next.saturating_add((readers - 1) * chunk);
+                        }
+                    }
                     // Both buffers are reused: generating a row allocates
                     // nothing (strings stay inline).
                     self.generated.clear();

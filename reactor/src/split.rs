@@ -60,6 +60,38 @@ pub const SPLIT_BYTES_MIN_DEFAULT: u64 = 32 << 20;
 /// that a decoded chunk (its rows wait for the token) is a few MiB.
 pub const SPLIT_CHUNK_BYTES_DEFAULT: u64 = 1 << 20;
 
+/// Events per chunk of a split generator: about a millisecond of events
+/// at a million per second, so paced readers take turns finely.
+pub const GENERATOR_CHUNK_EVENTS: u64 = 1024;
+
+/// How a source is shared by the shards.
+#[derive(Debug, Clone)]
+pub enum SourceSplit {
+    /// A file, cut at record boundaries, with prefix tokens.
+    File(Arc<FileSplit>),
+    /// The Nexmark generator: shard `r` makes the events of chunks `r`,
+    /// `r + shards`, …. Event time grows with the event index, so the
+    /// prefix of a chunk is known without a token: the time of the last
+    /// event of the source's kind before it.
+    Generator { chunk_events: u64 },
+}
+
+/// Whether a generator source can be split: its watermark, if any, is on
+/// the generator's `date_time` (which grows with the event index, so
+/// every reader knows the watermark before any index).
+pub fn generator_splittable(node: &SourceNode) -> bool {
+    let SourceConnector::Nexmark { kind, columns, .. } = &node.connector else {
+        return false;
+    };
+    let Some(kind) = laminar_bench::nexmark::EventKind::from_name(kind) else {
+        return false;
+    };
+    match node.watermark {
+        None => true,
+        Some(w) => laminar_bench::nexmark::schema(kind).index_of("date_time") == Some(columns[w.column]),
+    }
+}
+
 /// How one file is cut.
 #[derive(Debug, Clone)]
 pub struct FileSplit {

@@ -214,6 +214,7 @@ pub fn run_sql_with(
             // file in parallel changes nothing.
             split_bytes_min: Some(0),
             split_chunk_bytes: Some(split_chunk_bytes()),
+            split_generator_chunk_events: Some(37),
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

@@ -27,7 +27,13 @@ fn every_committed_input_still_passes() {
             };
             for entry in entries {
                 let path = entry.expect("a directory entry").path();
-                let data = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+                let data = match std::fs::read(&path) {
+                    Ok(d) => d,
+                    // A fuzzer running on the corpus replaces inputs with
+                    // smaller ones as it goes.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => panic!("reading {}: {e}", path.display()),
+                };
                 let outcome = std::panic::catch_unwind(|| body(&data));
                 assert!(outcome.is_ok(), "{target}: {} fails again", path.display());
                 seen += 1;
