@@ -74,20 +74,10 @@ impl WatermarkTracker {
 
     /// Observes a row; returns the new watermark if it advanced.
     fn observe(&mut self, row: &[Value]) -> Option<i64> {
-        let spec = self.spec?;
-        let t = match row[spec.column] {
-            Value::Ts(t) | Value::Int(t) => t,
-            _ => return None,
-        };
-        if t <= self.max_time {
-            return None;
+        match row[self.spec?.column] {
+            Value::Ts(t) | Value::Int(t) => self.advance_to(t),
+            _ => None,
         }
-        self.max_time = t;
-        let w = t.saturating_sub(spec.delay_ms);
-        (w > self.current).then(|| {
-            self.current = w;
-            w
-        })
     }
 }
 
