@@ -183,6 +183,32 @@ impl Batch {
         self.marks.push(Mark { position, watermark });
     }
 
+    /// Appends `other`'s rows and marks after this batch's (the two are
+    /// consecutive parts of one stream, so marks stay in order). The origin
+    /// kept is the earlier one, so a latency charged from it stays an
+    /// upper bound.
+    pub fn append(&mut self, other: &Batch) {
+        assert_eq!(self.width, other.width, "appending a batch of another width");
+        let base = self.ops.len();
+        self.values.extend_from_slice(&other.values);
+        self.ops.extend_from_slice(&other.ops);
+        for m in &other.marks {
+            let position = base + m.position as usize;
+            match self.marks.last_mut() {
+                Some(last) if m.watermark <= last.watermark => {}
+                Some(last) if last.position as usize == position => last.watermark = m.watermark,
+                _ => self.marks.push(Mark {
+                    position: u32::try_from(position).expect("batch row count fits u32"),
+                    watermark: m.watermark,
+                }),
+            }
+        }
+        self.origin_ns = match (self.origin_ns, other.origin_ns) {
+            (0, o) | (o, 0) => o,
+            (a, b) => a.min(b),
+        };
+    }
+
     /// The last watermark carried by this batch, if any.
     pub fn last_watermark(&self) -> Option<i64> {
         self.marks.last().map(|m| m.watermark)
@@ -259,6 +285,37 @@ impl<'a> Iterator for Segments<'a> {
         let mark = next_mark?;
         self.mark += 1;
         Some(Segment::Watermark(mark.watermark))
+    }
+}
+
+#[cfg(test)]
+mod append_tests {
+    use super::*;
+
+    #[test]
+    fn appended_batches_keep_rows_marks_and_the_earlier_origin() {
+        let mut a = Batch::new(1);
+        a.push(Op::Insert, &[Value::Int(1)]);
+        a.push_mark(10);
+        a.set_origin_ns(500);
+        let mut b = Batch::new(1);
+        b.push_mark(5); // behind: dropped
+        b.push(Op::Insert, &[Value::Int(2)]);
+        b.push_mark(20);
+        b.push(Op::Delete, &[Value::Int(3)]);
+        b.set_origin_ns(300);
+        a.append(&b);
+        assert_eq!(
+            a.rows().map(|(o, r)| (o, r[0].clone())).collect::<Vec<_>>(),
+            vec![
+                (Op::Insert, Value::Int(1)),
+                (Op::Insert, Value::Int(2)),
+                (Op::Delete, Value::Int(3)),
+            ]
+        );
+        let marks: Vec<(u32, i64)> = a.marks().iter().map(|m| (m.position, m.watermark)).collect();
+        assert_eq!(marks, vec![(1, 10), (2, 20)]);
+        assert_eq!(a.origin_ns(), 300);
     }
 }
 

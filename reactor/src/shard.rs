@@ -114,6 +114,33 @@ pub enum MeshMsg {
     Done,
 }
 
+/// Rows in one mesh message at most when outbox messages are coalesced.
+const MERGED_ROWS_MAX: usize = 4096;
+
+/// Appends `next` to `msg` when both carry rows for the same place and the
+/// result stays under `MERGED_ROWS_MAX` rows; otherwise hands `next` back.
+/// Messages are only ever merged with the one right before them, so the
+/// order of rows and marks on the channel is unchanged.
+fn merge(msg: &mut MeshMsg, next: MeshMsg) -> Option<MeshMsg> {
+    let (into, from) = match (&mut *msg, &next) {
+        (
+            MeshMsg::Node { node, input, batch },
+            MeshMsg::Node {
+                node: n2,
+                input: i2,
+                batch: b2,
+            },
+        ) if node == n2 && input == i2 => (batch, b2),
+        (MeshMsg::Sink { sink, batch }, MeshMsg::Sink { sink: s2, batch: b2 }) if sink == s2 => (batch, b2),
+        _ => return Some(next),
+    };
+    if into.len() + from.len() > MERGED_ROWS_MAX {
+        return Some(next);
+    }
+    into.append(from);
+    None
+}
+
 /// Events a shard reports to the thread that started the run.
 pub enum ShardEvent {
     Malformed {
@@ -652,8 +679,33 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 glommio::spawn_local_into(
                     async move {
                         let mut result = Ok(());
-                        while let Some(msg) = rx.recv().await {
+                        // A message taken from the outbox but not merged
+                        // into the one before it: sent next.
+                        let mut held: Option<MeshMsg> = None;
+                        loop {
+                            let mut msg = match held.take() {
+                                Some(m) => m,
+                                None => match rx.recv().await {
+                                    Some(m) => m,
+                                    None => break,
+                                },
+                            };
                             outbox_len.set(outbox_len.get() - 1);
+                            // Coalesce what already waits behind it for the
+                            // same place: fewer, fuller mesh messages when
+                            // the mesh is the bottleneck (small batches
+                            // from a paced source, say).
+                            while let Some(Some(next)) = futures_lite::future::poll_once(rx.recv()).await {
+                                outbox_len.set(outbox_len.get() - 1);
+                                match merge(&mut msg, next) {
+                                    None => {}
+                                    Some(unmerged) => {
+                                        outbox_len.set(outbox_len.get() + 1);
+                                        held = Some(unmerged);
+                                        break;
+                                    }
+                                }
+                            }
                             if outbox_len.get() <= low_water {
                                 outbox_room.notify();
                             }
