@@ -5,8 +5,10 @@
 //! is delivered depth-first through the DAG (`ShardCore::deliver`). Where
 //! an edge is an exchange, the batch is partitioned; the part for this
 //! shard continues at once, the others go to per-destination outboxes.
-//! Sender tasks move outbox messages onto the bounded mesh channels and
-//! receiver tasks feed arriving batches back into `deliver`.
+//! Sender tasks move outbox messages onto the bounded mesh channels (a
+//! message merged with those already queued behind it for the same node
+//! input or sink, so a backlog travels in full batches) and receiver tasks
+//! feed arriving batches back into `deliver`.
 //!
 //! Processing never awaits a send, so two shards that send to each other
 //! cannot deadlock; backpressure is applied where rows enter: a source
