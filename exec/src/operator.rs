@@ -32,6 +32,19 @@ pub struct OperatorMetrics {
     pub late_rows_diverted: u64,
 }
 
+impl OperatorMetrics {
+    /// Adds `other`'s drops, errors and state to these (not rows in and
+    /// out, which the caller combines as its sum needs).
+    pub fn add_counts(&mut self, other: &OperatorMetrics) {
+        self.late_rows_dropped += other.late_rows_dropped;
+        self.late_rows_diverted += other.late_rows_diverted;
+        self.null_time_dropped += other.null_time_dropped;
+        self.eval_errors += other.eval_errors;
+        self.state_entries += other.state_entries;
+        self.state_evicted += other.state_evicted;
+    }
+}
+
 /// A synchronous streaming operator.
 pub trait Operator {
     /// A short name for EXPLAIN and metrics ("filter", "window_agg", …).

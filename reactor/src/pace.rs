@@ -64,6 +64,14 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
 }
 
+/// One histogram of every sample in `histograms` (None if there are none).
+pub fn merge(histograms: impl Iterator<Item = Histogram<u64>>) -> Option<Histogram<u64>> {
+    histograms.reduce(|mut a, b| {
+        a.add(&b).expect("latency histograms share their bounds");
+        a
+    })
+}
+
 /// Records `rows` samples of the latency of rows whose origin is
 /// `origin_ns` (see `Batch::origin_ns`), at `now_ns`.
 pub fn record(hist: &mut Histogram<u64>, origin_ns: u64, now_ns: u64, rows: u64) {

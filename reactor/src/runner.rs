@@ -478,12 +478,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
         for (total, m) in node_metrics.iter_mut().zip(&r.nodes) {
             total.rows_in += m.rows_in;
             total.rows_out += m.rows_out;
-            total.late_rows_dropped += m.late_rows_dropped;
-            total.late_rows_diverted += m.late_rows_diverted;
-            total.null_time_dropped += m.null_time_dropped;
-            total.eval_errors += m.eval_errors;
-            total.state_entries += m.state_entries;
-            total.state_evicted += m.state_evicted;
+            total.add_counts(m);
         }
         for (i, _, rows) in &r.sinks {
             sink_rows[*i] += rows;
@@ -496,12 +491,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
                 // Several nodes of one stream: keep the last node's output
                 // count, sum the drops and errors.
                 s.metrics.rows_out = m.rows_out;
-                s.metrics.late_rows_dropped += m.late_rows_dropped;
-                s.metrics.late_rows_diverted += m.late_rows_diverted;
-                s.metrics.null_time_dropped += m.null_time_dropped;
-                s.metrics.eval_errors += m.eval_errors;
-                s.metrics.state_entries += m.state_entries;
-                s.metrics.state_evicted += m.state_evicted;
+                s.metrics.add_counts(&m);
             }
             None => streams.push(StreamSummary {
                 name: node.name.clone(),
@@ -528,10 +518,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
             .collect(),
         elapsed,
         shard_busy: reports.iter().map(|r| r.busy).collect(),
-        latency_ns: reports.iter().filter_map(|r| r.latency.clone()).reduce(|mut a, b| {
-            a.add(&b).expect("histograms of one shape");
-            a
-        }),
+        latency_ns: crate::pace::merge(reports.iter().filter_map(|r| r.latency.clone())),
         behind_schedule: reports.iter().map(|r| r.behind_schedule).sum(),
         events_generated: reports.iter().map(|r| r.events_generated).max().unwrap_or(0),
         read_elapsed: Duration::from_nanos(reports.iter().map(|r| r.read_ns).max().unwrap_or(0)),

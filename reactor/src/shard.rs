@@ -240,6 +240,14 @@ pub struct ShardReport {
     pub read_ns: u64,
 }
 
+/// An operator failure of node `node`, named by its stream.
+fn exec_error(plan: &PhysicalPlan, node: usize) -> impl FnOnce(laminar_exec::ExecError) -> RunError + '_ {
+    move |source| RunError::Exec {
+        stream: plan.nodes[node].name.clone(),
+        source,
+    }
+}
+
 struct ShardCore {
     id: usize,
     plan: Arc<PhysicalPlan>,
@@ -280,10 +288,7 @@ impl ShardCore {
         out.set_origin_ns(batch.origin_ns());
         self.nodes[node]
             .push(port, batch, &mut out)
-            .map_err(|source| RunError::Exec {
-                stream: self.plan.nodes[node].name.clone(),
-                source,
-            })?;
+            .map_err(exec_error(&self.plan, node))?;
         if let Some(late_node) = self.late_stream_of[node] {
             // Before the node's own output, which carries the marks that
             // may end the late stream.
@@ -292,10 +297,7 @@ impl ShardCore {
                 late_out.set_origin_ns(batch.origin_ns());
                 self.nodes[late_node]
                     .push_side(&late, &mut late_out)
-                    .map_err(|source| RunError::Exec {
-                        stream: self.plan.nodes[late_node].name.clone(),
-                        source,
-                    })?;
+                    .map_err(exec_error(&self.plan, late_node))?;
                 self.deliver(Input::Node(late_node), &late_out)?;
             }
         }
@@ -427,10 +429,7 @@ impl ShardCore {
             let mut out = Batch::new(self.plan.nodes[node].schema.len());
             self.nodes[node]
                 .tick(now_ms, &mut out)
-                .map_err(|source| RunError::Exec {
-                    stream: self.plan.nodes[node].name.clone(),
-                    source,
-                })?;
+                .map_err(exec_error(&self.plan, node))?;
             if !out.is_inert() {
                 self.deliver(Input::Node(node), &out)?;
             }
@@ -647,15 +646,12 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     // The main task drains the inbound channels when it
                     // wakes: a periodic nudge bounds any stall at a round.
                     progressed.notify();
-                    // And the source loop, which may wait for slower sources.
+                    // And the source loop, which may wait for slower
+                    // sources or a token. These nudges also carry another
+                    // shard's failure (the abort flag) to this shard's
+                    // waits; its exit then closes its channels, which wakes
+                    // its peers' waits in turn.
                     outbox_room.notify();
-                    if progress.abort.load(Ordering::Relaxed) {
-                        // Another shard failed: wake this shard's waits so
-                        // they see it and stop; its exit then closes its
-                        // channels, which wakes its peers' waits in turn.
-                        progressed.notify();
-                        outbox_room.notify();
-                    }
                     for (p, side) in &probes {
                         if p.rescue(*side) {
                             tracing::trace!(side = ?side, channel = %p.describe(), "watchdog rescue");
@@ -1117,14 +1113,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.name.clone(), s.rows)))
             .collect(),
         busy,
-        latency: sinks
-            .iter_mut()
-            .flatten()
-            .filter_map(Sink::take_latency)
-            .reduce(|mut a, b| {
-                a.add(&b).expect("histograms of one shape");
-                a
-            }),
+        latency: crate::pace::merge(sinks.iter_mut().flatten().filter_map(Sink::take_latency)),
         behind_schedule,
         events_generated: sources
             .iter()

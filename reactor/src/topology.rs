@@ -77,8 +77,6 @@ impl Ports {
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub shards: usize,
-    /// Per node: where its instances run (as its first input's placement).
-    pub placement: Vec<Placement>,
     /// Per node, per input: how rows reach that input.
     pub input_placement: Vec<Vec<Placement>>,
     /// Per node, per input.
@@ -95,15 +93,14 @@ pub struct Topology {
     /// Whether each source / node instance is active on each shard.
     pub source_active: Vec<Vec<bool>>,
     pub node_active: Vec<Vec<bool>>,
-    /// Whether each source is split over every shard.
-    pub source_split: Vec<bool>,
     /// Per node, per input: judge rows against their port's watermark
     /// (`Driven::set_port_exact`).
     pub port_exact: Vec<Vec<bool>>,
 }
 
 impl Topology {
-    /// `split[s]`: source `s` is a file read by every shard (see `split`).
+    /// `split[s]`: source `s` is read by every shard (a split file or
+    /// generator, see `split`).
     pub fn new(plan: &PhysicalPlan, shards: usize, split: &[bool]) -> Topology {
         assert_eq!(split.len(), plan.sources.len());
         assert!(shards >= 1);
@@ -140,7 +137,8 @@ impl Topology {
                 vec![one; n.inputs.len()]
             })
             .collect();
-        let placement: Vec<Placement> = input_placement.iter().map(|p| p[0].clone()).collect();
+        // Where each node's instances run: as its first input's rows.
+        let placement: Vec<&Placement> = input_placement.iter().map(|p| &p[0]).collect();
         let source_owner: Vec<usize> = (0..plan.sources.len()).map(|i| i % shards).collect();
         let source_active: Vec<Vec<bool>> = source_owner
             .iter()
@@ -170,7 +168,7 @@ impl Topology {
                 Input::Source(s) => source_active[s].clone(),
                 Input::Node(n) => active[n].clone(),
             };
-            let here: Vec<bool> = match &placement[i] {
+            let here: Vec<bool> = match placement[i] {
                 Placement::Keyed(_) => vec![true; shards],
                 Placement::Single => (0..shards).map(|k| k == 0).collect(),
                 Placement::Local => (0..shards)
@@ -180,7 +178,7 @@ impl Topology {
             let mut base = 0;
             let mut node_ports = Vec::new();
             for &input in &node.inputs {
-                let local = placement[i] == Placement::Local;
+                let local = *placement[i] == Placement::Local;
                 let senders: Vec<usize> = if local {
                     Vec::new()
                 } else {
@@ -201,7 +199,6 @@ impl Topology {
         }
         let mut t = Topology {
             shards,
-            placement,
             input_placement,
             ports,
             port_count,
@@ -213,7 +210,6 @@ impl Topology {
             source_owner,
             source_active,
             node_active,
-            source_split: split.to_vec(),
             port_exact,
         };
         for (i, node) in plan.nodes.iter().enumerate() {
