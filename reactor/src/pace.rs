@@ -59,6 +59,52 @@ impl Pace {
     }
 }
 
+/// What a paced source does next, given the index of its next event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaceStep {
+    /// Nothing is due: the next event is meant to be sent this many ns
+    /// from now.
+    Wait(u64),
+    /// Read the events before `index_limit`. The batch's origin is
+    /// `origin_ns`; events before `behind_before` are over
+    /// `BEHIND_SCHEDULE_NS` late. `stop`: the closed loop's deadline has
+    /// passed, so the source ends here.
+    Read {
+        index_limit: u64,
+        origin_ns: u64,
+        behind_before: Option<u64>,
+        stop: bool,
+    },
+}
+
+impl Pace {
+    /// The step for a source whose next event is `next`.
+    pub fn step(&self, next: u64) -> PaceStep {
+        let now = self.now_ns();
+        match self.rate_per_sec {
+            Some(rate) => {
+                let due = self.due_events(now, rate);
+                if next >= due {
+                    return PaceStep::Wait(self.intended_ns(next, rate).saturating_sub(now));
+                }
+                PaceStep::Read {
+                    index_limit: due,
+                    // Stored plus one, so that 0 means "none".
+                    origin_ns: self.intended_ns(next, rate) + 1,
+                    behind_before: Some(self.due_events(now.saturating_sub(BEHIND_SCHEDULE_NS), rate)),
+                    stop: false,
+                }
+            }
+            None => PaceStep::Read {
+                index_limit: u64::MAX,
+                origin_ns: now + 1,
+                behind_before: None,
+                stop: self.deadline_ns.is_some_and(|d| now >= d),
+            },
+        }
+    }
+}
+
 /// An empty latency histogram: 1 ns to an hour, 3 significant digits.
 pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("valid histogram bounds")
@@ -109,6 +155,42 @@ mod tests {
                 assert!(p.due_events(t - 1, 3) <= i, "and not before");
             }
         }
+    }
+
+    #[test]
+    fn a_paced_source_waits_for_its_event_and_reads_what_is_due() {
+        let p = Pace {
+            start: Instant::now(),
+            rate_per_sec: Some(1),
+            deadline_ns: None,
+        };
+        // At 1 event/s, event 0 is due at once and event 5 in ~5 s.
+        match p.step(0) {
+            PaceStep::Read {
+                index_limit,
+                origin_ns,
+                stop,
+                ..
+            } => assert_eq!((index_limit, origin_ns, stop), (1, 1, false)),
+            other => panic!("{other:?}"),
+        }
+        match p.step(5) {
+            PaceStep::Wait(ns) => assert!(ns > 4_000_000_000 && ns <= 5_000_000_000, "{ns}"),
+            other => panic!("{other:?}"),
+        }
+        let closed = Pace {
+            start: Instant::now(),
+            rate_per_sec: None,
+            deadline_ns: Some(0),
+        };
+        assert!(matches!(
+            closed.step(7),
+            PaceStep::Read {
+                index_limit: u64::MAX,
+                stop: true,
+                ..
+            }
+        ));
     }
 
     #[test]

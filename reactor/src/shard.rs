@@ -40,7 +40,7 @@ use laminar_exec::types::Value;
 
 use crate::clock::SystemClock;
 use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
-use crate::pace::{Pace, BEHIND_SCHEDULE_NS};
+use crate::pace::{Pace, PaceStep};
 use crate::sink::Sink;
 use crate::source::{MalformedRecord, Source};
 use crate::split::{Prefix, SourceSplit};
@@ -932,29 +932,26 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     // send time has come; the batch carries its first one's.
                     let first = source.next_event_index();
                     let (index_limit, origin_ns, behind_before) = match (pace, first) {
-                        (Some(p), Some(first)) => match p.rate_per_sec {
-                            Some(rate) => {
-                                let now = p.now_ns();
-                                let due = p.due_events(now, rate);
-                                if first >= due {
-                                    core.borrow_mut().drain_inbound(&inbound_for_pacing)?;
-                                    let wait = p.intended_ns(first, rate).saturating_sub(now);
-                                    if wait > PACE_SLEEP_NS_MIN {
-                                        glommio::timer::sleep(Duration::from_nanos(wait - PACE_SLEEP_NS_MIN / 2)).await;
-                                    } else {
-                                        futures_lite::future::yield_now().await;
-                                    }
-                                    continue;
+                        (Some(p), Some(first)) => match p.step(first) {
+                            PaceStep::Wait(wait) => {
+                                core.borrow_mut().drain_inbound(&inbound_for_pacing)?;
+                                if wait > PACE_SLEEP_NS_MIN {
+                                    glommio::timer::sleep(Duration::from_nanos(wait - PACE_SLEEP_NS_MIN / 2)).await;
+                                } else {
+                                    futures_lite::future::yield_now().await;
                                 }
-                                let behind = p.due_events(now.saturating_sub(BEHIND_SCHEDULE_NS), rate);
-                                (due, p.intended_ns(first, rate) + 1, Some(behind))
+                                continue;
                             }
-                            None => {
-                                let now = p.now_ns();
-                                if p.deadline_ns.is_some_and(|d| now >= d) {
+                            PaceStep::Read {
+                                index_limit,
+                                origin_ns,
+                                behind_before,
+                                stop,
+                            } => {
+                                if stop {
                                     source.stop();
                                 }
-                                (u64::MAX, now + 1, None)
+                                (index_limit, origin_ns, behind_before)
                             }
                         },
                         _ => (u64::MAX, 0, None),
