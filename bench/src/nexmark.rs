@@ -311,6 +311,15 @@ impl Generator {
         }
     }
 
+    /// The last event index `< i` of `kind`, if there is one (where a
+    /// source of one kind read from `i` on stands: its watermark is that
+    /// event's time).
+    pub fn last_of_kind_before(i: u64, kind: EventKind) -> Option<u64> {
+        (i.saturating_sub(TOTAL_PROPORTION)..i)
+            .rev()
+            .find(|&j| Generator::kind_of(j) == kind)
+    }
+
     /// Event time of event `i`: exact integer arithmetic, so the time of
     /// event i does not depend on how many events came before it.
     pub fn event_time_ms(&self, i: u64) -> i64 {
@@ -598,6 +607,12 @@ mod tests {
             for kind in [EventKind::Person, EventKind::Auction, EventKind::Bid] {
                 let want = (i..).find(|&j| Generator::kind_of(j) == kind).unwrap();
                 assert_eq!(Generator::next_of_kind(i, kind), want, "i {i} {kind:?}");
+            }
+        }
+        for i in 0..200 {
+            for kind in [EventKind::Person, EventKind::Auction, EventKind::Bid] {
+                let want = (0..i).rev().find(|&j| Generator::kind_of(j) == kind);
+                assert_eq!(Generator::last_of_kind_before(i, kind), want, "i {i} {kind:?}");
             }
         }
         assert_eq!(EventKind::from_name("BID"), Some(EventKind::Bid));

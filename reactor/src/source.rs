@@ -386,12 +386,7 @@ impl Source {
                     if record.blank {
                         continue; // blank lines are not records
                     }
-                    let result = if record.too_long {
-                        Err(format!("record longer than {RECORD_BYTES_MAX} bytes"))
-                    } else {
-                        self.scratch.clear();
-                        decoder.decode(&self.record, &mut self.scratch)
-                    };
+                    let result = record.decode(&self.record, decoder.as_mut(), &mut self.scratch);
                     match result {
                         Ok(()) => {
                             debug_assert_eq!(self.scratch.len(), self.width);
@@ -453,15 +448,11 @@ impl Source {
                 while batch.len() < rows_max && *next < (*end).min(index_limit) {
                     let i = *next;
                     if let Some((chunk, _)) = *stride {
-                        if i % chunk == 0 && i > 0 {
+                        if i % chunk == 0 {
                             // A chunk of this shard begins: the watermark
                             // in file order is that of the last event of
                             // this kind before it (times grow with i).
-                            let mut prev = i - 1;
-                            while Generator::kind_of(prev) != *kind && prev > 0 {
-                                prev -= 1;
-                            }
-                            if Generator::kind_of(prev) == *kind {
+                            if let Some(prev) = Generator::last_of_kind_before(i, *kind) {
                                 if let Some(w) = self.watermark.advance_to(generator.event_time_ms(prev)) {
                                     batch.push_mark(w);
                                 }
@@ -512,6 +503,18 @@ pub(crate) struct RecordRead {
     pub blank: bool,
     /// Longer than `RECORD_BYTES_MAX`: malformed.
     pub too_long: bool,
+}
+
+impl RecordRead {
+    /// Decodes the record read into `out` (cleared first), or says why it
+    /// is malformed.
+    pub fn decode(&self, record: &[u8], decoder: &mut dyn Decoder, out: &mut Vec<Value>) -> Result<(), String> {
+        if self.too_long {
+            return Err(format!("record longer than {RECORD_BYTES_MAX} bytes"));
+        }
+        out.clear();
+        decoder.decode(record, out)
+    }
 }
 
 /// Reads the next record into `record` (without its final newline): one

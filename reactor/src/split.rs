@@ -50,7 +50,7 @@ use laminar_exec::operators::AggCall;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
 use laminar_exec::types::{DataType, Value};
 
-use crate::source::{io_error, read_record, MalformedRecord, RECORD_BYTES_MAX};
+use crate::source::{io_error, read_record, MalformedRecord};
 use crate::RunError;
 
 /// Files smaller than this are read by one shard (`RunOptions` can say
@@ -494,12 +494,7 @@ impl SplitReader {
             if r.blank {
                 continue;
             }
-            let result = if r.too_long {
-                Err(format!("record longer than {RECORD_BYTES_MAX} bytes"))
-            } else {
-                self.scratch.clear();
-                self.decoder.decode(&self.record, &mut self.scratch)
-            };
+            let result = r.decode(&self.record, self.decoder.as_mut(), &mut self.scratch);
             match result {
                 Ok(()) => {
                     if let Some(spec) = self.watermark {
