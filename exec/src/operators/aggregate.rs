@@ -274,9 +274,7 @@ impl Operator for Aggregate {
                 }
             }
             let Some(ts) = row_time(row, self.spec.time_column) else {
-                if self.late.divert(op, row, REASON_NULL_TIME) {
-                    self.metrics.late_rows_diverted += 1;
-                } else {
+                if !self.late.divert(op, row, REASON_NULL_TIME) {
                     self.metrics.null_time_dropped += 1;
                 }
                 continue;
@@ -308,9 +306,7 @@ impl Operator for Aggregate {
                         }
                     });
                     if open_count == 0 {
-                        if self.late.divert(op, row, REASON_WINDOW_CLOSED) {
-                            self.metrics.late_rows_diverted += 1;
-                        } else {
+                        if !self.late.divert(op, row, REASON_WINDOW_CLOSED) {
                             self.metrics.late_rows_dropped += 1;
                         }
                         continue;
@@ -406,6 +402,7 @@ impl Operator for Aggregate {
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics {
             state_entries: self.live_groups as u64,
+            late_rows_diverted: self.late.diverted(),
             ..self.metrics
         }
     }

@@ -29,11 +29,17 @@ pub const REASON_NULL_TIME: &str = "event time is NULL";
 pub(crate) struct LateRows {
     enabled: bool,
     rows: Option<Batch>,
+    /// Rows diverted so far (the operator's `late_rows_diverted`).
+    diverted: u64,
 }
 
 impl LateRows {
     pub fn new(enabled: bool) -> LateRows {
-        LateRows { enabled, rows: None }
+        LateRows {
+            enabled,
+            rows: None,
+            diverted: 0,
+        }
     }
 
     /// Keeps `row` with `reason` if there is a late stream; false when the
@@ -45,7 +51,12 @@ impl LateRows {
         let batch = self.rows.get_or_insert_with(|| Batch::new(row.len() + 1));
         debug_assert_eq!(batch.width(), row.len() + 1, "one input width");
         batch.push_owned(op, row.iter().cloned().chain([Value::str(reason)]));
+        self.diverted += 1;
         true
+    }
+
+    pub fn diverted(&self) -> u64 {
+        self.diverted
     }
 
     /// The rows diverted since the last call, if any.

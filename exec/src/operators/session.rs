@@ -120,9 +120,7 @@ impl SessionAggregate {
             if list.is_empty() {
                 self.sessions.remove(&key);
             }
-            if self.late.divert(op, row, REASON_WINDOW_CLOSED) {
-                self.metrics.late_rows_diverted += 1;
-            } else {
+            if !self.late.divert(op, row, REASON_WINDOW_CLOSED) {
                 self.metrics.late_rows_dropped += add as u64;
             }
             self.scratch.key = key;
@@ -223,9 +221,7 @@ impl Operator for SessionAggregate {
                 }
             }
             let Some(ts) = row_time(row, Some(self.spec.time_column)) else {
-                if self.late.divert(op, row, REASON_NULL_TIME) {
-                    self.metrics.late_rows_diverted += 1;
-                } else {
+                if !self.late.divert(op, row, REASON_NULL_TIME) {
                     self.metrics.null_time_dropped += 1;
                 }
                 continue;
@@ -278,6 +274,7 @@ impl Operator for SessionAggregate {
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics {
             state_entries: self.live_sessions as u64,
+            late_rows_diverted: self.late.diverted(),
             ..self.metrics
         }
     }
