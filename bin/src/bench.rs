@@ -128,8 +128,9 @@ pub fn run(what: BenchCommand) -> Result<()> {
 
 fn jitter(cpu: usize, duration: u64) -> Result<()> {
     ensure!(
-        (1..=3600).contains(&duration),
-        "--duration must be between 1 and 3600 seconds"
+        (1..=crate::query_bench::DURATION_S_MAX).contains(&duration),
+        "--duration must be between 1 and {} seconds",
+        crate::query_bench::DURATION_S_MAX
     );
     let j = microbench::jitter(cpu, std::time::Duration::from_secs(duration))?;
     let secs = j.elapsed.as_secs_f64();

@@ -212,16 +212,13 @@ fn write_stdout(text: &str) -> Result<()> {
 
 fn load(file: &Path, options: PlanOptions) -> Result<PhysicalPlan> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    plan_script(&text, options).map_err(|e| {
-        anyhow::anyhow!(
-            "{}:{}:{}: in {}: {}",
-            file.display(),
-            e.line,
-            e.column,
-            e.statement,
-            e.message
-        )
-    })
+    plan_named(&file.display().to_string(), &text, options)
+}
+
+/// Plans `text`; an error reads `NAME:LINE:COLUMN: in STATEMENT: message`.
+fn plan_named(name: &str, text: &str, options: PlanOptions) -> Result<PhysicalPlan> {
+    plan_script(text, options)
+        .map_err(|e| anyhow::anyhow!("{name}:{}:{}: in {}: {}", e.line, e.column, e.statement, e.message))
 }
 
 /// At most this many shards: a limit on everything, and far above any

@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use laminar_bench::nexmark::{Generator, NexmarkConfig};
 use laminar_exec::plan::{PhysicalPlan, SinkConnector, SourceConnector};
 use laminar_reactor::{Pacing, Progress, RunOptions, RunSummary};
-use laminar_sql::{plan_script, PlanOptions};
+use laminar_sql::PlanOptions;
 
 /// The queries shipped in `bench/queries/`, compiled in so the binary
 /// needs no checkout.
@@ -36,7 +36,7 @@ const QUERIES: &[(&str, &str)] = &[
 ];
 
 /// A limit on everything: an hour of load at most.
-const DURATION_S_MAX: u64 = 3_600;
+pub(crate) const DURATION_S_MAX: u64 = 3_600;
 
 /// The rates of a sweep, as shares of the saturation throughput.
 const SWEEP_SHARES: &[f64] = &[0.1, 0.25, 0.5, 0.75, 0.9, 1.0];
@@ -445,8 +445,7 @@ fn load_query(query: &str) -> Result<(String, PhysicalPlan)> {
             names()
         ),
     };
-    let plan = plan_script(&text, PlanOptions::default())
-        .map_err(|e| anyhow::anyhow!("{name}:{}:{}: in {}: {}", e.line, e.column, e.statement, e.message))?;
+    let plan = crate::plan_named(&name, &text, PlanOptions::default())?;
     for s in &plan.sources {
         ensure!(
             matches!(s.connector, SourceConnector::Nexmark { .. }),
