@@ -13,6 +13,8 @@
 # suite replays it forever) and the script fails. Runs without sanitizers
 # (the targets reach no unsafe code) and with a 2 GiB memory and 10 s
 # per-input limit, so a leak or a hang is a finding too.
+# libFuzzer is C++: cargo-fuzz builds it with the system's C++ compiler.
+LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} g++"
 source "$(dirname "$0")/env.sh"
 
 scratch=""
