@@ -1,6 +1,6 @@
-//! `laminar bench arena|mesh|jitter`: microbenchmarks of the state arena
-//! and the mesh, with percentiles from an HDR histogram, and of the
-//! machine's own stalls. The work is done by
+//! `laminar bench arena|mesh|jitter|wal`: microbenchmarks of the state
+//! arena, the mesh and the write-ahead log, with percentiles from an HDR
+//! histogram, and of the machine's own stalls. The work is done by
 //! `laminar_reactor::microbench` on the real types; this file parses the
 //! options and prints.
 
@@ -41,6 +41,25 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 200_000)]
         round_trips: u64,
     },
+    /// WAL append throughput and group-commit latency: records appended
+    /// on one pinned executor through glommio DMA files, one fdatasync
+    /// per group.
+    Wal {
+        /// Directory for the log (a temporary one inside it is used and
+        /// removed); default: the system's temporary directory.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        cpu: usize,
+        /// Payload bytes per record.
+        #[arg(long, default_value_t = 256)]
+        record_bytes: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Unsynced bytes that make a group commit.
+        #[arg(long, default_value_t = 256 << 10)]
+        group_bytes: usize,
+    },
     /// How often the machine takes a pinned, spinning core away, and the
     /// latency that alone gives an event arriving at a random moment: the
     /// floor under every latency figure on this host.
@@ -57,6 +76,51 @@ pub enum BenchCommand {
 pub fn run(what: BenchCommand) -> Result<()> {
     match what {
         BenchCommand::Jitter { cpu, duration } => jitter(cpu, duration),
+        BenchCommand::Wal {
+            dir,
+            cpu,
+            record_bytes,
+            records,
+            group_bytes,
+        } => {
+            ensure!(
+                (1..=laminar_persistence::wal::RECORD_PAYLOAD_BYTES_MAX).contains(&record_bytes),
+                "--record-bytes must be between 1 and {}",
+                laminar_persistence::wal::RECORD_PAYLOAD_BYTES_MAX
+            );
+            ensure!(
+                (1..=1_000_000_000).contains(&records),
+                "--records must be between 1 and 1e9"
+            );
+            ensure!(
+                (4096..=(1 << 30)).contains(&group_bytes),
+                "--group-bytes must be between 4096 and 1 GiB"
+            );
+            let parent = dir.unwrap_or_else(std::env::temp_dir);
+            let tmp = tempfile::Builder::new()
+                .prefix("laminar-wal-bench")
+                .tempdir_in(&parent)?;
+            let b = microbench::wal(tmp.path(), cpu, record_bytes, records, group_bytes)?;
+            let secs = b.elapsed.as_secs_f64();
+            let q = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+            let out = format!(
+                "wal: {records} records of {record_bytes} B into {}, groups of {group_bytes} B: {:.2} M records/s, {:.0} MB/s
+                   fdatasync per group (µs): p50 {:.0} p99 {:.0} max {:.0} ({} groups)
+                   group commit, first append to durable (µs): p50 {:.0} p99 {:.0} max {:.0}
+",
+                parent.display(),
+                records as f64 / secs / 1e6,
+                b.bytes as f64 / secs / 1e6,
+                q(&b.sync_ns, 0.5),
+                q(&b.sync_ns, 0.99),
+                b.sync_ns.max() as f64 / 1e3,
+                b.sync_ns.len(),
+                q(&b.group_ns, 0.5),
+                q(&b.group_ns, 0.99),
+                b.group_ns.max() as f64 / 1e3,
+            );
+            crate::write_stdout(&out)
+        }
         BenchCommand::Arena { keys, ops, seed } => {
             ensure!(
                 keys > 0 && keys <= 100_000_000,

@@ -101,6 +101,17 @@ enum Command {
         #[arg(long, default_value_t = laminar_reactor::split::SPLIT_CHUNK_BYTES_DEFAULT,
               value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
         split_chunk_bytes: u64,
+        /// Keep state durable in this directory: checkpoints every
+        /// `--checkpoint-interval-ms`, file sinks committed with them. A run
+        /// that stopped (even by kill -9) and is started again with the same
+        /// arguments resumes from its last checkpoint and ends with the same
+        /// file output as an uninterrupted run.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Milliseconds from one completed checkpoint to the next request.
+        #[arg(long, default_value_t = 1000, requires = "state_dir",
+              value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+        checkpoint_interval_ms: u64,
         /// No progress bar and no summary.
         #[arg(long, short)]
         quiet: bool,
@@ -140,6 +151,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             spin_before_park_us,
             split_bytes_min,
             split_chunk_bytes,
+            state_dir,
+            checkpoint_interval_ms,
         } => {
             laminar_exec::arena::set_huge_pages(huge_pages == "on");
             let cpus = cpus.map(|c| c.0);
@@ -170,6 +183,12 @@ fn dispatch(cli: Cli) -> Result<()> {
                     spin_before_park_us,
                     split_bytes_min,
                     split_chunk_bytes,
+                    durability: state_dir.map(|state_dir| laminar_reactor::checkpoint::Durability {
+                        state_dir,
+                        interval: std::time::Duration::from_millis(checkpoint_interval_ms),
+                        every_rows: None,
+                        faults: laminar_persistence::Faults::none(),
+                    }),
                     quiet,
                 },
             )?;
@@ -261,6 +280,7 @@ struct RunArgs {
     spin_before_park_us: Option<u64>,
     split_bytes_min: u64,
     split_chunk_bytes: u64,
+    durability: Option<laminar_reactor::checkpoint::Durability>,
     quiet: bool,
 }
 
@@ -272,6 +292,7 @@ fn run(plan: &PhysicalPlan, args: RunArgs) -> Result<RunSummary> {
         spin_before_park_us,
         split_bytes_min,
         split_chunk_bytes,
+        durability,
         quiet,
     } = args;
     let bar = if !quiet && std::io::stderr().is_terminal() {
@@ -317,6 +338,7 @@ fn run(plan: &PhysicalPlan, args: RunArgs) -> Result<RunSummary> {
             split_bytes_min: Some(split_bytes_min),
             split_chunk_bytes: Some(split_chunk_bytes),
             split_generator_chunk_events: None,
+            durability,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },
@@ -366,5 +388,28 @@ fn print_summary(file: &Path, s: &RunSummary) {
             s.malformed(),
             s.late_rows_dropped()
         );
+    }
+    if let Some(c) = &s.checkpoints {
+        if let Some(epoch) = c.resumed_from {
+            eprintln!(
+                "  resumed from checkpoint {epoch} in {}: state read in {:.1} ms, restored in {:.1} ms",
+                c.dir.display(),
+                c.load.as_secs_f64() * 1e3,
+                c.restore.as_secs_f64() * 1e3
+            );
+        }
+        let mut line = format!("  checkpoints: {} completed", c.completed);
+        if let (Some(max), true) = (c.durations.iter().max(), c.completed > 0) {
+            let mean = c.durations.iter().sum::<std::time::Duration>() / c.durations.len() as u32;
+            line += &format!(
+                " (mean {:.1} ms, max {:.1} ms); last: checkpoint {}, {:.1} MB of state, {:.1} MB written",
+                mean.as_secs_f64() * 1e3,
+                max.as_secs_f64() * 1e3,
+                c.last_epoch,
+                c.last_state_bytes as f64 / 1e6,
+                c.last_written_bytes as f64 / 1e6
+            );
+        }
+        eprintln!("{line}");
     }
 }

@@ -98,7 +98,7 @@ pub fn agg_output_type(kind: AggKind, input: DataType) -> Result<DataType, Strin
 
 /// A DOUBLE sum that can be retracted: Neumaier-compensated over the
 /// finite values, with NaN and the infinities counted separately.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct FloatSum {
     sum: f64,
     compensation: f64,
@@ -187,7 +187,7 @@ impl FloatSum {
 }
 
 /// The state of one aggregate of one group.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Accumulator {
     CountStar {
         rows: i64,
@@ -197,6 +197,7 @@ pub enum Accumulator {
     },
     /// Refcount per distinct non-NULL value.
     CountDistinct {
+        #[rkyv(with = rkyv::with::AsVec)]
         counts: FxHashMap<Value, u64>,
     },
     SumInt {
@@ -216,6 +217,7 @@ pub enum Accumulator {
     },
     /// MIN/MAX of a changelog: a multiset of the values.
     ExtremeMultiset {
+        #[rkyv(with = rkyv::with::AsVec)]
         counts: BTreeMap<Value, u64>,
         max: bool,
     },
@@ -226,6 +228,7 @@ pub enum Accumulator {
     },
     /// FIRST/LAST_VALUE of a changelog: every entry by `(ts, seq)`.
     EdgeLog {
+        #[rkyv(with = rkyv::with::AsVec)]
         entries: BTreeMap<(i64, u64), Value>,
         last: bool,
     },

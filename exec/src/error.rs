@@ -29,6 +29,6 @@ pub enum ExecError {
         what: &'static str,
         limit: usize,
     },
-    #[error("checkpoint state is corrupt: {reason}")]
+    #[error("checkpoint state: {reason}")]
     Restore { reason: String },
 }

@@ -20,6 +20,7 @@ pub mod func;
 pub mod operator;
 pub mod operators;
 pub mod plan;
+pub mod snapshot;
 pub mod state;
 pub mod time;
 pub mod types;

@@ -12,7 +12,7 @@ use crate::batch::{Batch, RowsRef, Segment, WATERMARK_START};
 use crate::error::ExecError;
 
 /// Counters every operator keeps; the runner sums them into the summary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct OperatorMetrics {
     pub rows_in: u64,
     pub rows_out: u64,
@@ -104,24 +104,35 @@ pub trait Operator {
         unreachable!("{} takes no diverted rows: a planner bug", self.name())
     }
 
-    /// Serializes the operator's state. The persistence issue gives this a
-    /// durable home; for now it is exercised by round-trip tests.
-    fn checkpoint(&self) -> Vec<u8> {
-        Vec::new()
+    /// Serializes the operator's state for a checkpoint (see `snapshot`).
+    /// A stateless operator keeps only its counters, the default.
+    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        crate::snapshot::encode(self.name(), &self.metrics())
     }
 
-    /// Restores state written by `checkpoint`.
+    /// Restores state written by `checkpoint` into a freshly built
+    /// operator of the same plan.
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
-        if bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(ExecError::Restore {
-                reason: format!("{} keeps no state", self.name()),
-            })
-        }
+        let metrics: OperatorMetrics = crate::snapshot::decode(self.name(), bytes)?;
+        self.set_metrics(metrics);
+        Ok(())
     }
+
+    /// Sets the counters (restoring a stateless operator).
+    fn set_metrics(&mut self, metrics: OperatorMetrics);
 
     fn metrics(&self) -> OperatorMetrics;
+}
+
+/// What a checkpoint keeps of a `Driven`: its watermarks and the
+/// operator's own state.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct DrivenSnapshot {
+    port_watermarks: Vec<i64>,
+    input_watermarks: Vec<i64>,
+    watermark: i64,
+    output_watermark: i64,
+    operator: Vec<u8>,
 }
 
 /// An operator plus the watermark bookkeeping of its inputs.
@@ -173,8 +184,51 @@ impl Driven {
         self.port_exact = exact;
     }
 
+    /// The node's state for a checkpoint: watermarks and operator state.
+    pub fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        crate::snapshot::encode(
+            self.operator.name(),
+            &DrivenSnapshot {
+                port_watermarks: self.port_watermarks.clone(),
+                input_watermarks: self.input_watermarks.clone(),
+                watermark: self.watermark,
+                output_watermark: self.output_watermark,
+                operator: self.operator.checkpoint()?,
+            },
+        )
+    }
+
+    /// Restores what `checkpoint` wrote into a node built from the same
+    /// plan on the same number of shards.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let s: DrivenSnapshot = crate::snapshot::decode(self.operator.name(), bytes)?;
+        if s.port_watermarks.len() != self.port_watermarks.len()
+            || s.input_watermarks.len() != self.input_watermarks.len()
+        {
+            return Err(ExecError::Restore {
+                reason: format!(
+                    "{}: the checkpoint has {} input ports, the plan {} (was the shard count changed?)",
+                    self.operator.name(),
+                    s.port_watermarks.len(),
+                    self.port_watermarks.len()
+                ),
+            });
+        }
+        self.operator.restore(&s.operator)?;
+        self.port_watermarks = s.port_watermarks;
+        self.input_watermarks = s.input_watermarks;
+        self.watermark = s.watermark;
+        self.output_watermark = s.output_watermark;
+        Ok(())
+    }
+
     pub fn operator(&self) -> &dyn Operator {
         self.operator.as_ref()
+    }
+
+    /// Whether port `port` has delivered the end of input.
+    pub fn port_ended(&self, port: usize) -> bool {
+        self.port_watermarks[port] == crate::batch::WATERMARK_END
     }
 
     /// The input watermark (minimum over every port).

@@ -53,7 +53,7 @@ impl fmt::Display for DataType {
 }
 
 /// One SQL value.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Value {
     #[default]
     Null,

@@ -1,11 +1,20 @@
-//! Durable state for laminar — placeholder until the durable-state issue.
+//! Durable state for laminar: the per-shard write-ahead log (`wal`), the
+//! incremental RocksDB checkpoint store (`store`), the manifest that makes
+//! a checkpoint complete (`manifest`), and fault injection at every
+//! durable step (`fault`).
 //!
-//! What will live here: the per-shard write-ahead log (length + CRC32C
-//! framed records with epoch and kind, rkyv payloads, group commit with
-//! fdatasync, torn-tail truncation), the RocksDB checkpoint store written at
-//! barriers, and the atomically replaced manifest that records WAL
-//! positions, source offsets, watermarks and sink commit positions. Each
-//! on-disk format will be specified byte by byte in its module doc with a
-//! `FORMAT_VERSION`. Until then `laminar run` keeps state in memory only.
+//! This crate knows bytes, files and positions, not rows or operators:
+//! the reactor decides what goes into a record or a state part, and
+//! serializes it. Each on-disk format is specified byte by byte in its
+//! module doc, with a `FORMAT_VERSION` checked when it is opened.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod error;
+pub mod fault;
+pub mod manifest;
+pub mod store;
+pub mod wal;
+
+pub use error::PersistError;
+pub use fault::{FaultPoint, Faults};

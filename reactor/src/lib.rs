@@ -8,6 +8,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod checkpoint;
 pub mod clock;
 pub mod mesh;
 pub mod microbench;
@@ -56,4 +57,8 @@ pub enum RunError {
     Mesh(String),
     #[error("stopped because another shard failed")]
     Aborted,
+    #[error("durable state: {0}")]
+    Persist(#[from] laminar_persistence::PersistError),
+    #[error("recovery from {dir}: {reason}")]
+    Recovery { dir: PathBuf, reason: String },
 }

@@ -351,3 +351,66 @@ mod jitter_tests {
         assert!((89_000..=91_000).contains(&d), "{d}");
     }
 }
+
+/// What `wal` measured.
+pub struct WalBench {
+    pub records: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// fdatasync time of each group commit, ns.
+    pub sync_ns: hdrhistogram::Histogram<u64>,
+    /// Whole append-to-durable time of each group (its first append to
+    /// the end of its sync), ns.
+    pub group_ns: hdrhistogram::Histogram<u64>,
+}
+
+/// WAL appends on one pinned executor into `dir`: `records` records of
+/// `record_bytes` payload, a group commit every `group_bytes` (the
+/// writer's own rule), the way a shard logs accepted rows.
+pub fn wal(
+    dir: &std::path::Path,
+    cpu: usize,
+    record_bytes: usize,
+    records: u64,
+    group_bytes: usize,
+) -> Result<WalBench, RunError> {
+    use laminar_persistence::wal::{RecordKind, WalConfig, WalWriter};
+    assert!(records > 0 && record_bytes > 0);
+    let config = WalConfig {
+        group_commit_bytes: group_bytes,
+        segment_bytes_max: 256 << 20,
+        ..WalConfig::new(dir, 0)
+    };
+    let handle = executor("bench-wal", cpu, move || {
+        Box::pin(async move {
+            let mut wal = WalWriter::open(config, 0, laminar_persistence::Faults::none()).await?;
+            wal.sync_latency = Some(crate::pace::latency_histogram());
+            let mut group_ns = crate::pace::latency_histogram();
+            let payload = vec![0x5au8; record_bytes];
+            let started = Instant::now();
+            let mut group_started = Instant::now();
+            let mut synced = wal.synced_lsn();
+            for i in 0..records {
+                wal.append(i / 1000, RecordKind::Rows, &payload).await?;
+                if wal.synced_lsn() != synced {
+                    synced = wal.synced_lsn();
+                    group_ns.saturating_record(group_started.elapsed().as_nanos() as u64);
+                    group_started = Instant::now();
+                }
+            }
+            let end = wal.commit().await?;
+            group_ns.saturating_record(group_started.elapsed().as_nanos() as u64);
+            let elapsed = started.elapsed();
+            let sync_ns = wal.sync_latency.take().expect("set above");
+            wal.close().await?;
+            Ok::<_, laminar_persistence::PersistError>(WalBench {
+                records,
+                bytes: end,
+                elapsed,
+                sync_ns,
+                group_ns,
+            })
+        })
+    })?;
+    Ok(handle.join().map_err(|e| RunError::Mesh(e.to_string()))??)
+}

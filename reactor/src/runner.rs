@@ -128,6 +128,9 @@ pub struct RunOptions<'a> {
     /// Events per chunk of a generator read by every shard; None:
     /// `GENERATOR_CHUNK_EVENTS`.
     pub split_generator_chunk_events: Option<u64>,
+    /// Durable state (`--state-dir`): checkpoints, and resuming from the
+    /// last one. None: state stays in memory.
+    pub durability: Option<crate::checkpoint::Durability>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
     /// Called now and then with progress.
@@ -193,6 +196,8 @@ pub struct RunSummary {
     /// Paced runs: how long the sources took to read everything (the
     /// rest of `elapsed` is the final flush and shutdown).
     pub read_elapsed: Duration,
+    /// Durable runs: what the checkpoints did.
+    pub checkpoints: Option<crate::checkpoint::CheckpointSummary>,
 }
 
 impl RunSummary {
@@ -272,12 +277,25 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
         });
     }
     let plan = Arc::new(plan.clone());
+    // The state directory: resume from its checkpoint, if it has one.
+    let (mut coordinator, mut restores) = match &options.durability {
+        Some(d) => {
+            config.checkpoints = true;
+            config.checkpoint_every_rows = d.every_rows;
+            let (c, r) = crate::checkpoint::Coordinator::open(d, &plan, shards)?;
+            (Some(c), r)
+        }
+        None => (None, None),
+    };
+    let checkpoints = coordinator.is_some();
     let splits: Vec<Option<SourceSplit>> = plan
         .sources
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            if shards < 2 || !crate::split::order_insensitive(&plan, i) {
+            // A source split over shards has no single position to resume
+            // from: with checkpoints each source is read by one shard.
+            if shards < 2 || checkpoints || !crate::split::order_insensitive(&plan, i) {
                 return Ok(None);
             }
             if crate::split::generator_splittable(s) {
@@ -302,6 +320,14 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     let splits = Arc::new(splits);
     let topo = Arc::new(Topology::new(&plan, shards, &split_flags));
     let progress = Arc::new(SharedProgress::new(shards, plan.sources.len()));
+    if let Some(c) = &coordinator {
+        progress
+            .checkpoint_requested
+            .store(c.completed, std::sync::atomic::Ordering::Relaxed);
+        progress
+            .checkpoint_completed
+            .store(c.completed, std::sync::atomic::Ordering::Relaxed);
+    }
     let (events_tx, events_rx) = mpsc::channel();
     let mesh_ends = crate::mesh::full(shards, config.channel_messages_max);
     let probes: Vec<(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)> = mesh_ends
@@ -330,6 +356,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             progress: Arc::clone(&progress),
             events: events_tx.clone(),
             splits: Arc::clone(&splits),
+            restore: restores.as_mut().map(|r| std::mem::take(&mut r[id])),
         };
         let cpu = cpus[id % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -363,8 +390,13 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     let (mut last_rows, mut rows_moved_at, mut stall_reported) = (0u64, Instant::now(), false);
     install_kick_handler();
     let mut kicker = Kicker::new(shards);
+    // The first failure of the coordinator: the run stops with it.
+    let mut checkpoint_error: Option<RunError> = None;
     while finished < shards {
         kicker.kick_stalled(&progress);
+        if let Some(c) = &mut coordinator {
+            c.tick(&progress);
+        }
         match events_rx.recv_timeout(Duration::from_millis(10)) {
             Ok(ShardEvent::Malformed {
                 source,
@@ -378,6 +410,18 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
                 reason: &reason,
             }),
             Ok(ShardEvent::Finished { .. }) => finished += 1,
+            Ok(ShardEvent::Checkpoint(piece)) => {
+                let c = coordinator.as_mut().expect("pieces come only with checkpoints");
+                if checkpoint_error.is_none() {
+                    if let Err(e) = c.on_piece(piece, &progress) {
+                        // A failed (or, in tests, injected) durable step:
+                        // stop everything; the state directory still holds
+                        // the last complete checkpoint.
+                        progress.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+                        checkpoint_error = Some(e);
+                    }
+                }
+            }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -431,7 +475,7 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     }
 
     let mut reports = Vec::new();
-    let mut first_error = None;
+    let mut first_error = checkpoint_error;
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(report)) => reports.push(report),
@@ -455,7 +499,9 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     if let Some(e) = first_error {
         return Err(e);
     }
-    Ok(summarize(&plan, &reports, started.elapsed()))
+    let mut summary = summarize(&plan, &reports, started.elapsed());
+    summary.checkpoints = coordinator.map(|c| c.summary(reports.iter().map(|r| r.restore).max().unwrap_or_default()));
+    Ok(summary)
 }
 
 fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) -> RunSummary {
@@ -522,5 +568,6 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
         behind_schedule: reports.iter().map(|r| r.behind_schedule).sum(),
         events_generated: reports.iter().map(|r| r.events_generated).max().unwrap_or(0),
         read_elapsed: Duration::from_nanos(reports.iter().map(|r| r.read_ns).max().unwrap_or(0)),
+        checkpoints: None,
     }
 }

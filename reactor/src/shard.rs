@@ -25,7 +25,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
 use laminar_exec::time::Clock;
 use laminar_exec::types::Value;
 
+use crate::checkpoint::{Held, NodeAlign, Piece, ShardCheckpoint, ShardRestore, SinkAlign};
 use crate::clock::SystemClock;
 use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
 use crate::pace::{Pace, PaceStep};
@@ -77,6 +78,11 @@ pub struct ShardConfig {
     /// `laminar bench`: generator sources paced in real time, latency
     /// recorded at the sinks (see `pace`).
     pub pace: Option<Pace>,
+    /// Checkpoints are taken (`laminar run --state-dir`): barriers flow
+    /// and nodes align on them (see `checkpoint`).
+    pub checkpoints: bool,
+    /// See `Durability::every_rows`.
+    pub checkpoint_every_rows: Option<u64>,
 }
 
 impl ShardConfig {
@@ -96,6 +102,8 @@ impl ShardConfig {
             spin_before_park: if shards > 1 { SPIN_BEFORE_PARK } else { Duration::ZERO },
             clock: Arc::new(SystemClock::default()),
             pace: None,
+            checkpoints: false,
+            checkpoint_every_rows: None,
         }
     }
 }
@@ -112,6 +120,11 @@ pub enum MeshMsg {
     /// The prefix of chunk `chunk` of split source `source`, for the
     /// shard that reads that chunk (see `split`).
     SplitToken { source: u32, chunk: u32, prefix: Prefix },
+    /// Checkpoint barrier `epoch` for input `input` of `node`, after the
+    /// sender's rows before it.
+    Barrier { node: u32, input: u32, epoch: u64 },
+    /// Checkpoint barrier `epoch` for a sink (on shard 0).
+    SinkBarrier { sink: u32, epoch: u64 },
     /// The sender has finished; nothing follows.
     Done,
 }
@@ -154,6 +167,8 @@ pub enum ShardEvent {
     Finished {
         shard: usize,
     },
+    /// This shard's piece of a checkpoint (see `checkpoint`).
+    Checkpoint(Piece),
 }
 
 /// Counters shared with the starting thread, for progress.
@@ -174,6 +189,13 @@ pub struct SharedProgress {
     /// Rounds of each shard's watchdog: a count that stops moving means
     /// the executor is not running (see `runner::kick_stalled`).
     pub heartbeats: Vec<AtomicU64>,
+    /// The newest checkpoint epoch requested (by the coordinator, or by
+    /// a shard under `Durability::every_rows`).
+    pub checkpoint_requested: AtomicU64,
+    /// The newest checkpoint whose manifest is durable.
+    pub checkpoint_completed: AtomicU64,
+    /// Source instances still reading, over all shards.
+    pub sources_live: AtomicUsize,
 }
 
 impl SharedProgress {
@@ -238,6 +260,8 @@ pub struct ShardReport {
     pub events_generated: u64,
     /// Paced runs: when (ns after the run's start) its sources were done.
     pub read_ns: u64,
+    /// Restoring its nodes from a checkpoint.
+    pub restore: Duration,
 }
 
 /// An operator failure of node `node`, named by its stream.
@@ -269,6 +293,10 @@ struct ShardCore {
     split_tokens: FxHashMap<(usize, usize), Prefix>,
     /// Wakes the source loop (a token came).
     source_wake: Option<Rc<Signal>>,
+    /// Checkpoint alignment, when the run takes checkpoints.
+    ckpt: Option<ShardCheckpoint>,
+    /// Where pieces of checkpoints go (the coordinator).
+    events: mpsc::Sender<ShardEvent>,
 }
 
 impl ShardCore {
@@ -284,6 +312,16 @@ impl ShardCore {
     /// Feeds `batch` to input `input` of `node`, as sent by shard `sender`.
     fn feed(&mut self, node: usize, input: usize, sender: usize, batch: &Batch) -> Result<(), RunError> {
         let port = self.topo.ports[node][input].port_of(sender);
+        let mut aligning = false;
+        if let Some(ck) = &mut self.ckpt {
+            let a = &mut ck.nodes[node];
+            if a.blocked(port) {
+                // Behind this port's barrier: after the snapshot.
+                a.held.push_back((input, sender, Held::Rows(batch.clone())));
+                return Ok(());
+            }
+            aligning = a.seen.iter().any(|&e| e > a.aligned);
+        }
         let mut out = Batch::new(self.plan.nodes[node].schema.len());
         out.set_origin_ns(batch.origin_ns());
         self.nodes[node]
@@ -304,18 +342,289 @@ impl ShardCore {
         if !out.is_inert() {
             self.deliver(Input::Node(node), &out)?;
         }
+        if aligning {
+            // This batch may have ended the last port the node waited for.
+            self.try_align_node(node)?;
+        }
         Ok(())
+    }
+
+    /// Barrier `epoch` arrived on input `input` of `node` from `sender`.
+    fn barrier_to_node(&mut self, node: usize, input: usize, sender: usize, epoch: u64) -> Result<(), RunError> {
+        let port = self.topo.ports[node][input].port_of(sender);
+        let ck = self
+            .ckpt
+            .as_mut()
+            .expect("barriers flow only when checkpoints are taken");
+        let a = &mut ck.nodes[node];
+        if a.blocked(port) {
+            a.held.push_back((input, sender, Held::Barrier(epoch)));
+            return Ok(());
+        }
+        assert!(
+            epoch == a.aligned + 1 && a.seen[port] < epoch,
+            "barriers arrive in epoch order, one per port"
+        );
+        a.seen[port] = epoch;
+        self.try_align_node(node)
+    }
+
+    /// Aligns `node` on its next epoch if every port has delivered that
+    /// barrier or ended: snapshot, barrier on, then what waited.
+    fn try_align_node(&mut self, node: usize) -> Result<(), RunError> {
+        let Some(ck) = &self.ckpt else { return Ok(()) };
+        let a = &ck.nodes[node];
+        let next = a.aligned + 1;
+        let mut any = false;
+        for (port, &seen) in a.seen.iter().enumerate() {
+            if seen >= next {
+                any = true;
+            } else if !self.nodes[node].port_ended(port) {
+                return Ok(());
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        let bytes = self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?;
+        let ck = self.ckpt.as_mut().expect("checked above");
+        ck.start(next);
+        ck.parts.push((node as u32, bytes));
+        ck.nodes[node].aligned = next;
+        self.deliver_barrier(Input::Node(node), next)?;
+        let held = std::mem::take(&mut self.ckpt.as_mut().expect("checked above").nodes[node].held);
+        for (input, sender, h) in held {
+            match h {
+                Held::Rows(batch) => self.feed(node, input, sender, &batch)?,
+                Held::Barrier(epoch) => self.barrier_to_node(node, input, sender, epoch)?,
+            }
+        }
+        self.try_report()
+    }
+
+    /// Sends barrier `epoch` to everything that reads `from`, on the paths
+    /// its rows and marks take (see `topology::partition`).
+    fn deliver_barrier(&mut self, from: Input, epoch: u64) -> Result<(), RunError> {
+        let topo = Arc::clone(&self.topo);
+        for &sink in topo.sink_consumers(from) {
+            if self.id == 0 {
+                self.sink_barrier(sink, 0, epoch)?;
+            } else {
+                self.send(
+                    0,
+                    MeshMsg::SinkBarrier {
+                        sink: sink as u32,
+                        epoch,
+                    },
+                );
+            }
+        }
+        for &(node, input) in topo.node_consumers(from) {
+            let dests: Vec<usize> = match &topo.input_placement[node][input] {
+                Placement::Local => vec![self.id],
+                Placement::Single => vec![0],
+                Placement::Keyed(_) => (0..topo.shards).collect(),
+            };
+            for dest in dests {
+                if dest == self.id {
+                    self.barrier_to_node(node, input, self.id, epoch)?;
+                } else {
+                    self.send(
+                        dest,
+                        MeshMsg::Barrier {
+                            node: node as u32,
+                            input: input as u32,
+                            epoch,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows (and marks) for sink `sink` from shard `sender`.
+    fn sink_rows(&mut self, sink: usize, sender: usize, batch: &Batch) -> Result<(), RunError> {
+        let target = self.sinks[sink].as_mut().expect("sinks live on shard 0");
+        let Some(ck) = &mut self.ckpt else {
+            return target.write(batch);
+        };
+        let a = &mut ck.sinks[sink];
+        let slot = a.slot(sender);
+        if a.blocked(slot) {
+            a.held.push_back((sender, Held::Rows(batch.clone())));
+            return Ok(());
+        }
+        a.observe(slot, batch);
+        let aligning = a.seen.iter().any(|&e| e > a.aligned);
+        target.write(batch)?;
+        if aligning {
+            self.try_align_sink(sink)?;
+        }
+        Ok(())
+    }
+
+    fn sink_barrier(&mut self, sink: usize, sender: usize, epoch: u64) -> Result<(), RunError> {
+        let ck = self
+            .ckpt
+            .as_mut()
+            .expect("barriers flow only when checkpoints are taken");
+        let a = &mut ck.sinks[sink];
+        let slot = a.slot(sender);
+        if a.blocked(slot) {
+            a.held.push_back((sender, Held::Barrier(epoch)));
+            return Ok(());
+        }
+        assert!(
+            epoch == a.aligned + 1 && a.seen[slot] < epoch,
+            "sink barriers in epoch order"
+        );
+        a.seen[slot] = epoch;
+        self.try_align_sink(sink)
+    }
+
+    /// Commits `sink` at its next epoch once every sender delivered that
+    /// barrier or ended.
+    fn try_align_sink(&mut self, sink: usize) -> Result<(), RunError> {
+        let Some(ck) = &mut self.ckpt else { return Ok(()) };
+        let Some(epoch) = ck.sinks[sink].ready() else {
+            return Ok(());
+        };
+        let target = self.sinks[sink].as_mut().expect("sinks live on shard 0");
+        let (bytes, rows) = target.commit_position()?;
+        ck.start(epoch);
+        ck.sink_positions[sink] = Some(laminar_persistence::manifest::SinkPosition {
+            name: target.name.clone(),
+            bytes,
+            rows,
+            ended_senders: ck.sinks[sink].ended_senders(),
+        });
+        ck.sinks[sink].aligned = epoch;
+        let held = std::mem::take(&mut ck.sinks[sink].held);
+        for (sender, h) in held {
+            match h {
+                Held::Rows(batch) => self.sink_rows(sink, sender, &batch)?,
+                Held::Barrier(epoch) => self.sink_barrier(sink, sender, epoch)?,
+            }
+        }
+        self.try_report()
+    }
+
+    /// Sends this shard's piece of the checkpoint in flight once every
+    /// node, source and sink here has reached it. Nodes and sinks that
+    /// have ended are complete with their final state.
+    fn try_report(&mut self) -> Result<(), RunError> {
+        let Some(ck) = &self.ckpt else { return Ok(()) };
+        let epoch = ck.epoch;
+        if epoch == ck.reported || ck.sources.is_none() {
+            return Ok(());
+        }
+        let active: Vec<bool> = (0..self.nodes.len())
+            .map(|n| self.topo.node_active[n][self.id])
+            .collect();
+        for (n, a) in ck.nodes.iter().enumerate() {
+            if active[n] && a.aligned < epoch && self.nodes[n].watermark() != WATERMARK_END {
+                return Ok(());
+            }
+        }
+        if ck.sinks.iter().any(|a| a.aligned < epoch && !a.complete()) {
+            return Ok(());
+        }
+        for (n, &here) in active.iter().enumerate() {
+            if here && self.ckpt.as_ref().expect("checked").nodes[n].aligned < epoch {
+                let bytes = self.nodes[n].checkpoint().map_err(exec_error(&self.plan, n))?;
+                let ck = self.ckpt.as_mut().expect("checked");
+                ck.parts.push((n as u32, bytes));
+                ck.nodes[n].aligned = epoch;
+            }
+        }
+        let ck = self.ckpt.as_mut().expect("checked");
+        for (k, a) in ck.sinks.iter_mut().enumerate() {
+            if a.aligned < epoch {
+                let target = self.sinks[k].as_mut().expect("sinks live on shard 0");
+                let (bytes, rows) = target.commit_position()?;
+                ck.sink_positions[k] = Some(laminar_persistence::manifest::SinkPosition {
+                    name: target.name.clone(),
+                    bytes,
+                    rows,
+                    ended_senders: a.ended_senders(),
+                });
+                a.aligned = epoch;
+            }
+        }
+        let piece = Piece {
+            shard: self.id,
+            epoch,
+            parts: std::mem::take(&mut ck.parts),
+            sources: ck.sources.take().expect("checked"),
+            sinks: ck
+                .sink_positions
+                .iter_mut()
+                .map(|p| p.take().expect("every sink committed"))
+                .collect(),
+        };
+        ck.reported = epoch;
+        // The coordinator is gone only when the run is being torn down.
+        let _ = self.events.send(ShardEvent::Checkpoint(piece));
+        Ok(())
+    }
+
+    /// The source loop's side of checkpoint `epoch`: this shard's sources
+    /// stand at `positions`; barriers go after their rows (`live` lists
+    /// the sources that still read; the others have sent their end).
+    fn inject_barrier(
+        &mut self,
+        epoch: u64,
+        positions: Vec<laminar_persistence::manifest::SourcePosition>,
+        live: &[usize],
+    ) -> Result<(), RunError> {
+        let ck = self
+            .ckpt
+            .as_mut()
+            .expect("barriers flow only when checkpoints are taken");
+        ck.start(epoch);
+        ck.sources = Some(positions);
+        for &i in live {
+            self.deliver_barrier(Input::Source(i), epoch)?;
+        }
+        self.try_report()
+    }
+
+    /// The coordinator asked for `requested`; a shard whose source loop
+    /// has finished takes part with its final positions.
+    fn on_checkpoint_request(&mut self, requested: u64) -> Result<(), RunError> {
+        let Some(ck) = &mut self.ckpt else { return Ok(()) };
+        if requested > ck.epoch && ck.final_sources.is_some() {
+            ck.start(requested);
+        }
+        self.try_report()
+    }
+
+    /// The source loop has ended: these positions hold from now on.
+    fn sources_finished(
+        &mut self,
+        positions: Vec<laminar_persistence::manifest::SourcePosition>,
+    ) -> Result<(), RunError> {
+        let Some(ck) = &mut self.ckpt else { return Ok(()) };
+        if ck.epoch > ck.reported && ck.sources.is_none() {
+            ck.sources = Some(positions.clone());
+        }
+        ck.final_sources = Some(positions);
+        self.try_report()
     }
 
     /// Delivers a batch produced here to everything that reads `from`.
     fn deliver(&mut self, from: Input, batch: &Batch) -> Result<(), RunError> {
         let topo = Arc::clone(&self.topo);
         for &sink in topo.sink_consumers(from) {
-            if batch.is_empty() {
+            // With checkpoints a sink also needs the end mark: a sender
+            // that has ended owes no more barriers.
+            let end = self.ckpt.is_some() && batch.last_watermark() == Some(WATERMARK_END);
+            if batch.is_empty() && !end {
                 continue;
             }
             if self.id == 0 {
-                self.sinks[sink].as_mut().expect("sinks live on shard 0").write(batch)?;
+                self.sink_rows(sink, 0, batch)?;
             } else {
                 self.send(
                     0,
@@ -366,10 +675,11 @@ impl ShardCore {
     fn on_message_untimed(&mut self, sender: usize, msg: MeshMsg) -> Result<(), RunError> {
         match msg {
             MeshMsg::Node { node, input, batch } => self.feed(node as usize, input as usize, sender, &batch),
-            MeshMsg::Sink { sink, batch } => self.sinks[sink as usize]
-                .as_mut()
-                .expect("sinks live on shard 0")
-                .write(&batch),
+            MeshMsg::Sink { sink, batch } => self.sink_rows(sink as usize, sender, &batch),
+            MeshMsg::Barrier { node, input, epoch } => {
+                self.barrier_to_node(node as usize, input as usize, sender, epoch)
+            }
+            MeshMsg::SinkBarrier { sink, epoch } => self.sink_barrier(sink as usize, sender, epoch),
             MeshMsg::SplitToken { source, chunk, prefix } => {
                 let previous = self.split_tokens.insert((source as usize, chunk as usize), prefix);
                 assert!(previous.is_none(), "one token per chunk");
@@ -457,6 +767,8 @@ pub struct ShardContext {
     pub events: mpsc::Sender<ShardEvent>,
     /// Per source: how it is split over the shards, if it is.
     pub splits: Arc<Vec<Option<SourceSplit>>>,
+    /// What to restore from the last checkpoint, when resuming one.
+    pub restore: Option<ShardRestore>,
 }
 
 /// Lets the other tasks of this queue run when glommio asks for
@@ -505,6 +817,7 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         progress,
         events,
         splits,
+        restore,
     } = ctx;
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
@@ -520,6 +833,7 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         events: &events,
         task_error: &task_error,
         splits: &splits,
+        restore,
     };
     let result = shard_body(id, mesh, shared).await;
     let result = match result {
@@ -540,6 +854,7 @@ struct Shared<'a> {
     events: &'a mpsc::Sender<ShardEvent>,
     task_error: &'a Rc<RefCell<Option<RunError>>>,
     splits: &'a [Option<SourceSplit>],
+    restore: Option<ShardRestore>,
 }
 
 async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'_>) -> Result<ShardReport, RunError> {
@@ -551,6 +866,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         events,
         task_error,
         splits,
+        restore,
     } = shared;
     let executor = glommio::executor();
     let event_queue = executor.create_task_queue(
@@ -568,10 +884,18 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             Some(SourceSplit::Generator { chunk_events }) => {
                 sources.push((i, Source::open_generator_split(node, id, config.shards, *chunk_events)?))
             }
-            None if topo.source_owner[i] == id => sources.push((i, Source::open(node)?)),
+            None if topo.source_owner[i] == id => {
+                let source = match restore.as_ref().and_then(|r| r.sources[i].as_ref()) {
+                    Some(state) => Source::open_resumed(node, state)?,
+                    None => Source::open(node)?,
+                };
+                sources.push((i, source));
+            }
             None => {}
         }
     }
+    let live = sources.iter().filter(|(_, s)| !s.is_done()).count();
+    progress.sources_live.fetch_add(live, Ordering::Relaxed);
     let stdout_sinks = plan
         .sinks
         .iter()
@@ -580,11 +904,72 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     let sinks = if id == 0 {
         plan.sinks
             .iter()
-            .map(|s| Sink::open(s, stdout_sinks, config.pace).map(Some))
+            .enumerate()
+            .map(|(k, s)| {
+                let resume = restore
+                    .as_ref()
+                    .and_then(|r| r.sinks[k].as_ref())
+                    .map(|p| (p.bytes, p.rows));
+                Sink::open_at(s, stdout_sinks, config.pace, resume).map(Some)
+            })
             .collect::<Result<Vec<_>, _>>()?
     } else {
         plan.sinks.iter().map(|_| None).collect()
     };
+
+    let mut nodes: Vec<Driven> = plan
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let mut d = Driven::with_inputs(n.spec.build(), &topo.port_inputs(i));
+            d.set_port_exact(topo.port_exact[i].clone());
+            d
+        })
+        .collect();
+    let restored_epoch = restore.as_ref().map_or(0, |r| r.epoch);
+    let restoring = std::time::Instant::now();
+    if let Some(r) = &restore {
+        for (part, bytes) in &r.parts {
+            let n = *part as usize;
+            let node = nodes.get_mut(n).ok_or_else(|| RunError::Recovery {
+                dir: std::path::PathBuf::new(),
+                reason: format!(
+                    "the checkpoint has state for node {n}, the plan has {}",
+                    plan.nodes.len()
+                ),
+            })?;
+            node.restore(bytes).map_err(exec_error(plan, n))?;
+        }
+    }
+    let restore_time = restoring.elapsed();
+    let ckpt = config.checkpoints.then(|| {
+        let node_align = (0..plan.nodes.len())
+            .map(|i| NodeAlign::new(topo.port_count[i], restored_epoch))
+            .collect();
+        let sink_align = if id == 0 {
+            plan.sinks
+                .iter()
+                .enumerate()
+                .map(|(k, s)| {
+                    let senders = (0..config.shards)
+                        .filter(|&sh| match s.input {
+                            Input::Node(n) => topo.node_active[n][sh],
+                            Input::Source(i) => topo.source_active[i][sh],
+                        })
+                        .collect();
+                    let mut align = SinkAlign::new(senders, restored_epoch);
+                    if let Some(p) = restore.as_ref().and_then(|r| r.sinks[k].as_ref()) {
+                        align.restore_ended(&p.ended_senders);
+                    }
+                    align
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ShardCheckpoint::new(restored_epoch, node_align, sink_align)
+    });
 
     let outbox_len = Rc::new(Cell::new(0usize));
     let mut outboxes: Vec<Option<local_channel::LocalSender<MeshMsg>>> = (0..config.shards).map(|_| None).collect();
@@ -594,16 +979,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         id,
         plan: Arc::clone(plan),
         topo: Arc::clone(topo),
-        nodes: plan
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let mut d = Driven::with_inputs(n.spec.build(), &topo.port_inputs(i));
-                d.set_port_exact(topo.port_exact[i].clone());
-                d
-            })
-            .collect(),
+        nodes,
         sinks,
         outboxes: Vec::new(),
         outbox_len: Rc::clone(&outbox_len),
@@ -614,6 +990,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         busy: Duration::ZERO,
         split_tokens: FxHashMap::default(),
         source_wake: None,
+        ckpt,
+        events: events.clone(),
     }));
 
     // Wakes the shard's main task when a peer's message may have
@@ -638,11 +1016,20 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         let rescued = Rc::clone(&rescued);
         let progress = Arc::clone(progress);
         let (progressed, outbox_room) = (Rc::clone(&progressed), Rc::clone(&outbox_room));
+        let core = Rc::clone(&core);
+        let task_error = Rc::clone(task_error);
         glommio::spawn_local_into(
             async move {
                 loop {
                     glommio::timer::sleep(MESH_WATCHDOG_INTERVAL).await;
                     progress.heartbeats[id].fetch_add(1, Ordering::Relaxed);
+                    // A checkpoint request reaches a shard whose sources
+                    // are done here (the source loop sees its own).
+                    let requested = progress.checkpoint_requested.load(Ordering::Acquire);
+                    if let Err(e) = core.borrow_mut().on_checkpoint_request(requested) {
+                        progress.abort.store(true, Ordering::Relaxed);
+                        task_error.borrow_mut().get_or_insert(e);
+                    }
                     // The main task drains the inbound channels when it
                     // wakes: a periodic nudge bounds any stall at a round.
                     progressed.notify();
@@ -827,6 +1214,10 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         let (batch_rows, outbox_max) = (config.batch_rows, config.outbox_messages_max);
         let has_peers = config.shards > 1;
         let pace = config.pace;
+        let checkpoints = config.checkpoints;
+        let every_rows = config.checkpoint_every_rows;
+        let mut rows_at_request = 0u64;
+        let mut injected = restored_epoch;
         let mut behind_schedule = 0u64;
         let mut read_ns = 0u64;
         // A paced source spins between events; it takes the mesh's
@@ -849,8 +1240,12 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     }
                 }
                 for (i, s) in &sources {
-                    if !s.has_watermark() {
+                    if !s.has_watermark() || s.is_done() {
                         progress.source_watermarks[*i].store(i64::MAX, Ordering::Relaxed);
+                    } else if s.watermark() > i64::MIN {
+                        // Resumed from a checkpoint: where it stands, so no
+                        // source waits for this one to catch up.
+                        progress.source_watermarks[*i].store(s.watermark(), Ordering::Relaxed);
                     }
                 }
                 let mut report = |m: MalformedRecord<'_>| {
@@ -862,6 +1257,48 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     });
                 };
                 loop {
+                    if let Some(every) = every_rows {
+                        let rows: u64 = sources.iter().map(|(_, s)| s.rows + s.malformed).sum();
+                        if rows >= rows_at_request + every {
+                            // Unless one is in flight (another shard's):
+                            // then again once that one is complete.
+                            let completed = progress.checkpoint_completed.load(Ordering::Acquire);
+                            if progress
+                                .checkpoint_requested
+                                .compare_exchange(completed, completed + 1, Ordering::AcqRel, Ordering::Acquire)
+                                .is_ok()
+                            {
+                                rows_at_request = rows;
+                            }
+                        }
+                        // Deterministic positions: read nothing more until
+                        // the checkpoint in flight is complete.
+                        let requested = progress.checkpoint_requested.load(Ordering::Acquire);
+                        if injected == requested && progress.checkpoint_completed.load(Ordering::Acquire) < requested {
+                            check_abort(&progress)?;
+                            outbox_room.wait().await;
+                            continue;
+                        }
+                    }
+                    // A checkpoint requested: barriers after what was read.
+                    let requested = progress.checkpoint_requested.load(Ordering::Acquire);
+                    if checkpoints && requested > injected {
+                        injected = requested;
+                        let mut positions = Vec::with_capacity(sources.len());
+                        let mut live = Vec::new();
+                        for (i, s) in &mut sources {
+                            let state = s.position()?;
+                            positions.push(crate::checkpoint::source_position(&s.name, id, &state)?);
+                            if !s.is_done() {
+                                live.push(*i);
+                            }
+                        }
+                        core.borrow_mut().inject_barrier(requested, positions, &live)?;
+                        if every_rows.is_some() {
+                            // Read on only once this checkpoint is complete.
+                            continue;
+                        }
+                    }
                     // Sources that can go on: a split part waiting for a
                     // token that has not come cannot.
                     let pick = {
@@ -977,6 +1414,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         source.watermark()
                     };
                     progress.source_watermarks[*i].store(published, Ordering::Relaxed);
+                    if source.is_done() {
+                        progress.sources_live.fetch_sub(1, Ordering::Relaxed);
+                    }
                     // A batch of no rows is the end mark alone: what it
                     // flushes is not a result of any event.
                     batch.set_origin_ns(if batch.is_empty() { 0 } else { origin_ns });
@@ -1002,6 +1442,14 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     } else {
                         yield_if_preempted().await;
                     }
+                }
+                if checkpoints {
+                    let mut positions = Vec::with_capacity(sources.len());
+                    for (_, s) in &mut sources {
+                        let state = s.position()?;
+                        positions.push(crate::checkpoint::source_position(&s.name, id, &state)?);
+                    }
+                    core.borrow_mut().sources_finished(positions)?;
                 }
                 Ok::<_, RunError>((sources, behind_schedule, read_ns))
             },
@@ -1118,5 +1566,6 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             .max()
             .unwrap_or(0),
         read_ns,
+        restore: restore_time,
     })
 }

@@ -9,7 +9,7 @@
 //! records the latency of the rows it receives (see `pace`).
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use laminar_exec::batch::Batch;
@@ -43,6 +43,18 @@ const BUFFER_BYTES_MAX: usize = 1 << 20;
 
 impl Sink {
     pub fn open(node: &SinkNode, stdout_sinks: usize, pace: Option<Pace>) -> Result<Sink, RunError> {
+        Sink::open_at(node, stdout_sinks, pace, None)
+    }
+
+    /// Opens a sink; `resume` is its committed position at a checkpoint
+    /// (bytes, rows): a file is cut back to those bytes and written on
+    /// from there, without a second header.
+    pub fn open_at(
+        node: &SinkNode,
+        stdout_sinks: usize,
+        pace: Option<Pace>,
+        resume: Option<(u64, u64)>,
+    ) -> Result<Sink, RunError> {
         let (target, format) = match &node.connector {
             SinkConnector::File { path, format } => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -52,8 +64,27 @@ impl Sink {
                         source,
                     })?;
                 }
-                let file = File::create(path).map_err(|source| RunError::Io {
-                    operation: "creating sink file",
+                let file = match resume {
+                    None => File::create(path),
+                    Some((bytes, _)) => std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(path)
+                        .and_then(|mut f| {
+                            let len = f.metadata()?.len();
+                            if len < bytes {
+                                return Err(std::io::Error::other(format!(
+                                    "the file has {len} bytes but the checkpoint committed {bytes}: it was changed since"
+                                )));
+                            }
+                            f.set_len(bytes)?;
+                            f.seek(SeekFrom::End(0))?;
+                            Ok(f)
+                        }),
+                }
+                .map_err(|source| RunError::Io {
+                    operation: if resume.is_some() { "resuming sink file" } else { "creating sink file" },
                     path: path.clone(),
                     source,
                 })?;
@@ -79,9 +110,14 @@ impl Sink {
             rows: 0,
             latency: pace.map(|p| (p, latency_histogram())),
         };
-        let mut header = Vec::new();
-        sink.encoder.header(&mut header);
-        sink.append(&header);
+        match resume {
+            Some((_, rows)) => sink.rows = rows,
+            None => {
+                let mut header = Vec::new();
+                sink.encoder.header(&mut header);
+                sink.append(&header);
+            }
+        }
         Ok(sink)
     }
 
@@ -161,6 +197,22 @@ impl Sink {
             Target::Stdout { .. } => std::io::stdout().lock().flush().map_err(RunError::Stdout),
             Target::Discard => Ok(()),
         }
+    }
+
+    /// Writes everything buffered to the target and returns the committed
+    /// position (bytes of a file; 0 otherwise, and rows): what a
+    /// checkpoint records, once the coordinator has synced the file.
+    pub fn commit_position(&mut self) -> Result<(u64, u64), RunError> {
+        self.finish()?;
+        let bytes = match &mut self.target {
+            Target::File { path, writer } => writer.stream_position().map_err(|source| RunError::Io {
+                operation: "writing sink file",
+                path: path.clone(),
+                source,
+            })?,
+            _ => 0,
+        };
+        Ok((bytes, self.rows))
     }
 
     /// The latency histogram of a paced run.

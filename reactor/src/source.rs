@@ -12,7 +12,7 @@
 //! records around it are processed.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -105,6 +105,26 @@ enum Reader {
     Split { path: PathBuf, reader: SplitReader },
 }
 
+/// Where a source stands, for a checkpoint: enough to resume reading
+/// exactly after the last record before the barrier.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SourceState {
+    /// File: the byte offset of the next record; generator: the next
+    /// event index.
+    pub offset: u64,
+    /// File: physical lines consumed (for the line numbers of errors).
+    pub line: u64,
+    pub rows: u64,
+    pub malformed: u64,
+    pub bytes_read: u64,
+    pub max_time: i64,
+    pub watermark: i64,
+    pub exhausted: bool,
+    pub done: bool,
+    /// Committed length of the dead-letter file, if there is one.
+    pub dead_letter_bytes: u64,
+}
+
 /// A running source.
 pub struct Source {
     pub name: String,
@@ -139,6 +159,18 @@ pub(crate) fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOn
 
 impl Source {
     pub fn open(node: &SourceNode) -> Result<Source, RunError> {
+        Source::open_inner(node, false)
+    }
+
+    /// Opens a source and continues from a checkpointed position (see
+    /// `resume`); its dead-letter file is kept, not recreated.
+    pub fn open_resumed(node: &SourceNode, state: &SourceState) -> Result<Source, RunError> {
+        let mut source = Source::open_inner(node, true)?;
+        source.resume(state)?;
+        Ok(source)
+    }
+
+    fn open_inner(node: &SourceNode, resuming: bool) -> Result<Source, RunError> {
         let (reader, bytes_total) = match &node.connector {
             SourceConnector::File {
                 path,
@@ -174,7 +206,17 @@ impl Source {
                 })?;
                 let dead_letter = match dead_letter {
                     Some(p) => {
-                        let f = File::create(p).map_err(io_error("creating dead-letter file", p))?;
+                        let f = if resuming {
+                            // `resume` cuts it back to its committed length.
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .create(true)
+                                .truncate(false)
+                                .open(p)
+                        } else {
+                            File::create(p)
+                        }
+                        .map_err(io_error("creating dead-letter file", p))?;
                         Some((p.clone(), BufWriter::new(f)))
                     }
                     None => None,
@@ -325,6 +367,132 @@ impl Source {
         if let Reader::Nexmark { next, end, .. } = &mut self.reader {
             *end = *next;
         }
+    }
+
+    /// Where the source stands now (between batches), for a checkpoint.
+    /// Flushes the dead-letter file so its committed length is on disk
+    /// before the checkpoint that names it (the coordinator syncs it).
+    pub fn position(&mut self) -> Result<SourceState, RunError> {
+        let (offset, line, dead_letter_bytes) = match &mut self.reader {
+            Reader::File {
+                path,
+                reader,
+                line,
+                dead_letter,
+                ..
+            } => {
+                let offset = reader.stream_position().map_err(io_error("reading", path))?;
+                let dl = match dead_letter {
+                    Some((dl_path, w)) => {
+                        w.flush().map_err(io_error("writing dead-letter file", dl_path))?;
+                        w.get_ref()
+                            .metadata()
+                            .map_err(io_error("writing dead-letter file", dl_path))?
+                            .len()
+                    }
+                    None => 0,
+                };
+                (offset, *line, dl)
+            }
+            Reader::Nexmark { next, .. } => (*next, 0, 0),
+            Reader::Split { path, .. } => {
+                return Err(RunError::Source {
+                    source_name: self.name.clone(),
+                    path: path.clone(),
+                    reason: "a file read in parallel by several shards cannot be checkpointed".into(),
+                })
+            }
+        };
+        Ok(SourceState {
+            offset,
+            line,
+            rows: self.rows,
+            malformed: self.malformed,
+            bytes_read: self.bytes_read,
+            max_time: self.watermark.max_time,
+            watermark: self.watermark.current,
+            exhausted: self.exhausted,
+            done: self.done,
+            dead_letter_bytes,
+        })
+    }
+
+    /// The dead-letter file of a file source, if it has one.
+    pub fn dead_letter_path(&self) -> Option<&Path> {
+        match &self.reader {
+            Reader::File {
+                dead_letter: Some((p, _)),
+                ..
+            } => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Continues from a checkpointed position (a source just opened on
+    /// the same input): seeks past what was read, restores the watermark
+    /// and counters, and cuts the dead-letter file back to its committed
+    /// length.
+    pub fn resume(&mut self, state: &SourceState) -> Result<(), RunError> {
+        match &mut self.reader {
+            Reader::File {
+                path,
+                reader,
+                line,
+                dead_letter,
+                ..
+            } => {
+                let len = reader.get_ref().metadata().map_err(io_error("reading", path))?.len();
+                if state.offset > len {
+                    return Err(RunError::Recovery {
+                        dir: path.clone(),
+                        reason: format!(
+                            "the checkpoint read {} bytes of this file, which now has {len}: the input changed",
+                            state.offset
+                        ),
+                    });
+                }
+                reader
+                    .seek(SeekFrom::Start(state.offset))
+                    .map_err(io_error("reading", path))?;
+                *line = state.line;
+                if let Some((dl_path, w)) = dead_letter {
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&*dl_path)
+                        .map_err(io_error("opening dead-letter file", dl_path))?;
+                    file.set_len(state.dead_letter_bytes)
+                        .map_err(io_error("writing dead-letter file", dl_path))?;
+                    let mut file = file;
+                    file.seek(SeekFrom::End(0))
+                        .map_err(io_error("writing dead-letter file", dl_path))?;
+                    *w = BufWriter::new(file);
+                }
+            }
+            Reader::Nexmark { next, end, .. } => {
+                if state.offset > *end {
+                    return Err(RunError::Recovery {
+                        dir: PathBuf::from(&self.name),
+                        reason: format!("the checkpoint is at event {}, past the generator's end", state.offset),
+                    });
+                }
+                *next = state.offset;
+            }
+            Reader::Split { path, .. } => {
+                return Err(RunError::Source {
+                    source_name: self.name.clone(),
+                    path: path.clone(),
+                    reason: "a file read in parallel by several shards cannot be resumed".into(),
+                })
+            }
+        }
+        self.rows = state.rows;
+        self.malformed = state.malformed;
+        self.bytes_read = state.bytes_read;
+        self.watermark.max_time = state.max_time;
+        self.watermark.current = state.watermark;
+        self.exhausted = state.exhausted;
+        self.done = state.done;
+        Ok(())
     }
 
     /// Reads up to `rows_max` rows into a new batch. At the end of input the

@@ -187,6 +187,36 @@ pub fn run_sql_with(
     shards: usize,
     spin_before_park: Option<std::time::Duration>,
 ) -> Result<Outcome, String> {
+    run_sql_durable(sql, dir, batch_rows, shards, spin_before_park, None).map_err(|e| e.to_string())
+}
+
+/// How a durable test run failed: planning, an injected fault (a
+/// simulated crash), or anything else.
+#[derive(Debug)]
+pub enum RunFailure {
+    Plan(String),
+    Injected(String),
+    Other(String),
+}
+
+impl std::fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunFailure::Plan(e) => f.write_str(e),
+            RunFailure::Injected(e) | RunFailure::Other(e) => write!(f, "run failed: {e}"),
+        }
+    }
+}
+
+/// `run_sql_with` that keeps durable state (`--state-dir`) when asked.
+pub fn run_sql_durable(
+    sql: &str,
+    dir: &Path,
+    batch_rows: usize,
+    shards: usize,
+    spin_before_park: Option<std::time::Duration>,
+    durability: Option<laminar_reactor::checkpoint::Durability>,
+) -> Result<Outcome, RunFailure> {
     // Warnings (a stalled run's report) reach stderr even under the test
     // harness's capture, so a hung test binary says where it hung.
     let _ = tracing_subscriber::fmt()
@@ -194,8 +224,8 @@ pub fn run_sql_with(
         .with_writer(std::io::stderr)
         .try_init();
     let sql = sql.replace("{dir}", &dir.display().to_string());
-    let plan =
-        plan_script(&sql, PlanOptions::default()).map_err(|e| format!("{}:{} {}", e.line, e.column, e.message))?;
+    let plan = plan_script(&sql, PlanOptions::default())
+        .map_err(|e| RunFailure::Plan(format!("{}:{} {}", e.line, e.column, e.message)))?;
     let mut reports = Vec::new();
     let mut on_malformed =
         |m: laminar_reactor::Malformed<'_>| reports.push(format!("{}:{}: {}", m.location, m.line, m.reason));
@@ -215,11 +245,24 @@ pub fn run_sql_with(
             split_bytes_min: Some(0),
             split_chunk_bytes: Some(split_chunk_bytes()),
             split_generator_chunk_events: Some(37),
+            durability,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },
     )
-    .map_err(|e| format!("run failed: {e}"))?;
+    .map_err(|e| match e {
+        laminar_reactor::RunError::Persist(p) if p.is_injected() => RunFailure::Injected(p.to_string()),
+        e => {
+            // The whole chain: "stream s: checkpoint state: …".
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            RunFailure::Other(text)
+        }
+    })?;
     Ok(Outcome {
         summary,
         malformed_reports: reports,

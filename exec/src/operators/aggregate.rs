@@ -62,6 +62,7 @@ pub struct AggregateSpec {
     pub late_rows: bool,
 }
 
+#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Group {
     accumulators: Vec<Accumulator>,
     /// Net rows in the group (adds minus retractions); at 0 the group is
@@ -93,6 +94,20 @@ pub struct Aggregate {
     /// A closed window's state, emptied but still mapped, for the next
     /// window to open (one is enough: windows open as others close).
     spare: Option<KeyedState<Group>>,
+    metrics: OperatorMetrics,
+}
+
+/// What a checkpoint keeps of an `Aggregate` (see `snapshot`).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct AggregateSnapshot {
+    /// Open windows by start, each group in the state's entry order (so
+    /// a restored operator emits in the same order).
+    windows: Vec<(i64, crate::snapshot::Entries<Group>)>,
+    watermark: i64,
+    seq: u64,
+    dirty: Vec<(i64, Vec<Value>)>,
+    next_emit_ms: Option<i64>,
+    late_diverted: u64,
     metrics: OperatorMetrics,
 }
 
@@ -397,6 +412,53 @@ impl Operator for Aggregate {
         self.dirty = dirty;
         self.metrics.eval_errors = self.scratch.eval_errors;
         Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        assert!(!self.late.is_pending(), "late rows are taken after every batch");
+        let snapshot = AggregateSnapshot {
+            windows: self
+                .windows
+                .iter()
+                .map(|(start, groups)| (*start, groups.iter().map(|(k, g)| (k.clone(), g.clone())).collect()))
+                .collect(),
+            watermark: self.watermark,
+            seq: self.seq,
+            dirty: self.dirty.clone(),
+            next_emit_ms: self.next_emit_ms,
+            late_diverted: self.late.diverted(),
+            metrics: self.metrics,
+        };
+        crate::snapshot::encode(&self.spec.name, &snapshot)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let s: AggregateSnapshot = crate::snapshot::decode(&self.spec.name, bytes)?;
+        self.windows.clear();
+        self.live_groups = 0;
+        for (start, groups) in s.windows {
+            let mut state = self
+                .spare
+                .take()
+                .unwrap_or_else(|| KeyedState::new(self.spec.entries_max));
+            for (key, group) in groups {
+                crate::snapshot::insert_restored(&mut state, &key, group, self.live_groups, &self.spec.name)?;
+                self.live_groups += 1;
+            }
+            self.windows.insert(start, state);
+        }
+        self.watermark = s.watermark;
+        self.seq = s.seq;
+        self.dirty = s.dirty;
+        self.next_emit_ms = s.next_emit_ms;
+        self.late.restore_diverted(s.late_diverted);
+        self.metrics = s.metrics;
+        self.scratch.eval_errors = s.metrics.eval_errors;
+        Ok(())
+    }
+
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
     }
 
     fn metrics(&self) -> OperatorMetrics {

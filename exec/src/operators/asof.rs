@@ -48,6 +48,18 @@ pub struct AsofJoinSpec {
 /// Rows ordered by (event time, arrival).
 type ByTime<T> = BTreeMap<(i64, u64), T>;
 
+/// What a checkpoint keeps of an `AsofJoin`.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct AsofSnapshot {
+    right: crate::snapshot::Entries<crate::snapshot::ByTimeEntries<Option<Box<[Value]>>>>,
+    right_rows: u64,
+    waiting: crate::snapshot::ByTimeEntries<(GroupKey, Box<[Value]>)>,
+    left_watermark: i64,
+    right_watermark: i64,
+    seq: u64,
+    metrics: OperatorMetrics,
+}
+
 pub struct AsofJoin {
     spec: AsofJoinSpec,
     /// Right rows per key, by (time, arrival); None marks a deletion.
@@ -219,6 +231,40 @@ impl Operator for AsofJoin {
 
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
         Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        let snapshot = AsofSnapshot {
+            right: self
+                .right
+                .iter()
+                .map(|(k, by_time)| (k.clone(), by_time.iter().map(|(t, r)| (*t, r.clone())).collect()))
+                .collect(),
+            right_rows: self.right_rows as u64,
+            waiting: self.waiting.iter().map(|(t, w)| (*t, w.clone())).collect(),
+            left_watermark: self.left_watermark,
+            right_watermark: self.right_watermark,
+            seq: self.seq,
+            metrics: self.metrics,
+        };
+        crate::snapshot::encode(&self.spec.name, &snapshot)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let s: AsofSnapshot = crate::snapshot::decode(&self.spec.name, bytes)?;
+        let right = s.right.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect();
+        self.right = crate::snapshot::rebuild(right, self.spec.entries_max, &self.spec.name)?;
+        self.right_rows = s.right_rows as usize;
+        self.waiting = s.waiting.into_iter().collect();
+        self.left_watermark = s.left_watermark;
+        self.right_watermark = s.right_watermark;
+        self.seq = s.seq;
+        self.metrics = s.metrics;
+        Ok(())
+    }
+
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
     }
 
     fn metrics(&self) -> OperatorMetrics {

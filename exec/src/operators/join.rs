@@ -57,6 +57,7 @@ pub struct IntervalJoinSpec {
     pub entries_max: usize,
 }
 
+#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Buffered {
     ts: i64,
     row: Box<[Value]>,
@@ -72,6 +73,35 @@ struct Side {
     by_time: BTreeMap<(i64, u64), GroupKey>,
     len: usize,
     watermark: i64,
+}
+
+/// What a checkpoint keeps of one side of an `IntervalJoin`.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SideSnapshot {
+    rows: Vec<(Box<[Value]>, Vec<Buffered>)>,
+    by_time: crate::snapshot::ByTimeEntries<Box<[Value]>>,
+    len: u64,
+    watermark: i64,
+}
+
+impl Side {
+    fn snapshot(&self) -> SideSnapshot {
+        SideSnapshot {
+            rows: self.rows.as_ref().map(crate::snapshot::entries).unwrap_or_default(),
+            by_time: self.by_time.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            len: self.len as u64,
+            watermark: self.watermark,
+        }
+    }
+
+    fn restore(s: SideSnapshot, entries_max: usize, name: &str) -> Result<Side, ExecError> {
+        Ok(Side {
+            rows: Some(crate::snapshot::rebuild(s.rows, entries_max, name)?),
+            by_time: s.by_time.into_iter().collect(),
+            len: s.len as usize,
+            watermark: s.watermark,
+        })
+    }
 }
 
 pub struct IntervalJoin {
@@ -326,6 +356,27 @@ impl Operator for IntervalJoin {
                 .saturating_sub(1)
         };
         self.left.watermark.min(right_bound)
+    }
+
+    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        crate::snapshot::encode(
+            &self.spec.name,
+            &(self.left.snapshot(), self.right.snapshot(), self.seq, self.metrics),
+        )
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let (left, right, seq, metrics): (SideSnapshot, SideSnapshot, u64, OperatorMetrics) =
+            crate::snapshot::decode(&self.spec.name, bytes)?;
+        self.left = Side::restore(left, self.spec.entries_max, &self.spec.name)?;
+        self.right = Side::restore(right, self.spec.entries_max, &self.spec.name)?;
+        self.seq = seq;
+        self.metrics = metrics;
+        Ok(())
+    }
+
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
     }
 
     fn metrics(&self) -> OperatorMetrics {

@@ -59,6 +59,17 @@ impl LateRows {
         self.diverted
     }
 
+    /// Restores the count from a checkpoint. The buffer itself is empty
+    /// at every checkpoint: the runtime takes it after each batch.
+    pub fn restore_diverted(&mut self, diverted: u64) {
+        self.diverted = diverted;
+    }
+
+    /// Whether rows wait to be taken (never at a checkpoint).
+    pub fn is_pending(&self) -> bool {
+        self.rows.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
     /// The rows diverted since the last call, if any.
     pub fn take(&mut self) -> Option<Batch> {
         self.rows.take().filter(|b| !b.is_empty())
@@ -112,6 +123,10 @@ impl Operator for LateStream {
 
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
         Ok(())
+    }
+
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
     }
 
     fn metrics(&self) -> OperatorMetrics {

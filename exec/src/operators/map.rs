@@ -71,6 +71,10 @@ impl Operator for Map {
         Ok(())
     }
 
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.metrics
     }

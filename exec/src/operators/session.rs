@@ -45,12 +45,25 @@ pub struct SessionSpec {
     pub late_rows: bool,
 }
 
+#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Session {
     id: u64,
     start: i64,
     end: i64,
     rows: i64,
     accumulators: Vec<Accumulator>,
+}
+
+/// What a checkpoint keeps of a `SessionAggregate`; the close queue and
+/// the key of each session id are rebuilt from the sessions.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct SessionSnapshot {
+    sessions: Vec<(Box<[Value]>, Vec<Session>)>,
+    next_id: u64,
+    watermark: i64,
+    seq: u64,
+    late_diverted: u64,
+    metrics: OperatorMetrics,
 }
 
 pub struct SessionAggregate {
@@ -269,6 +282,49 @@ impl Operator for SessionAggregate {
 
     fn take_late_rows(&mut self) -> Option<Batch> {
         self.late.take()
+    }
+
+    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        assert!(!self.late.is_pending(), "late rows are taken after every batch");
+        let snapshot = SessionSnapshot {
+            sessions: crate::snapshot::entries(&self.sessions),
+            next_id: self.next_id,
+            watermark: self.watermark,
+            seq: self.seq,
+            late_diverted: self.late.diverted(),
+            metrics: self.metrics,
+        };
+        crate::snapshot::encode(&self.spec.name, &snapshot)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let s: SessionSnapshot = crate::snapshot::decode(&self.spec.name, bytes)?;
+        self.closing.clear();
+        self.keys_by_id.clear();
+        self.live_sessions = 0;
+        for (key, list) in &s.sessions {
+            for session in list {
+                if session.id > s.next_id || !self.closing.insert((session.end, session.id)) {
+                    return Err(ExecError::Restore {
+                        reason: format!("{}: session ids in the snapshot are inconsistent", self.spec.name),
+                    });
+                }
+                self.keys_by_id.insert(session.id, key.clone());
+                self.live_sessions += 1;
+            }
+        }
+        self.sessions = crate::snapshot::rebuild(s.sessions, self.spec.entries_max, &self.spec.name)?;
+        self.next_id = s.next_id;
+        self.watermark = s.watermark;
+        self.seq = s.seq;
+        self.late.restore_diverted(s.late_diverted);
+        self.metrics = s.metrics;
+        self.scratch.eval_errors = s.metrics.eval_errors;
+        Ok(())
+    }
+
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
     }
 
     fn metrics(&self) -> OperatorMetrics {

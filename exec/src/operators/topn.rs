@@ -51,9 +51,20 @@ pub struct TopNSpec {
     pub retractable: bool,
 }
 
+#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Ranked {
     sort: Box<[Value]>,
     row: Box<[Value]>,
+}
+
+/// What a checkpoint keeps of a `TopN`.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct TopNSnapshot {
+    partitions: Vec<(Box<[Value]>, Vec<Ranked>)>,
+    closing: crate::snapshot::ByTimeEntries<Box<[Value]>>,
+    watermark: i64,
+    seq: u64,
+    metrics: OperatorMetrics,
 }
 
 pub struct TopN {
@@ -277,6 +288,31 @@ impl Operator for TopN {
         }
         self.metrics.state_entries = self.partitions.len() as u64;
         Ok(())
+    }
+
+    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        let snapshot = TopNSnapshot {
+            partitions: crate::snapshot::entries(&self.partitions),
+            closing: self.closing.iter().map(|(k, v)| (*k, v.clone())).collect(),
+            watermark: self.watermark,
+            seq: self.seq,
+            metrics: self.metrics,
+        };
+        crate::snapshot::encode(&self.spec.name, &snapshot)
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let s: TopNSnapshot = crate::snapshot::decode(&self.spec.name, bytes)?;
+        self.partitions = crate::snapshot::rebuild(s.partitions, self.spec.entries_max, &self.spec.name)?;
+        self.closing = s.closing.into_iter().collect();
+        self.watermark = s.watermark;
+        self.seq = s.seq;
+        self.metrics = s.metrics;
+        Ok(())
+    }
+
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
     }
 
     fn metrics(&self) -> OperatorMetrics {

@@ -70,6 +70,22 @@ impl Operator for Upsert {
         Ok(())
     }
 
+    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+        crate::snapshot::encode(&self.spec.name, &(crate::snapshot::entries(&self.rows), self.metrics))
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let (rows, metrics): (crate::snapshot::Entries<Box<[Value]>>, OperatorMetrics) =
+            crate::snapshot::decode(&self.spec.name, bytes)?;
+        self.rows = crate::snapshot::rebuild(rows, self.spec.entries_max, &self.spec.name)?;
+        self.metrics = metrics;
+        Ok(())
+    }
+
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.metrics
     }

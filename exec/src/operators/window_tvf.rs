@@ -65,6 +65,10 @@ impl Operator for WindowTvf {
         Ok(())
     }
 
+    fn set_metrics(&mut self, metrics: OperatorMetrics) {
+        self.metrics = metrics;
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.metrics
     }

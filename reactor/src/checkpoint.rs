@@ -1,0 +1,573 @@
+//! Checkpoints: barriers in band, aligned snapshots, and the coordinator
+//! that makes them durable.
+//!
+//! A checkpoint is an *epoch* `e` (1, 2, …). The coordinator (the thread
+//! that started the run) requests it by raising
+//! `SharedProgress::checkpoint_requested`. Every shard's source loop, at
+//! its next batch boundary, records where each of its sources stands and
+//! sends *barrier* `e` after the rows it has read, to every consumer, on
+//! the same paths (and mesh channels) the rows take. A node instance
+//! *aligns* on `e` once every one of its ports has delivered barrier `e`
+//! or ended (its watermark is the end of input): it snapshots its state
+//! (`Driven::checkpoint`) and sends barrier `e` on. Rows that reach a port
+//! after its barrier, while other ports still owe theirs, wait in the
+//! node's queue and are fed after the snapshot; so every snapshot holds
+//! exactly the effect of the input before the barriers. Sinks (shard 0)
+//! align the same way over the shards that send to them, then write out
+//! what they buffered and note their committed length.
+//!
+//! A shard whose nodes, sources and sinks have all reached `e` (a node
+//! that has ended counts with its final state) sends its *piece* of the
+//! checkpoint to the coordinator. The coordinator writes each piece to the
+//! RocksDB store as it comes (`laminar_persistence::store`, incremental),
+//! and once it has every shard's: syncs the sink and dead-letter files,
+//! writes the manifest (the commit point), and lets the store drop what
+//! no longer counts. Only then is `e + 1` requested, so one checkpoint is
+//! in flight at a time. All durable I/O happens on the coordinator's
+//! thread: shards only copy state into bytes.
+//!
+//! Recovery (`Coordinator::open` with an existing manifest): each shard
+//! builds its nodes, restores their snapshots, seeks its sources to their
+//! recorded positions, and cuts file sinks back to their committed length;
+//! the run then continues as if it had never stopped.
+//!
+//! **Invariant:** a port that has delivered barrier `e` feeds nothing more
+//! to its node until the node has aligned on `e`.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use laminar_exec::batch::{Batch, WATERMARK_END};
+use laminar_exec::plan::{PhysicalPlan, SinkConnector, SourceConnector};
+use laminar_persistence::manifest::{self, Manifest, SinkPosition, SourcePosition};
+use laminar_persistence::store::{CheckpointStore, ShardIndex};
+use laminar_persistence::Faults;
+
+use crate::shard::SharedProgress;
+use crate::source::SourceState;
+use crate::RunError;
+
+/// How a run keeps durable state (`laminar run --state-dir`).
+#[derive(Debug, Clone)]
+pub struct Durability {
+    pub state_dir: PathBuf,
+    /// Time from one completed checkpoint to the next request.
+    pub interval: Duration,
+    /// Checkpoint after every this many rows a shard's sources read
+    /// instead (deterministic positions, for tests): the shard requests
+    /// it and its sources wait until it is complete.
+    pub every_rows: Option<u64>,
+    /// Fault injection (tests); `Faults::none()` otherwise.
+    pub faults: Faults,
+}
+
+/// What one shard contributes to checkpoint `epoch`.
+pub struct Piece {
+    pub shard: usize,
+    pub epoch: u64,
+    /// Node snapshots, as (node index, bytes).
+    pub parts: Vec<(u32, Vec<u8>)>,
+    pub sources: Vec<SourcePosition>,
+    pub sinks: Vec<SinkPosition>,
+}
+
+/// What a shard restores at start.
+#[derive(Debug, Clone, Default)]
+pub struct ShardRestore {
+    pub epoch: u64,
+    pub parts: Vec<(u32, Vec<u8>)>,
+    /// By source index: the state of this shard's instance.
+    pub sources: Vec<Option<SourceState>>,
+    /// By sink index (shard 0): its committed position.
+    pub sinks: Vec<Option<SinkPosition>>,
+}
+
+/// Something waiting at a node port (or sink sender) behind a barrier.
+pub(crate) enum Held {
+    Rows(Batch),
+    Barrier(u64),
+}
+
+/// Alignment state of one node instance.
+pub(crate) struct NodeAlign {
+    /// The last epoch this node aligned on (snapshotted and passed on).
+    pub aligned: u64,
+    /// Per port: the last barrier epoch it delivered.
+    pub seen: Vec<u64>,
+    /// What arrived on blocked ports, in arrival order: (input, sender).
+    pub held: VecDeque<(usize, usize, Held)>,
+}
+
+impl NodeAlign {
+    pub fn new(ports: usize, epoch: u64) -> NodeAlign {
+        NodeAlign {
+            aligned: epoch,
+            seen: vec![epoch; ports],
+            held: VecDeque::new(),
+        }
+    }
+
+    /// Whether `port` has delivered a barrier the node has not aligned on.
+    pub fn blocked(&self, port: usize) -> bool {
+        self.seen[port] > self.aligned
+    }
+}
+
+/// Alignment state of one sink (shard 0).
+pub(crate) struct SinkAlign {
+    pub aligned: u64,
+    /// The shards that send to it.
+    pub senders: Vec<usize>,
+    pub seen: Vec<u64>,
+    pub ended: Vec<bool>,
+    pub held: VecDeque<(usize, Held)>,
+}
+
+impl SinkAlign {
+    pub fn new(senders: Vec<usize>, epoch: u64) -> SinkAlign {
+        let n = senders.len();
+        SinkAlign {
+            aligned: epoch,
+            senders,
+            seen: vec![epoch; n],
+            ended: vec![false; n],
+            held: VecDeque::new(),
+        }
+    }
+
+    pub fn slot(&self, sender: usize) -> usize {
+        self.senders
+            .iter()
+            .position(|&s| s == sender)
+            .expect("sink rows come from the shards that send to it")
+    }
+
+    pub fn blocked(&self, slot: usize) -> bool {
+        self.seen[slot] > self.aligned
+    }
+
+    /// Notes an end-of-input mark from `slot`.
+    pub fn observe(&mut self, slot: usize, batch: &Batch) {
+        if batch.last_watermark() == Some(WATERMARK_END) {
+            self.ended[slot] = true;
+        }
+    }
+
+    /// The epoch this sink can align on now, if any: the next one, once
+    /// every sender has delivered its barrier or ended (and one did not
+    /// just end).
+    pub fn ready(&self) -> Option<u64> {
+        let next = self.aligned + 1;
+        let mut any = false;
+        for (seen, ended) in self.seen.iter().zip(&self.ended) {
+            if *seen >= next {
+                any = true;
+            } else if !ended {
+                return None;
+            }
+        }
+        any.then_some(next)
+    }
+
+    pub fn complete(&self) -> bool {
+        self.ended.iter().all(|&e| e)
+    }
+
+    /// The senders that have ended, for the sink's position.
+    pub fn ended_senders(&self) -> Vec<u32> {
+        self.senders
+            .iter()
+            .zip(&self.ended)
+            .filter(|(_, &e)| e)
+            .map(|(&s, _)| s as u32)
+            .collect()
+    }
+
+    /// Restores which senders had ended at the checkpoint.
+    pub fn restore_ended(&mut self, ended: &[u32]) {
+        for (s, flag) in self.senders.iter().zip(&mut self.ended) {
+            *flag = ended.contains(&(*s as u32));
+        }
+    }
+}
+
+/// A shard's checkpoint bookkeeping.
+pub(crate) struct ShardCheckpoint {
+    /// The epoch being collected (the last one requested that this shard
+    /// knows of); equal to `reported` when none is in flight.
+    pub epoch: u64,
+    pub reported: u64,
+    pub nodes: Vec<NodeAlign>,
+    pub sinks: Vec<SinkAlign>,
+    /// Snapshots of nodes that aligned on `epoch`.
+    pub parts: Vec<(u32, Vec<u8>)>,
+    /// Positions of this shard's sources at `epoch`, once recorded.
+    pub sources: Option<Vec<SourcePosition>>,
+    /// Committed sink positions at `epoch` (shard 0).
+    pub sink_positions: Vec<Option<SinkPosition>>,
+    /// The source loop has finished: the final positions, which every
+    /// later checkpoint repeats.
+    pub final_sources: Option<Vec<SourcePosition>>,
+}
+
+impl ShardCheckpoint {
+    pub fn new(epoch: u64, nodes: Vec<NodeAlign>, sinks: Vec<SinkAlign>) -> ShardCheckpoint {
+        let sink_count = sinks.len();
+        ShardCheckpoint {
+            epoch,
+            reported: epoch,
+            nodes,
+            sinks,
+            parts: Vec::new(),
+            sources: None,
+            sink_positions: vec![None; sink_count],
+            final_sources: None,
+        }
+    }
+
+    /// Takes note that `epoch` is being collected.
+    pub fn start(&mut self, epoch: u64) {
+        if epoch > self.epoch {
+            assert_eq!(self.epoch, self.reported, "one checkpoint in flight at a time");
+            assert_eq!(epoch, self.epoch + 1, "epochs are requested in order");
+            self.epoch = epoch;
+            if let Some(done) = &self.final_sources {
+                self.sources = Some(done.clone());
+            }
+        }
+    }
+}
+
+/// Encodes a source's state for the manifest.
+pub fn source_position(name: &str, shard: usize, state: &SourceState) -> Result<SourcePosition, RunError> {
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(state).map_err(|e| RunError::Recovery {
+        dir: PathBuf::new(),
+        reason: format!("cannot encode the position of source {name}: {e}"),
+    })?;
+    Ok(SourcePosition {
+        name: name.to_string(),
+        shard: shard as u32,
+        offset: state.offset,
+        records: state.rows,
+        state: bytes.to_vec(),
+    })
+}
+
+fn decode_source_state(dir: &Path, p: &SourcePosition) -> Result<SourceState, RunError> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(p.state.len());
+    aligned.extend_from_slice(&p.state);
+    rkyv::from_bytes::<SourceState, rkyv::rancor::Error>(&aligned).map_err(|e| RunError::Recovery {
+        dir: dir.to_path_buf(),
+        reason: format!("the position of source {} does not decode: {e}", p.name),
+    })
+}
+
+/// A hash of what shapes the state: the plan as EXPLAIN shows it.
+pub fn plan_fingerprint(plan: &PhysicalPlan) -> u64 {
+    fxhash::hash64(&plan.explain())
+}
+
+/// The coordinator's side: requests checkpoints, writes them, recovers.
+pub struct Coordinator {
+    dir: PathBuf,
+    store: CheckpointStore,
+    faults: Faults,
+    shards: usize,
+    fingerprint: u64,
+    interval: Duration,
+    every_rows: Option<u64>,
+    /// Per shard: its index at the last checkpoint it wrote.
+    indexes: Vec<ShardIndex>,
+    /// The last complete checkpoint (0: none).
+    pub completed: u64,
+    requested: u64,
+    requested_at: Instant,
+    completed_at: Instant,
+    pieces: Vec<Option<Piece>>,
+    state_bytes: u64,
+    state_bytes_written: u64,
+    /// Files to sync before a manifest: file sinks and dead-letter files.
+    sink_paths: Vec<Option<PathBuf>>,
+    dead_letters: Vec<PathBuf>,
+    /// Durations of completed checkpoints (request to manifest).
+    pub durations: Vec<Duration>,
+    /// The run resumed from a checkpoint.
+    pub resumed: bool,
+    resumed_epoch: u64,
+    /// Reading the manifest and every shard's state back at start.
+    pub load: Duration,
+    /// The last completed checkpoint: state bytes, and bytes it wrote.
+    pub last_state_bytes: u64,
+    pub last_written_bytes: u64,
+}
+
+/// What a durable run's checkpoints did, for the summary.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointSummary {
+    pub dir: PathBuf,
+    /// The checkpoint the run resumed from, if it did.
+    pub resumed_from: Option<u64>,
+    /// Reading the state back (RocksDB) and restoring it into operators.
+    pub load: Duration,
+    pub restore: Duration,
+    /// Checkpoints completed during the run, and the last one's number.
+    pub completed: usize,
+    pub last_epoch: u64,
+    /// Request-to-manifest time of each completed checkpoint.
+    pub durations: Vec<Duration>,
+    pub last_state_bytes: u64,
+    pub last_written_bytes: u64,
+}
+
+impl Coordinator {
+    /// The summary of the run's checkpoints; `restore` is the slowest
+    /// shard's restore time.
+    pub fn summary(&self, restore: Duration) -> CheckpointSummary {
+        CheckpointSummary {
+            dir: self.dir.clone(),
+            resumed_from: self.resumed.then_some(self.resumed_epoch),
+            load: self.load,
+            restore,
+            completed: self.durations.len(),
+            last_epoch: self.completed,
+            durations: self.durations.clone(),
+            last_state_bytes: self.last_state_bytes,
+            last_written_bytes: self.last_written_bytes,
+        }
+    }
+}
+
+impl Coordinator {
+    /// Opens (or creates) the state directory. Returns the coordinator and,
+    /// when a checkpoint exists, what each shard restores.
+    pub fn open(
+        durability: &Durability,
+        plan: &PhysicalPlan,
+        shards: usize,
+    ) -> Result<(Coordinator, Option<Vec<ShardRestore>>), RunError> {
+        let dir = &durability.state_dir;
+        std::fs::create_dir_all(dir).map_err(|source| RunError::Io {
+            operation: "creating state directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let fingerprint = plan_fingerprint(plan);
+        let manifest = manifest::read(dir)?;
+        let store = CheckpointStore::open(&dir.join("checkpoints"), durability.faults.clone())?;
+        let mut coordinator = Coordinator {
+            dir: dir.clone(),
+            store,
+            faults: durability.faults.clone(),
+            shards,
+            fingerprint,
+            interval: durability.interval,
+            every_rows: durability.every_rows,
+            indexes: vec![ShardIndex::default(); shards],
+            completed: 0,
+            requested: 0,
+            requested_at: Instant::now(),
+            completed_at: Instant::now(),
+            pieces: (0..shards).map(|_| None).collect(),
+            state_bytes: 0,
+            state_bytes_written: 0,
+            sink_paths: plan
+                .sinks
+                .iter()
+                .map(|s| match &s.connector {
+                    SinkConnector::File { path, .. } => Some(path.clone()),
+                    _ => None,
+                })
+                .collect(),
+            dead_letters: plan
+                .sources
+                .iter()
+                .filter_map(|s| match &s.connector {
+                    SourceConnector::File {
+                        dead_letter: Some(p), ..
+                    } => Some(p.clone()),
+                    _ => None,
+                })
+                .collect(),
+            durations: Vec::new(),
+            resumed: false,
+            resumed_epoch: 0,
+            load: Duration::ZERO,
+            last_state_bytes: 0,
+            last_written_bytes: 0,
+        };
+        let loading = Instant::now();
+        let Some(manifest) = manifest else {
+            return Ok((coordinator, None));
+        };
+        let refuse = |reason: String| RunError::Recovery {
+            dir: dir.clone(),
+            reason,
+        };
+        if manifest.plan_fingerprint != fingerprint {
+            return Err(refuse(
+                "the state was written by a different pipeline (its plan changed); \
+                 use a new --state-dir, or delete this one to start over"
+                    .into(),
+            ));
+        }
+        if manifest.shards as usize != shards {
+            return Err(refuse(format!(
+                "the state was written by {} shards and this run has {shards}; run with --shards {}",
+                manifest.shards, manifest.shards
+            )));
+        }
+        let mut restores = Vec::with_capacity(shards);
+        for shard in 0..shards {
+            let (parts, index) = coordinator.store.read(manifest.epoch, shard as u32)?;
+            coordinator.indexes[shard] = index;
+            let mut sources = vec![None; plan.sources.len()];
+            for p in manifest.sources.iter().filter(|p| p.shard as usize == shard) {
+                let i = plan
+                    .sources
+                    .iter()
+                    .position(|s| s.name == p.name)
+                    .ok_or_else(|| refuse(format!("the checkpoint has a source {} the plan lacks", p.name)))?;
+                sources[i] = Some(decode_source_state(dir, p)?);
+            }
+            let mut sinks = vec![None; plan.sinks.len()];
+            if shard == 0 {
+                for p in &manifest.sinks {
+                    let i = plan
+                        .sinks
+                        .iter()
+                        .position(|s| s.name == p.name)
+                        .ok_or_else(|| refuse(format!("the checkpoint has a sink {} the plan lacks", p.name)))?;
+                    sinks[i] = Some(p.clone());
+                }
+            }
+            restores.push(ShardRestore {
+                epoch: manifest.epoch,
+                parts,
+                sources,
+                sinks,
+            });
+        }
+        // What a checkpoint that never completed may have left.
+        coordinator.store.collect(manifest.epoch, shards as u32)?;
+        coordinator.completed = manifest.epoch;
+        coordinator.requested = manifest.epoch;
+        coordinator.resumed = true;
+        coordinator.resumed_epoch = manifest.epoch;
+        coordinator.load = loading.elapsed();
+        tracing::info!(
+            epoch = manifest.epoch,
+            dir = %dir.display(),
+            "resuming from checkpoint"
+        );
+        Ok((coordinator, Some(restores)))
+    }
+
+    /// Requests the next checkpoint when one is due: none in flight, the
+    /// interval passed since the last, and some source still reading.
+    pub fn tick(&mut self, progress: &SharedProgress) {
+        // Shards may have requested one themselves (`every_rows`).
+        self.requested = self
+            .requested
+            .max(progress.checkpoint_requested.load(Ordering::Acquire));
+        let live = progress.sources_live.load(Ordering::Relaxed) > 0;
+        if self.every_rows.is_none()
+            && self.requested == self.completed
+            && live
+            && self.completed_at.elapsed() >= self.interval
+        {
+            self.requested += 1;
+            self.requested_at = Instant::now();
+            progress.checkpoint_requested.store(self.requested, Ordering::Release);
+        }
+    }
+
+    /// Takes one shard's piece; completes the checkpoint with the last.
+    pub fn on_piece(&mut self, piece: Piece, progress: &SharedProgress) -> Result<(), RunError> {
+        self.requested = self
+            .requested
+            .max(progress.checkpoint_requested.load(Ordering::Acquire));
+        assert_eq!(piece.epoch, self.requested, "pieces of the checkpoint in flight only");
+        let shard = piece.shard;
+        let stats = self
+            .store
+            .write(piece.epoch, shard as u32, &piece.parts, &mut self.indexes[shard])?;
+        self.state_bytes += stats.state_bytes;
+        self.state_bytes_written += stats.bytes_written;
+        assert!(self.pieces[shard].is_none(), "one piece per shard");
+        self.pieces[shard] = Some(Piece {
+            parts: Vec::new(),
+            ..piece
+        });
+        if self.pieces.iter().all(Option::is_some) {
+            self.complete()?;
+            progress.checkpoint_completed.store(self.completed, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    fn complete(&mut self) -> Result<(), RunError> {
+        let epoch = self.requested;
+        let pieces: Vec<Piece> = self.pieces.iter_mut().map(|p| p.take().expect("all here")).collect();
+        // Output the manifest will vouch for must be on disk first.
+        let to_sync = self.sink_paths.iter().flatten().chain(&self.dead_letters);
+        for path in to_sync {
+            self.faults.check(laminar_persistence::FaultPoint::SinkCommit)?;
+            sync_file(path)?;
+        }
+        let mut sources = Vec::new();
+        let mut sinks = Vec::new();
+        for p in pieces {
+            sources.extend(p.sources);
+            sinks.extend(p.sinks);
+        }
+        let manifest = Manifest {
+            epoch,
+            plan_fingerprint: self.fingerprint,
+            shards: self.shards as u32,
+            wal_lsns: vec![0; self.shards],
+            sources,
+            sinks,
+            state_bytes: self.state_bytes,
+            state_bytes_written: self.state_bytes_written,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+        };
+        manifest::write(&self.dir, &manifest, &self.faults)?;
+        self.store.collect(epoch, self.shards as u32)?;
+        self.completed = epoch;
+        self.completed_at = Instant::now();
+        self.durations.push(self.requested_at.elapsed());
+        self.last_state_bytes = self.state_bytes;
+        self.last_written_bytes = self.state_bytes_written;
+        tracing::debug!(
+            epoch,
+            state_bytes = self.state_bytes,
+            written = self.state_bytes_written,
+            "checkpoint complete"
+        );
+        self.state_bytes = 0;
+        self.state_bytes_written = 0;
+        Ok(())
+    }
+}
+
+fn sync_file(path: &Path) -> Result<(), RunError> {
+    match std::fs::File::open(path) {
+        Ok(f) => f.sync_data().map_err(|source| RunError::Io {
+            operation: "syncing",
+            path: path.to_path_buf(),
+            source,
+        }),
+        // Not created yet: nothing to sync.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RunError::Io {
+            operation: "syncing",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
