@@ -25,7 +25,7 @@ fi
 seconds="${1:-${LAMINAR_FUZZ_SECONDS:-600}}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(sql csv json scalars)
+[ "${#targets[@]}" -gt 0 ] || targets=(sql csv json scalars wal manifest)
 
 if ! command -v cargo-fuzz >/dev/null; then
     echo "installing cargo-fuzz" >&2

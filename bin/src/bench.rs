@@ -104,11 +104,15 @@ pub fn run(what: BenchCommand) -> Result<()> {
             let secs = b.elapsed.as_secs_f64();
             let q = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
             let out = format!(
-                "wal: {records} records of {record_bytes} B into {}, groups of {group_bytes} B: {:.2} M records/s, {:.0} MB/s
-                   fdatasync per group (µs): p50 {:.0} p99 {:.0} max {:.0} ({} groups)
-                   group commit, first append to durable (µs): p50 {:.0} p99 {:.0} max {:.0}
-",
+                concat!(
+                    "wal: {} records of {} B into {}, groups of {} B: {:.2} M records/s, {:.0} MB/s\n",
+                    "  fdatasync per group (µs): p50 {:.0} p99 {:.0} max {:.0} ({} groups)\n",
+                    "  group commit, first append to durable (µs): p50 {:.0} p99 {:.0} max {:.0}\n"
+                ),
+                records,
+                record_bytes,
                 parent.display(),
+                group_bytes,
                 records as f64 / secs / 1e6,
                 b.bytes as f64 / secs / 1e6,
                 q(&b.sync_ns, 0.5),

@@ -13,6 +13,7 @@
 pub mod error;
 pub mod fault;
 pub mod manifest;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod wal;
 

@@ -169,7 +169,8 @@ pub struct Segment {
     pub unsynced_window_bytes: u64,
 }
 
-fn encode_segment_header(shard: u32, seq: u64, first_lsn: Lsn, window: u64) -> Vec<u8> {
+/// The 4096-byte header of segment `seq` of `shard` (see the format).
+pub fn encode_segment_header(shard: u32, seq: u64, first_lsn: Lsn, window: u64) -> Vec<u8> {
     let mut h = vec![0u8; SEGMENT_HEADER_BYTES as usize];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());

@@ -490,9 +490,19 @@ impl Coordinator {
             .max(progress.checkpoint_requested.load(Ordering::Acquire));
         assert_eq!(piece.epoch, self.requested, "pieces of the checkpoint in flight only");
         let shard = piece.shard;
+        let writing = Instant::now();
         let stats = self
             .store
             .write(piece.epoch, shard as u32, &piece.parts, &mut self.indexes[shard])?;
+        tracing::debug!(
+            epoch = piece.epoch,
+            shard,
+            bytes = stats.state_bytes,
+            written = stats.bytes_written,
+            ms = writing.elapsed().as_secs_f64() * 1e3,
+            since_request_ms = self.requested_at.elapsed().as_secs_f64() * 1e3,
+            "checkpoint piece stored"
+        );
         self.state_bytes += stats.state_bytes;
         self.state_bytes_written += stats.bytes_written;
         assert!(self.pieces[shard].is_none(), "one piece per shard");
@@ -547,6 +557,7 @@ impl Coordinator {
             epoch,
             state_bytes = self.state_bytes,
             written = self.state_bytes_written,
+            ms = self.requested_at.elapsed().as_secs_f64() * 1e3,
             "checkpoint complete"
         );
         self.state_bytes = 0;

@@ -386,7 +386,16 @@ impl ShardCore {
         if !any {
             return Ok(());
         }
+        let snapshotting = std::time::Instant::now();
         let bytes = self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?;
+        tracing::debug!(
+            shard = self.id,
+            node,
+            epoch = next,
+            bytes = bytes.len(),
+            ms = snapshotting.elapsed().as_secs_f64() * 1e3,
+            "node snapshot"
+        );
         let ck = self.ckpt.as_mut().expect("checked above");
         ck.start(next);
         ck.parts.push((node as u32, bytes));

@@ -10,6 +10,11 @@
 //!   an error; a decoded row encodes and decodes back to itself.
 //! - `scalars`: a parsed timestamp, written as a sink writes it, parses
 //!   back to itself; intervals parse or fail.
+//! - `wal`: any bytes as the last WAL segment (after a valid header, or
+//!   as the whole file) read as records, a truncated torn tail, or a
+//!   located corruption error; what was read reads again the same.
+//! - `manifest`: any bytes as a manifest decode or fail with the file
+//!   named; a decoded manifest encodes and decodes back to itself.
 
 use laminar_exec::batch::Op;
 use laminar_exec::format::{csv_record_incomplete_with, write_value_text, Format};
@@ -131,5 +136,57 @@ pub fn scalars(data: &[u8]) {
         if let Ok(ms) = parse_interval(amount, unit) {
             let _ = ms; // negative amounts are the caller's to refuse
         }
+    }
+}
+
+/// `wal`: see the module doc. The first byte picks a valid header or
+/// none; the rest is the segment's bytes.
+pub fn wal(data: &[u8]) {
+    use laminar_persistence::wal;
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    let body = &body[..body.len().min(INPUT_BYTES_MAX)];
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = wal::segment_path(dir.path(), 0, 0);
+    let mut file = if mode & 1 == 1 {
+        wal::encode_segment_header(0, 0, 0, u64::from(mode) * 64)
+    } else {
+        Vec::new()
+    };
+    file.extend_from_slice(body);
+    std::fs::write(&path, &file).expect("writing the segment");
+    let read = |dir: &std::path::Path| {
+        let mut records = Vec::new();
+        wal::read_log(dir, 0, 0, |r| {
+            records.push(r);
+            Ok(())
+        })
+        .map(|report| (records, report.end_lsn))
+    };
+    match read(dir.path()) {
+        Ok((records, end)) => {
+            assert!(records.windows(2).all(|w| w[0].lsn < w[1].lsn), "LSNs grow");
+            // After any truncation the log reads the same, and clean.
+            let (again, end2) = read(dir.path()).expect("a log read once reads again");
+            assert_eq!((again, end2), (records, end));
+        }
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains("wal-0000"), "the error names the file: {text}");
+        }
+    }
+}
+
+/// `manifest`: see the module doc.
+pub fn manifest(data: &[u8]) {
+    use laminar_persistence::manifest;
+    let path = std::path::Path::new("/state/MANIFEST");
+    match manifest::decode(path, data) {
+        Ok(m) => {
+            let bytes = manifest::encode(&m).expect("a decoded manifest encodes");
+            assert_eq!(manifest::decode(path, &bytes).expect("and decodes"), m);
+        }
+        Err(e) => assert!(e.to_string().contains("MANIFEST"), "{e}"),
     }
 }

@@ -13,6 +13,8 @@ const TARGETS: &[(&str, Body)] = &[
     ("csv", laminar_tests::fuzz::csv),
     ("json", laminar_tests::fuzz::json),
     ("scalars", laminar_tests::fuzz::scalars),
+    ("wal", laminar_tests::fuzz::wal),
+    ("manifest", laminar_tests::fuzz::manifest),
 ];
 
 #[test]
