@@ -71,7 +71,9 @@ pub struct Manifest {
     /// recovery refuses a state directory written by another pipeline.
     pub plan_fingerprint: u64,
     pub shards: u32,
-    /// Per shard: the WAL position replay starts from.
+    /// Per shard: the WAL position replay starts from. `laminar run`
+    /// reads replayable files and logs nothing, so its entries are 0; the
+    /// service's network sources are what the WAL is for.
     pub wal_lsns: Vec<u64>,
     pub sources: Vec<SourcePosition>,
     pub sinks: Vec<SinkPosition>,
