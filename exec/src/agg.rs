@@ -47,6 +47,19 @@ pub enum AggKind {
 }
 
 impl AggKind {
+    /// Every aggregate, for tests that cover them all.
+    pub const ALL: [AggKind; 9] = [
+        AggKind::CountStar,
+        AggKind::Count,
+        AggKind::CountDistinct,
+        AggKind::Sum,
+        AggKind::Min,
+        AggKind::Max,
+        AggKind::Avg,
+        AggKind::FirstValue,
+        AggKind::LastValue,
+    ];
+
     /// The aggregate called `name` (case-insensitive). `COUNT(*)` and
     /// `COUNT(DISTINCT x)` are told apart by the planner, so "count" is
     /// `Count`.
@@ -518,17 +531,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const KINDS: [AggKind; 9] = [
-        AggKind::CountStar,
-        AggKind::Count,
-        AggKind::CountDistinct,
-        AggKind::Sum,
-        AggKind::Min,
-        AggKind::Max,
-        AggKind::Avg,
-        AggKind::FirstValue,
-        AggKind::LastValue,
-    ];
+    const KINDS: [AggKind; 9] = AggKind::ALL;
 
     /// Small value domains so that duplicates, ties and NULLs are common;
     /// the extremes exercise i128 sums, NaN and infinities.

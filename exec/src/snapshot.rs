@@ -128,17 +128,7 @@ mod tests {
         ]
     }
 
-    const KINDS: [AggKind; 9] = [
-        AggKind::CountStar,
-        AggKind::Count,
-        AggKind::CountDistinct,
-        AggKind::Sum,
-        AggKind::Min,
-        AggKind::Max,
-        AggKind::Avg,
-        AggKind::FirstValue,
-        AggKind::LastValue,
-    ];
+    const KINDS: [AggKind; 9] = AggKind::ALL;
 
     /// A value of `ty` from a seed, so sums stay in range.
     fn typed(ty: DataType, seed: i64) -> Value {
