@@ -124,15 +124,16 @@ pub trait Operator {
     fn metrics(&self) -> OperatorMetrics;
 }
 
-/// What a checkpoint keeps of a `Driven`: its watermarks and the
-/// operator's own state.
+/// What a checkpoint keeps of a `Driven` besides the operator's own
+/// state: its watermarks. The node's bytes are the length of this
+/// snapshot's encoding (u32, little-endian), that encoding, then the
+/// operator's bytes as they are (not re-serialized: they can be large).
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct DrivenSnapshot {
     port_watermarks: Vec<i64>,
     input_watermarks: Vec<i64>,
     watermark: i64,
     output_watermark: i64,
-    operator: Vec<u8>,
 }
 
 /// An operator plus the watermark bookkeeping of its inputs.
@@ -186,22 +187,34 @@ impl Driven {
 
     /// The node's state for a checkpoint: watermarks and operator state.
     pub fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
-        crate::snapshot::encode(
+        let driven = crate::snapshot::encode(
             self.operator.name(),
             &DrivenSnapshot {
                 port_watermarks: self.port_watermarks.clone(),
                 input_watermarks: self.input_watermarks.clone(),
                 watermark: self.watermark,
                 output_watermark: self.output_watermark,
-                operator: self.operator.checkpoint()?,
             },
-        )
+        )?;
+        let operator = self.operator.checkpoint()?;
+        let mut bytes = Vec::with_capacity(4 + driven.len() + operator.len());
+        bytes.extend_from_slice(&(driven.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&driven);
+        bytes.extend_from_slice(&operator);
+        Ok(bytes)
     }
 
     /// Restores what `checkpoint` wrote into a node built from the same
     /// plan on the same number of shards.
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
-        let s: DrivenSnapshot = crate::snapshot::decode(self.operator.name(), bytes)?;
+        let len = bytes
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .filter(|&len| 4 + len <= bytes.len())
+            .ok_or_else(|| ExecError::Restore {
+                reason: format!("{}: the node's state is cut short", self.operator.name()),
+            })?;
+        let s: DrivenSnapshot = crate::snapshot::decode(self.operator.name(), &bytes[4..4 + len])?;
         if s.port_watermarks.len() != self.port_watermarks.len()
             || s.input_watermarks.len() != self.input_watermarks.len()
         {
@@ -214,7 +227,7 @@ impl Driven {
                 ),
             });
         }
-        self.operator.restore(&s.operator)?;
+        self.operator.restore(&bytes[4 + len..])?;
         self.port_watermarks = s.port_watermarks;
         self.input_watermarks = s.input_watermarks;
         self.watermark = s.watermark;
