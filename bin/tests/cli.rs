@@ -995,3 +995,83 @@ fn one_percent_garbage_in_a_million_records_loses_no_good_record() {
         }
     }
 }
+
+#[test]
+fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
+    let dir = setup(PIPELINE_SQL);
+    // A durable run writes the same output as an in-memory one, and a
+    // second run on the same directory resumes and writes it again.
+    for _ in 0..2 {
+        let out = laminar(
+            dir.path(),
+            &["run", "pipeline.sql", "--shards", "1", "--state-dir", "state"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(read_rows(dir.path(), "out.csv"), sorted_rows(PIPELINE_OUT));
+    }
+
+    // Another shard count: refused, saying which it needs. (Without a
+    // checkpoint in the directory yet there is nothing to refuse, so
+    // make one: a tiny interval and a long enough input.)
+    let mut rows = String::from("auction,price,ts\n");
+    for i in 0..200_000 {
+        rows.push_str(&format!(
+            "{},{},2015-07-15 00:{:02}:{:02}\n",
+            i % 7,
+            i % 100,
+            (i / 60_000) % 60,
+            (i / 1000) % 60
+        ));
+    }
+    write(dir.path(), "bids.csv", &rows);
+    let _ = std::fs::remove_dir_all(dir.path().join("state"));
+    let out = laminar(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--shards",
+            "1",
+            "--state-dir",
+            "state",
+            "--checkpoint-interval-ms",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("state/MANIFEST").exists(), "{}", stderr(&out));
+    let out = laminar(
+        dir.path(),
+        &["run", "pipeline.sql", "--shards", "2", "--state-dir", "state"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("state") && err.contains("--shards 1"), "{err}");
+
+    // Another pipeline: refused.
+    write(
+        dir.path(),
+        "other.sql",
+        &PIPELINE_SQL.replace("INTERVAL '5' SECOND", "INTERVAL '6' SECOND"),
+    );
+    let out = laminar(
+        dir.path(),
+        &["run", "other.sql", "--shards", "1", "--state-dir", "state"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
+
+    // A damaged manifest: an error naming it, never a panic.
+    let manifest = dir.path().join("state/MANIFEST");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&manifest, &bytes).unwrap();
+    let out = laminar(
+        dir.path(),
+        &["run", "pipeline.sql", "--shards", "1", "--state-dir", "state"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("MANIFEST") && err.contains("corrupt"), "{err}");
+}
