@@ -1,7 +1,8 @@
-//! Durable state end to end: every golden file, run with a checkpoint after
-//! every sixth of its input (and after every row in a small one), crashed at a durable step (an injected fault: WAL,
-//! store write, manifest write or rename, sink commit), then run again on
-//! the same state directory; the sinks must end exactly as in the golden
+//! Durable state end to end: every golden file that has expected output,
+//! run with a checkpoint after every sixth of its input (after every row
+//! in a small one), crashed at a durable step (an injected fault: store
+//! write, sink commit, manifest write or rename), then run again on the
+//! same state directory; the sinks must end exactly as in the golden
 //! file, and as an uninterrupted run. A crash at every step of a small
 //! pipeline, and chains of crashes (each recovery crashing again later),
 //! are covered too.
