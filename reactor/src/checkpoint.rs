@@ -520,7 +520,8 @@ impl Coordinator {
     fn complete(&mut self) -> Result<(), RunError> {
         let epoch = self.requested;
         let pieces: Vec<Piece> = self.pieces.iter_mut().map(|p| p.take().expect("all here")).collect();
-        // Output the manifest will vouch for must be on disk first.
+        // State and output the manifest will vouch for must be on disk first.
+        self.store.make_durable()?;
         let to_sync = self.sink_paths.iter().flatten().chain(&self.dead_letters);
         for path in to_sync {
             self.faults.check(laminar_persistence::FaultPoint::SinkCommit)?;
