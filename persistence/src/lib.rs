@@ -19,3 +19,22 @@ pub mod wal;
 
 pub use error::PersistError;
 pub use fault::{FaultPoint, Faults};
+
+use rkyv::api::high::HighValidator;
+use rkyv::bytecheck::CheckBytes;
+use rkyv::de::Pool;
+use rkyv::rancor::Strategy;
+
+/// Validates and deserializes an rkyv archive that may sit anywhere in
+/// memory: rkyv reads from an aligned buffer, so the bytes are copied
+/// into one first.
+pub fn from_archive<T>(bytes: &[u8]) -> Result<T, rkyv::rancor::Error>
+where
+    T: rkyv::Archive,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, rkyv::rancor::Error>>
+        + rkyv::Deserialize<T, Strategy<Pool, rkyv::rancor::Error>>,
+{
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned)
+}

@@ -144,10 +144,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest> {
     if crc32c::crc32c(payload) != crc {
         return Err(corrupt(16, "payload CRC mismatch".into()));
     }
-    // rkyv reads from an aligned buffer.
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
-    rkyv::from_bytes::<Manifest, rkyv::rancor::Error>(&aligned)
+    crate::from_archive::<Manifest>(payload)
         .map_err(|e| corrupt(HEADER_BYTES as u64, format!("payload does not decode: {e}")))
 }
 

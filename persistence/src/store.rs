@@ -219,9 +219,7 @@ impl CheckpointStore {
                 expected: FORMAT_VERSION,
             });
         }
-        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(value.len() - 4);
-        aligned.extend_from_slice(&value[4..]);
-        rkyv::from_bytes::<ShardIndex, rkyv::rancor::Error>(&aligned).map_err(|e| PersistError::Store {
+        crate::from_archive::<ShardIndex>(&value[4..]).map_err(|e| PersistError::Store {
             path: self.path.clone(),
             reason: format!("index of checkpoint {epoch}, shard {shard} does not decode: {e}"),
         })

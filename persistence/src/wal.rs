@@ -250,10 +250,10 @@ pub fn list_segments(dir: &Path, shard: u32) -> Result<Vec<Segment>> {
     named.sort();
     let count = named.len();
     for (i, (seq, path)) in named.into_iter().enumerate() {
-        let mut header = vec![0u8; 44];
-        let mut file = fs::File::open(&path).map_err(PersistError::io(&path))?;
-        let got = read_up_to(&mut file, &mut header).map_err(PersistError::io(&path))?;
-        header.truncate(got);
+        let mut header = Vec::with_capacity(44);
+        fs::File::open(&path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 44), &mut header))
+            .map_err(PersistError::io(&path))?;
         match decode_segment_header(&path, shard, seq, &header) {
             Ok(segment) => found.push(segment),
             // The newest segment's header is synced with its first
@@ -280,18 +280,6 @@ pub fn list_segments(dir: &Path, shard: u32) -> Result<Vec<Segment>> {
         }
     }
     Ok(found)
-}
-
-fn read_up_to(file: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    use std::io::Read;
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read(&mut buf[got..])? {
-            0 => break,
-            n => got += n,
-        }
-    }
-    Ok(got)
 }
 
 fn align8(n: usize) -> usize {

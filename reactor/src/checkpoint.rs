@@ -32,7 +32,7 @@
 //! the run then continues as if it had never stopped.
 //!
 //! **Invariant:** a port that has delivered barrier `e` feeds nothing more
-//! to its node until the node has aligned on `e`.
+//! to its node until the node has aligned on `e` (`Align::blocked`).
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ use laminar_persistence::store::{CheckpointStore, ShardIndex};
 use laminar_persistence::Faults;
 
 use crate::shard::SharedProgress;
-use crate::source::SourceState;
+use crate::source::{Source, SourceState};
 use crate::RunError;
 
 /// How a run keeps durable state (`laminar run --state-dir`).
@@ -90,50 +90,91 @@ pub(crate) enum Held {
     Barrier(u64),
 }
 
-/// Alignment state of one node instance.
-pub(crate) struct NodeAlign {
-    /// The last epoch this node aligned on (snapshotted and passed on).
+/// What waits behind barriers, in arrival order: (input, sender, item).
+pub(crate) type HeldQueue = VecDeque<(usize, usize, Held)>;
+
+/// Barrier alignment over a set of slots: a node's ports, or the shards
+/// that send to a sink.
+pub(crate) struct Align {
+    /// The last epoch aligned on (snapshotted or committed, passed on).
     pub aligned: u64,
-    /// Per port: the last barrier epoch it delivered.
-    pub seen: Vec<u64>,
-    /// What arrived on blocked ports, in arrival order: (input, sender).
-    pub held: VecDeque<(usize, usize, Held)>,
+    /// Per slot: the last barrier epoch it delivered.
+    seen: Vec<u64>,
+    /// What arrived on blocked slots, in arrival order: (input, sender).
+    held: HeldQueue,
 }
 
-impl NodeAlign {
-    pub fn new(ports: usize, epoch: u64) -> NodeAlign {
-        NodeAlign {
+impl Align {
+    pub fn new(slots: usize, epoch: u64) -> Align {
+        Align {
             aligned: epoch,
-            seen: vec![epoch; ports],
+            seen: vec![epoch; slots],
             held: VecDeque::new(),
         }
     }
 
-    /// Whether `port` has delivered a barrier the node has not aligned on.
-    pub fn blocked(&self, port: usize) -> bool {
-        self.seen[port] > self.aligned
+    /// Whether `slot` has delivered a barrier not aligned on yet: what it
+    /// sends now must wait (`hold`).
+    pub fn blocked(&self, slot: usize) -> bool {
+        self.seen[slot] > self.aligned
+    }
+
+    pub fn hold(&mut self, input: usize, sender: usize, held: Held) {
+        self.held.push_back((input, sender, held));
+    }
+
+    /// Whether some slot has delivered a barrier not aligned on yet.
+    pub fn waiting(&self) -> bool {
+        self.seen.iter().any(|&e| e > self.aligned)
+    }
+
+    /// Barrier `epoch` from `slot`, which is not blocked.
+    pub fn arrive(&mut self, slot: usize, epoch: u64) {
+        assert!(
+            epoch == self.aligned + 1 && self.seen[slot] < epoch,
+            "barriers arrive in epoch order, one per slot"
+        );
+        self.seen[slot] = epoch;
+    }
+
+    /// The epoch to align on now, if any: the next one, once every slot
+    /// has delivered its barrier or `ended`, and at least one delivered it.
+    pub fn ready(&self, ended: impl Fn(usize) -> bool) -> Option<u64> {
+        let next = self.aligned + 1;
+        let mut any = false;
+        for (slot, &seen) in self.seen.iter().enumerate() {
+            if seen >= next {
+                any = true;
+            } else if !ended(slot) {
+                return None;
+            }
+        }
+        any.then_some(next)
+    }
+
+    /// Aligns on `epoch`; returns what waited, to be fed again in order.
+    pub fn align(&mut self, epoch: u64) -> HeldQueue {
+        self.aligned = epoch;
+        std::mem::take(&mut self.held)
     }
 }
 
-/// Alignment state of one sink (shard 0).
+/// Alignment state of one sink (shard 0): over the shards that send to
+/// it, which end when their end-of-input mark arrives.
 pub(crate) struct SinkAlign {
-    pub aligned: u64,
+    pub align: Align,
     /// The shards that send to it.
-    pub senders: Vec<usize>,
-    pub seen: Vec<u64>,
-    pub ended: Vec<bool>,
-    pub held: VecDeque<(usize, Held)>,
+    senders: Vec<usize>,
+    ended: Vec<bool>,
 }
 
 impl SinkAlign {
     pub fn new(senders: Vec<usize>, epoch: u64) -> SinkAlign {
         let n = senders.len();
         SinkAlign {
-            aligned: epoch,
+            align: Align::new(n, epoch),
             senders,
-            seen: vec![epoch; n],
             ended: vec![false; n],
-            held: VecDeque::new(),
         }
     }
 
@@ -144,10 +185,6 @@ impl SinkAlign {
             .expect("sink rows come from the shards that send to it")
     }
 
-    pub fn blocked(&self, slot: usize) -> bool {
-        self.seen[slot] > self.aligned
-    }
-
     /// Notes an end-of-input mark from `slot`.
     pub fn observe(&mut self, slot: usize, batch: &Batch) {
         if batch.last_watermark() == Some(WATERMARK_END) {
@@ -155,20 +192,8 @@ impl SinkAlign {
         }
     }
 
-    /// The epoch this sink can align on now, if any: the next one, once
-    /// every sender has delivered its barrier or ended (and one did not
-    /// just end).
     pub fn ready(&self) -> Option<u64> {
-        let next = self.aligned + 1;
-        let mut any = false;
-        for (seen, ended) in self.seen.iter().zip(&self.ended) {
-            if *seen >= next {
-                any = true;
-            } else if !ended {
-                return None;
-            }
-        }
-        any.then_some(next)
+        self.align.ready(|slot| self.ended[slot])
     }
 
     pub fn complete(&self) -> bool {
@@ -199,7 +224,7 @@ pub(crate) struct ShardCheckpoint {
     /// knows of); equal to `reported` when none is in flight.
     pub epoch: u64,
     pub reported: u64,
-    pub nodes: Vec<NodeAlign>,
+    pub nodes: Vec<Align>,
     pub sinks: Vec<SinkAlign>,
     /// Snapshots of nodes that aligned on `epoch`.
     pub parts: Vec<(u32, Vec<u8>)>,
@@ -213,7 +238,7 @@ pub(crate) struct ShardCheckpoint {
 }
 
 impl ShardCheckpoint {
-    pub fn new(epoch: u64, nodes: Vec<NodeAlign>, sinks: Vec<SinkAlign>) -> ShardCheckpoint {
+    pub fn new(epoch: u64, nodes: Vec<Align>, sinks: Vec<SinkAlign>) -> ShardCheckpoint {
         let sink_count = sinks.len();
         ShardCheckpoint {
             epoch,
@@ -240,14 +265,15 @@ impl ShardCheckpoint {
     }
 }
 
-/// Encodes a source's state for the manifest.
-pub fn source_position(name: &str, shard: usize, state: &SourceState) -> Result<SourcePosition, RunError> {
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(state).map_err(|e| RunError::Recovery {
+/// Where `source` (read on `shard`) stands now, encoded for the manifest.
+pub fn source_position(shard: usize, source: &mut Source) -> Result<SourcePosition, RunError> {
+    let state = source.position()?;
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&state).map_err(|e| RunError::Recovery {
         dir: PathBuf::new(),
-        reason: format!("cannot encode the position of source {name}: {e}"),
+        reason: format!("cannot encode the position of source {}: {e}", source.name),
     })?;
     Ok(SourcePosition {
-        name: name.to_string(),
+        name: source.name.clone(),
         shard: shard as u32,
         offset: state.offset,
         records: state.rows,
@@ -256,9 +282,7 @@ pub fn source_position(name: &str, shard: usize, state: &SourceState) -> Result<
 }
 
 fn decode_source_state(dir: &Path, p: &SourcePosition) -> Result<SourceState, RunError> {
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(p.state.len());
-    aligned.extend_from_slice(&p.state);
-    rkyv::from_bytes::<SourceState, rkyv::rancor::Error>(&aligned).map_err(|e| RunError::Recovery {
+    laminar_persistence::from_archive::<SourceState>(&p.state).map_err(|e| RunError::Recovery {
         dir: dir.to_path_buf(),
         reason: format!("the position of source {} does not decode: {e}", p.name),
     })
@@ -293,9 +317,8 @@ pub struct Coordinator {
     dead_letters: Vec<PathBuf>,
     /// Durations of completed checkpoints (request to manifest).
     pub durations: Vec<Duration>,
-    /// The run resumed from a checkpoint.
-    pub resumed: bool,
-    resumed_epoch: u64,
+    /// The checkpoint the run resumed from, if it did.
+    resumed_from: Option<u64>,
     /// Reading the manifest and every shard's state back at start.
     pub load: Duration,
     /// The last completed checkpoint: state bytes, and bytes it wrote.
@@ -319,24 +342,6 @@ pub struct CheckpointSummary {
     pub durations: Vec<Duration>,
     pub last_state_bytes: u64,
     pub last_written_bytes: u64,
-}
-
-impl Coordinator {
-    /// The summary of the run's checkpoints; `restore` is the slowest
-    /// shard's restore time.
-    pub fn summary(&self, restore: Duration) -> CheckpointSummary {
-        CheckpointSummary {
-            dir: self.dir.clone(),
-            resumed_from: self.resumed.then_some(self.resumed_epoch),
-            load: self.load,
-            restore,
-            completed: self.durations.len(),
-            last_epoch: self.completed,
-            durations: self.durations.clone(),
-            last_state_bytes: self.last_state_bytes,
-            last_written_bytes: self.last_written_bytes,
-        }
-    }
 }
 
 impl Coordinator {
@@ -391,8 +396,7 @@ impl Coordinator {
                 })
                 .collect(),
             durations: Vec::new(),
-            resumed: false,
-            resumed_epoch: 0,
+            resumed_from: None,
             load: Duration::ZERO,
             last_state_bytes: 0,
             last_written_bytes: 0,
@@ -453,8 +457,7 @@ impl Coordinator {
         coordinator.store.collect(manifest.epoch, shards as u32)?;
         coordinator.completed = manifest.epoch;
         coordinator.requested = manifest.epoch;
-        coordinator.resumed = true;
-        coordinator.resumed_epoch = manifest.epoch;
+        coordinator.resumed_from = Some(manifest.epoch);
         coordinator.load = loading.elapsed();
         tracing::info!(
             epoch = manifest.epoch,
@@ -462,6 +465,22 @@ impl Coordinator {
             "resuming from checkpoint"
         );
         Ok((coordinator, Some(restores)))
+    }
+
+    /// The summary of the run's checkpoints; `restore` is the slowest
+    /// shard's restore time.
+    pub fn summary(&self, restore: Duration) -> CheckpointSummary {
+        CheckpointSummary {
+            dir: self.dir.clone(),
+            resumed_from: self.resumed_from,
+            load: self.load,
+            restore,
+            completed: self.durations.len(),
+            last_epoch: self.completed,
+            durations: self.durations.clone(),
+            last_state_bytes: self.last_state_bytes,
+            last_written_bytes: self.last_written_bytes,
+        }
     }
 
     /// Requests the next checkpoint when one is due: none in flight, the

@@ -38,7 +38,7 @@ use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
 use laminar_exec::time::Clock;
 use laminar_exec::types::Value;
 
-use crate::checkpoint::{Held, NodeAlign, Piece, ShardCheckpoint, ShardRestore, SinkAlign};
+use crate::checkpoint::{Align, Held, HeldQueue, Piece, ShardCheckpoint, ShardRestore, SinkAlign};
 use crate::clock::SystemClock;
 use crate::mesh::{MeshEnds, MeshReceiver, Signal, TryRecv};
 use crate::pace::{Pace, PaceStep};
@@ -317,10 +317,10 @@ impl ShardCore {
             let a = &mut ck.nodes[node];
             if a.blocked(port) {
                 // Behind this port's barrier: after the snapshot.
-                a.held.push_back((input, sender, Held::Rows(batch.clone())));
+                a.hold(input, sender, Held::Rows(batch.clone()));
                 return Ok(());
             }
-            aligning = a.seen.iter().any(|&e| e > a.aligned);
+            aligning = a.waiting();
         }
         let mut out = Batch::new(self.plan.nodes[node].schema.len());
         out.set_origin_ns(batch.origin_ns());
@@ -358,14 +358,10 @@ impl ShardCore {
             .expect("barriers flow only when checkpoints are taken");
         let a = &mut ck.nodes[node];
         if a.blocked(port) {
-            a.held.push_back((input, sender, Held::Barrier(epoch)));
+            a.hold(input, sender, Held::Barrier(epoch));
             return Ok(());
         }
-        assert!(
-            epoch == a.aligned + 1 && a.seen[port] < epoch,
-            "barriers arrive in epoch order, one per port"
-        );
-        a.seen[port] = epoch;
+        a.arrive(port, epoch);
         self.try_align_node(node)
     }
 
@@ -373,35 +369,12 @@ impl ShardCore {
     /// barrier or ended: snapshot, barrier on, then what waited.
     fn try_align_node(&mut self, node: usize) -> Result<(), RunError> {
         let Some(ck) = &self.ckpt else { return Ok(()) };
-        let a = &ck.nodes[node];
-        let next = a.aligned + 1;
-        let mut any = false;
-        for (port, &seen) in a.seen.iter().enumerate() {
-            if seen >= next {
-                any = true;
-            } else if !self.nodes[node].port_ended(port) {
-                return Ok(());
-            }
-        }
-        if !any {
+        let driven = &self.nodes[node];
+        let Some(next) = ck.nodes[node].ready(|port| driven.port_ended(port)) else {
             return Ok(());
-        }
-        let snapshotting = std::time::Instant::now();
-        let bytes = self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?;
-        tracing::debug!(
-            shard = self.id,
-            node,
-            epoch = next,
-            bytes = bytes.len(),
-            ms = snapshotting.elapsed().as_secs_f64() * 1e3,
-            "node snapshot"
-        );
-        let ck = self.ckpt.as_mut().expect("checked above");
-        ck.start(next);
-        ck.parts.push((node as u32, bytes));
-        ck.nodes[node].aligned = next;
+        };
+        let held = self.snapshot_node(node, next)?;
         self.deliver_barrier(Input::Node(node), next)?;
-        let held = std::mem::take(&mut self.ckpt.as_mut().expect("checked above").nodes[node].held);
         for (input, sender, h) in held {
             match h {
                 Held::Rows(batch) => self.feed(node, input, sender, &batch)?,
@@ -409,6 +382,41 @@ impl ShardCore {
             }
         }
         self.try_report()
+    }
+
+    /// Snapshots `node` into checkpoint `epoch`'s piece and aligns it
+    /// there; returns what waited behind its ports' barriers.
+    fn snapshot_node(&mut self, node: usize, epoch: u64) -> Result<HeldQueue, RunError> {
+        let snapshotting = std::time::Instant::now();
+        let bytes = self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?;
+        tracing::debug!(
+            shard = self.id,
+            node,
+            epoch,
+            bytes = bytes.len(),
+            ms = snapshotting.elapsed().as_secs_f64() * 1e3,
+            "node snapshot"
+        );
+        let ck = self.ckpt.as_mut().expect("snapshots only when checkpoints are taken");
+        ck.start(epoch);
+        ck.parts.push((node as u32, bytes));
+        Ok(ck.nodes[node].align(epoch))
+    }
+
+    /// Writes out what sink `sink` buffered, notes its committed position
+    /// as checkpoint `epoch`'s, and aligns it there; returns what waited.
+    fn commit_sink(&mut self, sink: usize, epoch: u64) -> Result<HeldQueue, RunError> {
+        let target = self.sinks[sink].as_mut().expect("sinks live on shard 0");
+        let (bytes, rows) = target.commit_position()?;
+        let ck = self.ckpt.as_mut().expect("commits only when checkpoints are taken");
+        ck.start(epoch);
+        ck.sink_positions[sink] = Some(laminar_persistence::manifest::SinkPosition {
+            name: target.name.clone(),
+            bytes,
+            rows,
+            ended_senders: ck.sinks[sink].ended_senders(),
+        });
+        Ok(ck.sinks[sink].align.align(epoch))
     }
 
     /// Sends barrier `epoch` to everything that reads `from`, on the paths
@@ -460,12 +468,12 @@ impl ShardCore {
         };
         let a = &mut ck.sinks[sink];
         let slot = a.slot(sender);
-        if a.blocked(slot) {
-            a.held.push_back((sender, Held::Rows(batch.clone())));
+        if a.align.blocked(slot) {
+            a.align.hold(0, sender, Held::Rows(batch.clone()));
             return Ok(());
         }
         a.observe(slot, batch);
-        let aligning = a.seen.iter().any(|&e| e > a.aligned);
+        let aligning = a.align.waiting();
         target.write(batch)?;
         if aligning {
             self.try_align_sink(sink)?;
@@ -480,37 +488,23 @@ impl ShardCore {
             .expect("barriers flow only when checkpoints are taken");
         let a = &mut ck.sinks[sink];
         let slot = a.slot(sender);
-        if a.blocked(slot) {
-            a.held.push_back((sender, Held::Barrier(epoch)));
+        if a.align.blocked(slot) {
+            a.align.hold(0, sender, Held::Barrier(epoch));
             return Ok(());
         }
-        assert!(
-            epoch == a.aligned + 1 && a.seen[slot] < epoch,
-            "sink barriers in epoch order"
-        );
-        a.seen[slot] = epoch;
+        a.align.arrive(slot, epoch);
         self.try_align_sink(sink)
     }
 
     /// Commits `sink` at its next epoch once every sender delivered that
     /// barrier or ended.
     fn try_align_sink(&mut self, sink: usize) -> Result<(), RunError> {
-        let Some(ck) = &mut self.ckpt else { return Ok(()) };
+        let Some(ck) = &self.ckpt else { return Ok(()) };
         let Some(epoch) = ck.sinks[sink].ready() else {
             return Ok(());
         };
-        let target = self.sinks[sink].as_mut().expect("sinks live on shard 0");
-        let (bytes, rows) = target.commit_position()?;
-        ck.start(epoch);
-        ck.sink_positions[sink] = Some(laminar_persistence::manifest::SinkPosition {
-            name: target.name.clone(),
-            bytes,
-            rows,
-            ended_senders: ck.sinks[sink].ended_senders(),
-        });
-        ck.sinks[sink].aligned = epoch;
-        let held = std::mem::take(&mut ck.sinks[sink].held);
-        for (sender, h) in held {
+        let held = self.commit_sink(sink, epoch)?;
+        for (_, sender, h) in held {
             match h {
                 Held::Rows(batch) => self.sink_rows(sink, sender, &batch)?,
                 Held::Barrier(epoch) => self.sink_barrier(sink, sender, epoch)?,
@@ -536,31 +530,31 @@ impl ShardCore {
                 return Ok(());
             }
         }
-        if ck.sinks.iter().any(|a| a.aligned < epoch && !a.complete()) {
+        if ck.sinks.iter().any(|a| a.align.aligned < epoch && !a.complete()) {
             return Ok(());
         }
+        // What has ended is complete with its final state; nothing can
+        // wait behind a barrier there.
         for (n, &here) in active.iter().enumerate() {
             if here && self.ckpt.as_ref().expect("checked").nodes[n].aligned < epoch {
-                let bytes = self.nodes[n].checkpoint().map_err(exec_error(&self.plan, n))?;
-                let ck = self.ckpt.as_mut().expect("checked");
-                ck.parts.push((n as u32, bytes));
-                ck.nodes[n].aligned = epoch;
+                let held = self.snapshot_node(n, epoch)?;
+                assert!(held.is_empty(), "an ended node holds nothing");
+            }
+        }
+        for k in 0..self.sinks.len() {
+            if self
+                .ckpt
+                .as_ref()
+                .expect("checked")
+                .sinks
+                .get(k)
+                .is_some_and(|a| a.align.aligned < epoch)
+            {
+                let held = self.commit_sink(k, epoch)?;
+                assert!(held.is_empty(), "an ended sink holds nothing");
             }
         }
         let ck = self.ckpt.as_mut().expect("checked");
-        for (k, a) in ck.sinks.iter_mut().enumerate() {
-            if a.aligned < epoch {
-                let target = self.sinks[k].as_mut().expect("sinks live on shard 0");
-                let (bytes, rows) = target.commit_position()?;
-                ck.sink_positions[k] = Some(laminar_persistence::manifest::SinkPosition {
-                    name: target.name.clone(),
-                    bytes,
-                    rows,
-                    ended_senders: a.ended_senders(),
-                });
-                a.aligned = epoch;
-            }
-        }
         let piece = Piece {
             shard: self.id,
             epoch,
@@ -780,6 +774,17 @@ pub struct ShardContext {
     pub restore: Option<ShardRestore>,
 }
 
+/// Where each of this shard's sources stands, for a checkpoint.
+fn source_positions(
+    shard: usize,
+    sources: &mut [(usize, Source)],
+) -> Result<Vec<laminar_persistence::manifest::SourcePosition>, RunError> {
+    sources
+        .iter_mut()
+        .map(|(_, s)| crate::checkpoint::source_position(shard, s))
+        .collect()
+}
+
 /// Lets the other tasks of this queue run when glommio asks for
 /// preemption. Unlike `glommio::yield_if_needed` it does not mark the task
 /// queue as yielded: a multi-shard stress run once left a receiver task
@@ -954,7 +959,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     let restore_time = restoring.elapsed();
     let ckpt = config.checkpoints.then(|| {
         let node_align = (0..plan.nodes.len())
-            .map(|i| NodeAlign::new(topo.port_count[i], restored_epoch))
+            .map(|i| Align::new(topo.port_count[i], restored_epoch))
             .collect();
         let sink_align = if id == 0 {
             plan.sinks
@@ -1293,15 +1298,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     let requested = progress.checkpoint_requested.load(Ordering::Acquire);
                     if checkpoints && requested > injected {
                         injected = requested;
-                        let mut positions = Vec::with_capacity(sources.len());
-                        let mut live = Vec::new();
-                        for (i, s) in &mut sources {
-                            let state = s.position()?;
-                            positions.push(crate::checkpoint::source_position(&s.name, id, &state)?);
-                            if !s.is_done() {
-                                live.push(*i);
-                            }
-                        }
+                        let positions = source_positions(id, &mut sources)?;
+                        let live: Vec<usize> = sources.iter().filter(|(_, s)| !s.is_done()).map(|(i, _)| *i).collect();
                         core.borrow_mut().inject_barrier(requested, positions, &live)?;
                         if every_rows.is_some() {
                             // Read on only once this checkpoint is complete.
@@ -1453,11 +1451,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     }
                 }
                 if checkpoints {
-                    let mut positions = Vec::with_capacity(sources.len());
-                    for (_, s) in &mut sources {
-                        let state = s.position()?;
-                        positions.push(crate::checkpoint::source_position(&s.name, id, &state)?);
-                    }
+                    let positions = source_positions(id, &mut sources)?;
                     core.borrow_mut().sources_finished(positions)?;
                 }
                 Ok::<_, RunError>((sources, behind_schedule, read_ns))

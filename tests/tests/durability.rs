@@ -7,16 +7,12 @@
 //! pipeline, and chains of crashes (each recovery crashing again later),
 //! are covered too.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use laminar_persistence::Faults;
 use laminar_reactor::checkpoint::Durability;
 use laminar_tests::{normalize, parse_golden, run_sql_durable, Block, RunFailure};
-
-fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
-}
 
 fn durability(case: &Case, state: &Path, faults: Faults) -> Option<Durability> {
     Some(Durability {
@@ -37,14 +33,8 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .expect("tests/golden exists")
-        .map(|e| e.expect("readable dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
     let mut cases = Vec::new();
-    for path in files {
+    for path in laminar_tests::golden_files() {
         let blocks = parse_golden(&std::fs::read_to_string(&path).unwrap()).unwrap();
         if blocks.iter().any(|b| matches!(b, Block::Error { .. })) {
             continue;

@@ -11,10 +11,6 @@ use std::path::PathBuf;
 
 use laminar_tests::{metrics_text, normalize, parse_golden, render_golden, run_sql, Block};
 
-fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
-}
-
 fn run_file(path: &PathBuf, rewrite: bool) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     let mut blocks = parse_golden(&text)?;
@@ -110,12 +106,7 @@ fn run_file(path: &PathBuf, rewrite: bool) -> Result<(), String> {
 #[test]
 fn golden_files() {
     let rewrite = std::env::var_os("LAMINAR_GOLDEN_REWRITE").is_some();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(golden_dir())
-        .expect("tests/golden exists")
-        .map(|e| e.expect("readable dir entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
-        .collect();
-    files.sort();
+    let files = laminar_tests::golden_files();
     assert!(!files.is_empty(), "no golden files found");
     let mut failures = Vec::new();
     for f in &files {
