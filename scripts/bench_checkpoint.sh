@@ -12,6 +12,8 @@
 # run's summary, the state directory's size on disk, and the same for a
 # second run on the same directory, which resumes from the last checkpoint
 # (the time to read the state back and restore it is in its summary).
+# GNU time reports the peak RSS.
+LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} time"
 source "$(dirname "$0")/env.sh"
 cd "$LAMINAR_ROOT"
 events="${1:-2000000}"
