@@ -25,8 +25,12 @@ use laminar_exec::plan::PhysicalPlan;
 use laminar_reactor::{Progress, RunOptions, RunSummary};
 use laminar_sql::{plan_script, PlanOptions};
 
+mod admin;
 mod bench;
+mod client;
+mod config;
 mod query_bench;
+mod serve;
 
 #[derive(Parser)]
 #[command(name = "laminar", version, about = "laminar: a streaming SQL event appliance")]
@@ -116,6 +120,38 @@ enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// The appliance: TCP ingest, continuous queries, durable state, TCP
+    /// and file sinks, admin HTTP; runs until SIGTERM (then drains, takes
+    /// a final checkpoint and exits 0).
+    Serve {
+        /// The TOML config (see the README's `laminar serve` section).
+        #[arg(long)]
+        config: PathBuf,
+        /// Validate the config and its SQL, then exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Send lines (files, or stdin) to a tcp source of `laminar serve` and
+    /// wait until they are durable.
+    Ingest {
+        /// The source's address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Files to send, in order; none: stdin.
+        files: Vec<PathBuf>,
+        /// How long to wait for the acknowledgement after the last line.
+        #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+        ack_timeout_ms: u64,
+    },
+    /// Print the JSON lines of a tcp sink of `laminar serve` as they come.
+    Tail {
+        /// The sink's address, HOST:PORT.
+        #[arg(long)]
+        addr: String,
+        /// Stop after this many lines.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Plan a SQL file and report the first error, without running it.
     Check { file: PathBuf },
     /// Print the operator plan of a SQL file.
@@ -126,6 +162,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LAMINAR_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match dispatch(cli) {
@@ -197,6 +234,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Serve { config, check } => serve::serve(&config, check),
+        Command::Ingest {
+            addr,
+            files,
+            ack_timeout_ms,
+        } => client::ingest(&addr, &files, std::time::Duration::from_millis(ack_timeout_ms)),
+        Command::Tail { addr, limit } => client::tail(&addr, limit),
         Command::Bench { what: Some(what), .. } => bench::run(what),
         Command::Bench { what: None, query } => query_bench::run(query),
         Command::Check { file } => {
@@ -339,6 +383,7 @@ fn run(plan: &PhysicalPlan, args: RunArgs) -> Result<RunSummary> {
             split_chunk_bytes: Some(split_chunk_bytes),
             split_generator_chunk_events: None,
             durability,
+            live: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

@@ -333,6 +333,7 @@ impl Ctx<'_> {
                 durability,
                 split_chunk_bytes: None,
                 split_generator_chunk_events: None,
+                live: None,
                 on_malformed: &mut on_malformed,
                 on_progress: &mut on_progress,
             },

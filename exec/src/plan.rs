@@ -53,6 +53,16 @@ pub enum SourceConnector {
         rate_per_sec: u64,
         seed: u64,
     },
+    /// `laminar serve`: lines over TCP. Every connection is a partition
+    /// with its own watermark; one line is one record (a CSV field does
+    /// not span lines here).
+    Tcp {
+        /// 0: any free port (the one bound is reported at start).
+        port: u16,
+        format: Format,
+        delimiter: u8,
+        dead_letter: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +178,12 @@ pub enum SinkConnector {
         format: Format,
     },
     Stdout,
+    /// `laminar serve`: subscribers connect to the port and receive the
+    /// stream's rows as JSON lines from then on.
+    Tcp {
+        /// 0: any free port (the one bound is reported at start).
+        port: u16,
+    },
     /// Counts rows and drops them: what `laminar bench` puts in place of
     /// every sink (never written in SQL).
     Discard,

@@ -324,7 +324,12 @@ pub struct Coordinator {
     /// The last completed checkpoint: state bytes, and bytes it wrote.
     pub last_state_bytes: u64,
     pub last_written_bytes: u64,
+    /// The final checkpoint of a stopping run is requested: no more.
+    stopping: bool,
 }
+
+/// Durations kept for the summary (a long-running serve takes many).
+const DURATIONS_KEPT: usize = 4096;
 
 /// What a durable run's checkpoints did, for the summary.
 #[derive(Debug, Clone, Default)]
@@ -374,6 +379,7 @@ impl Coordinator {
             requested: 0,
             requested_at: Instant::now(),
             completed_at: Instant::now(),
+            stopping: false,
             pieces: (0..shards).map(|_| None).collect(),
             state_bytes: 0,
             state_bytes_written: 0,
@@ -390,6 +396,9 @@ impl Coordinator {
                 .iter()
                 .filter_map(|s| match &s.connector {
                     SourceConnector::File {
+                        dead_letter: Some(p), ..
+                    }
+                    | SourceConnector::Tcp {
                         dead_letter: Some(p), ..
                     } => Some(p.clone()),
                     _ => None,
@@ -490,6 +499,9 @@ impl Coordinator {
         self.requested = self
             .requested
             .max(progress.checkpoint_requested.load(Ordering::Acquire));
+        if self.stopping {
+            return;
+        }
         let live = progress.sources_live.load(Ordering::Relaxed) > 0;
         if self.every_rows.is_none()
             && self.requested == self.completed
@@ -500,6 +512,22 @@ impl Coordinator {
             self.requested_at = Instant::now();
             progress.checkpoint_requested.store(self.requested, Ordering::Release);
         }
+    }
+
+    /// Requests the checkpoint that ends a stopping run, once none is in
+    /// flight; no other is requested after it. Returns its epoch.
+    pub fn request_final(&mut self, progress: &SharedProgress) -> Option<u64> {
+        self.requested = self
+            .requested
+            .max(progress.checkpoint_requested.load(Ordering::Acquire));
+        if self.requested != self.completed {
+            return None;
+        }
+        self.stopping = true;
+        self.requested += 1;
+        self.requested_at = Instant::now();
+        progress.checkpoint_requested.store(self.requested, Ordering::Release);
+        Some(self.requested)
     }
 
     /// Takes one shard's piece; completes the checkpoint with the last.
@@ -570,6 +598,9 @@ impl Coordinator {
         self.store.collect(epoch, self.shards as u32)?;
         self.completed = epoch;
         self.completed_at = Instant::now();
+        if self.durations.len() == DURATIONS_KEPT {
+            self.durations.remove(0);
+        }
         self.durations.push(self.requested_at.elapsed());
         self.last_state_bytes = self.state_bytes;
         self.last_written_bytes = self.state_bytes_written;

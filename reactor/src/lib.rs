@@ -10,7 +10,9 @@
 
 pub mod checkpoint;
 pub mod clock;
+pub mod live;
 pub mod mesh;
+pub mod metrics;
 pub mod microbench;
 pub mod pace;
 pub mod runner;
@@ -18,6 +20,7 @@ pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod split;
+pub mod subscribe;
 pub mod topology;
 
 use std::path::PathBuf;

@@ -9,7 +9,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 use laminar_exec::operator::OperatorMetrics;
 use laminar_exec::plan::{PhysicalPlan, SinkConnector};
 
-use crate::shard::{shard_main, Phase, ShardConfig, ShardContext, ShardEvent, ShardReport, SharedProgress};
+pub use crate::shard::SharedProgress;
+use crate::shard::{shard_main, Phase, ShardConfig, ShardContext, ShardEvent, ShardLive, ShardReport};
 use crate::source::MalformedRecord;
 use crate::split::SourceSplit;
 use crate::topology::Topology;
@@ -131,10 +132,30 @@ pub struct RunOptions<'a> {
     /// Durable state (`--state-dir`): checkpoints, and resuming from the
     /// last one. None: state stays in memory.
     pub durability: Option<crate::checkpoint::Durability>,
+    /// `laminar serve`: listeners of tcp sources and sinks, and what to
+    /// do once running. The run then lasts until `SharedProgress::shutdown`.
+    pub live: Option<LiveOptions>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
     /// Called now and then with progress.
     pub on_progress: &'a mut dyn FnMut(&Progress),
+}
+
+/// What `laminar serve` adds to a run.
+pub struct LiveOptions {
+    /// By source index: a bound listener for each tcp source.
+    pub source_listeners: Vec<Option<std::net::TcpListener>>,
+    /// By sink index: a bound listener for each tcp sink.
+    pub sink_listeners: Vec<Option<std::net::TcpListener>>,
+    pub limits: crate::live::LiveLimits,
+    /// What a subscriber may fall behind before it is dropped.
+    pub subscriber_buffer_bytes: usize,
+    /// Called once the shards are started, with the counters and the
+    /// `shutdown` flag.
+    pub on_started: Box<dyn FnOnce(Arc<SharedProgress>) + Send>,
+    /// How long a stop (SIGTERM) may take, from the request to the
+    /// final checkpoint's answers; past it the run stops with an error.
+    pub stop_timeout: Duration,
 }
 
 /// How a `laminar bench` run feeds its generators.
@@ -243,7 +264,7 @@ static RUN_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs a plan over bounded inputs to the end, on `options.shards` glommio
 /// shards.
-pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, RunError> {
+pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummary, RunError> {
     // A panic in another run does not make this one unsafe: the lock
     // guards no data.
     let _one_run = RUN_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -288,6 +309,11 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
         None => (None, None),
     };
     let checkpoints = coordinator.is_some();
+    let mut live = options.live.take();
+    assert!(
+        live.is_none() || checkpoints,
+        "`laminar serve` keeps its state durable: a live run needs `durability`"
+    );
     let splits: Vec<Option<SourceSplit>> = plan
         .sources
         .iter()
@@ -319,7 +345,12 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     let split_flags: Vec<bool> = splits.iter().map(Option::is_some).collect();
     let splits = Arc::new(splits);
     let topo = Arc::new(Topology::new(&plan, shards, &split_flags));
-    let progress = Arc::new(SharedProgress::new(shards, plan.sources.len()));
+    let progress = Arc::new(SharedProgress::with_metrics(
+        shards,
+        plan.sources.len(),
+        plan.nodes.len(),
+        plan.sinks.len(),
+    ));
     if let Some(c) = &coordinator {
         progress
             .checkpoint_requested
@@ -357,6 +388,21 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             events: events_tx.clone(),
             splits: Arc::clone(&splits),
             restore: restores.as_mut().map(|r| std::mem::take(&mut r[id])),
+            live: live.as_mut().map(|l| ShardLive {
+                source_listeners: l
+                    .source_listeners
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, slot)| if topo.source_owner[i] == id { slot.take() } else { None })
+                    .collect(),
+                sink_listeners: if id == 0 {
+                    std::mem::take(&mut l.sink_listeners)
+                } else {
+                    Vec::new()
+                },
+                limits: l.limits,
+                subscriber_buffer_bytes: l.subscriber_buffer_bytes,
+            }),
         };
         let cpu = cpus[id % cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -381,6 +427,10 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
         }
     }
     drop(events_tx);
+    let mut stop = live.map(|l| {
+        (l.on_started)(Arc::clone(&progress));
+        StopSequence::new(l.stop_timeout)
+    });
 
     // Relay reports and progress until every shard has finished.
     let mut finished = 0;
@@ -395,7 +445,32 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
     while finished < shards {
         kicker.kick_stalled(&progress);
         if let Some(c) = &mut coordinator {
+            if let Some(stop) = &mut stop {
+                if let Err(e) = stop.step(c, &progress, shards) {
+                    checkpoint_error.get_or_insert(e);
+                    progress.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             c.tick(&progress);
+            let m = &progress.metrics;
+            m.checkpoints_completed
+                .store(c.completed, std::sync::atomic::Ordering::Relaxed);
+            if let Some(d) = c.durations.last() {
+                m.checkpoint_last_ns.store(
+                    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+            }
+            m.checkpoint_last_state_bytes
+                .store(c.last_state_bytes, std::sync::atomic::Ordering::Relaxed);
+            m.checkpoint_last_written_bytes
+                .store(c.last_written_bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !progress.metrics.ready.load(std::sync::atomic::Ordering::Relaxed)
+            && (0..shards)
+                .all(|i| Phase::from_u8(progress.phase[i].load(std::sync::atomic::Ordering::Relaxed)) >= Phase::Reading)
+        {
+            progress.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         match events_rx.recv_timeout(Duration::from_millis(10)) {
             Ok(ShardEvent::Malformed {
@@ -428,7 +503,8 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
         let rows_now = progress.rows_in.load(std::sync::atomic::Ordering::Relaxed);
         if rows_now != last_rows {
             (last_rows, rows_moved_at) = (rows_now, Instant::now());
-        } else if !stall_reported && rows_moved_at.elapsed() >= STALL_REPORT_AFTER {
+        } else if !stall_reported && stop.is_none() && rows_moved_at.elapsed() >= STALL_REPORT_AFTER {
+            // (A live run may be quiet for hours: no stall report.)
             stall_reported = true;
             let phases: Vec<String> = (0..shards)
                 .map(|i| {
@@ -496,12 +572,102 @@ pub fn run(plan: &PhysicalPlan, options: RunOptions<'_>) -> Result<RunSummary, R
             }
         }
     }
+    // A live run that stopped as asked: the shards were told to stop
+    // (`Aborted`) after the final checkpoint, which holds everything.
+    if matches!(first_error, Some(RunError::Aborted)) && stop.as_ref().is_some_and(StopSequence::stopped) {
+        let mut summary = summarize(&plan, &[], started.elapsed());
+        for (s, counters) in summary.sources.iter_mut().zip(&progress.metrics.sources) {
+            s.rows = counters.rows.load(std::sync::atomic::Ordering::Relaxed);
+            s.malformed = counters.malformed.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        for (s, counters) in summary.sinks.iter_mut().zip(&progress.metrics.sinks) {
+            s.rows = counters.rows.load(std::sync::atomic::Ordering::Relaxed);
+        }
+        summary.checkpoints = coordinator.map(|c| c.summary(Duration::ZERO));
+        return Ok(summary);
+    }
     if let Some(e) = first_error {
         return Err(e);
     }
     let mut summary = summarize(&plan, &reports, started.elapsed());
     summary.checkpoints = coordinator.map(|c| c.summary(reports.iter().map(|r| r.restore).max().unwrap_or_default()));
     Ok(summary)
+}
+
+/// `laminar serve`'s stop, driven by the coordinator's thread: stop
+/// intake when asked, wait until every accepted record is applied, take
+/// the final checkpoint, wait until every finished connection has its
+/// answer, then stop the shards.
+struct StopSequence {
+    timeout: Duration,
+    asked_at: Option<Instant>,
+    final_epoch: u64,
+    stopped: bool,
+}
+
+impl StopSequence {
+    fn new(timeout: Duration) -> StopSequence {
+        StopSequence {
+            timeout,
+            asked_at: None,
+            final_epoch: 0,
+            stopped: false,
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    fn step(
+        &mut self,
+        coordinator: &mut crate::checkpoint::Coordinator,
+        progress: &SharedProgress,
+        shards: usize,
+    ) -> Result<(), RunError> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+        if self.stopped {
+            return Ok(());
+        }
+        let Some(asked_at) = self.asked_at else {
+            if progress.shutdown.load(Acquire) {
+                tracing::info!("stopping: intake closed, draining");
+                self.asked_at = Some(Instant::now());
+                progress.intake_stopped.store(true, Release);
+            }
+            return Ok(());
+        };
+        if asked_at.elapsed() > self.timeout {
+            return Err(RunError::Mesh(format!(
+                "the stop did not finish within {:?} (drained shards {}/{shards}, final checkpoint {}, answered {}/{shards})",
+                self.timeout,
+                progress.drained.load(Acquire),
+                if self.final_epoch == 0 { "not started".to_string() } else { format!("epoch {}", self.final_epoch) },
+                progress.ready_to_stop.load(Acquire),
+            )));
+        }
+        if self.final_epoch == 0 {
+            if progress.drained.load(Acquire) == shards {
+                if let Some(epoch) = coordinator.request_final(progress) {
+                    tracing::info!(epoch, "stopping: drained, final checkpoint requested");
+                    self.final_epoch = epoch;
+                    progress.final_epoch.store(epoch, Release);
+                }
+            }
+            return Ok(());
+        }
+        if coordinator.completed >= self.final_epoch && progress.ready_to_stop.load(Acquire) == shards {
+            tracing::info!(
+                epoch = self.final_epoch,
+                ms = asked_at.elapsed().as_millis() as u64,
+                "stopped"
+            );
+            self.stopped = true;
+            // The shards' way out: every wait checks this flag.
+            let _ = progress.abort.fetch_or(true, AcqRel);
+        }
+        Ok(())
+    }
 }
 
 fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) -> RunSummary {
@@ -558,6 +724,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
                 target: match &node.connector {
                     SinkConnector::File { path, .. } => path.display().to_string(),
                     SinkConnector::Stdout => "stdout".into(),
+                    SinkConnector::Tcp { port } => format!("tcp port {port}"),
                     SinkConnector::Discard => "discard".into(),
                 },
             })

@@ -34,7 +34,7 @@ use glommio::channels::local_channel;
 use glommio::{Latency, Shares};
 use laminar_exec::batch::{Batch, WATERMARK_END};
 use laminar_exec::operator::{Driven, OperatorMetrics};
-use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
+use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector, SourceConnector};
 use laminar_exec::time::Clock;
 use laminar_exec::types::Value;
 
@@ -196,11 +196,31 @@ pub struct SharedProgress {
     pub checkpoint_completed: AtomicU64,
     /// Source instances still reading, over all shards.
     pub sources_live: AtomicUsize,
+    /// Live counters for `laminar serve`'s admin endpoint.
+    pub metrics: crate::metrics::Metrics,
+    /// `laminar serve`: the operator asked to stop (SIGTERM). The runner
+    /// then stops intake, has every accepted record processed, takes a
+    /// final checkpoint and stops the shards.
+    pub shutdown: AtomicBool,
+    /// Intake has stopped: live sources take no more arrivals.
+    pub intake_stopped: AtomicBool,
+    /// Shards whose live sources are drained since intake stopped.
+    pub drained: AtomicUsize,
+    /// The checkpoint that ends a stopping run (0: none yet).
+    pub final_epoch: AtomicU64,
+    /// Shards that answered their connections after the final checkpoint.
+    pub ready_to_stop: AtomicUsize,
 }
 
 impl SharedProgress {
     pub fn new(shards: usize, sources: usize) -> SharedProgress {
+        SharedProgress::with_metrics(shards, sources, 0, 0)
+    }
+
+    /// With counters for the plan's nodes and sinks as well.
+    pub fn with_metrics(shards: usize, sources: usize, nodes: usize, sinks: usize) -> SharedProgress {
         SharedProgress {
+            metrics: crate::metrics::Metrics::new(shards, sources, nodes, sinks),
             source_watermarks: (0..sources)
                 .map(|_| std::sync::atomic::AtomicI64::new(i64::MIN))
                 .collect(),
@@ -213,7 +233,7 @@ impl SharedProgress {
 }
 
 /// What a shard is doing, as reported when a run stalls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Phase {
     Starting = 0,
@@ -772,6 +792,28 @@ pub struct ShardContext {
     pub splits: Arc<Vec<Option<SourceSplit>>>,
     /// What to restore from the last checkpoint, when resuming one.
     pub restore: Option<ShardRestore>,
+    /// `laminar serve`: this shard's listeners and the live limits.
+    pub live: Option<ShardLive>,
+}
+
+/// What a shard of `laminar serve` listens on.
+pub struct ShardLive {
+    /// By source index: the listener of each tcp source this shard owns.
+    pub source_listeners: Vec<Option<std::net::TcpListener>>,
+    /// By sink index: the listener of each tcp sink (on shard 0).
+    pub sink_listeners: Vec<Option<std::net::TcpListener>>,
+    pub limits: crate::live::LiveLimits,
+    pub subscriber_buffer_bytes: usize,
+}
+
+/// Takes a bound std listener onto this executor.
+fn glommio_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let fd = listener.into_raw_fd();
+    // SAFETY: `fd` is a listening TCP socket we own (taken out of the std
+    // listener, which no longer closes it); the glommio listener takes
+    // ownership of it.
+    unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
 }
 
 /// Where each of this shard's sources stands, for a checkpoint.
@@ -821,6 +863,80 @@ fn check_abort(progress: &SharedProgress) -> Result<(), RunError> {
     Ok(())
 }
 
+/// A shard's part in `laminar serve`'s stop: close intake, report when
+/// its live sources are drained, and when every finished connection has
+/// its answer after the final checkpoint (see `runner`).
+struct Serving {
+    inboxes: Vec<(usize, Rc<RefCell<crate::live::Inbox>>)>,
+    hubs: Vec<(usize, Rc<RefCell<crate::subscribe::Hub>>)>,
+    accept_tasks: Rc<RefCell<Vec<glommio::Task<()>>>>,
+    closed: bool,
+    drained: bool,
+    ready: bool,
+}
+
+impl Serving {
+    fn step(&mut self, progress: &SharedProgress) {
+        if !self.closed && progress.intake_stopped.load(Ordering::Acquire) {
+            self.closed = true;
+            // Dropping the accept tasks closes the listeners.
+            self.accept_tasks.borrow_mut().clear();
+            for (_, inbox) in &self.inboxes {
+                inbox.borrow_mut().close();
+            }
+        }
+        if self.closed && !self.drained && self.inboxes.iter().all(|(_, b)| b.borrow().drained()) {
+            self.drained = true;
+            progress.drained.fetch_add(1, Ordering::AcqRel);
+        }
+        let final_epoch = progress.final_epoch.load(Ordering::Acquire);
+        if self.drained
+            && !self.ready
+            && final_epoch > 0
+            && progress.checkpoint_completed.load(Ordering::Acquire) >= final_epoch
+            && self.inboxes.iter().all(|(_, b)| b.borrow().awaiting_ack() == 0)
+        {
+            self.ready = true;
+            progress.ready_to_stop.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Copies this shard's node, sink and shard figures into the shared
+/// counters (see `metrics`).
+fn publish_metrics(id: usize, core: &ShardCore, serving: &Serving, progress: &SharedProgress) {
+    let m = &progress.metrics;
+    for (node, counters) in core.nodes.iter().zip(&m.nodes) {
+        let om = node.operator().metrics();
+        counters.rows_in[id].store(om.rows_in, Ordering::Relaxed);
+        counters.rows_out[id].store(om.rows_out, Ordering::Relaxed);
+        counters.late_dropped[id].store(om.late_rows_dropped, Ordering::Relaxed);
+    }
+    for (sink, counters) in core.sinks.iter().zip(&m.sinks) {
+        if let Some(sink) = sink {
+            counters.rows.store(sink.rows, Ordering::Relaxed);
+        }
+    }
+    for (k, hub) in &serving.hubs {
+        let hub = hub.borrow();
+        m.sinks[*k]
+            .subscribers
+            .store(hub.subscribers() as u64, Ordering::Relaxed);
+        m.sinks[*k].subscribers_dropped.store(hub.dropped, Ordering::Relaxed);
+    }
+    for (i, inbox) in &serving.inboxes {
+        m.sources[*i]
+            .connections
+            .store(inbox.borrow().open_connections() as u64, Ordering::Relaxed);
+    }
+    let shard = &m.shards[id];
+    shard.busy_ns.store(
+        u64::try_from(core.busy.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+    shard.queue_depth.store(core.outbox_len.get() as u64, Ordering::Relaxed);
+}
+
 pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
     let ShardContext {
         id,
@@ -832,6 +948,7 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         events,
         splits,
         restore,
+        live,
     } = ctx;
     // SAFETY: gettid has no preconditions and cannot fail.
     let tid = unsafe { libc::gettid() };
@@ -848,6 +965,7 @@ pub async fn shard_main(ctx: ShardContext) -> Result<ShardReport, RunError> {
         task_error: &task_error,
         splits: &splits,
         restore,
+        live,
     };
     let result = shard_body(id, mesh, shared).await;
     let result = match result {
@@ -869,6 +987,7 @@ struct Shared<'a> {
     task_error: &'a Rc<RefCell<Option<RunError>>>,
     splits: &'a [Option<SourceSplit>],
     restore: Option<ShardRestore>,
+    live: Option<ShardLive>,
 }
 
 async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'_>) -> Result<ShardReport, RunError> {
@@ -881,7 +1000,17 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         task_error,
         splits,
         restore,
+        live,
     } = shared;
+    let (mut source_listeners, mut sink_listeners, live_limits, subscriber_buffer_bytes) = match live {
+        Some(l) => (
+            l.source_listeners,
+            l.sink_listeners,
+            l.limits,
+            l.subscriber_buffer_bytes,
+        ),
+        None => (Vec::new(), Vec::new(), crate::live::LiveLimits::default(), 0),
+    };
     let executor = glommio::executor();
     let event_queue = executor.create_task_queue(
         Shares::Static(config.event_shares),
@@ -892,6 +1021,13 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
 
     // Sources this shard reads; sinks on shard 0.
     let mut sources: Vec<(usize, Source)> = Vec::new();
+    // Live sources this shard owns: index, inbox, listener (taken when
+    // the accept task starts).
+    type LiveInbox = (usize, Rc<RefCell<crate::live::Inbox>>, Option<std::net::TcpListener>);
+    let mut live_inboxes: Vec<LiveInbox> = Vec::new();
+    // TCP sinks here (shard 0): index, subscribers, listener.
+    type Subscribers = (usize, Rc<RefCell<crate::subscribe::Hub>>, Option<std::net::TcpListener>);
+    let mut hubs: Vec<Subscribers> = Vec::new();
     for (i, node) in plan.sources.iter().enumerate() {
         match &splits[i] {
             Some(SourceSplit::File(split)) => sources.push((i, Source::open_split(node, Arc::clone(split), id)?)),
@@ -899,14 +1035,41 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 sources.push((i, Source::open_generator_split(node, id, config.shards, *chunk_events)?))
             }
             None if topo.source_owner[i] == id => {
-                let source = match restore.as_ref().and_then(|r| r.sources[i].as_ref()) {
-                    Some(state) => Source::open_resumed(node, state)?,
-                    None => Source::open(node)?,
+                let state = restore.as_ref().and_then(|r| r.sources[i].as_ref());
+                let source = match (&node.connector, state) {
+                    (SourceConnector::Tcp { .. }, state) => {
+                        let listener =
+                            source_listeners
+                                .get_mut(i)
+                                .and_then(Option::take)
+                                .ok_or_else(|| RunError::Source {
+                                    source_name: node.name.clone(),
+                                    path: "tcp".into(),
+                                    reason: "a tcp source needs `laminar serve`".into(),
+                                })?;
+                        let location = listener
+                            .local_addr()
+                            .map_or_else(|_| "tcp".to_string(), |a| format!("tcp {a}"));
+                        let inbox = Rc::new(RefCell::new(crate::live::Inbox::default()));
+                        live_inboxes.push((i, Rc::clone(&inbox), Some(listener)));
+                        Source::open_live(node, inbox, live_limits, Arc::clone(&config.clock), location, state)?
+                    }
+                    (_, Some(state)) => Source::open_resumed(node, state)?,
+                    (_, None) => Source::open(node)?,
                 };
                 sources.push((i, source));
             }
             None => {}
         }
+    }
+    for (i, s) in &sources {
+        // A resumed source starts from its checkpointed counts.
+        let counters = &progress.metrics.sources[*i];
+        if !s.is_split() {
+            counters.rows.store(s.rows, Ordering::Relaxed);
+            counters.malformed.store(s.malformed, Ordering::Relaxed);
+        }
+        counters.watermark.fetch_max(s.watermark(), Ordering::Relaxed);
     }
     let live = sources.iter().filter(|(_, s)| !s.is_done()).count();
     progress.sources_live.fetch_add(live, Ordering::Relaxed);
@@ -924,6 +1087,23 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     .as_ref()
                     .and_then(|r| r.sinks[k].as_ref())
                     .map(|p| (p.bytes, p.rows));
+                if let SinkConnector::Tcp { .. } = s.connector {
+                    let listener =
+                        sink_listeners
+                            .get_mut(k)
+                            .and_then(Option::take)
+                            .ok_or_else(|| RunError::Source {
+                                source_name: s.name.clone(),
+                                path: "tcp".into(),
+                                reason: "a tcp sink needs `laminar serve`".into(),
+                            })?;
+                    let hub = Rc::new(RefCell::new(crate::subscribe::Hub::new(
+                        &s.name,
+                        subscriber_buffer_bytes,
+                    )));
+                    hubs.push((k, Rc::clone(&hub), Some(listener)));
+                    return Ok(Some(Sink::open_tcp(s, hub, resume.map(|(_, rows)| rows))));
+                }
                 Sink::open_at(s, stdout_sinks, config.pace, resume).map(Some)
             })
             .collect::<Result<Vec<_>, _>>()?
@@ -1025,6 +1205,35 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // Every shard has one, also a run of one shard: its heartbeat is what
     // the kicker watches (an executor can sleep through its timers with or
     // without a mesh).
+    // `laminar serve`: connections of live sources on the event queue,
+    // subscribers of tcp sinks on the main queue. The accept tasks end
+    // (closing their listeners) when intake stops.
+    let accept_tasks: Rc<RefCell<Vec<glommio::Task<()>>>> = Rc::new(RefCell::new(Vec::new()));
+    for (i, inbox, listener) in &mut live_inboxes {
+        inbox.borrow_mut().set_wake(Rc::clone(&outbox_room));
+        let listener = glommio_listener(listener.take().expect("each listener is taken once"));
+        let task = glommio::spawn_local_into(
+            crate::live::accept_loop(
+                listener,
+                Rc::clone(inbox),
+                live_limits,
+                Arc::clone(progress),
+                plan.sources[*i].name.clone(),
+            ),
+            event_queue,
+        )
+        .expect("the event queue exists");
+        accept_tasks.borrow_mut().push(task);
+    }
+    for (_, hub, listener) in &mut hubs {
+        let listener = glommio_listener(listener.take().expect("each listener is taken once"));
+        let task = glommio::spawn_local_into(
+            crate::subscribe::accept_loop(listener, Rc::clone(hub), main_queue),
+            main_queue,
+        )
+        .expect("the main queue exists");
+        task.detach();
+    }
     let watchdog = {
         let probes = mesh.as_ref().map(MeshEnds::local_probes).unwrap_or_default();
         let rescued = Rc::clone(&rescued);
@@ -1032,11 +1241,23 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         let (progressed, outbox_room) = (Rc::clone(&progressed), Rc::clone(&outbox_room));
         let core = Rc::clone(&core);
         let task_error = Rc::clone(task_error);
+        let mut serving = Serving {
+            inboxes: live_inboxes.iter().map(|(i, b, _)| (*i, Rc::clone(b))).collect(),
+            hubs: hubs.iter().map(|(k, h, _)| (*k, Rc::clone(h))).collect(),
+            accept_tasks: Rc::clone(&accept_tasks),
+            closed: false,
+            drained: false,
+            ready: false,
+        };
         glommio::spawn_local_into(
             async move {
                 loop {
                     glommio::timer::sleep(MESH_WATCHDOG_INTERVAL).await;
-                    progress.heartbeats[id].fetch_add(1, Ordering::Relaxed);
+                    let beat = progress.heartbeats[id].fetch_add(1, Ordering::Relaxed);
+                    serving.step(&progress);
+                    if beat % crate::metrics::PUBLISH_EVERY_BEATS == 0 {
+                        publish_metrics(id, &core.borrow(), &serving, &progress);
+                    }
                     // A checkpoint request reaches a shard whose sources
                     // are done here (the source loop sees its own).
                     let requested = progress.checkpoint_requested.load(Ordering::Acquire);
@@ -1254,7 +1475,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     }
                 }
                 for (i, s) in &sources {
-                    if !s.has_watermark() || s.is_done() {
+                    // Nothing waits for a live source: it may be silent
+                    // for hours.
+                    if !s.has_watermark() || s.is_done() || s.is_live() {
                         progress.source_watermarks[*i].store(i64::MAX, Ordering::Relaxed);
                     } else if s.watermark() > i64::MIN {
                         // Resumed from a checkpoint: where it stands, so no
@@ -1301,6 +1524,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         let positions = source_positions(id, &mut sources)?;
                         let live: Vec<usize> = sources.iter().filter(|(_, s)| !s.is_done()).map(|(i, _)| *i).collect();
                         core.borrow_mut().inject_barrier(requested, positions, &live)?;
+                        for (_, s) in &mut sources {
+                            s.on_barrier(requested);
+                        }
                         if every_rows.is_some() {
                             // Read on only once this checkpoint is complete.
                             continue;
@@ -1311,7 +1537,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     let pick = {
                         let c = core.borrow();
                         (0..sources.len())
-                            .filter(|&k| !sources[k].1.is_done())
+                            .filter(|&k| !sources[k].1.is_done() && sources[k].1.ready())
                             .filter(|&k| {
                                 sources[k]
                                     .1
@@ -1362,7 +1588,10 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         .map(|w| w.load(Ordering::Relaxed))
                         .min()
                         .unwrap_or(i64::MAX);
-                    if !source.is_split() && source.watermark() > slowest.saturating_add(SOURCE_DRIFT_MS_MAX) {
+                    if !source.is_split()
+                        && !source.is_live()
+                        && source.watermark() > slowest.saturating_add(SOURCE_DRIFT_MS_MAX)
+                    {
                         outbox_room.wait().await;
                         continue;
                     }
@@ -1415,11 +1644,23 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         .bytes_read
                         .fetch_add(source.bytes_read - bytes_seen[k], Ordering::Relaxed);
                     bytes_seen[k] = source.bytes_read;
-                    let published = if source.is_done() || !source.has_watermark() || source.is_split() {
-                        i64::MAX
+                    let counters = &progress.metrics.sources[*i];
+                    if source.is_split() {
+                        counters.rows.fetch_add(source.rows - before, Ordering::Relaxed);
                     } else {
-                        source.watermark()
-                    };
+                        // Counts from the start, a resumed run's included.
+                        counters.rows.store(source.rows, Ordering::Relaxed);
+                    }
+                    counters.malformed.store(source.malformed, Ordering::Relaxed);
+                    counters.bytes.store(source.bytes_read, Ordering::Relaxed);
+                    counters.watermark.fetch_max(source.watermark(), Ordering::Relaxed);
+                    counters.outliers.store(source.outliers(), Ordering::Relaxed);
+                    let published =
+                        if source.is_done() || !source.has_watermark() || source.is_split() || source.is_live() {
+                            i64::MAX
+                        } else {
+                            source.watermark()
+                        };
                     progress.source_watermarks[*i].store(published, Ordering::Relaxed);
                     if source.is_done() {
                         progress.sources_live.fetch_sub(1, Ordering::Relaxed);

@@ -8,9 +8,11 @@
 //! discard sink (`laminar bench`) only counts; in a paced run every sink
 //! records the latency of the rows it receives (see `pace`).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use laminar_exec::batch::Batch;
 use laminar_exec::format::{Encoder, Format};
@@ -19,11 +21,21 @@ use laminar_exec::plan::{SinkConnector, SinkNode};
 use hdrhistogram::Histogram;
 
 use crate::pace::{self, latency_histogram, Pace};
+use crate::subscribe::Hub;
 use crate::RunError;
 
 enum Target {
-    File { path: PathBuf, writer: BufWriter<File> },
-    Stdout { prefix: Option<Vec<u8>> },
+    File {
+        path: PathBuf,
+        writer: BufWriter<File>,
+    },
+    Stdout {
+        prefix: Option<Vec<u8>>,
+    },
+    /// Subscribers over TCP (`laminar serve`, see `subscribe`).
+    Tcp {
+        hub: Rc<RefCell<Hub>>,
+    },
     Discard,
 }
 
@@ -44,6 +56,19 @@ const BUFFER_BYTES_MAX: usize = 1 << 20;
 impl Sink {
     pub fn open(node: &SinkNode, stdout_sinks: usize, pace: Option<Pace>) -> Result<Sink, RunError> {
         Sink::open_at(node, stdout_sinks, pace, None)
+    }
+
+    /// Opens a TCP sink whose subscribers `hub` holds; it resumes its row
+    /// count from a checkpoint, if given.
+    pub fn open_tcp(node: &SinkNode, hub: Rc<RefCell<Hub>>, rows: Option<u64>) -> Sink {
+        Sink {
+            name: node.name.clone(),
+            target: Target::Tcp { hub },
+            encoder: Format::Json.encoder(&node.schema, node.changelog),
+            buffer: Vec::new(),
+            rows: rows.unwrap_or(0),
+            latency: None,
+        }
     }
 
     /// Opens a sink; `resume` is its committed position at a checkpoint
@@ -101,6 +126,7 @@ impl Sink {
                 (Target::Stdout { prefix }, Format::Csv)
             }
             SinkConnector::Discard => (Target::Discard, Format::Csv),
+            SinkConnector::Tcp { .. } => panic!("a tcp sink opens with open_tcp"),
         };
         let mut sink = Sink {
             name: node.name.clone(),
@@ -162,6 +188,12 @@ impl Sink {
         }
         self.buffer = encoded;
         self.rows += batch.len() as u64;
+        if let Target::Tcp { hub } = &self.target {
+            // Sent at once: subscribers want rows as they happen.
+            hub.borrow_mut().publish(&self.buffer);
+            self.buffer.clear();
+            return Ok(());
+        }
         if self.buffer.len() >= BUFFER_BYTES_MAX {
             self.drain()?;
         }
@@ -179,6 +211,7 @@ impl Sink {
                 .lock()
                 .write_all(&self.buffer)
                 .map_err(RunError::Stdout)?,
+            Target::Tcp { hub } => hub.borrow_mut().publish(&self.buffer),
             Target::Discard => {}
         }
         self.buffer.clear();
@@ -195,7 +228,7 @@ impl Sink {
                 source,
             }),
             Target::Stdout { .. } => std::io::stdout().lock().flush().map_err(RunError::Stdout),
-            Target::Discard => Ok(()),
+            Target::Tcp { .. } | Target::Discard => Ok(()),
         }
     }
 

@@ -11,9 +11,11 @@
 //! dead-letter file when one is configured, counted, and skipped; the
 //! records around it are processed.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use laminar_bench::nexmark::{EventKind, Generator, NexmarkConfig};
@@ -81,6 +83,73 @@ impl WatermarkTracker {
     }
 }
 
+/// A source's dead-letter file: every malformed record, one per line.
+pub(crate) struct DeadLetter {
+    path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+impl DeadLetter {
+    /// Creates (or, resuming, opens without truncating: `cut_to` then
+    /// cuts it back) the file.
+    fn open(path: &Path, resuming: bool) -> Result<DeadLetter, RunError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_error("creating dead-letter directory", parent))?;
+        }
+        let file = if resuming {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        } else {
+            File::create(path)
+        }
+        .map_err(io_error("creating dead-letter file", path))?;
+        Ok(DeadLetter {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+        })
+    }
+
+    fn write(&mut self, record: &[u8]) -> Result<(), RunError> {
+        self.writer
+            .write_all(record)
+            .and_then(|_| self.writer.write_all(b"\n"))
+            .map_err(io_error("writing dead-letter file", &self.path))
+    }
+
+    fn flush(&mut self) -> Result<(), RunError> {
+        self.writer
+            .flush()
+            .map_err(io_error("writing dead-letter file", &self.path))
+    }
+
+    /// Flushes and returns the length on disk (what a checkpoint commits).
+    fn committed_len(&mut self) -> Result<u64, RunError> {
+        self.flush()?;
+        Ok(self
+            .writer
+            .get_ref()
+            .metadata()
+            .map_err(io_error("writing dead-letter file", &self.path))?
+            .len())
+    }
+
+    /// Cuts the file back to a checkpoint's committed length.
+    fn cut_to(&mut self, len: u64) -> Result<(), RunError> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(io_error("opening dead-letter file", &self.path))?;
+        file.set_len(len)
+            .and_then(|()| file.seek(SeekFrom::End(0)).map(drop))
+            .map_err(io_error("writing dead-letter file", &self.path))?;
+        self.writer = BufWriter::new(file);
+        Ok(())
+    }
+}
+
 enum Reader {
     File {
         path: PathBuf,
@@ -89,7 +158,13 @@ enum Reader {
         delimiter: u8,
         format: Format,
         line: u64,
-        dead_letter: Option<(PathBuf, BufWriter<File>)>,
+        dead_letter: Option<DeadLetter>,
+    },
+    /// A live TCP source (`laminar serve`, see `live`).
+    Live {
+        reader: Box<crate::live::LiveReader>,
+        location: String,
+        dead_letter: Option<DeadLetter>,
     },
     Nexmark {
         generator: Generator,
@@ -204,23 +279,10 @@ impl Source {
                     path: path.clone(),
                     reason,
                 })?;
-                let dead_letter = match dead_letter {
-                    Some(p) => {
-                        let f = if resuming {
-                            // `resume` cuts it back to its committed length.
-                            std::fs::OpenOptions::new()
-                                .write(true)
-                                .create(true)
-                                .truncate(false)
-                                .open(p)
-                        } else {
-                            File::create(p)
-                        }
-                        .map_err(io_error("creating dead-letter file", p))?;
-                        Some((p.clone(), BufWriter::new(f)))
-                    }
-                    None => None,
-                };
+                let dead_letter = dead_letter
+                    .as_deref()
+                    .map(|p| DeadLetter::open(p, resuming))
+                    .transpose()?;
                 let reader = Reader::File {
                     path: path.clone(),
                     reader,
@@ -258,8 +320,99 @@ impl Source {
                     None,
                 )
             }
+            SourceConnector::Tcp { .. } => {
+                return Err(RunError::Source {
+                    source_name: node.name.clone(),
+                    path: PathBuf::from("tcp"),
+                    reason: "a tcp source is served by `laminar serve`".into(),
+                })
+            }
         };
         Ok(Source::with_reader(node, reader, bytes_total))
+    }
+
+    /// Opens a live TCP source over `inbox` (its connections are the
+    /// caller's tasks; see `live`), continuing from `resume` if given.
+    pub fn open_live(
+        node: &SourceNode,
+        inbox: Rc<RefCell<crate::live::Inbox>>,
+        limits: crate::live::LiveLimits,
+        clock: Arc<dyn laminar_exec::time::Clock>,
+        location: String,
+        resume: Option<&SourceState>,
+    ) -> Result<Source, RunError> {
+        let SourceConnector::Tcp {
+            format,
+            delimiter,
+            dead_letter,
+            ..
+        } = &node.connector
+        else {
+            panic!("open_live takes a tcp source");
+        };
+        let decoder = format
+            .decoder(&node.schema, None, *delimiter)
+            .map_err(|reason| RunError::Source {
+                source_name: node.name.clone(),
+                path: PathBuf::from(&location),
+                reason,
+            })?;
+        let dead_letter = dead_letter
+            .as_deref()
+            .map(|p| DeadLetter::open(p, resume.is_some()))
+            .transpose()?;
+        let reader = crate::live::LiveReader::new(inbox, decoder, node.watermark, limits, clock);
+        let mut source = Source::with_reader(
+            node,
+            Reader::Live {
+                reader: Box::new(reader),
+                location,
+                dead_letter,
+            },
+            None,
+        );
+        if let Some(state) = resume {
+            source.resume(state)?;
+        }
+        Ok(source)
+    }
+
+    /// A live source: it never ends by itself, and may have nothing to
+    /// read now.
+    pub fn is_live(&self) -> bool {
+        matches!(self.reader, Reader::Live { .. })
+    }
+
+    /// Whether a read now would produce anything (always, but for a live
+    /// source with nothing received and no watermark to move).
+    pub fn ready(&self) -> bool {
+        match &self.reader {
+            Reader::Live { reader, .. } => reader.ready(),
+            _ => true,
+        }
+    }
+
+    /// A live source's inbox (for the shard's connection tasks).
+    pub fn live_inbox(&self) -> Option<&Rc<RefCell<crate::live::Inbox>>> {
+        match &self.reader {
+            Reader::Live { reader, .. } => Some(&reader.inbox),
+            _ => None,
+        }
+    }
+
+    /// Event times a live source held to the skew bound.
+    pub fn outliers(&self) -> u64 {
+        match &self.reader {
+            Reader::Live { reader, .. } => reader.outliers,
+            _ => 0,
+        }
+    }
+
+    /// Notes that a checkpoint barrier follows what was read so far.
+    pub fn on_barrier(&mut self, epoch: u64) {
+        if let Reader::Live { reader, .. } = &mut self.reader {
+            reader.inbox.borrow_mut().on_barrier(epoch);
+        }
     }
 
     /// Opens this shard's part of a file split over every shard.
@@ -343,6 +496,7 @@ impl Source {
     pub fn watermark(&self) -> i64 {
         match &self.reader {
             Reader::Split { reader, .. } => reader.current,
+            Reader::Live { reader, .. } => reader.watermark,
             _ => self.watermark.current,
         }
     }
@@ -382,17 +536,12 @@ impl Source {
                 ..
             } => {
                 let offset = reader.stream_position().map_err(io_error("reading", path))?;
-                let dl = match dead_letter {
-                    Some((dl_path, w)) => {
-                        w.flush().map_err(io_error("writing dead-letter file", dl_path))?;
-                        w.get_ref()
-                            .metadata()
-                            .map_err(io_error("writing dead-letter file", dl_path))?
-                            .len()
-                    }
-                    None => 0,
-                };
-                (offset, *line, dl)
+                let dl = dead_letter.as_mut().map(DeadLetter::committed_len).transpose()?;
+                (offset, *line, dl.unwrap_or(0))
+            }
+            Reader::Live { dead_letter, .. } => {
+                let dl = dead_letter.as_mut().map(DeadLetter::committed_len).transpose()?;
+                (0, 0, dl.unwrap_or(0))
             }
             Reader::Nexmark { next, .. } => (*next, 0, 0),
             Reader::Split { path, .. } => {
@@ -409,8 +558,11 @@ impl Source {
             rows: self.rows,
             malformed: self.malformed,
             bytes_read: self.bytes_read,
-            max_time: self.watermark.max_time,
-            watermark: self.watermark.current,
+            max_time: match &self.reader {
+                Reader::Live { reader, .. } => reader.max_seen,
+                _ => self.watermark.max_time,
+            },
+            watermark: self.watermark(),
             exhausted: self.exhausted,
             done: self.done,
             dead_letter_bytes,
@@ -421,9 +573,11 @@ impl Source {
     pub fn dead_letter_path(&self) -> Option<&Path> {
         match &self.reader {
             Reader::File {
-                dead_letter: Some((p, _)),
-                ..
-            } => Some(p),
+                dead_letter: Some(d), ..
+            }
+            | Reader::Live {
+                dead_letter: Some(d), ..
+            } => Some(&d.path),
             _ => None,
         }
     }
@@ -455,17 +609,16 @@ impl Source {
                     .seek(SeekFrom::Start(state.offset))
                     .map_err(io_error("reading", path))?;
                 *line = state.line;
-                if let Some((dl_path, w)) = dead_letter {
-                    let file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .open(&*dl_path)
-                        .map_err(io_error("opening dead-letter file", dl_path))?;
-                    file.set_len(state.dead_letter_bytes)
-                        .map_err(io_error("writing dead-letter file", dl_path))?;
-                    let mut file = file;
-                    file.seek(SeekFrom::End(0))
-                        .map_err(io_error("writing dead-letter file", dl_path))?;
-                    *w = BufWriter::new(file);
+                if let Some(d) = dead_letter {
+                    d.cut_to(state.dead_letter_bytes)?;
+                }
+            }
+            Reader::Live {
+                reader, dead_letter, ..
+            } => {
+                reader.resume(state.watermark, state.max_time);
+                if let Some(d) = dead_letter {
+                    d.cut_to(state.dead_letter_bytes)?;
                 }
             }
             Reader::Nexmark { next, end, .. } => {
@@ -510,7 +663,7 @@ impl Source {
     pub fn next_event_index(&self) -> Option<u64> {
         match &self.reader {
             Reader::Nexmark { next, .. } => Some(*next),
-            Reader::File { .. } | Reader::Split { .. } => None,
+            Reader::File { .. } | Reader::Split { .. } | Reader::Live { .. } => None,
         }
     }
 
@@ -528,7 +681,7 @@ impl Source {
                 rows_max.min(usize::try_from(index_limit.saturating_sub(*next)).unwrap_or(usize::MAX))
             }
             Reader::File { .. } => rows_max,
-            Reader::Split { .. } => 0,
+            Reader::Split { .. } | Reader::Live { .. } => 0,
         };
         let mut batch = Batch::with_capacity(self.width, capacity);
         match &mut self.reader {
@@ -577,19 +730,49 @@ impl Source {
                                     reason: &reason,
                                 });
                             }
-                            if let Some((dl_path, w)) = dead_letter {
-                                w.write_all(&self.record)
-                                    .and_then(|_| w.write_all(b"\n"))
-                                    .map_err(io_error("writing dead-letter file", dl_path))?;
+                            if let Some(d) = dead_letter {
+                                d.write(&self.record)?;
                             }
                         }
                     }
                 }
                 if self.exhausted {
-                    if let Some((dl_path, w)) = dead_letter {
-                        w.flush().map_err(io_error("writing dead-letter file", dl_path))?;
+                    if let Some(d) = dead_letter {
+                        d.flush()?;
                     }
                 }
+            }
+            Reader::Live {
+                reader,
+                location,
+                dead_letter,
+            } => {
+                let name = &self.name;
+                let mut seen = self.malformed;
+                let mut on_bad = |bad: crate::live::BadLine<'_>| {
+                    seen += 1;
+                    if seen <= MALFORMED_REPORTS_MAX {
+                        let at = format!("{location} connection {} from {}", bad.conn, bad.peer);
+                        on_malformed(MalformedRecord {
+                            source: name,
+                            location: &at,
+                            line: bad.line,
+                            reason: &bad.reason,
+                        });
+                    }
+                    match dead_letter {
+                        Some(d) => d.write(bad.bytes),
+                        None => Ok(()),
+                    }
+                };
+                batch = reader.next_batch(
+                    self.width,
+                    rows_max,
+                    &mut self.scratch,
+                    (&mut self.rows, &mut self.malformed),
+                    &mut on_bad,
+                )?;
+                self.bytes_read = reader.bytes_read;
             }
             Reader::Split { path, reader } => {
                 let mut counts = ChunkCounts {

@@ -135,6 +135,30 @@ fn format_option(opts: &mut Options, st: &Statement) -> Result<Format, SqlError>
     }
 }
 
+/// The `delimiter` option of a CSV source: one ASCII character, or `\t`.
+fn delimiter_option(opts: &mut Options, st: &Statement) -> Result<u8, SqlError> {
+    match opts.get("delimiter") {
+        None => Ok(b','),
+        Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" && d != "\n" => Ok(d.as_bytes()[0]),
+        Some(d) if d == "\\t" || d == "tab" => Ok(b'\t'),
+        Some(d) => Err(st.error(
+            opts.location("delimiter"),
+            format!("delimiter must be one ASCII character, found {d:?}"),
+        )),
+    }
+}
+
+/// The `port` option of a TCP connector: 0 (any free port) to 65535.
+fn port_option(opts: &mut Options, st: &Statement) -> Result<u16, SqlError> {
+    let text = opts.require("port", st, "the TCP port, 0 to 65535 (0: any free port)")?;
+    text.trim().parse::<u16>().map_err(|_| {
+        st.error(
+            opts.location("port"),
+            format!("port must be an integer from 0 to 65535, found {text:?}"),
+        )
+    })
+}
+
 /// A parsed CREATE SOURCE / CREATE TABLE.
 pub struct SourceDef {
     pub name: String,
@@ -226,17 +250,7 @@ pub fn plan_source(st: &Statement, ddl: &DdlOptions) -> Result<SourceDef, SqlErr
             let path = PathBuf::from(opts.require("path", st, "the file to read")?);
             let format = format_option(&mut opts, st)?;
             let header = opts.bool("header", false, st)?;
-            let delimiter = match opts.get("delimiter") {
-                None => b',',
-                Some(d) if d.len() == 1 && d.is_ascii() && d != "\"" && d != "\n" => d.as_bytes()[0],
-                Some(d) if d == "\\t" || d == "tab" => b'\t',
-                Some(d) => {
-                    return Err(st.error(
-                        opts.location("delimiter"),
-                        format!("delimiter must be one ASCII character, found {d:?}"),
-                    ))
-                }
-            };
+            let delimiter = delimiter_option(&mut opts, st)?;
             let dead_letter = opts.get("dead_letter").map(PathBuf::from);
             if opts.bool("follow", false, st)? {
                 return Err(st.error(
@@ -323,12 +337,28 @@ pub fn plan_source(st: &Statement, ddl: &DdlOptions) -> Result<SourceDef, SqlErr
             )
         }
         "tcp" => {
-            let message = if ddl.allow_tcp {
-                "connector 'tcp' sources come with `laminar serve`, which is not built yet"
-            } else {
-                "connector 'tcp' is served by `laminar serve`; `laminar run` reads files and the nexmark generator"
-            };
-            return Err(st.error(opts.location("connector"), message));
+            if !ddl.allow_tcp {
+                return Err(st.error(
+                    opts.location("connector"),
+                    "connector 'tcp' is served by `laminar serve`; `laminar run` reads files and the nexmark generator",
+                ));
+            }
+            if schema.is_empty() {
+                return Err(st.error(None, "a tcp source needs a column list"));
+            }
+            let port = port_option(&mut opts, st)?;
+            let format = format_option(&mut opts, st)?;
+            let delimiter = delimiter_option(&mut opts, st)?;
+            let dead_letter = opts.get("dead_letter").map(PathBuf::from);
+            (
+                SourceConnector::Tcp {
+                    port,
+                    format,
+                    delimiter,
+                    dead_letter,
+                },
+                schema,
+            )
         }
         other => {
             return Err(st.error(
@@ -439,12 +469,20 @@ pub fn plan_sink(st: &Statement, ddl: &DdlOptions) -> Result<SinkDef, SqlError> 
         }
         "stdout" => SinkConnector::Stdout,
         "tcp" => {
-            let message = if ddl.allow_tcp {
-                "connector 'tcp' sinks come with `laminar serve`, which is not built yet"
-            } else {
-                "connector 'tcp' is served by `laminar serve`; `laminar run` writes files and stdout"
-            };
-            return Err(st.error(opts.location("connector"), message));
+            if !ddl.allow_tcp {
+                return Err(st.error(
+                    opts.location("connector"),
+                    "connector 'tcp' is served by `laminar serve`; `laminar run` writes files and stdout",
+                ));
+            }
+            let port = port_option(&mut opts, st)?;
+            if let Some(f) = opts.get("format").filter(|f| !f.eq_ignore_ascii_case("json")) {
+                return Err(st.error(
+                    opts.location("format"),
+                    format!("a tcp sink sends JSON lines; format {f:?} is not available"),
+                ));
+            }
+            SinkConnector::Tcp { port }
         }
         other => {
             return Err(st.error(

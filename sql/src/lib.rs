@@ -89,6 +89,8 @@ pub struct Planner {
     /// Files the pipeline reads and writes (absolute), with who does, so
     /// that no file is written twice or written while it is read.
     files: Vec<(std::path::PathBuf, FileUse, String)>,
+    /// TCP ports (other than 0) the pipeline listens on, with who does.
+    ports: Vec<(u16, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +118,23 @@ impl Planner {
             late_target: None,
             late_output: None,
             files: Vec::new(),
+            ports: Vec::new(),
         }
+    }
+
+    /// Records a TCP port the pipeline listens on; refuses a second
+    /// listener on one port (0, any free port, is never shared).
+    fn claim_port(&mut self, st: &Statement, port: u16, who: String) -> Result<(), SqlError> {
+        if port != 0 {
+            if let Some((_, other)) = self.ports.iter().find(|(p, _)| *p == port) {
+                return Err(st.error(
+                    None,
+                    format!("{who} listens on port {port}, which {other} listens on; use another port"),
+                ));
+            }
+            self.ports.push((port, who));
+        }
+        Ok(())
     }
 
     /// Records a file the pipeline reads or writes; refuses a second
@@ -228,8 +246,16 @@ impl Planner {
         match st.kind {
             StatementKind::Source | StatementKind::Table => {
                 let def = ddl::plan_source(st, &ddl)?;
-                if let laminar_exec::plan::SourceConnector::File { path, dead_letter, .. } = &def.connector {
-                    self.claim_file(st, path, FileUse::Read, format!("source {}", def.name))?;
+                use laminar_exec::plan::SourceConnector;
+                if let SourceConnector::Tcp { port, .. } = &def.connector {
+                    self.claim_port(st, *port, format!("source {}", def.name))?;
+                }
+                if let SourceConnector::File { dead_letter, .. } | SourceConnector::Tcp { dead_letter, .. } =
+                    &def.connector
+                {
+                    if let SourceConnector::File { path, .. } = &def.connector {
+                        self.claim_file(st, path, FileUse::Read, format!("source {}", def.name))?;
+                    }
                     if let Some(dl) = dead_letter {
                         self.claim_file(
                             st,
@@ -339,6 +365,9 @@ impl Planner {
                 let def = ddl::plan_sink(st, &ddl)?;
                 if let SinkConnector::File { path, .. } = &def.connector {
                     self.claim_file(st, path, FileUse::Written, format!("sink {}", def.name))?;
+                }
+                if let SinkConnector::Tcp { port } = &def.connector {
+                    self.claim_port(st, *port, format!("sink {}", def.name))?;
                 }
                 let k = def.name.to_ascii_lowercase();
                 if self.catalog.contains_key(&k) || !self.sink_names.insert(k) {

@@ -107,6 +107,7 @@ pub fn run_sql_durable(
             split_chunk_bytes: Some(split_chunk_bytes()),
             split_generator_chunk_events: Some(37),
             durability,
+            live: None,
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },

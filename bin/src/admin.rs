@@ -1,0 +1,402 @@
+//! The admin HTTP endpoint of `laminar serve` (loopback by default):
+//!
+//! - `GET /health`: 200 while every shard's executor runs (its watchdog
+//!   heartbeat moves), 503 naming the shard that does not.
+//! - `GET /ready`: 200 once every shard has restored its state and reads
+//!   its sources, 503 while recovering or stopping.
+//! - `GET /metrics`: Prometheus text format, version 0.0.4.
+//! - `GET /status`: the pipeline as JSON (sources with their addresses,
+//!   streams, sinks, shards, checkpoints).
+//!
+//! It runs on its own thread and only reads the run's atomic counters.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use laminar_exec::plan::PhysicalPlan;
+use laminar_reactor::metrics::sum;
+use laminar_reactor::runner::SharedProgress;
+
+/// The bound addresses of tcp sources and sinks, by plan index.
+pub struct Addresses {
+    pub sources: Vec<Option<std::net::SocketAddr>>,
+    pub sinks: Vec<Option<std::net::SocketAddr>>,
+}
+
+/// Requests are served one at a time; a request body is never read, so
+/// a client cannot make this thread hold memory.
+pub fn serve(
+    server: tiny_http::Server,
+    plan: Arc<PhysicalPlan>,
+    addresses: Addresses,
+    cell: Arc<OnceLock<Arc<SharedProgress>>>,
+    started: Instant,
+) {
+    for request in server.incoming_requests() {
+        let (status, content_type, body) = if *request.method() != tiny_http::Method::Get {
+            (405, "text/plain", "only GET\n".to_string())
+        } else {
+            let path = request.url().split('?').next().unwrap_or("");
+            match (path, cell.get()) {
+                ("/health", None) | ("/ready", None) => (503, "text/plain", "starting\n".to_string()),
+                ("/health", Some(p)) => health(p),
+                ("/ready", Some(p)) => ready(p),
+                ("/metrics", p) => (
+                    200,
+                    "text/plain; version=0.0.4",
+                    metrics(&plan, p.map(Arc::as_ref), started),
+                ),
+                ("/status", p) => (
+                    200,
+                    "application/json",
+                    status(&plan, &addresses, p.map(Arc::as_ref), started),
+                ),
+                _ => (
+                    404,
+                    "text/plain",
+                    "not found; try /health, /ready, /metrics or /status\n".to_string(),
+                ),
+            }
+        };
+        let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+            .expect("a static header is valid");
+        let response = tiny_http::Response::from_string(body)
+            .with_status_code(status)
+            .with_header(header);
+        let _ = request.respond(response);
+    }
+}
+
+fn health(p: &SharedProgress) -> (u16, &'static str, String) {
+    // Each shard's watchdog beats every 5 ms.
+    let before: Vec<u64> = p.heartbeats.iter().map(|b| b.load(Relaxed)).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let stalled: Vec<String> = p
+        .heartbeats
+        .iter()
+        .zip(&before)
+        .enumerate()
+        .filter(|(_, (b, before))| b.load(Relaxed) == **before)
+        .map(|(i, _)| i.to_string())
+        .collect();
+    if stalled.is_empty() {
+        (200, "text/plain", "ok\n".into())
+    } else {
+        (
+            503,
+            "text/plain",
+            format!("shard {} not running (heartbeat stopped)\n", stalled.join(", ")),
+        )
+    }
+}
+
+fn ready(p: &SharedProgress) -> (u16, &'static str, String) {
+    if p.shutdown.load(Relaxed) {
+        (503, "text/plain", "stopping\n".into())
+    } else if p.metrics.ready.load(Relaxed) {
+        (200, "text/plain", "ready\n".into())
+    } else {
+        (503, "text/plain", "recovering\n".into())
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+    };
+    family(
+        "laminar_uptime_seconds",
+        "gauge",
+        "Seconds since the process started.",
+        vec![(String::new(), started.elapsed().as_secs_f64())],
+    );
+    let Some(p) = p else {
+        family(
+            "laminar_ready",
+            "gauge",
+            "1 once recovered and running.",
+            vec![(String::new(), 0.0)],
+        );
+        return out;
+    };
+    let m = &p.metrics;
+    let ready = m.ready.load(Relaxed) && !p.shutdown.load(Relaxed);
+    family(
+        "laminar_ready",
+        "gauge",
+        "1 once recovered and running.",
+        vec![(String::new(), f64::from(u8::from(ready)))],
+    );
+    let per_source = |f: &dyn Fn(&laminar_reactor::metrics::SourceCounters) -> f64| -> Vec<(String, f64)> {
+        plan.sources
+            .iter()
+            .zip(&m.sources)
+            .map(|(s, c)| (format!("source=\"{}\"", label(&s.name)), f(c)))
+            .collect()
+    };
+    family(
+        "laminar_source_rows_total",
+        "counter",
+        "Records read and decoded.",
+        per_source(&|c| c.rows.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_source_malformed_total",
+        "counter",
+        "Malformed records skipped (and dead-lettered).",
+        per_source(&|c| c.malformed.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_source_bytes_total",
+        "counter",
+        "Bytes read.",
+        per_source(&|c| c.bytes.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_source_connections",
+        "gauge",
+        "Open connections of a tcp source.",
+        per_source(&|c| c.connections.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_source_skew_outliers_total",
+        "counter",
+        "Event times beyond the wall clock plus watermark.skew_ms.",
+        per_source(&|c| c.outliers.load(Relaxed) as f64),
+    );
+    let now = now_ms();
+    let marked: Vec<(String, i64)> = plan
+        .sources
+        .iter()
+        .zip(&m.sources)
+        .filter(|(s, _)| s.watermark.is_some())
+        .map(|(s, c)| (format!("source=\"{}\"", label(&s.name)), c.watermark.load(Relaxed)))
+        .filter(|(_, w)| *w > i64::MIN)
+        .collect();
+    family(
+        "laminar_source_watermark_ms",
+        "gauge",
+        "Event-time watermark, epoch milliseconds.",
+        marked.iter().map(|(l, w)| (l.clone(), *w as f64)).collect(),
+    );
+    family(
+        "laminar_source_watermark_lag_ms",
+        "gauge",
+        "Wall clock minus the watermark.",
+        marked
+            .iter()
+            .map(|(l, w)| (l.clone(), now.saturating_sub(*w) as f64))
+            .collect(),
+    );
+    let per_node = |f: &dyn Fn(&laminar_reactor::metrics::NodeCounters) -> u64| -> Vec<(String, f64)> {
+        plan.nodes
+            .iter()
+            .zip(&m.nodes)
+            .enumerate()
+            .map(|(i, (n, c))| (format!("stream=\"{}\",node=\"{i}\"", label(&n.name)), f(c) as f64))
+            .collect()
+    };
+    family(
+        "laminar_stream_rows_in_total",
+        "counter",
+        "Rows into a stream's operator.",
+        per_node(&|c| sum(&c.rows_in)),
+    );
+    family(
+        "laminar_stream_rows_out_total",
+        "counter",
+        "Rows out of a stream's operator.",
+        per_node(&|c| sum(&c.rows_out)),
+    );
+    family(
+        "laminar_stream_late_dropped_total",
+        "counter",
+        "Late rows dropped.",
+        per_node(&|c| sum(&c.late_dropped)),
+    );
+    let per_sink = |f: &dyn Fn(&laminar_reactor::metrics::SinkCounters) -> u64| -> Vec<(String, f64)> {
+        plan.sinks
+            .iter()
+            .zip(&m.sinks)
+            .map(|(s, c)| (format!("sink=\"{}\"", label(&s.name)), f(c) as f64))
+            .collect()
+    };
+    family(
+        "laminar_sink_rows_total",
+        "counter",
+        "Rows written to a sink.",
+        per_sink(&|c| c.rows.load(Relaxed)),
+    );
+    family(
+        "laminar_sink_subscribers",
+        "gauge",
+        "Connected subscribers of a tcp sink.",
+        per_sink(&|c| c.subscribers.load(Relaxed)),
+    );
+    family(
+        "laminar_sink_subscribers_dropped_total",
+        "counter",
+        "Subscribers dropped for falling behind.",
+        per_sink(&|c| c.subscribers_dropped.load(Relaxed)),
+    );
+    let uptime = started.elapsed().as_secs_f64().max(1e-9);
+    family(
+        "laminar_shard_busy_seconds_total",
+        "counter",
+        "Time a shard spent processing.",
+        m.shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("shard=\"{i}\""), s.busy_ns.load(Relaxed) as f64 / 1e9))
+            .collect(),
+    );
+    family(
+        "laminar_shard_busy_share",
+        "gauge",
+        "Busy time over uptime.",
+        m.shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("shard=\"{i}\""), s.busy_ns.load(Relaxed) as f64 / 1e9 / uptime))
+            .collect(),
+    );
+    family(
+        "laminar_shard_queue_depth",
+        "gauge",
+        "Messages waiting in a shard's outboxes to its peers.",
+        m.shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("shard=\"{i}\""), s.queue_depth.load(Relaxed) as f64))
+            .collect(),
+    );
+    family(
+        "laminar_checkpoints_total",
+        "counter",
+        "Checkpoints completed (the last epoch).",
+        vec![(String::new(), m.checkpoints_completed.load(Relaxed) as f64)],
+    );
+    family(
+        "laminar_checkpoint_duration_seconds",
+        "gauge",
+        "The last checkpoint, request to manifest.",
+        vec![(String::new(), m.checkpoint_last_ns.load(Relaxed) as f64 / 1e9)],
+    );
+    family(
+        "laminar_checkpoint_state_bytes",
+        "gauge",
+        "State bytes of the last checkpoint.",
+        vec![(String::new(), m.checkpoint_last_state_bytes.load(Relaxed) as f64)],
+    );
+    family(
+        "laminar_checkpoint_written_bytes",
+        "gauge",
+        "Bytes the last checkpoint wrote (the changed chunks).",
+        vec![(String::new(), m.checkpoint_last_written_bytes.load(Relaxed) as f64)],
+    );
+    out
+}
+
+fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&SharedProgress>, started: Instant) -> String {
+    use serde_json::json;
+    let state = match p {
+        None => "starting",
+        Some(p) if p.shutdown.load(Relaxed) => "stopping",
+        Some(p) if p.metrics.ready.load(Relaxed) => "running",
+        Some(_) => "recovering",
+    };
+    let m = p.map(|p| &p.metrics);
+    let sources: Vec<_> = plan
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let c = m.map(|m| &m.sources[i]);
+            let w = c.map_or(i64::MIN, |c| c.watermark.load(Relaxed));
+            json!({
+                "name": s.name,
+                "connector": match &s.connector {
+                    laminar_exec::plan::SourceConnector::Tcp { port, .. } => match addresses.sources.get(i) {
+                        Some(Some(a)) => format!("tcp {a}"),
+                        _ => format!("tcp port {port}"),
+                    },
+                    laminar_exec::plan::SourceConnector::File { path, .. } => format!("file {}", path.display()),
+                    laminar_exec::plan::SourceConnector::Nexmark { .. } => "nexmark".to_string(),
+                },
+                "rows": c.map_or(0, |c| c.rows.load(Relaxed)),
+                "malformed": c.map_or(0, |c| c.malformed.load(Relaxed)),
+                "connections": c.map_or(0, |c| c.connections.load(Relaxed)),
+                "watermark_ms": (w > i64::MIN).then_some(w),
+            })
+        })
+        .collect();
+    let streams: Vec<_> = plan
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let c = m.map(|m| &m.nodes[i]);
+            json!({
+                "stream": n.name,
+                "node": i,
+                "rows_in": c.map_or(0, |c| sum(&c.rows_in)),
+                "rows_out": c.map_or(0, |c| sum(&c.rows_out)),
+                "late_dropped": c.map_or(0, |c| sum(&c.late_dropped)),
+            })
+        })
+        .collect();
+    let sinks: Vec<_> = plan
+        .sinks
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let c = m.map(|m| &m.sinks[i]);
+            json!({
+                "name": s.name,
+                "connector": match (&s.connector, addresses.sinks.get(i)) {
+                    (laminar_exec::plan::SinkConnector::Tcp { .. }, Some(Some(a))) => format!("tcp {a}"),
+                    (laminar_exec::plan::SinkConnector::File { path, .. }, _) => format!("file {}", path.display()),
+                    (other, _) => format!("{other:?}").to_lowercase(),
+                },
+                "rows": c.map_or(0, |c| c.rows.load(Relaxed)),
+                "subscribers": c.map_or(0, |c| c.subscribers.load(Relaxed)),
+            })
+        })
+        .collect();
+    let doc = json!({
+        "state": state,
+        "uptime_seconds": started.elapsed().as_secs_f64(),
+        "sources": sources,
+        "streams": streams,
+        "sinks": sinks,
+        "checkpoints": m.map(|m| json!({
+            "completed": m.checkpoints_completed.load(Relaxed),
+            "last_duration_seconds": m.checkpoint_last_ns.load(Relaxed) as f64 / 1e9,
+            "last_state_bytes": m.checkpoint_last_state_bytes.load(Relaxed),
+        })),
+    });
+    let mut text = doc.to_string();
+    text.push('\n');
+    text
+}

@@ -1,0 +1,338 @@
+//! `laminar.toml`, the configuration of `laminar serve`.
+//!
+//! Every key is optional but the pipeline's SQL; unknown keys are errors
+//! (a typo must not silently fall back to a default), and so is a value
+//! out of its range. An error names the file, the key and what is wrong:
+//! `laminar.toml: limits.line_bytes_max: must be between 64 and
+//! 67108864, found 0`. `laminar serve --check` validates the file and the
+//! SQL and exits.
+//!
+//! ```toml
+//! [pipeline]
+//! sql = "CREATE SOURCE …"        # inline, or:
+//! files = ["pipeline.sql"]       # relative to the config file
+//!
+//! [state]
+//! dir = "/var/lib/laminar"
+//! checkpoint_interval_ms = 1000
+//!
+//! [shards]
+//! count = 2                      # default: one per core of `cpus`
+//! cpus = "0-1"                   # the shard map: shard i on the i-th core
+//!
+//! [listen]
+//! host = "127.0.0.1"             # tcp sources and sinks
+//! admin = "127.0.0.1:9600"       # /health /ready /metrics /status
+//!
+//! [limits]
+//! connections_per_source = 256
+//! line_bytes_max = 1048576
+//! inbox_bytes_max = 8388608      # received, not yet decoded, per source
+//! subscriber_buffer_bytes = 4194304
+//! state_entries_max = 10000000   # groups/windows/sessions per operator
+//!
+//! [watermark]
+//! idle_timeout_ms = 10000
+//! skew_ms = 300000
+//!
+//! [shutdown]
+//! timeout_ms = 30000
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub pipeline: Pipeline,
+    #[serde(default)]
+    pub state: State,
+    #[serde(default)]
+    pub shards: Shards,
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub watermark: Watermark,
+    #[serde(default)]
+    pub shutdown: Shutdown,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    pub sql: Option<String>,
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct State {
+    pub dir: PathBuf,
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            // systemd's StateDirectory=laminar.
+            dir: PathBuf::from("/var/lib/laminar"),
+            checkpoint_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shards {
+    pub count: Option<usize>,
+    pub cpus: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub host: String,
+    pub admin: String,
+}
+
+impl Default for Listen {
+    fn default() -> Listen {
+        Listen {
+            host: "127.0.0.1".into(),
+            admin: "127.0.0.1:9600".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub connections_per_source: usize,
+    pub line_bytes_max: usize,
+    pub inbox_bytes_max: usize,
+    pub subscriber_buffer_bytes: usize,
+    pub state_entries_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        let live = laminar_reactor::live::LiveLimits::default();
+        Limits {
+            connections_per_source: live.connections_max,
+            line_bytes_max: live.line_bytes_max,
+            inbox_bytes_max: live.inbox_bytes_max,
+            subscriber_buffer_bytes: laminar_reactor::subscribe::SUBSCRIBER_BUFFER_BYTES_DEFAULT,
+            state_entries_max: laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Watermark {
+    pub idle_timeout_ms: u64,
+    pub skew_ms: u64,
+}
+
+impl Default for Watermark {
+    fn default() -> Watermark {
+        let live = laminar_reactor::live::LiveLimits::default();
+        Watermark {
+            idle_timeout_ms: live.idle_timeout_ms as u64,
+            skew_ms: live.skew_ms as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Shutdown {
+    pub timeout_ms: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Shutdown {
+        Shutdown { timeout_ms: 30_000 }
+    }
+}
+
+/// Largest config file read (a limit on everything from outside).
+const CONFIG_BYTES_MAX: u64 = 1 << 20;
+
+/// Checks `value` is within `range`, naming the key.
+fn within<T: PartialOrd + std::fmt::Display + Copy>(key: &str, value: T, lo: T, hi: T) -> Result<()> {
+    if value < lo || value > hi {
+        bail!("{key}: must be between {lo} and {hi}, found {value}");
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let len = std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        if len > CONFIG_BYTES_MAX {
+            bail!(
+                "{}: {len} bytes; a config is at most {CONFIG_BYTES_MAX}",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Config::parse(&text, path.parent().unwrap_or(Path::new("."))).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses and validates config text; `base` is where relative SQL
+    /// file names start.
+    pub fn parse(text: &str, base: &Path) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            // toml names the key and the line; keep it on one line.
+            let message = e.message().trim().to_string();
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    anyhow::anyhow!("line {line}: {message}")
+                }
+                None => anyhow::anyhow!("{message}"),
+            }
+        })?;
+        config.validate()?;
+        for f in &mut config.pipeline.files {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        match (&self.pipeline.sql, self.pipeline.files.is_empty()) {
+            (None, true) => bail!("pipeline: give the SQL as pipeline.sql or pipeline.files"),
+            (Some(_), false) => bail!("pipeline: give pipeline.sql or pipeline.files, not both"),
+            _ => {}
+        }
+        if self.pipeline.files.len() > 256 {
+            bail!("pipeline.files: at most 256 files");
+        }
+        if self.state.dir.as_os_str().is_empty() {
+            bail!("state.dir: must not be empty");
+        }
+        within(
+            "state.checkpoint_interval_ms",
+            self.state.checkpoint_interval_ms,
+            10,
+            86_400_000,
+        )?;
+        if let Some(n) = self.shards.count {
+            within("shards.count", n, 1, 256)?;
+        }
+        if let Some(c) = &self.shards.cpus {
+            crate::parse_cpu_list(c).map_err(|e| anyhow::anyhow!("shards.cpus: {e}"))?;
+        }
+        self.listen
+            .host
+            .parse::<std::net::IpAddr>()
+            .map_err(|_| anyhow::anyhow!("listen.host: expected an IP address, found {:?}", self.listen.host))?;
+        self.listen.admin.parse::<std::net::SocketAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "listen.admin: expected IP:PORT (e.g. 127.0.0.1:9600), found {:?}",
+                self.listen.admin
+            )
+        })?;
+        let l = &self.limits;
+        within("limits.connections_per_source", l.connections_per_source, 1, 65_536)?;
+        within("limits.line_bytes_max", l.line_bytes_max, 64, 64 << 20)?;
+        within("limits.inbox_bytes_max", l.inbox_bytes_max, 64 << 10, 1 << 30)?;
+        within(
+            "limits.subscriber_buffer_bytes",
+            l.subscriber_buffer_bytes,
+            4 << 10,
+            1 << 30,
+        )?;
+        within("limits.state_entries_max", l.state_entries_max, 1, 1 << 40)?;
+        within(
+            "watermark.idle_timeout_ms",
+            self.watermark.idle_timeout_ms,
+            1,
+            86_400_000,
+        )?;
+        within("watermark.skew_ms", self.watermark.skew_ms, 0, 31_622_400_000)?;
+        within("shutdown.timeout_ms", self.shutdown.timeout_ms, 100, 3_600_000)?;
+        Ok(())
+    }
+
+    /// The pipeline's SQL text and the name its errors use.
+    pub fn sql(&self) -> Result<Vec<(String, String)>> {
+        match &self.pipeline.sql {
+            Some(sql) => Ok(vec![("pipeline.sql".into(), sql.clone())]),
+            None => self
+                .pipeline
+                .files
+                .iter()
+                .map(|f| {
+                    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                    Ok((f.display().to_string(), text))
+                })
+                .collect(),
+        }
+    }
+
+    pub fn live_limits(&self) -> laminar_reactor::live::LiveLimits {
+        laminar_reactor::live::LiveLimits {
+            connections_max: self.limits.connections_per_source,
+            line_bytes_max: self.limits.line_bytes_max,
+            inbox_bytes_max: self.limits.inbox_bytes_max,
+            idle_timeout_ms: self.watermark.idle_timeout_ms as i64,
+            skew_ms: self.watermark.skew_ms as i64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text, Path::new(".")).unwrap_err())
+    }
+
+    #[test]
+    fn a_minimal_config_takes_the_defaults() {
+        let c = Config::parse("[pipeline]\nsql = 'SELECT 1'\n", Path::new(".")).unwrap();
+        assert_eq!(c.state.dir, PathBuf::from("/var/lib/laminar"));
+        assert_eq!(c.listen.admin, "127.0.0.1:9600");
+        assert_eq!(c.limits.line_bytes_max, 1 << 20);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_problem() {
+        assert!(err("").contains("pipeline"), "{}", err(""));
+        let e = err("[pipeline]\nsql = 'x'\n[limits]\nline_bytes_maxx = 5\n");
+        assert!(e.contains("line 4") && e.contains("line_bytes_maxx"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[limits]\nline_bytes_max = 0\n");
+        assert!(e.contains("limits.line_bytes_max: must be between 64"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[limits]\nline_bytes_max = 'big'\n");
+        assert!(e.contains("line 4") && e.contains("invalid type"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[listen]\nadmin = 'localhost'\n");
+        assert!(e.contains("listen.admin: expected IP:PORT"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\nfiles = ['a.sql']\n");
+        assert!(e.contains("not both"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[shards]\ncpus = '3-1'\n");
+        assert!(e.contains("shards.cpus"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[state]\ncheckpoint_interval_ms = -1\n");
+        assert!(e.contains("line 4"), "{e}");
+    }
+
+    #[test]
+    fn relative_sql_files_start_at_the_config() {
+        let c = Config::parse("[pipeline]\nfiles = ['p.sql']\n", Path::new("/etc/laminar")).unwrap();
+        assert_eq!(c.pipeline.files, vec![PathBuf::from("/etc/laminar/p.sql")]);
+    }
+}

@@ -1,0 +1,675 @@
+//! Live TCP sources (`laminar serve`): connections feed an inbox, the
+//! source turns the inbox into batches with per-connection watermarks.
+//!
+//! Every connection is a partition: it has its own watermark
+//! `max(event time) - delay`, and the source's watermark is the minimum
+//! over the connections that are open and not idle. Two rules keep a
+//! live watermark honest:
+//! - **Skew bound.** An event time further than `skew_ms` ahead of the
+//!   wall clock counts only as `now + skew_ms` for the watermark (the row
+//!   itself is kept as it is); such rows are counted and logged as
+//!   outliers. One record stamped in the year 3000 cannot make every
+//!   honest record late.
+//! - **Idle timeout.** A connection that sent nothing for `idle_timeout_ms`
+//!   leaves the minimum until it sends again; a closed one leaves it for
+//!   good. With no connection in the minimum the watermark is the largest
+//!   any connection reached. The watermark never goes back: a connection
+//!   that comes back, or a new one, with older data sees its rows judged
+//!   late against it.
+//!
+//! The split of work: connection tasks (async, on the shard that owns the
+//! source) only move bytes into the inbox and answer the client; the
+//! source (`LiveReader`, synchronous, called by the source loop) splits
+//! lines, decodes, tracks watermarks and counts. Given the same arrivals
+//! and the same clock readings it produces the same batches.
+//!
+//! **Acknowledgement.** When a client has sent everything it half-closes
+//! its socket; the connection answers `OK <rows> rows <malformed>
+//! malformed` once a checkpoint that covers its last line is durable, then
+//! closes. An acknowledged row survives kill -9; a connection that ends
+//! without the answer (the server stopped or crashed) must be sent again.
+//!
+//! **Backpressure.** The inbox holds at most `inbox_bytes_max` bytes; a
+//! connection that finds it full stops reading its socket, so TCP flow
+//! control slows the client instead of memory growing.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use fxhash::FxHashMap;
+use laminar_exec::batch::{Batch, Op};
+use laminar_exec::format::Decoder;
+use laminar_exec::plan::WatermarkSpec;
+use laminar_exec::time::Clock;
+use laminar_exec::types::Value;
+
+use crate::mesh::Signal;
+use crate::shard::SharedProgress;
+
+/// The limits and timeouts of live sources (from the serve config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveLimits {
+    /// Open connections per source; more are refused with a message.
+    pub connections_max: usize,
+    /// Longest line accepted; a longer one is malformed (its first
+    /// `line_bytes_max` bytes are dead-lettered).
+    pub line_bytes_max: usize,
+    /// Bytes received and not yet decoded, per source, before its
+    /// connections stop reading their sockets.
+    pub inbox_bytes_max: usize,
+    /// A connection silent this long leaves the watermark minimum.
+    pub idle_timeout_ms: i64,
+    /// How far ahead of the wall clock an event time may move a watermark.
+    pub skew_ms: i64,
+}
+
+impl Default for LiveLimits {
+    fn default() -> LiveLimits {
+        LiveLimits {
+            connections_max: 256,
+            line_bytes_max: 1 << 20,
+            inbox_bytes_max: 8 << 20,
+            idle_timeout_ms: 10_000,
+            skew_ms: 300_000,
+        }
+    }
+}
+
+/// Bytes a connection reads from its socket at a time.
+const READ_BYTES: usize = 64 << 10;
+/// How often a connection waiting for its acknowledgement looks again.
+const ACK_POLL: Duration = Duration::from_millis(2);
+/// Outliers (event times beyond the skew bound) logged per source; the
+/// rest are only counted.
+const OUTLIER_REPORTS_MAX: u64 = 10;
+
+/// What a connection task hands to the source.
+#[derive(Debug)]
+pub enum Arrival {
+    Open { conn: u64, peer: String },
+    Bytes { conn: u64, bytes: Vec<u8> },
+    Close { conn: u64 },
+}
+
+/// What one connection amounted to, for its acknowledgement.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnCounts {
+    pub rows: u64,
+    pub malformed: u64,
+}
+
+/// The queue between a source's connection tasks and the source, shared
+/// on the owning shard (`Rc`, never across threads).
+#[derive(Default)]
+pub struct Inbox {
+    /// Arrivals not yet fully applied, each with its sequence number; the
+    /// front one may be partly applied (`front_offset` bytes of it).
+    queue: VecDeque<(u64, Arrival)>,
+    front_offset: usize,
+    /// Bytes of `Bytes` arrivals in the queue.
+    bytes: usize,
+    next_seq: u64,
+    /// Every arrival with a smaller sequence number is applied.
+    applied_seq: u64,
+    /// Intake stopped (shutdown): arrivals are refused.
+    closed: bool,
+    next_conn: u64,
+    open: usize,
+    /// Connections whose `Close` is applied, waiting for their
+    /// acknowledgement: their counts and the sequence of the `Close`.
+    finished: FxHashMap<u64, (ConnCounts, u64)>,
+    /// Connections that ended and wait for a checkpoint to cover them.
+    awaiting_ack: usize,
+    /// Checkpoint barriers: (epoch, `applied_seq` when it was injected).
+    barriers: VecDeque<(u64, u64)>,
+    /// Connections waiting for room (backpressure).
+    room_waiters: Vec<Rc<Signal>>,
+    /// Wakes the source loop.
+    wake: Option<Rc<Signal>>,
+}
+
+impl Inbox {
+    /// Sets the signal that wakes the source loop on arrivals.
+    pub fn set_wake(&mut self, wake: Rc<Signal>) {
+        self.wake = Some(wake);
+    }
+
+    /// Queues an arrival; false once intake has stopped.
+    fn push(&mut self, arrival: Arrival) -> Option<u64> {
+        if self.closed {
+            return None;
+        }
+        if let Arrival::Bytes { bytes, .. } = &arrival {
+            self.bytes += bytes.len();
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.queue.push_back((seq, arrival));
+        if let Some(w) = &self.wake {
+            w.notify();
+        }
+        Some(seq)
+    }
+
+    /// Stops intake: later arrivals are refused.
+    pub fn close(&mut self) {
+        self.closed = true;
+        for w in self.room_waiters.drain(..) {
+            w.notify();
+        }
+    }
+
+    /// Intake has stopped and every accepted arrival is applied.
+    pub fn drained(&self) -> bool {
+        self.closed && self.queue.is_empty()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open
+    }
+
+    pub fn awaiting_ack(&self) -> usize {
+        self.awaiting_ack
+    }
+
+    /// Records a barrier injected after everything applied so far.
+    pub fn on_barrier(&mut self, epoch: u64) {
+        self.barriers.push_back((epoch, self.applied_seq));
+    }
+
+    /// Whether a durable checkpoint (`completed` and before) covers the
+    /// arrival `seq`; forgets barriers that a later durable one supersedes.
+    fn covered(&mut self, seq: u64, completed: u64) -> bool {
+        while self.barriers.len() >= 2 && self.barriers[1].0 <= completed {
+            self.barriers.pop_front();
+        }
+        self.barriers
+            .iter()
+            .any(|&(epoch, applied)| epoch <= completed && applied > seq)
+    }
+
+    fn pop_front(&mut self) {
+        let (seq, arrival) = self.queue.pop_front().expect("an arrival to pop");
+        if let Arrival::Bytes { bytes, .. } = &arrival {
+            self.bytes -= bytes.len();
+        }
+        self.front_offset = 0;
+        self.applied_seq = seq + 1;
+    }
+
+    fn notify_room(&mut self, inbox_bytes_max: usize) {
+        if self.bytes < inbox_bytes_max / 2 || self.queue.is_empty() {
+            for w in self.room_waiters.drain(..) {
+                w.notify();
+            }
+        }
+    }
+}
+
+/// One connection as the source sees it.
+struct Conn {
+    peer: String,
+    /// Lines completed so far (line numbers of errors count from 1).
+    line: u64,
+    /// The start of a line whose newline has not come yet.
+    partial: Vec<u8>,
+    /// The current line is too long: its bytes are dropped up to the
+    /// next newline.
+    skipping: bool,
+    max_time: i64,
+    watermark: i64,
+    last_active_ms: i64,
+    counts: ConnCounts,
+}
+
+/// A bad line, for the source to report and dead-letter.
+pub struct BadLine<'a> {
+    pub peer: &'a str,
+    pub conn: u64,
+    pub line: u64,
+    pub reason: String,
+    pub bytes: &'a [u8],
+}
+
+/// The source side of a live TCP source.
+pub struct LiveReader {
+    pub inbox: Rc<RefCell<Inbox>>,
+    decoder: Box<dyn Decoder>,
+    limits: LiveLimits,
+    spec: Option<WatermarkSpec>,
+    clock: Arc<dyn Clock>,
+    conns: FxHashMap<u64, Conn>,
+    /// The source's watermark (monotone).
+    pub watermark: i64,
+    /// The largest watermark any connection reached.
+    pub max_seen: i64,
+    /// Event times beyond the skew bound.
+    pub outliers: u64,
+    pub bytes_read: u64,
+    line: Vec<u8>,
+}
+
+impl LiveReader {
+    pub fn new(
+        inbox: Rc<RefCell<Inbox>>,
+        decoder: Box<dyn Decoder>,
+        spec: Option<WatermarkSpec>,
+        limits: LiveLimits,
+        clock: Arc<dyn Clock>,
+    ) -> LiveReader {
+        LiveReader {
+            inbox,
+            decoder,
+            limits,
+            spec,
+            clock,
+            conns: FxHashMap::default(),
+            watermark: i64::MIN,
+            max_seen: i64::MIN,
+            outliers: 0,
+            bytes_read: 0,
+            line: Vec::new(),
+        }
+    }
+
+    /// Continues from a checkpoint: the watermark stands where it stood
+    /// (the connections of before are gone).
+    pub fn resume(&mut self, watermark: i64, max_seen: i64) {
+        self.watermark = watermark;
+        self.max_seen = max_seen.max(watermark);
+    }
+
+    /// The watermark the connections allow at `now_ms`: the minimum over
+    /// the open, non-idle ones, or the largest reached when none is.
+    fn candidate(&self, now_ms: i64) -> i64 {
+        let active = self
+            .conns
+            .values()
+            .filter(|c| now_ms.saturating_sub(c.last_active_ms) <= self.limits.idle_timeout_ms)
+            .map(|c| c.watermark)
+            .min();
+        active.unwrap_or(self.max_seen)
+    }
+
+    /// Whether reading now would produce anything: arrivals wait, or the
+    /// watermark can move (a connection went idle).
+    pub fn ready(&self) -> bool {
+        if !self.inbox.borrow().is_empty() {
+            return true;
+        }
+        self.spec.is_some() && self.candidate(self.clock.now_ms()) > self.watermark
+    }
+
+    /// Moves the watermark to what the connections allow; pushes the mark
+    /// when it advanced.
+    fn advance(&mut self, now_ms: i64, batch: &mut Batch) {
+        if self.spec.is_none() {
+            return;
+        }
+        let w = self.candidate(now_ms);
+        if w > self.watermark {
+            self.watermark = w;
+            batch.push_mark(w);
+        }
+    }
+
+    /// Applies arrivals until `rows_max` rows are in the batch or the
+    /// inbox is empty. `rows` and `malformed` are the source's counters.
+    pub fn next_batch(
+        &mut self,
+        width: usize,
+        rows_max: usize,
+        scratch: &mut Vec<Value>,
+        counters: (&mut u64, &mut u64),
+        on_bad: &mut dyn FnMut(BadLine<'_>) -> Result<(), crate::RunError>,
+    ) -> Result<Batch, crate::RunError> {
+        let (rows, malformed) = counters;
+        let now = self.clock.now_ms();
+        let mut batch = Batch::with_capacity(width, rows_max.min(1024));
+        self.advance(now, &mut batch);
+        let inbox = Rc::clone(&self.inbox);
+        while batch.len() < rows_max {
+            let mut ib = inbox.borrow_mut();
+            let Some((seq, front)) = ib.queue.front() else { break };
+            let seq = *seq;
+            match front {
+                Arrival::Open { conn, peer } => {
+                    let id = *conn;
+                    let conn = Conn {
+                        peer: peer.clone(),
+                        line: 0,
+                        partial: Vec::new(),
+                        skipping: false,
+                        max_time: i64::MIN,
+                        watermark: i64::MIN,
+                        last_active_ms: now,
+                        counts: ConnCounts::default(),
+                    };
+                    self.conns.insert(id, conn);
+                    ib.pop_front();
+                }
+                Arrival::Bytes { conn, bytes } => {
+                    let id = *conn;
+                    // As many lines as the batch has room for; the rest of
+                    // the arrival stays for the next call.
+                    let (start, end) = (ib.front_offset, bytes.len());
+                    let mut pos = start;
+                    let mut taken = 0;
+                    while pos < end && batch.len() + taken < rows_max {
+                        let (stop, complete) = match memchr::memchr(b'\n', &bytes[pos..end]) {
+                            Some(k) => (pos + k, true),
+                            None => (end, false),
+                        };
+                        self.take_piece(
+                            id,
+                            &bytes[pos..stop],
+                            complete,
+                            now,
+                            width,
+                            scratch,
+                            &mut batch,
+                            (&mut *rows, &mut *malformed),
+                            on_bad,
+                        )?;
+                        taken += 1;
+                        pos = if complete { stop + 1 } else { stop };
+                    }
+                    self.bytes_read += (pos - start) as u64;
+                    if pos == end {
+                        ib.pop_front();
+                    } else {
+                        ib.front_offset = pos;
+                    }
+                }
+                Arrival::Close { conn } => {
+                    let id = *conn;
+                    ib.pop_front();
+                    drop(ib);
+                    // An unterminated last line is a line.
+                    let unfinished = self.conns.get(&id).is_some_and(|c| !c.partial.is_empty() || c.skipping);
+                    if unfinished {
+                        self.take_piece(
+                            id,
+                            b"",
+                            true,
+                            now,
+                            width,
+                            scratch,
+                            &mut batch,
+                            (&mut *rows, &mut *malformed),
+                            on_bad,
+                        )?;
+                    }
+                    if let Some(c) = self.conns.remove(&id) {
+                        self.max_seen = self.max_seen.max(c.watermark);
+                        let mut ib = inbox.borrow_mut();
+                        ib.finished.insert(id, (c.counts, seq));
+                        ib.open = ib.open.saturating_sub(1);
+                    }
+                    self.advance(now, &mut batch);
+                }
+            }
+        }
+        inbox.borrow_mut().notify_room(self.limits.inbox_bytes_max);
+        Ok(batch)
+    }
+
+    /// Takes a piece of a line of connection `id`: appended to its
+    /// partial line, and decoded when `complete`.
+    #[allow(clippy::too_many_arguments)]
+    fn take_piece(
+        &mut self,
+        id: u64,
+        piece: &[u8],
+        complete: bool,
+        now: i64,
+        width: usize,
+        scratch: &mut Vec<Value>,
+        batch: &mut Batch,
+        counters: (&mut u64, &mut u64),
+        on_bad: &mut dyn FnMut(BadLine<'_>) -> Result<(), crate::RunError>,
+    ) -> Result<(), crate::RunError> {
+        let (rows, malformed) = counters;
+        let Some(conn) = self.conns.get_mut(&id) else {
+            // Bytes of a connection the source never saw open: cannot
+            // happen (arrivals of a connection are queued in order).
+            debug_assert!(false, "bytes of an unknown connection {id}");
+            return Ok(());
+        };
+        conn.last_active_ms = now;
+        if !conn.skipping {
+            let room = self.limits.line_bytes_max - conn.partial.len();
+            if piece.len() > room {
+                // Too long: its first `line_bytes_max` bytes are kept for
+                // the dead-letter file, the rest dropped as it comes.
+                conn.partial.extend_from_slice(&piece[..room]);
+                conn.skipping = true;
+            } else {
+                conn.partial.extend_from_slice(piece);
+            }
+        }
+        if !complete {
+            return Ok(());
+        }
+        conn.line += 1;
+        let line_no = conn.line;
+        self.line.clear();
+        std::mem::swap(&mut self.line, &mut conn.partial);
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        if conn.skipping {
+            conn.skipping = false;
+            conn.counts.malformed += 1;
+            *malformed += 1;
+            let reason = format!("line longer than {} bytes", self.limits.line_bytes_max);
+            return on_bad(BadLine {
+                peer: &conn.peer,
+                conn: id,
+                line: line_no,
+                reason,
+                bytes: &self.line,
+            });
+        }
+        if self.line.is_empty() || self.line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(()); // blank lines are not records
+        }
+        scratch.clear();
+        match self.decoder.decode(&self.line, scratch) {
+            Ok(()) => {
+                debug_assert_eq!(scratch.len(), width);
+                conn.counts.rows += 1;
+                *rows += 1;
+                let mut moved = false;
+                if let Some(spec) = self.spec {
+                    if let Value::Ts(t) | Value::Int(t) = scratch[spec.column] {
+                        let bound = now.saturating_add(self.limits.skew_ms);
+                        let t = if t > bound {
+                            self.outliers += 1;
+                            if self.outliers <= OUTLIER_REPORTS_MAX {
+                                tracing::warn!(
+                                    peer = %conn.peer,
+                                    line = line_no,
+                                    event_time_ms = t,
+                                    bound_ms = bound,
+                                    "event time beyond the wall clock plus the skew bound: it moves the watermark only to the bound"
+                                );
+                            }
+                            bound
+                        } else {
+                            t
+                        };
+                        if t > conn.max_time {
+                            conn.max_time = t;
+                            let w = t.saturating_sub(spec.delay_ms);
+                            // Only a connection at or below the source's
+                            // watermark can be holding it back.
+                            moved = conn.watermark <= self.watermark && w > conn.watermark;
+                            conn.watermark = conn.watermark.max(w);
+                            self.max_seen = self.max_seen.max(conn.watermark);
+                        }
+                    }
+                }
+                batch.push_owned(Op::Insert, scratch.drain(..));
+                if moved {
+                    self.advance(now, batch);
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                conn.counts.malformed += 1;
+                *malformed += 1;
+                on_bad(BadLine {
+                    peer: &conn.peer,
+                    conn: id,
+                    line: line_no,
+                    reason,
+                    bytes: &self.line,
+                })
+            }
+        }
+    }
+}
+
+/// Accepts connections of one source until the task is dropped (intake
+/// stops). Each connection gets its own task.
+pub async fn accept_loop(
+    listener: glommio::net::TcpListener,
+    inbox: Rc<RefCell<Inbox>>,
+    limits: LiveLimits,
+    progress: Arc<SharedProgress>,
+    source_name: String,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, say: wait a little rather than spin.
+                tracing::warn!(source = %source_name, error = %e, "accepting a connection failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let refused = {
+            let ib = inbox.borrow();
+            if ib.closed {
+                Some("ERR the server is stopping\n".to_string())
+            } else if ib.open >= limits.connections_max {
+                Some(format!(
+                    "ERR source {source_name} has {} connections, its limit\n",
+                    limits.connections_max
+                ))
+            } else {
+                None
+            }
+        };
+        if let Some(message) = refused {
+            tracing::warn!(source = %source_name, %peer, "refused a connection: {}", message.trim_end());
+            let mut stream = stream;
+            glommio::spawn_local(async move {
+                let _ = stream.write_all(message.as_bytes()).await;
+                let _ = stream.close().await;
+            })
+            .detach();
+            continue;
+        }
+        let conn = {
+            let mut ib = inbox.borrow_mut();
+            let conn = ib.next_conn;
+            ib.next_conn += 1;
+            ib.open += 1;
+            ib.push(Arrival::Open {
+                conn,
+                peer: peer.clone(),
+            });
+            conn
+        };
+        tracing::debug!(source = %source_name, %peer, conn, "connection opened");
+        glommio::spawn_local(connection(
+            stream,
+            conn,
+            Rc::clone(&inbox),
+            limits,
+            Arc::clone(&progress),
+        ))
+        .detach();
+    }
+}
+
+/// One connection: bytes into the inbox until the client half-closes,
+/// then the acknowledgement once a checkpoint covers them.
+async fn connection(
+    mut stream: glommio::net::TcpStream,
+    conn: u64,
+    inbox: Rc<RefCell<Inbox>>,
+    limits: LiveLimits,
+    progress: Arc<SharedProgress>,
+) {
+    let room = Rc::new(Signal::default());
+    let mut buf = vec![0u8; READ_BYTES];
+    let ended_well = loop {
+        // Backpressure: a full inbox is not read into; the socket's
+        // buffers fill and TCP slows the client.
+        while {
+            let mut ib = inbox.borrow_mut();
+            let full = !ib.closed && ib.bytes >= limits.inbox_bytes_max;
+            if full {
+                ib.room_waiters.push(Rc::clone(&room));
+            }
+            full
+        } {
+            room.wait().await;
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) => break true,
+            Ok(n) => {
+                let pushed = inbox.borrow_mut().push(Arrival::Bytes {
+                    conn,
+                    bytes: buf[..n].to_vec(),
+                });
+                if pushed.is_none() {
+                    // Intake stopped mid-stream: no acknowledgement.
+                    let _ = stream.write_all(b"ERR the server is stopping; send again\n").await;
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(conn, error = %e, "connection failed");
+                break false;
+            }
+        }
+    };
+    let Some(close_seq) = inbox.borrow_mut().push(Arrival::Close { conn }) else {
+        return;
+    };
+    if !ended_well {
+        return;
+    }
+    inbox.borrow_mut().awaiting_ack += 1;
+    let counts = loop {
+        {
+            let completed = progress.checkpoint_completed.load(Ordering::Acquire);
+            let mut ib = inbox.borrow_mut();
+            if ib.covered(close_seq, completed) {
+                if let Some((counts, _)) = ib.finished.remove(&conn) {
+                    ib.awaiting_ack -= 1;
+                    break counts;
+                }
+            }
+        }
+        glommio::timer::sleep(ACK_POLL).await;
+    };
+    let answer = format!("OK {} rows {} malformed\n", counts.rows, counts.malformed);
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.close().await;
+}

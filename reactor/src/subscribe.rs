@@ -1,0 +1,175 @@
+//! TCP sinks (`laminar serve`): subscribers connect to a sink's port and
+//! receive its rows as JSON lines from then on (a changelog's rows carry
+//! `"op"`).
+//!
+//! A live feed, not a log: a subscriber sees the rows emitted while it is
+//! connected, and nothing is replayed to it. Each subscriber has its own
+//! buffer of at most `buffer_bytes_max`; one that falls further behind is
+//! dropped (its connection closed, the drop counted and logged) so that a
+//! slow reader never holds up the pipeline or grows its memory. The
+//! writing is done by one task per subscriber on shard 0, on the main
+//! queue.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use futures_lite::AsyncWriteExt;
+
+use crate::mesh::Signal;
+
+/// Default `Hub::buffer_bytes_max`.
+pub const SUBSCRIBER_BUFFER_BYTES_DEFAULT: usize = 4 << 20;
+/// Subscribers per sink at most; more are refused with a message.
+pub const SUBSCRIBERS_MAX: usize = 64;
+
+struct Subscriber {
+    peer: String,
+    pending: Rc<RefCell<Vec<u8>>>,
+    wake: Rc<Signal>,
+    gone: Rc<Cell<bool>>,
+}
+
+/// The subscribers of one TCP sink.
+pub struct Hub {
+    sink: String,
+    subscribers: Vec<Subscriber>,
+    pub buffer_bytes_max: usize,
+    /// Subscribers dropped for falling behind.
+    pub dropped: u64,
+}
+
+impl Hub {
+    pub fn new(sink: &str, buffer_bytes_max: usize) -> Hub {
+        assert!(buffer_bytes_max > 0);
+        Hub {
+            sink: sink.to_string(),
+            subscribers: Vec::new(),
+            buffer_bytes_max,
+            dropped: 0,
+        }
+    }
+
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// Hands encoded rows to every subscriber; drops the ones that fell
+    /// more than `buffer_bytes_max` behind.
+    pub fn publish(&mut self, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let max = self.buffer_bytes_max;
+        let sink = &self.sink;
+        let mut dropped = 0;
+        self.subscribers.retain(|s| {
+            if s.gone.get() {
+                return false;
+            }
+            let mut pending = s.pending.borrow_mut();
+            if pending.len() + bytes.len() > max {
+                tracing::warn!(
+                    sink = %sink,
+                    peer = %s.peer,
+                    buffered = pending.len(),
+                    limit = max,
+                    "dropped a subscriber that fell behind"
+                );
+                s.gone.set(true);
+                pending.clear();
+                s.wake.notify();
+                dropped += 1;
+                return false;
+            }
+            pending.extend_from_slice(bytes);
+            s.wake.notify();
+            true
+        });
+        self.dropped += dropped;
+    }
+}
+
+/// Accepts subscribers of one sink until the task is dropped.
+pub async fn accept_loop(listener: glommio::net::TcpListener, hub: Rc<RefCell<Hub>>, queue: glommio::TaskQueueHandle) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a subscriber failed");
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let mut stream = stream;
+        if hub.borrow().subscribers.len() >= SUBSCRIBERS_MAX {
+            let _ = glommio::spawn_local_into(
+                async move {
+                    let message = format!("ERR this sink has {SUBSCRIBERS_MAX} subscribers, its limit\n");
+                    let _ = stream.write_all(message.as_bytes()).await;
+                    let _ = stream.close().await;
+                },
+                queue,
+            )
+            .map(glommio::Task::detach);
+            continue;
+        }
+        let sub = Subscriber {
+            peer: peer.clone(),
+            pending: Rc::new(RefCell::new(Vec::new())),
+            wake: Rc::new(Signal::default()),
+            gone: Rc::new(Cell::new(false)),
+        };
+        let (pending, wake, gone) = (Rc::clone(&sub.pending), Rc::clone(&sub.wake), Rc::clone(&sub.gone));
+        hub.borrow_mut().subscribers.push(sub);
+        tracing::debug!(%peer, "subscriber connected");
+        let writer = async move {
+            let mut out = Vec::new();
+            loop {
+                wake.wait().await;
+                if gone.get() {
+                    break;
+                }
+                std::mem::swap(&mut out, &mut *pending.borrow_mut());
+                if out.is_empty() {
+                    continue;
+                }
+                if stream.write_all(&out).await.and(stream.flush().await).is_err() {
+                    gone.set(true);
+                    break;
+                }
+                out.clear();
+            }
+            let _ = stream.close().await;
+        };
+        if let Ok(task) = glommio::spawn_local_into(writer, queue) {
+            task.detach();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_behind_by_more_than_its_buffer_is_dropped() {
+        let mut hub = Hub::new("s", 10);
+        let sub = Subscriber {
+            peer: "p".into(),
+            pending: Rc::new(RefCell::new(Vec::new())),
+            wake: Rc::new(Signal::default()),
+            gone: Rc::new(Cell::new(false)),
+        };
+        let (pending, gone) = (Rc::clone(&sub.pending), Rc::clone(&sub.gone));
+        hub.subscribers.push(sub);
+        hub.publish(b"12345\n");
+        assert_eq!(&*pending.borrow(), b"12345\n");
+        pending.borrow_mut().clear(); // the writer took it
+        hub.publish(b"abc\n");
+        hub.publish(b"defghij\n");
+        assert!(gone.get(), "a 10-byte limit: 4 + 8 bytes are over it");
+        assert_eq!(hub.dropped, 1);
+        assert_eq!(hub.subscribers(), 0);
+    }
+}
