@@ -130,6 +130,12 @@ enum Command {
         /// Validate the config and its SQL, then exit.
         #[arg(long)]
         check: bool,
+        /// Shards, overriding `shards.count` (scripts/numa.sh writes it).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        shards: Option<u16>,
+        /// Cores, overriding `shards.cpus`, e.g. `0-3,8`.
+        #[arg(long, value_parser = parse_cpu_list)]
+        cpus: Option<CpuList>,
     },
     /// Send lines (files, or stdin) to a tcp source of `laminar serve` and
     /// wait until they are durable.
@@ -234,7 +240,19 @@ fn dispatch(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Serve { config, check } => serve::serve(&config, check),
+        Command::Serve {
+            config,
+            check,
+            shards,
+            cpus,
+        } => serve::serve(
+            &config,
+            check,
+            serve::Placement {
+                shards: shards.map(usize::from),
+                cpus: cpus.map(|c| c.0),
+            },
+        ),
         Command::Ingest {
             addr,
             files,

@@ -94,7 +94,13 @@ fn bind(plan: &PhysicalPlan, host: IpAddr) -> Result<Listeners> {
     Ok((sources, sinks))
 }
 
-pub fn serve(config_path: &Path, check: bool) -> Result<()> {
+/// Shards and cores given on the command line (they win over the config).
+pub struct Placement {
+    pub shards: Option<usize>,
+    pub cpus: Option<Vec<usize>>,
+}
+
+pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()> {
     let config = Config::load(config_path)?;
     let plan = plan(&config)?;
     if check {
@@ -106,13 +112,14 @@ pub fn serve(config_path: &Path, check: bool) -> Result<()> {
             plan.sinks.len()
         ));
     }
-    let cpus = match &config.shards.cpus {
-        Some(c) => crate::parse_cpu_list(c).map_err(anyhow::Error::msg)?.0,
-        None => laminar_reactor::runner::usable_cpus(),
+    let cpus = match (placement.cpus, &config.shards.cpus) {
+        (Some(c), _) => c,
+        (None, Some(c)) => crate::parse_cpu_list(c).map_err(anyhow::Error::msg)?.0,
+        (None, None) => laminar_reactor::runner::usable_cpus(),
     };
-    let shards = config
+    let shards = placement
         .shards
-        .count
+        .or(config.shards.count)
         .unwrap_or_else(|| cpus.len().clamp(1, crate::SHARDS_MAX));
     let host: IpAddr = config.listen.host.parse().context("listen.host")?;
     let (source_listeners, sink_listeners) = bind(&plan, host)?;
