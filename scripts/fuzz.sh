@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes laminar's decoders with cargo-fuzz (libFuzzer): the SQL front end,
-# the CSV and JSON-lines record decoders, and timestamp/interval parsing.
+# the CSV and JSON-lines record decoders, timestamp/interval parsing, the
+# WAL and manifest readers, TCP line framing and the serve config.
 # The target bodies are in tests/src/fuzz.rs.
 #
 #   scripts/fuzz.sh [--scratch] [SECONDS] [TARGET...]   (default: 600 s each, every target)
@@ -25,7 +26,7 @@ fi
 seconds="${1:-${LAMINAR_FUZZ_SECONDS:-600}}"
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(sql csv json scalars wal manifest)
+[ "${#targets[@]}" -gt 0 ] || targets=(sql csv json scalars wal manifest tcp_framing config)
 
 if ! command -v cargo-fuzz >/dev/null; then
     echo "installing cargo-fuzz" >&2

@@ -35,9 +35,44 @@ fn connect(addr: &str) -> Result<TcpStream> {
 }
 
 pub fn ingest(addr: &str, files: &[PathBuf], ack_timeout: Duration) -> Result<()> {
+    // Every file opens before anything is sent: a missing one must not
+    // leave half the input sent.
+    let mut opened = files
+        .iter()
+        .map(|f| {
+            std::fs::File::open(f)
+                .map(|file| (f.display().to_string(), file))
+                .with_context(|| format!("opening {}", f.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut stream = connect(addr)?;
     let _ = stream.set_nodelay(true);
     let mut sent = 0u64;
+    // Sending may fail because the server refused or stopped: its answer
+    // then says why, so it is read whatever happened here.
+    let sending = send_all(&mut stream, addr, &mut opened, &mut sent);
+    stream
+        .set_read_timeout(Some(ack_timeout))
+        .context("setting a timeout")?;
+    let mut answer = String::new();
+    let read = BufReader::new(&stream).take(4096).read_line(&mut answer);
+    match read {
+        Ok(_) if answer.starts_with("OK ") && sending.is_ok() => {
+            eprintln!("{addr}: {} ({sent} bytes sent; durable)", answer.trim_end());
+            Ok(())
+        }
+        Ok(n) if n > 0 => bail!("{addr}: {}: send these lines again", answer.trim_end()),
+        _ if sending.is_err() => sending.context("send these lines again"),
+        Ok(_) => bail!("{addr} closed the connection without acknowledging: send these lines again"),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            bail!("{addr} did not acknowledge within {ack_timeout:?}: the lines may or may not be durable")
+        }
+        Err(e) => Err(e).with_context(|| format!("waiting for {addr}'s acknowledgement: send these lines again")),
+    }
+}
+
+/// Sends the files (or stdin) line by line, then half-closes.
+fn send_all(stream: &mut TcpStream, addr: &str, files: &mut [(String, std::fs::File)], sent: &mut u64) -> Result<()> {
     let mut copy = |reader: &mut dyn Read, name: &str| -> Result<()> {
         let mut buf = vec![0u8; 256 << 10];
         let mut last = b'\n';
@@ -50,8 +85,8 @@ pub fn ingest(addr: &str, files: &[PathBuf], ack_timeout: Duration) -> Result<()
             };
             stream
                 .write_all(&buf[..n])
-                .with_context(|| format!("sending {name} to {addr} (the server closed the connection?)"))?;
-            sent += n as u64;
+                .with_context(|| format!("sending {name} to {addr}"))?;
+            *sent += n as u64;
             last = buf[n - 1];
         }
         // Files are concatenated line by line.
@@ -63,30 +98,12 @@ pub fn ingest(addr: &str, files: &[PathBuf], ack_timeout: Duration) -> Result<()
     if files.is_empty() {
         copy(&mut std::io::stdin().lock(), "stdin")?;
     }
-    for f in files {
-        let mut file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
-        copy(&mut file, &f.display().to_string())?;
+    for (name, file) in files.iter_mut() {
+        copy(file, name)?;
     }
     stream
         .shutdown(Shutdown::Write)
-        .with_context(|| format!("finishing the stream to {addr}"))?;
-    stream
-        .set_read_timeout(Some(ack_timeout))
-        .context("setting a timeout")?;
-    let mut answer = String::new();
-    let read = BufReader::new(&stream).take(4096).read_line(&mut answer);
-    match read {
-        Ok(_) if answer.starts_with("OK ") => {
-            eprintln!("{addr}: {} ({sent} bytes sent; durable)", answer.trim_end());
-            Ok(())
-        }
-        Ok(0) => bail!("{addr} closed the connection without acknowledging: send these lines again"),
-        Ok(_) => bail!("{addr}: {}: send these lines again", answer.trim_end()),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-            bail!("{addr} did not acknowledge within {ack_timeout:?}: the lines may or may not be durable")
-        }
-        Err(e) => Err(e).with_context(|| format!("waiting for {addr}'s acknowledgement: send these lines again")),
-    }
+        .with_context(|| format!("finishing the stream to {addr}"))
 }
 
 pub fn tail(addr: &str, limit: Option<u64>) -> Result<()> {

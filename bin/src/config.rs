@@ -39,10 +39,44 @@
 //! timeout_ms = 30000
 //! ```
 
+//!
+//! This module stands alone (serde, toml, std): the `config` fuzz target
+//! compiles this very file (`tests/src/fuzz.rs`) without the engine.
+
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+
+/// What is wrong with a config: one line naming the key (or the line of
+/// the file) and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(ConfigError(format!($($arg)*)))
+    };
+}
+
+/// Defaults of `[limits]` and `[watermark]`; `laminar_reactor::live::
+/// LiveLimits::default()` holds the same (a test in `serve` checks).
+pub const CONNECTIONS_PER_SOURCE_DEFAULT: usize = 256;
+pub const LINE_BYTES_MAX_DEFAULT: usize = 1 << 20;
+pub const INBOX_BYTES_MAX_DEFAULT: usize = 8 << 20;
+pub const SUBSCRIBER_BUFFER_BYTES_DEFAULT: usize = 4 << 20;
+pub const STATE_ENTRIES_MAX_DEFAULT: usize = 10_000_000;
+pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+pub const SKEW_MS_DEFAULT: u64 = 300_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,13 +156,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        let live = laminar_reactor::live::LiveLimits::default();
         Limits {
-            connections_per_source: live.connections_max,
-            line_bytes_max: live.line_bytes_max,
-            inbox_bytes_max: live.inbox_bytes_max,
-            subscriber_buffer_bytes: laminar_reactor::subscribe::SUBSCRIBER_BUFFER_BYTES_DEFAULT,
-            state_entries_max: laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT,
+            connections_per_source: CONNECTIONS_PER_SOURCE_DEFAULT,
+            line_bytes_max: LINE_BYTES_MAX_DEFAULT,
+            inbox_bytes_max: INBOX_BYTES_MAX_DEFAULT,
+            subscriber_buffer_bytes: SUBSCRIBER_BUFFER_BYTES_DEFAULT,
+            state_entries_max: STATE_ENTRIES_MAX_DEFAULT,
         }
     }
 }
@@ -142,10 +175,9 @@ pub struct Watermark {
 
 impl Default for Watermark {
     fn default() -> Watermark {
-        let live = laminar_reactor::live::LiveLimits::default();
         Watermark {
-            idle_timeout_ms: live.idle_timeout_ms as u64,
-            skew_ms: live.skew_ms as u64,
+            idle_timeout_ms: IDLE_TIMEOUT_MS_DEFAULT,
+            skew_ms: SKEW_MS_DEFAULT,
         }
     }
 }
@@ -176,17 +208,17 @@ fn within<T: PartialOrd + std::fmt::Display + Copy>(key: &str, value: T, lo: T, 
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let len = std::fs::metadata(path)
-            .with_context(|| format!("reading {}", path.display()))?
-            .len();
+        let read_error = |e: std::io::Error| ConfigError(format!("reading {}: {e}", path.display()));
+        let len = std::fs::metadata(path).map_err(read_error)?.len();
         if len > CONFIG_BYTES_MAX {
             bail!(
                 "{}: {len} bytes; a config is at most {CONFIG_BYTES_MAX}",
                 path.display()
             );
         }
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Config::parse(&text, path.parent().unwrap_or(Path::new("."))).with_context(|| format!("{}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        Config::parse(&text, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))
     }
 
     /// Parses and validates config text; `base` is where relative SQL
@@ -198,9 +230,9 @@ impl Config {
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    anyhow::anyhow!("line {line}: {message}")
+                    ConfigError(format!("line {line}: {message}"))
                 }
-                None => anyhow::anyhow!("{message}"),
+                None => ConfigError(message),
             }
         })?;
         config.validate()?;
@@ -234,17 +266,19 @@ impl Config {
             within("shards.count", n, 1, 256)?;
         }
         if let Some(c) = &self.shards.cpus {
-            crate::parse_cpu_list(c).map_err(|e| anyhow::anyhow!("shards.cpus: {e}"))?;
+            parse_cpu_list(c).map_err(|e| ConfigError(format!("shards.cpus: {e}")))?;
         }
-        self.listen
-            .host
-            .parse::<std::net::IpAddr>()
-            .map_err(|_| anyhow::anyhow!("listen.host: expected an IP address, found {:?}", self.listen.host))?;
+        self.listen.host.parse::<std::net::IpAddr>().map_err(|_| {
+            ConfigError(format!(
+                "listen.host: expected an IP address, found {:?}",
+                self.listen.host
+            ))
+        })?;
         self.listen.admin.parse::<std::net::SocketAddr>().map_err(|_| {
-            anyhow::anyhow!(
+            ConfigError(format!(
                 "listen.admin: expected IP:PORT (e.g. 127.0.0.1:9600), found {:?}",
                 self.listen.admin
-            )
+            ))
         })?;
         let l = &self.limits;
         within("limits.connections_per_source", l.connections_per_source, 1, 65_536)?;
@@ -277,22 +311,45 @@ impl Config {
                 .files
                 .iter()
                 .map(|f| {
-                    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                    let text =
+                        std::fs::read_to_string(f).map_err(|e| ConfigError(format!("reading {}: {e}", f.display())))?;
                     Ok((f.display().to_string(), text))
                 })
                 .collect(),
         }
     }
+}
 
-    pub fn live_limits(&self) -> laminar_reactor::live::LiveLimits {
-        laminar_reactor::live::LiveLimits {
-            connections_max: self.limits.connections_per_source,
-            line_bytes_max: self.limits.line_bytes_max,
-            inbox_bytes_max: self.limits.inbox_bytes_max,
-            idle_timeout_ms: self.watermark.idle_timeout_ms as i64,
-            skew_ms: self.watermark.skew_ms as i64,
+/// A CPU list such as `0-3,8,10-11`.
+#[derive(Debug, Clone)]
+pub struct CpuList(pub Vec<usize>);
+
+/// Parses `0-3,8,10-11`.
+pub fn parse_cpu_list(text: &str) -> std::result::Result<CpuList, String> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || format!("invalid CPU list element {part:?} (expected e.g. 0-3,8)");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a > b || b - a >= 4096 {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+        if cpus.len() > 4096 {
+            return Err("a CPU list names at most 4096 CPUs".into());
         }
     }
+    if cpus.is_empty() {
+        return Err("the CPU list is empty".into());
+    }
+    Ok(CpuList(cpus))
 }
 
 #[cfg(test)]

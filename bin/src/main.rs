@@ -306,33 +306,7 @@ fn plan_named(name: &str, text: &str, options: PlanOptions) -> Result<PhysicalPl
 /// core count this runs on.
 const SHARDS_MAX: usize = 256;
 
-#[derive(Debug, Clone)]
-struct CpuList(Vec<usize>);
-
-/// Parses `0-3,8,10-11`.
-fn parse_cpu_list(text: &str) -> Result<CpuList, String> {
-    let mut cpus = Vec::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let bad = || format!("invalid CPU list element {part:?} (expected e.g. 0-3,8)");
-        match part.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (usize, usize) = (
-                    a.trim().parse().map_err(|_| bad())?,
-                    b.trim().parse().map_err(|_| bad())?,
-                );
-                if a > b || b - a >= 4096 {
-                    return Err(bad());
-                }
-                cpus.extend(a..=b);
-            }
-            None => cpus.push(part.parse().map_err(|_| bad())?),
-        }
-    }
-    if cpus.is_empty() {
-        return Err("the CPU list is empty".into());
-    }
-    Ok(CpuList(cpus))
-}
+use config::{parse_cpu_list, CpuList};
 
 /// How `laminar run` runs a plan.
 struct RunArgs {

@@ -94,6 +94,17 @@ fn bind(plan: &PhysicalPlan, host: IpAddr) -> Result<Listeners> {
     Ok((sources, sinks))
 }
 
+/// The live-source limits a config sets.
+fn live_limits(config: &Config) -> laminar_reactor::live::LiveLimits {
+    laminar_reactor::live::LiveLimits {
+        connections_max: config.limits.connections_per_source,
+        line_bytes_max: config.limits.line_bytes_max,
+        inbox_bytes_max: config.limits.inbox_bytes_max,
+        idle_timeout_ms: config.watermark.idle_timeout_ms as i64,
+        skew_ms: config.watermark.skew_ms as i64,
+    }
+}
+
 /// Shards and cores given on the command line (they win over the config).
 pub struct Placement {
     pub shards: Option<usize>,
@@ -102,6 +113,7 @@ pub struct Placement {
 
 pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()> {
     let config = Config::load(config_path)?;
+    let live_limits = live_limits(&config);
     let plan = plan(&config)?;
     if check {
         return crate::write_stdout(&format!(
@@ -114,7 +126,7 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
     }
     let cpus = match (placement.cpus, &config.shards.cpus) {
         (Some(c), _) => c,
-        (None, Some(c)) => crate::parse_cpu_list(c).map_err(anyhow::Error::msg)?.0,
+        (None, Some(c)) => crate::config::parse_cpu_list(c).map_err(anyhow::Error::msg)?.0,
         (None, None) => laminar_reactor::runner::usable_cpus(),
     };
     let shards = placement
@@ -197,7 +209,7 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
             live: Some(LiveOptions {
                 source_listeners,
                 sink_listeners,
-                limits: config.live_limits(),
+                limits: live_limits,
                 subscriber_buffer_bytes: config.limits.subscriber_buffer_bytes,
                 on_started,
                 stop_timeout: Duration::from_millis(config.shutdown.timeout_ms),
@@ -257,5 +269,20 @@ fn monitor(cell: Arc<OnceLock<Arc<SharedProgress>>>, stop_signal: Arc<AtomicBool
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_defaults_are_the_engine_defaults() {
+        let config = Config::parse("[pipeline]\nsql = 'x'\n", Path::new(".")).unwrap();
+        assert_eq!(live_limits(&config), laminar_reactor::live::LiveLimits::default());
+        assert_eq!(
+            config.limits.state_entries_max,
+            laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT
+        );
     }
 }

@@ -581,3 +581,102 @@ fn a_flood_with_a_stalled_subscriber_stays_bounded_and_loses_nothing() {
     // bulk of this bound.
     assert!(peak < 256 << 20, "peak RSS {} MiB", peak >> 20);
 }
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn a_silent_connection_goes_idle_and_a_record_from_the_future_is_held_to_the_skew_bound() {
+    let dir = tempdir();
+    write_config(
+        dir.path(),
+        &serve_sql(),
+        "[watermark]\nidle_timeout_ms = 300\nskew_ms = 1000\n",
+    );
+    let server = Server::start(dir.path());
+    let sub = TcpStream::connect(server.addr("totals_tcp")).unwrap();
+    sub.set_read_timeout(Some(DEADLINE)).unwrap();
+    // A client that connects and says nothing.
+    let _silent = TcpStream::connect(server.addr("bid")).unwrap();
+    let until = Instant::now() + DEADLINE;
+    while metric(
+        &server.get("/metrics").1,
+        "laminar_sink_subscribers{sink=\"totals_tcp\"}",
+    ) < 1.0
+        || metric(&server.get("/metrics").1, "laminar_source_connections{source=\"bid\"}") < 1.0
+    {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Honest rows near the wall clock, one stamped in the year 3000, and
+    // honest rows again: none may be late (the skew bound, 1 s, is under
+    // the watermark delay, 2 s), and the window of the first rows must
+    // close although the silent connection never sends anything.
+    let now = wall_ms();
+    let window_start = now.div_euclid(10_000) * 10_000 - 20_000;
+    let mut lines: Vec<String> = (0..5).map(|i| format!("1,{i},{}", window_start + i)).collect();
+    lines.push(format!("2,0,{}", 32_503_680_000_000i64)); // 3000-01-01
+    lines.extend((0..5).map(|i| format!("3,{i},{}", wall_ms() + i)));
+    assert_eq!(server.ingest("bid", &lines), "OK 11 rows 0 malformed\n");
+    let mut first = String::new();
+    BufReader::new(&sub).read_line(&mut first).unwrap();
+    let row: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        (row["auction"].as_i64(), row["bids"].as_i64()),
+        (Some(1), Some(5)),
+        "{first}"
+    );
+    let (_, metrics) = server.get("/metrics");
+    assert_eq!(
+        metric(&metrics, "laminar_source_skew_outliers_total{source=\"bid\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "laminar_stream_late_dropped_total{stream=\"totals\",node=\"0\"}"
+        ),
+        0.0
+    );
+    let watermark = metric(&metrics, "laminar_source_watermark_ms{source=\"bid\"}") as i64;
+    assert!(watermark <= wall_ms() + 1000, "held to the bound: {watermark}");
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{}", log.join("\n"));
+    assert!(
+        log.iter()
+            .any(|l| l.contains("beyond the wall clock plus the skew bound")),
+        "{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_with_a_reason() {
+    let dir = tempdir();
+    write_config(dir.path(), &serve_sql(), "[limits]\nconnections_per_source = 2\n");
+    let server = Server::start(dir.path());
+    let _a = TcpStream::connect(server.addr("bid")).unwrap();
+    let _b = TcpStream::connect(server.addr("bid")).unwrap();
+    let until = Instant::now() + DEADLINE;
+    while metric(&server.get("/metrics").1, "laminar_source_connections{source=\"bid\"}") < 2.0 {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let answer = ingest_to(server.addr("bid"), &["1,1,2024-01-01 00:00:01".to_string()]);
+    assert_eq!(answer, "ERR source bid has 2 connections, its limit\n");
+    // The client says the lines must be sent again, and exits 1.
+    let out = Command::new(BIN)
+        .args(["ingest", "--addr", server.addr("bid")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("its limit: send these lines again"), "{err}");
+    let (exit, _) = server.stop();
+    assert!(exit.success());
+}

@@ -13,6 +13,7 @@
 //! whatever arrives on a socket.
 
 mod csv;
+mod framing;
 mod json;
 
 use std::fmt;
@@ -27,6 +28,7 @@ use crate::types::{DataType, Field, Schema, Value};
 mod fixtures;
 
 pub use self::csv::{csv_record_incomplete, csv_record_incomplete_with, CsvDecoder, CsvEncoder};
+pub use self::framing::{Framed, LineFramer};
 pub use self::json::{JsonDecoder, JsonEncoder};
 
 /// A record with more fields than this is refused (a limit on everything:

@@ -43,7 +43,7 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use fxhash::FxHashMap;
 use laminar_exec::batch::{Batch, Op};
-use laminar_exec::format::Decoder;
+use laminar_exec::format::{Decoder, Framed, LineFramer};
 use laminar_exec::plan::WatermarkSpec;
 use laminar_exec::time::Clock;
 use laminar_exec::types::Value;
@@ -218,13 +218,7 @@ impl Inbox {
 /// One connection as the source sees it.
 struct Conn {
     peer: String,
-    /// Lines completed so far (line numbers of errors count from 1).
-    line: u64,
-    /// The start of a line whose newline has not come yet.
-    partial: Vec<u8>,
-    /// The current line is too long: its bytes are dropped up to the
-    /// next newline.
-    skipping: bool,
+    framer: LineFramer,
     max_time: i64,
     watermark: i64,
     last_active_ms: i64,
@@ -346,9 +340,7 @@ impl LiveReader {
                     let id = *conn;
                     let conn = Conn {
                         peer: peer.clone(),
-                        line: 0,
-                        partial: Vec::new(),
-                        skipping: false,
+                        framer: LineFramer::new(self.limits.line_bytes_max),
                         max_time: i64::MIN,
                         watermark: i64::MIN,
                         last_active_ms: now,
@@ -363,16 +355,35 @@ impl LiveReader {
                     // the arrival stays for the next call.
                     let (start, end) = (ib.front_offset, bytes.len());
                     let mut pos = start;
-                    let mut taken = 0;
-                    while pos < end && batch.len() + taken < rows_max {
-                        let (stop, complete) = match memchr::memchr(b'\n', &bytes[pos..end]) {
-                            Some(k) => (pos + k, true),
-                            None => (end, false),
+                    while pos < end && batch.len() < rows_max {
+                        let Some(conn) = self.conns.get_mut(&id) else {
+                            // Arrivals of a connection are queued in order:
+                            // its bytes never come before its open.
+                            debug_assert!(false, "bytes of an unknown connection {id}");
+                            pos = end;
+                            break;
                         };
-                        self.take_piece(
+                        conn.last_active_ms = now;
+                        let (n, framed) = conn.framer.push(&bytes[pos..end]);
+                        pos += n;
+                        let too_long = match framed {
+                            None => continue,
+                            Some(Framed::Line(b)) => {
+                                self.line.clear();
+                                self.line.extend_from_slice(b);
+                                false
+                            }
+                            Some(Framed::TooLong(b)) => {
+                                self.line.clear();
+                                self.line.extend_from_slice(b);
+                                true
+                            }
+                        };
+                        let line_no = conn.framer.lines();
+                        self.take_line(
                             id,
-                            &bytes[pos..stop],
-                            complete,
+                            line_no,
+                            too_long,
                             now,
                             width,
                             scratch,
@@ -380,8 +391,6 @@ impl LiveReader {
                             (&mut *rows, &mut *malformed),
                             on_bad,
                         )?;
-                        taken += 1;
-                        pos = if complete { stop + 1 } else { stop };
                     }
                     self.bytes_read += (pos - start) as u64;
                     if pos == end {
@@ -395,12 +404,19 @@ impl LiveReader {
                     ib.pop_front();
                     drop(ib);
                     // An unterminated last line is a line.
-                    let unfinished = self.conns.get(&id).is_some_and(|c| !c.partial.is_empty() || c.skipping);
-                    if unfinished {
-                        self.take_piece(
+                    let last = self.conns.get_mut(&id).and_then(|c| {
+                        let framed = c.framer.finish()?;
+                        let too_long = matches!(framed, Framed::TooLong(_));
+                        let (Framed::Line(b) | Framed::TooLong(b)) = framed;
+                        self.line.clear();
+                        self.line.extend_from_slice(b);
+                        Some((c.framer.lines(), too_long))
+                    });
+                    if let Some((line_no, too_long)) = last {
+                        self.take_line(
                             id,
-                            b"",
-                            true,
+                            line_no,
+                            too_long,
                             now,
                             width,
                             scratch,
@@ -423,14 +439,14 @@ impl LiveReader {
         Ok(batch)
     }
 
-    /// Takes a piece of a line of connection `id`: appended to its
-    /// partial line, and decoded when `complete`.
+    /// Takes line `line_no` of connection `id` (in `self.line`): a row,
+    /// or a bad line reported.
     #[allow(clippy::too_many_arguments)]
-    fn take_piece(
+    fn take_line(
         &mut self,
         id: u64,
-        piece: &[u8],
-        complete: bool,
+        line_no: u64,
+        too_long: bool,
         now: i64,
         width: usize,
         scratch: &mut Vec<Value>,
@@ -440,35 +456,9 @@ impl LiveReader {
     ) -> Result<(), crate::RunError> {
         let (rows, malformed) = counters;
         let Some(conn) = self.conns.get_mut(&id) else {
-            // Bytes of a connection the source never saw open: cannot
-            // happen (arrivals of a connection are queued in order).
-            debug_assert!(false, "bytes of an unknown connection {id}");
             return Ok(());
         };
-        conn.last_active_ms = now;
-        if !conn.skipping {
-            let room = self.limits.line_bytes_max - conn.partial.len();
-            if piece.len() > room {
-                // Too long: its first `line_bytes_max` bytes are kept for
-                // the dead-letter file, the rest dropped as it comes.
-                conn.partial.extend_from_slice(&piece[..room]);
-                conn.skipping = true;
-            } else {
-                conn.partial.extend_from_slice(piece);
-            }
-        }
-        if !complete {
-            return Ok(());
-        }
-        conn.line += 1;
-        let line_no = conn.line;
-        self.line.clear();
-        std::mem::swap(&mut self.line, &mut conn.partial);
-        if self.line.last() == Some(&b'\r') {
-            self.line.pop();
-        }
-        if conn.skipping {
-            conn.skipping = false;
+        if too_long {
             conn.counts.malformed += 1;
             *malformed += 1;
             let reason = format!("line longer than {} bytes", self.limits.line_bytes_max);

@@ -17,8 +17,6 @@ use futures_lite::AsyncWriteExt;
 
 use crate::mesh::Signal;
 
-/// Default `Hub::buffer_bytes_max`.
-pub const SUBSCRIBER_BUFFER_BYTES_DEFAULT: usize = 4 << 20;
 /// Subscribers per sink at most; more are refused with a message.
 pub const SUBSCRIBERS_MAX: usize = 64;
 

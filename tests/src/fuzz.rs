@@ -15,6 +15,13 @@
 //!   located corruption error; what was read reads again the same.
 //! - `manifest`: any bytes as a manifest decode or fail with the file
 //!   named; a decoded manifest encodes and decodes back to itself.
+//! - `tcp_framing`: any bytes, cut into pieces of any sizes, frame into
+//!   exactly the input's lines (a line over the limit as its first
+//!   `line_bytes_max` bytes, flagged), holding at most the limit between
+//!   pieces; every line then decodes or fails with a reason.
+//! - `config`: any text as `laminar.toml` parses into a config whose
+//!   every value is in range, or fails with one line naming what is wrong.
+//!   It runs the binary's own `bin/src/config.rs`, compiled in here.
 
 use laminar_exec::batch::Op;
 use laminar_exec::format::{csv_record_incomplete_with, write_value_text, Format};
@@ -188,5 +195,112 @@ pub fn manifest(data: &[u8]) {
             assert_eq!(manifest::decode(path, &bytes).expect("and decodes"), m);
         }
         Err(e) => assert!(e.to_string().contains("MANIFEST"), "{e}"),
+    }
+}
+
+/// `tcp_framing`: see the module doc. Byte 0 sets the line limit (1 to
+/// 256), byte 1 the piece sizes (a cycle of 1 to 16 bytes and one whole
+/// rest); the rest is the stream.
+pub fn tcp_framing(data: &[u8]) {
+    use laminar_exec::format::{Framed, LineFramer};
+    let [limit, sizes, stream @ ..] = data else {
+        return;
+    };
+    let stream = &stream[..stream.len().min(INPUT_BYTES_MAX)];
+    let max = usize::from(*limit) + 1;
+    let mut framer = LineFramer::new(max);
+    let schema = Schema::new(vec![
+        Field::new("a", DataType::Int),
+        Field::new("b", DataType::Str),
+        Field::new("t", DataType::Ts),
+    ]);
+    let mut decoder = Format::Csv.decoder(&schema, None, b',').expect("a plain schema");
+    let mut framed_lines: Vec<(bool, Vec<u8>)> = Vec::new();
+    let mut take = |framed: Framed<'_>, framed_lines: &mut Vec<(bool, Vec<u8>)>| {
+        let (long, bytes) = match framed {
+            Framed::Line(b) => (false, b),
+            Framed::TooLong(b) => (true, b),
+        };
+        assert!(bytes.len() <= max, "a framed line is at most the limit");
+        if !long {
+            let mut row = Vec::new();
+            if decoder.decode(bytes, &mut row).is_ok() {
+                assert_eq!(row.len(), 3, "one value per column");
+            }
+        }
+        framed_lines.push((long, bytes.to_vec()));
+    };
+    let mut pos = 0;
+    let mut cycle = 0usize;
+    while pos < stream.len() {
+        // Piece sizes from the pattern byte: 1..=16, or the whole rest.
+        let size = if sizes & 0x80 != 0 && cycle % 7 == 6 {
+            stream.len() - pos
+        } else {
+            usize::from((sizes >> (cycle % 4)) & 0x0f) + 1
+        };
+        cycle += 1;
+        let mut piece = &stream[pos..(pos + size).min(stream.len())];
+        pos += piece.len();
+        while !piece.is_empty() {
+            let (n, framed) = framer.push(piece);
+            assert!(n > 0 && n <= piece.len(), "push takes some bytes");
+            if let Some(f) = framed {
+                take(f, &mut framed_lines);
+            }
+            assert!(framer.pending() <= max, "held bytes stay under the limit");
+            piece = &piece[n..];
+        }
+    }
+    if let Some(f) = framer.finish() {
+        take(f, &mut framed_lines);
+    }
+    assert_eq!(framer.lines(), framed_lines.len() as u64, "lines are numbered 1, 2, …");
+    // The lines are exactly the input's.
+    let mut expected: Vec<&[u8]> = stream.split(|&b| b == b'\n').collect();
+    if stream.last() == Some(&b'\n') || stream.is_empty() {
+        expected.pop();
+    }
+    assert_eq!(framed_lines.len(), expected.len());
+    for ((long, got), line) in framed_lines.iter().zip(expected) {
+        if line.len() > max {
+            assert!(*long, "a line over the limit is flagged");
+            assert_eq!(got.as_slice(), &line[..max]);
+        } else {
+            assert!(!long);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            assert_eq!(got.as_slice(), line);
+        }
+    }
+}
+
+/// The binary's config module, compiled here so the fuzzer runs exactly
+/// the code `laminar serve` does.
+#[path = "../../bin/src/config.rs"]
+#[allow(dead_code)]
+mod config;
+
+/// `config`: see the module doc.
+pub fn config(data: &[u8]) {
+    let text = text(data);
+    match config::Config::parse(&text, std::path::Path::new("/etc/laminar")) {
+        Ok(c) => {
+            assert!(
+                c.pipeline.sql.is_some() == c.pipeline.files.is_empty(),
+                "one SQL source"
+            );
+            assert!((1..=65_536).contains(&c.limits.connections_per_source));
+            assert!((64..=64 << 20).contains(&c.limits.line_bytes_max));
+            assert!((1..=86_400_000).contains(&c.watermark.idle_timeout_ms));
+            assert!(c.listen.admin.parse::<std::net::SocketAddr>().is_ok());
+            assert!(
+                c.pipeline.files.iter().all(|f| f.is_absolute()),
+                "files are made absolute"
+            );
+        }
+        Err(e) => {
+            let message = e.to_string();
+            assert!(!message.is_empty() && !message.contains('\n'), "one line: {message:?}");
+        }
     }
 }

@@ -15,6 +15,8 @@ const TARGETS: &[(&str, Body)] = &[
     ("scalars", laminar_tests::fuzz::scalars),
     ("wal", laminar_tests::fuzz::wal),
     ("manifest", laminar_tests::fuzz::manifest),
+    ("tcp_framing", laminar_tests::fuzz::tcp_framing),
+    ("config", laminar_tests::fuzz::config),
 ];
 
 #[test]
