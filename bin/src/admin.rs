@@ -291,6 +291,31 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
             .map(|(i, s)| (format!("shard=\"{i}\""), s.queue_depth.load(Relaxed) as f64))
             .collect(),
     );
+    let per_shard = |f: &dyn Fn(&laminar_reactor::metrics::ShardCounters) -> f64| -> Vec<(String, f64)> {
+        m.shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("shard=\"{i}\""), f(s)))
+            .collect()
+    };
+    family(
+        "laminar_wal_fsync_total",
+        "counter",
+        "Group commits (fdatasync) of a shard's WAL.",
+        per_shard(&|s| s.wal_syncs.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_wal_fsync_seconds_total",
+        "counter",
+        "Time spent in WAL group commits; divided by laminar_wal_fsync_total, the mean latency.",
+        per_shard(&|s| s.wal_sync_ns_total.load(Relaxed) as f64 / 1e9),
+    );
+    family(
+        "laminar_wal_fsync_seconds_max",
+        "gauge",
+        "The longest WAL group commit so far.",
+        per_shard(&|s| s.wal_sync_ns_max.load(Relaxed) as f64 / 1e9),
+    );
     family(
         "laminar_checkpoints_total",
         "counter",

@@ -43,9 +43,11 @@
 //! | 24 | n | payload (opaque here; the reactor writes rkyv archives) |
 //! | 24+n | 0..7 | zero padding to a multiple of 8 |
 //!
-//! An all-zero record header ends the segment's data: a synced segment is
-//! padded with zeros to the DMA block size, and a closed one is truncated
-//! to its last record.
+//! An all-zero record header ends the segment's data. A closed segment is
+//! truncated to its last record; the newest one ends in the padding of its
+//! last group commit's DMA block, which glommio fills with whatever its
+//! buffer held: recovery reads that as a torn tail (it starts within the
+//! unsynced window) and cuts it, never as records (a CRC guards each).
 //!
 //! # What recovery trusts
 //!
@@ -230,6 +232,14 @@ fn decode_segment_header(path: &Path, shard: u32, seq: u64, h: &[u8]) -> Result<
 /// The segments of `shard` in `dir`, oldest first, headers checked. A
 /// newest segment whose header never became durable is removed.
 pub fn list_segments(dir: &Path, shard: u32) -> Result<Vec<Segment>> {
+    scan_segments(dir, shard, true)
+}
+
+/// Lists the segments; `recovering`: a newest segment torn before its
+/// first commit is removed (at start, when no writer can be writing it).
+/// Otherwise (a live writer may have its header still in its buffer) it
+/// is only left out.
+fn scan_segments(dir: &Path, shard: u32, recovering: bool) -> Result<Vec<Segment>> {
     let mut found = Vec::new();
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -260,9 +270,11 @@ pub fn list_segments(dir: &Path, shard: u32) -> Result<Vec<Segment>> {
             // commit: a crash before that leaves it short or damaged, and
             // it holds nothing that was durable. It goes.
             Err(PersistError::Corrupt { reason, .. }) if i + 1 == count => {
-                tracing::warn!(file = %path.display(), "WAL: removing a segment torn before its first commit ({reason})");
-                fs::remove_file(&path).map_err(PersistError::io(&path))?;
-                sync_dir(dir)?;
+                if recovering {
+                    tracing::warn!(file = %path.display(), "WAL: removing a segment torn before its first commit ({reason})");
+                    fs::remove_file(&path).map_err(PersistError::io(&path))?;
+                    sync_dir(dir)?;
+                }
             }
             Err(e) => return Err(e),
         }
@@ -465,8 +477,11 @@ fn cut_tail(path: &Path, offset: u64) -> Result<()> {
 /// Deletes shard `shard`'s segments that hold nothing at or after
 /// `lsn` (a checkpoint covers them). The newest segment is always kept.
 /// Returns how many were deleted.
+/// Deletes the segments wholly before `lsn` (never the newest). Safe
+/// while the shard's writer appends: the newest segment, whose header may
+/// not be on disk yet, is never touched.
 pub fn delete_segments_before(dir: &Path, shard: u32, lsn: Lsn) -> Result<usize> {
-    let segments = list_segments(dir, shard)?;
+    let segments = scan_segments(dir, shard, false)?;
     let mut deleted = 0;
     for pair in segments.windows(2) {
         if pair[1].first_lsn <= lsn {

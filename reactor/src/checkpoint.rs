@@ -326,7 +326,12 @@ pub struct Coordinator {
     pub last_written_bytes: u64,
     /// The final checkpoint of a stopping run is requested: no more.
     stopping: bool,
+    /// Names of the tcp sources, whose positions are WAL LSNs.
+    live_sources: Vec<String>,
 }
+
+/// The WALs of `laminar serve`'s tcp sources, under the state directory.
+pub const WAL_DIR: &str = "wal";
 
 /// Durations kept for the summary (a long-running serve takes many).
 const DURATIONS_KEPT: usize = 4096;
@@ -380,6 +385,12 @@ impl Coordinator {
             requested_at: Instant::now(),
             completed_at: Instant::now(),
             stopping: false,
+            live_sources: plan
+                .sources
+                .iter()
+                .filter(|s| matches!(s.connector, SourceConnector::Tcp { .. }))
+                .map(|s| s.name.clone())
+                .collect(),
             pieces: (0..shards).map(|_| None).collect(),
             state_bytes: 0,
             state_bytes_written: 0,
@@ -580,11 +591,18 @@ impl Coordinator {
             sources.extend(p.sources);
             sinks.extend(p.sinks);
         }
+        // Where each shard's WAL stands at this checkpoint: its tcp
+        // sources' positions (all alike on one shard).
+        let mut wal_lsns: Vec<Option<u64>> = vec![None; self.shards];
+        for p in sources.iter().filter(|p| self.live_sources.contains(&p.name)) {
+            let slot = &mut wal_lsns[p.shard as usize];
+            *slot = Some(slot.map_or(p.offset, |l| l.min(p.offset)));
+        }
         let manifest = Manifest {
             epoch,
             plan_fingerprint: self.fingerprint,
             shards: self.shards as u32,
-            wal_lsns: vec![0; self.shards],
+            wal_lsns: wal_lsns.iter().map(|l| l.unwrap_or(0)).collect(),
             sources,
             sinks,
             state_bytes: self.state_bytes,
@@ -596,6 +614,12 @@ impl Coordinator {
         };
         manifest::write(&self.dir, &manifest, &self.faults)?;
         self.store.collect(epoch, self.shards as u32)?;
+        // The log before a checkpoint's position is never read again.
+        for (shard, lsn) in wal_lsns.iter().enumerate() {
+            if let Some(lsn) = lsn {
+                laminar_persistence::wal::delete_segments_before(&self.dir.join(WAL_DIR), shard as u32, *lsn)?;
+            }
+        }
         self.completed = epoch;
         self.completed_at = Instant::now();
         if self.durations.len() == DURATIONS_KEPT {

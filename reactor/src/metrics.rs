@@ -66,6 +66,11 @@ pub struct ShardCounters {
     pub busy_ns: AtomicU64,
     /// Messages waiting in the shard's outboxes to its peers.
     pub queue_depth: AtomicU64,
+    /// Group commits of the shard's WAL (fdatasync), their total and
+    /// longest duration in nanoseconds.
+    pub wal_syncs: AtomicU64,
+    pub wal_sync_ns_total: AtomicU64,
+    pub wal_sync_ns_max: AtomicU64,
 }
 
 /// Everything the admin endpoint shows.

@@ -314,6 +314,9 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
         live.is_none() || checkpoints,
         "`laminar serve` keeps its state durable: a live run needs `durability`"
     );
+    if let (Some(_), Some(d)) = (&live, &options.durability) {
+        config.wal_dir = Some(d.state_dir.join(crate::checkpoint::WAL_DIR));
+    }
     let splits: Vec<Option<SourceSplit>> = plan
         .sources
         .iter()

@@ -83,6 +83,9 @@ pub struct ShardConfig {
     pub checkpoints: bool,
     /// See `Durability::every_rows`.
     pub checkpoint_every_rows: Option<u64>,
+    /// `laminar serve`: where the shards that own tcp sources keep their
+    /// WALs (see `live`).
+    pub wal_dir: Option<std::path::PathBuf>,
 }
 
 impl ShardConfig {
@@ -104,6 +107,7 @@ impl ShardConfig {
             pace: None,
             checkpoints: false,
             checkpoint_every_rows: None,
+            wal_dir: None,
         }
     }
 }
@@ -863,6 +867,101 @@ fn check_abort(progress: &SharedProgress) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Reads this shard's WAL back from the position its live sources
+/// resumed at, hands each source its batches to replay, and opens the
+/// log for appending after them.
+async fn open_wal(
+    dir: &std::path::Path,
+    id: usize,
+    sources: &mut [(usize, Source)],
+) -> Result<laminar_persistence::wal::WalWriter, RunError> {
+    use laminar_persistence::wal;
+    let shard = u32::try_from(id).expect("shard ids fit u32");
+    let starts: FxHashMap<u32, u64> = sources
+        .iter_mut()
+        .filter(|(_, s)| s.is_live())
+        .map(|(i, s)| Ok((*i as u32, s.position()?.offset)))
+        .collect::<Result<_, RunError>>()?;
+    let from = starts.values().copied().min().unwrap_or(0);
+    let mut batches: FxHashMap<u32, Vec<crate::live::LoggedBatch>> = FxHashMap::default();
+    let mut read = 0usize;
+    let report = wal::read_log(dir, shard, from, |record| {
+        if record.kind != wal::RecordKind::Rows {
+            return Ok(());
+        }
+        let logged: crate::live::LoggedBatch = laminar_persistence::from_archive(&record.payload).map_err(|e| {
+            laminar_persistence::PersistError::Corrupt {
+                path: wal::segment_path(dir, shard, 0).with_file_name(format!("wal-{shard:04}-*.log")),
+                offset: record.lsn,
+                reason: format!("a record at LSN {} does not decode: {e}", record.lsn),
+            }
+        })?;
+        if starts.get(&logged.source).is_some_and(|&start| record.lsn >= start) {
+            read += 1;
+            batches.entry(logged.source).or_default().push(logged);
+        }
+        Ok(())
+    })?;
+    if let Some((path, offset, bytes)) = &report.truncated {
+        tracing::warn!(
+            shard = id,
+            path = %path.display(),
+            offset,
+            bytes,
+            "cut a torn tail off the WAL (never acknowledged)"
+        );
+    }
+    if read > 0 {
+        tracing::info!(
+            shard = id,
+            batches = read,
+            from_lsn = from,
+            "replaying the WAL after the checkpoint"
+        );
+    }
+    for (i, s) in sources.iter_mut().filter(|(_, s)| s.is_live()) {
+        // Also with nothing to replay: the connections the checkpoint
+        // kept are gone, and go.
+        s.replay(batches.remove(&(*i as u32)).unwrap_or_default());
+    }
+    let writer = wal::WalWriter::open(
+        wal::WalConfig::new(dir, shard),
+        report.end_lsn,
+        laminar_persistence::Faults::none(),
+    )
+    .await?;
+    for (_, s) in sources.iter_mut() {
+        s.set_wal_lsn(report.end_lsn);
+    }
+    Ok(writer)
+}
+
+/// Makes the WAL durable so far and tells the live sources' connections
+/// (and the metrics) how far it is.
+async fn wal_commit(
+    wal: &mut laminar_persistence::wal::WalWriter,
+    id: usize,
+    sources: &[(usize, Source)],
+    progress: &SharedProgress,
+) -> Result<(), RunError> {
+    if wal.synced_lsn() == wal.next_lsn() {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let synced = wal.commit().await?;
+    let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let shard = &progress.metrics.shards[id];
+    shard.wal_syncs.fetch_add(1, Ordering::Relaxed);
+    shard.wal_sync_ns_total.fetch_add(ns, Ordering::Relaxed);
+    shard.wal_sync_ns_max.fetch_max(ns, Ordering::Relaxed);
+    for (_, s) in sources {
+        if let Some(inbox) = s.live_inbox() {
+            inbox.borrow_mut().on_synced(synced);
+        }
+    }
+    Ok(())
+}
+
 /// A shard's part in `laminar serve`'s stop: close intake, report when
 /// its live sources are drained, and when every finished connection has
 /// its answer after the final checkpoint (see `runner`).
@@ -1052,7 +1151,16 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                             .map_or_else(|_| "tcp".to_string(), |a| format!("tcp {a}"));
                         let inbox = Rc::new(RefCell::new(crate::live::Inbox::default()));
                         live_inboxes.push((i, Rc::clone(&inbox), Some(listener)));
-                        Source::open_live(node, inbox, live_limits, Arc::clone(&config.clock), location, state)?
+                        Source::open_live(
+                            node,
+                            i,
+                            inbox,
+                            live_limits,
+                            Arc::clone(&config.clock),
+                            location,
+                            state,
+                            config.wal_dir.is_some(),
+                        )?
                     }
                     (_, Some(state)) => Source::open_resumed(node, state)?,
                     (_, None) => Source::open(node)?,
@@ -1062,6 +1170,12 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             None => {}
         }
     }
+    // The WAL of this shard's live sources: what they applied after the
+    // checkpoint resumed from is replayed first, then the log goes on.
+    let wal = match (&config.wal_dir, live_inboxes.is_empty()) {
+        (Some(dir), false) => Some(open_wal(dir, id, &mut sources).await?),
+        _ => None,
+    };
     for (i, s) in &sources {
         // A resumed source starts from its checkpointed counts.
         let counters = &progress.metrics.sources[*i];
@@ -1213,13 +1327,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         inbox.borrow_mut().set_wake(Rc::clone(&outbox_room));
         let listener = glommio_listener(listener.take().expect("each listener is taken once"));
         let task = glommio::spawn_local_into(
-            crate::live::accept_loop(
-                listener,
-                Rc::clone(inbox),
-                live_limits,
-                Arc::clone(progress),
-                plan.sources[*i].name.clone(),
-            ),
+            crate::live::accept_loop(listener, Rc::clone(inbox), live_limits, plan.sources[*i].name.clone()),
             event_queue,
         )
         .expect("the event queue exists");
@@ -1463,6 +1571,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         let inbound_for_pacing = inbound.clone();
         glommio::spawn_local_into(
             async move {
+                let mut wal = wal;
                 // Watermark-aligned reading: always the open source furthest
                 // behind in event time, so that sources sharing a shard
                 // advance together and joins and windows over several of
@@ -1519,14 +1628,20 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     }
                     // A checkpoint requested: barriers after what was read.
                     let requested = progress.checkpoint_requested.load(Ordering::Acquire);
-                    if checkpoints && requested > injected {
+                    // Not while a source replays its WAL: the barrier's log
+                    // position must follow everything the state holds.
+                    let replaying = sources.iter().any(|(_, s)| s.replaying());
+                    if checkpoints && requested > injected && !replaying {
                         injected = requested;
+                        if let Some(w) = &wal {
+                            // Recovery replays the log from here.
+                            for (_, s) in &mut sources {
+                                s.set_wal_lsn(w.next_lsn());
+                            }
+                        }
                         let positions = source_positions(id, &mut sources)?;
                         let live: Vec<usize> = sources.iter().filter(|(_, s)| !s.is_done()).map(|(i, _)| *i).collect();
                         core.borrow_mut().inject_barrier(requested, positions, &live)?;
-                        for (_, s) in &mut sources {
-                            s.on_barrier(requested);
-                        }
                         if every_rows.is_some() {
                             // Read on only once this checkpoint is complete.
                             continue;
@@ -1551,6 +1666,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                             break;
                         }
                         check_abort(&progress)?;
+                        // Nothing to read: make what was logged durable
+                        // (its connections wait for that to be answered).
+                        if let Some(w) = &mut wal {
+                            wal_commit(w, id, &sources, &progress).await?;
+                        }
                         // A token will come (its arrival, and the
                         // watchdog, wake this wait).
                         outbox_room.wait().await;
@@ -1631,6 +1751,18 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     };
                     let started = std::time::Instant::now();
                     let mut batch = source.next_batch_until(batch_rows, index_limit, &mut report)?;
+                    if let (Some(w), Some(logged)) = (&mut wal, source.take_wal_batch()) {
+                        // Logged before its rows travel on; answered once
+                        // the group that holds it is on disk.
+                        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&logged).map_err(|e| {
+                            RunError::Mesh(format!("encoding a WAL record of source {}: {e}", source.name))
+                        })?;
+                        w.append(injected, laminar_persistence::wal::RecordKind::Rows, &payload)
+                            .await?;
+                        if let Some(inbox) = source.live_inbox() {
+                            inbox.borrow_mut().on_logged(w.next_lsn());
+                        }
+                    }
                     progress.rows_in.fetch_add(source.rows - before, Ordering::Relaxed);
                     if let (Some(behind), Some(first), Some(last)) = (behind_before, first, source.next_event_index()) {
                         // The batch's events (of this source's kind) spread
@@ -1680,6 +1812,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     let delivered = core.borrow_mut().deliver(Input::Source(*i), &batch);
                     core.borrow_mut().busy += started.elapsed();
                     delivered?;
+                    if let Some(w) = &mut wal {
+                        if w.commit_due(std::time::Instant::now()) {
+                            wal_commit(w, id, &sources, &progress).await?;
+                        }
+                    }
                     if has_peers {
                         // Let this queue's mesh tasks run after every
                         // batch: glommio preempts between queues, not

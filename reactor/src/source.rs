@@ -165,6 +165,9 @@ enum Reader {
         reader: Box<crate::live::LiveReader>,
         location: String,
         dead_letter: Option<DeadLetter>,
+        /// Where the shard's WAL stands after what this source applied:
+        /// its position in a checkpoint.
+        wal_lsn: u64,
     },
     Nexmark {
         generator: Generator,
@@ -185,7 +188,8 @@ enum Reader {
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct SourceState {
     /// File: the byte offset of the next record; generator: the next
-    /// event index.
+    /// event index; tcp: the LSN of the shard's WAL after what the source
+    /// applied (recovery replays the log from there).
     pub offset: u64,
     /// File: physical lines consumed (for the line numbers of errors).
     pub line: u64,
@@ -198,6 +202,9 @@ pub struct SourceState {
     pub done: bool,
     /// Committed length of the dead-letter file, if there is one.
     pub dead_letter_bytes: u64,
+    /// tcp: the connections open at the checkpoint, so that the WAL after
+    /// it replays onto them (see `live`).
+    pub live_connections: Vec<crate::live::ConnState>,
 }
 
 /// A running source.
@@ -333,13 +340,16 @@ impl Source {
 
     /// Opens a live TCP source over `inbox` (its connections are the
     /// caller's tasks; see `live`), continuing from `resume` if given.
+    #[allow(clippy::too_many_arguments)]
     pub fn open_live(
         node: &SourceNode,
+        index: usize,
         inbox: Rc<RefCell<crate::live::Inbox>>,
         limits: crate::live::LiveLimits,
         clock: Arc<dyn laminar_exec::time::Clock>,
         location: String,
         resume: Option<&SourceState>,
+        logged: bool,
     ) -> Result<Source, RunError> {
         let SourceConnector::Tcp {
             format,
@@ -361,13 +371,17 @@ impl Source {
             .as_deref()
             .map(|p| DeadLetter::open(p, resume.is_some()))
             .transpose()?;
-        let reader = crate::live::LiveReader::new(inbox, decoder, node.watermark, limits, clock);
+        let mut reader = crate::live::LiveReader::new(index, inbox, decoder, node.watermark, limits, clock);
+        if logged {
+            reader.enable_log();
+        }
         let mut source = Source::with_reader(
             node,
             Reader::Live {
                 reader: Box::new(reader),
                 location,
                 dead_letter,
+                wal_lsn: resume.map_or(0, |s| s.offset),
             },
             None,
         );
@@ -408,10 +422,33 @@ impl Source {
         }
     }
 
-    /// Notes that a checkpoint barrier follows what was read so far.
-    pub fn on_barrier(&mut self, epoch: u64) {
+    /// A live source's last batch, for the WAL (see `live::LoggedBatch`).
+    pub fn take_wal_batch(&mut self) -> Option<crate::live::LoggedBatch> {
+        match &mut self.reader {
+            Reader::Live { reader, .. } => reader.take_log(),
+            _ => None,
+        }
+    }
+
+    /// The shard's WAL holds everything this source applied up to `lsn`.
+    pub fn set_wal_lsn(&mut self, lsn: u64) {
+        if let Reader::Live { wal_lsn, .. } = &mut self.reader {
+            *wal_lsn = lsn;
+        }
+    }
+
+    /// Whether a live source still has WAL batches to replay.
+    pub fn replaying(&self) -> bool {
+        match &self.reader {
+            Reader::Live { reader, .. } => reader.replaying() > 0,
+            _ => false,
+        }
+    }
+
+    /// Batches from the WAL to apply before anything new (recovery).
+    pub fn replay(&mut self, batches: Vec<crate::live::LoggedBatch>) {
         if let Reader::Live { reader, .. } = &mut self.reader {
-            reader.inbox.borrow_mut().on_barrier(epoch);
+            reader.replay(batches);
         }
     }
 
@@ -539,9 +576,11 @@ impl Source {
                 let dl = dead_letter.as_mut().map(DeadLetter::committed_len).transpose()?;
                 (offset, *line, dl.unwrap_or(0))
             }
-            Reader::Live { dead_letter, .. } => {
+            Reader::Live {
+                dead_letter, wal_lsn, ..
+            } => {
                 let dl = dead_letter.as_mut().map(DeadLetter::committed_len).transpose()?;
-                (0, 0, dl.unwrap_or(0))
+                (*wal_lsn, 0, dl.unwrap_or(0))
             }
             Reader::Nexmark { next, .. } => (*next, 0, 0),
             Reader::Split { path, .. } => {
@@ -566,6 +605,10 @@ impl Source {
             exhausted: self.exhausted,
             done: self.done,
             dead_letter_bytes,
+            live_connections: match &self.reader {
+                Reader::Live { reader, .. } => reader.connection_states(),
+                _ => Vec::new(),
+            },
         })
     }
 
@@ -616,7 +659,7 @@ impl Source {
             Reader::Live {
                 reader, dead_letter, ..
             } => {
-                reader.resume(state.watermark, state.max_time);
+                reader.resume(state.watermark, state.max_time, &state.live_connections);
                 if let Some(d) = dead_letter {
                     d.cut_to(state.dead_letter_bytes)?;
                 }
@@ -746,6 +789,7 @@ impl Source {
                 reader,
                 location,
                 dead_letter,
+                ..
             } => {
                 let name = &self.name;
                 let mut seen = self.malformed;

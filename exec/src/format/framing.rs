@@ -57,6 +57,25 @@ impl LineFramer {
         }
     }
 
+    /// What a checkpoint keeps of the framer: the unfinished line, whether
+    /// it is being skipped (too long), and the lines completed.
+    pub fn state(&self) -> (&[u8], bool, u64) {
+        let partial: &[u8] = if self.returned { &[] } else { &self.partial };
+        (partial, self.skipping, self.lines)
+    }
+
+    /// A framer continuing from `state` (see `state`).
+    pub fn restored(line_bytes_max: usize, partial: &[u8], skipping: bool, lines: u64) -> LineFramer {
+        let mut f = LineFramer::new(line_bytes_max);
+        // A checkpoint from a larger limit: the excess is dropped as a
+        // too-long line would be.
+        let keep = partial.len().min(line_bytes_max);
+        f.partial.extend_from_slice(&partial[..keep]);
+        f.skipping = skipping || keep < partial.len();
+        f.lines = lines;
+        f
+    }
+
     fn reset_returned(&mut self) {
         if self.returned {
             self.partial.clear();
