@@ -4,7 +4,8 @@
 #
 # Slow suites are opt-in through environment variables, documented in the
 # README: LAMINAR_STRESS=N adds N iterations of the multi-shard stress loop;
-# LAMINAR_FUZZ_SECONDS=N fuzzes each decoder N seconds instead of 15.
+# LAMINAR_FUZZ_SECONDS=N fuzzes each decoder N seconds instead of 15;
+# LAMINAR_STATIC=1 builds and checks the statically linked binary.
 source "$(dirname "$0")/env.sh"
 
 echo "== cargo fmt --check"
@@ -16,6 +17,13 @@ cargo test --release --workspace --locked
 
 echo "== fuzz, ${LAMINAR_FUZZ_SECONDS:-15} s per target"
 "$(dirname "$0")/fuzz.sh" --scratch "${LAMINAR_FUZZ_SECONDS:-15}"
+
+# Opt-in: the statically linked binary (its first build compiles RocksDB
+# again, about 22 minutes on 2 cores).
+if [ -n "${LAMINAR_STATIC:-}" ]; then
+    echo "== static binary"
+    cargo test --release --locked -p laminar --test host -- --ignored the_static_binary_is_static_and_serves
+fi
 
 # Opt-in: the multi-shard stress loop (about 4 s per iteration when warm).
 if [ -n "${LAMINAR_STRESS:-}" ]; then
