@@ -63,6 +63,25 @@ pub fn plan(config: &Config) -> Result<PhysicalPlan> {
     })
 }
 
+/// How long a port still held by a previous instance is waited for.
+const ADDRESS_IN_USE_WAIT: Duration = Duration::from_secs(5);
+
+/// Binds `addr`; an address in use is tried again for a few seconds. A
+/// process that was just killed holds its sockets until the kernel has
+/// torn down its io_uring rings, which happens after it exits: a restart
+/// right after a crash would otherwise fail.
+fn bind_retrying(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let until = Instant::now() + ADDRESS_IN_USE_WAIT;
+    loop {
+        match TcpListener::bind(addr) {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Listeners by source and by sink index (tcp ones only).
 type Listeners = (Vec<Option<TcpListener>>, Vec<Option<TcpListener>>);
 
@@ -70,7 +89,7 @@ type Listeners = (Vec<Option<TcpListener>>, Vec<Option<TcpListener>>);
 fn bind(plan: &PhysicalPlan, host: IpAddr) -> Result<Listeners> {
     let listen = |what: String, port: u16| -> Result<TcpListener> {
         let addr = SocketAddr::new(host, port);
-        let l = TcpListener::bind(addr).with_context(|| format!("{what}: listening on {addr}"))?;
+        let l = bind_retrying(addr).with_context(|| format!("{what}: listening on {addr}"))?;
         let bound = l.local_addr().with_context(|| format!("{what}: listening on {addr}"))?;
         eprintln!("listening: {what} tcp {bound}");
         Ok(l)
@@ -136,7 +155,8 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
     let host: IpAddr = config.listen.host.parse().context("listen.host")?;
     let (source_listeners, sink_listeners) = bind(&plan, host)?;
     let admin_addr: SocketAddr = config.listen.admin.parse().context("listen.admin")?;
-    let admin = tiny_http::Server::http(admin_addr)
+    let admin = bind_retrying(admin_addr)
+        .and_then(|l| tiny_http::Server::from_listener(l, None).map_err(std::io::Error::other))
         .map_err(|e| anyhow::anyhow!("listen.admin: listening on {admin_addr}: {e}"))?;
     let admin_bound = admin
         .server_addr()

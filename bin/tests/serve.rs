@@ -753,3 +753,137 @@ fn acknowledged_lines_survive_kill_9_with_no_checkpoint_through_the_wal() {
     assert!(segments <= 2, "{segments} WAL segments left after the final checkpoint");
     eprintln!("10,000 lines over 2 connections acknowledged in {acked_in:?}");
 }
+
+/// A free loopback port (bound, then released for the server to take),
+/// below the kernel's ephemeral range: a client that keeps connecting
+/// while the server restarts must not be handed the same port as its
+/// own end (TCP would connect it to itself).
+fn free_port(rng: &mut Rng) -> u16 {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    loop {
+        let port = 10_000 + (rng.next() % u64::from(ephemeral_low.saturating_sub(10_000).max(1))) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Sends one chunk; true when the server acknowledged it. Connection
+/// refused (the server is restarting) is retried after a pause.
+fn send_chunk(addr: &str, chunk: &[String]) -> bool {
+    let until = Instant::now() + DEADLINE;
+    let stream = loop {
+        match TcpStream::connect(addr) {
+            Ok(s) => break s,
+            Err(_) => {
+                assert!(Instant::now() < until, "the server never came back");
+                // A client's back-off while the server restarts.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    send_lines(stream, chunk).starts_with("OK ")
+}
+
+/// kill -9 lands at random moments while clients stream chunks of
+/// unique lines over several connections; a chunk that was not
+/// acknowledged is sent again. In the end every line of every chunk is
+/// in the output at least once, a chunk acknowledged at its first attempt
+/// exactly once, and no line more often than its chunk was sent.
+/// `LAMINAR_SERVE_KILLS=N` (default 6) sets the kills,
+/// `LAMINAR_SERVE_KILL_SEED` replays a sequence of moments.
+#[test]
+fn kill_9_during_ingest_loses_no_acknowledged_line() {
+    let kills: usize = std::env::var("LAMINAR_SERVE_KILLS").map_or(6, |v| v.parse().unwrap());
+    let seed: u64 =
+        std::env::var("LAMINAR_SERVE_KILL_SEED").map_or_else(|_| wall_ms() as u64 | 1, |v| v.parse().unwrap());
+    eprintln!("LAMINAR_SERVE_KILL_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempdir();
+    let (port, admin) = (free_port(&mut rng), free_port(&mut rng));
+    let sql = format!(
+        "CREATE SOURCE ev (id BIGINT NOT NULL, k BIGINT, ts BIGINT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH (connector = 'tcp', port = '{port}', format = 'csv');
+         CREATE STREAM echo AS SELECT id, k, ts FROM ev;
+         CREATE SINK echo_out FROM echo WITH (connector = 'file', path = 'out/echo.csv', format = 'csv');\n"
+    );
+    std::fs::write(dir.path().join("pipeline.sql"), sql).unwrap();
+    std::fs::write(
+        dir.path().join("laminar.toml"),
+        format!(
+            "[pipeline]\nfiles = ['pipeline.sql']\n[state]\ndir = 'state'\ncheckpoint_interval_ms = 150\n\
+             [shards]\ncount = 2\n[listen]\nadmin = '127.0.0.1:{admin}'\n"
+        ),
+    )
+    .unwrap();
+    const CLIENTS: usize = 3;
+    const CHUNKS: usize = 120;
+    const LINES: usize = 1500;
+    let attempts: Vec<std::sync::Arc<Vec<std::sync::atomic::AtomicU32>>> = (0..CLIENTS)
+        .map(|_| std::sync::Arc::new((0..CHUNKS).map(|_| std::sync::atomic::AtomicU32::new(0)).collect()))
+        .collect();
+    let mut server = Server::start(dir.path());
+    let addr = format!("127.0.0.1:{port}");
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let addr = addr.clone();
+            let attempts = std::sync::Arc::clone(&attempts[c]);
+            std::thread::spawn(move || {
+                for chunk in 0..CHUNKS {
+                    let lines: Vec<String> = (0..LINES)
+                        .map(|l| {
+                            let id = ((c * CHUNKS + chunk) * LINES + l) as u64;
+                            format!("{id},{c},{}", 1_704_067_200_000 + id as i64)
+                        })
+                        .collect();
+                    loop {
+                        attempts[chunk].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if send_chunk(&addr, &lines) {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..kills {
+        // The moment of the kill: random, 20 to 250 ms into the run.
+        std::thread::sleep(Duration::from_millis(20 + rng.next() % 230));
+        server.kill();
+        server = Server::start(dir.path());
+    }
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{}", log.join("\n"));
+
+    let text = std::fs::read_to_string(dir.path().join("out/echo.csv")).unwrap();
+    let mut seen = vec![0u32; CLIENTS * CHUNKS * LINES];
+    for line in text.lines().skip(1) {
+        let id: usize = line.split(',').next().unwrap().parse().unwrap();
+        seen[id] += 1;
+    }
+    let mut retried = 0;
+    for c in 0..CLIENTS {
+        for chunk in 0..CHUNKS {
+            let sent = attempts[c][chunk].load(std::sync::atomic::Ordering::Relaxed);
+            retried += usize::from(sent > 1);
+            for l in 0..LINES {
+                let n = seen[(c * CHUNKS + chunk) * LINES + l];
+                assert!(n >= 1, "line {l} of chunk {chunk} of client {c} lost (seed {seed})");
+                assert!(
+                    n <= sent,
+                    "line {l} of chunk {chunk} of client {c}: {n} copies, sent {sent} times (seed {seed})"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{kills} kills; {retried} chunks sent again; {} lines",
+        text.lines().count() - 1
+    );
+}
