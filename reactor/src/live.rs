@@ -88,8 +88,6 @@ impl Default for LiveLimits {
 
 /// Bytes a connection reads from its socket at a time.
 const READ_BYTES: usize = 64 << 10;
-/// How often a connection waiting for its acknowledgement looks again.
-const ACK_POLL: Duration = Duration::from_millis(2);
 /// Outliers (event times beyond the skew bound) logged per source; the
 /// rest are only counted.
 const OUTLIER_REPORTS_MAX: u64 = 10;
@@ -156,6 +154,8 @@ pub struct Inbox {
     synced_lsn: u64,
     /// Connections waiting for room (backpressure).
     room_waiters: Vec<Rc<Signal>>,
+    /// Finished connections waiting for the log to reach the disk.
+    ack_waiters: Vec<Rc<Signal>>,
     /// Wakes the source loop.
     wake: Option<Rc<Signal>>,
 }
@@ -216,6 +216,9 @@ impl Inbox {
     /// The WAL is on disk up to `lsn`.
     pub fn on_synced(&mut self, lsn: u64) {
         self.synced_lsn = self.synced_lsn.max(lsn);
+        for w in self.ack_waiters.drain(..) {
+            w.notify();
+        }
     }
 
     /// Whether the arrival `seq` is applied and its WAL record on disk;
@@ -838,6 +841,8 @@ async fn connection(mut stream: glommio::net::TcpStream, conn: u64, inbox: Rc<Re
         return;
     }
     inbox.borrow_mut().awaiting_ack += 1;
+    // Woken by every group commit (`Inbox::on_synced`).
+    let synced = Rc::new(Signal::default());
     let counts = loop {
         {
             let mut ib = inbox.borrow_mut();
@@ -847,8 +852,9 @@ async fn connection(mut stream: glommio::net::TcpStream, conn: u64, inbox: Rc<Re
                     break counts;
                 }
             }
+            ib.ack_waiters.push(Rc::clone(&synced));
         }
-        glommio::timer::sleep(ACK_POLL).await;
+        synced.wait().await;
     };
     let answer = format!("OK {} rows {} malformed\n", counts.rows, counts.malformed);
     let _ = stream.write_all(answer.as_bytes()).await;
