@@ -21,10 +21,10 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         name = m["target"]["name"]
-        if name in ("golden", "differential", "join_differential", "topn_differential", "allocations", "laminar_reactor", "durability"):
+        if name in ("golden", "differential", "join_differential", "topn_differential", "allocations", "laminar_reactor", "durability", "serve"):
             print(m["executable"] + " " + m["manifest_path"].rsplit("/", 1)[0])
 ')
-[ "${#binaries[@]}" -eq 7 ] || { echo "error: expected 7 test binaries, found ${#binaries[@]}" >&2; exit 1; }
+[ "${#binaries[@]}" -eq 8 ] || { echo "error: expected 8 test binaries, found ${#binaries[@]}" >&2; exit 1; }
 
 export LAMINAR_TEST_SHARDS=1,2,4
 hangs=0

@@ -180,6 +180,18 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
         per_source(&|c| c.connections.load(Relaxed) as f64),
     );
     family(
+        "laminar_source_inbox_bytes",
+        "gauge",
+        "Bytes a tcp source received and has not decoded yet.",
+        per_source(&|c| c.inbox_bytes.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_source_backpressure_waits_total",
+        "counter",
+        "Times a connection stopped reading its socket because the source's inbox was full.",
+        per_source(&|c| c.backpressure_waits.load(Relaxed) as f64),
+    );
+    family(
         "laminar_source_skew_outliers_total",
         "counter",
         "Event times beyond the wall clock plus watermark.skew_ms.",

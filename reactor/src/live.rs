@@ -152,8 +152,10 @@ pub struct Inbox {
     logged: VecDeque<(u64, u64)>,
     /// Everything before this LSN of the shard's WAL is on disk.
     synced_lsn: u64,
-    /// Connections waiting for room (backpressure).
+    /// Connections waiting for room (backpressure), and how many times
+    /// one had to.
     room_waiters: Vec<Rc<Signal>>,
+    backpressure_waits: u64,
     /// Finished connections waiting for the log to reach the disk.
     ack_waiters: Vec<Rc<Signal>>,
     /// Wakes the source loop.
@@ -202,6 +204,16 @@ impl Inbox {
 
     pub fn open_connections(&self) -> usize {
         self.open
+    }
+
+    /// Times a connection found the inbox full and stopped reading.
+    pub fn backpressure_waits(&self) -> u64 {
+        self.backpressure_waits
+    }
+
+    /// Bytes received and not yet applied.
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn awaiting_ack(&self) -> usize {
@@ -810,6 +822,7 @@ async fn connection(mut stream: glommio::net::TcpStream, conn: u64, inbox: Rc<Re
             let full = !ib.closed && ib.bytes >= limits.inbox_bytes_max;
             if full {
                 ib.room_waiters.push(Rc::clone(&room));
+                ib.backpressure_waits += 1;
             }
             full
         } {

@@ -28,6 +28,10 @@ pub struct SourceCounters {
     /// Event times held to the skew bound (live sources).
     pub outliers: AtomicU64,
     pub connections: AtomicU64,
+    /// Live sources: bytes received and not yet decoded, and times a
+    /// connection stopped reading because that was at its limit.
+    pub inbox_bytes: AtomicU64,
+    pub backpressure_waits: AtomicU64,
 }
 
 impl Default for SourceCounters {
@@ -39,6 +43,8 @@ impl Default for SourceCounters {
             watermark: AtomicI64::new(i64::MIN),
             outliers: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            inbox_bytes: AtomicU64::new(0),
+            backpressure_waits: AtomicU64::new(0),
         }
     }
 }

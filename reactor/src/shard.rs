@@ -1024,9 +1024,17 @@ fn publish_metrics(id: usize, core: &ShardCore, serving: &Serving, progress: &Sh
         m.sinks[*k].subscribers_dropped.store(hub.dropped, Ordering::Relaxed);
     }
     for (i, inbox) in &serving.inboxes {
-        m.sources[*i]
+        let inbox = inbox.borrow();
+        let counters = &m.sources[*i];
+        counters
             .connections
-            .store(inbox.borrow().open_connections() as u64, Ordering::Relaxed);
+            .store(inbox.open_connections() as u64, Ordering::Relaxed);
+        counters
+            .inbox_bytes
+            .store(inbox.queued_bytes() as u64, Ordering::Relaxed);
+        counters
+            .backpressure_waits
+            .store(inbox.backpressure_waits(), Ordering::Relaxed);
     }
     let shard = &m.shards[id];
     shard.busy_ns.store(
