@@ -155,48 +155,51 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
             .map(|(s, c)| (format!("source=\"{}\"", label(&s.name)), f(c)))
             .collect()
     };
-    family(
-        "laminar_source_rows_total",
-        "counter",
-        "Records read and decoded.",
-        per_source(&|c| c.rows.load(Relaxed) as f64),
-    );
-    family(
-        "laminar_source_malformed_total",
-        "counter",
-        "Malformed records skipped (and dead-lettered).",
-        per_source(&|c| c.malformed.load(Relaxed) as f64),
-    );
-    family(
-        "laminar_source_bytes_total",
-        "counter",
-        "Bytes read.",
-        per_source(&|c| c.bytes.load(Relaxed) as f64),
-    );
-    family(
-        "laminar_source_connections",
-        "gauge",
-        "Open connections of a tcp source.",
-        per_source(&|c| c.connections.load(Relaxed) as f64),
-    );
-    family(
-        "laminar_source_inbox_bytes",
-        "gauge",
-        "Bytes a tcp source received and has not decoded yet.",
-        per_source(&|c| c.inbox_bytes.load(Relaxed) as f64),
-    );
-    family(
-        "laminar_source_backpressure_waits_total",
-        "counter",
-        "Times a connection stopped reading its socket because the source's inbox was full.",
-        per_source(&|c| c.backpressure_waits.load(Relaxed) as f64),
-    );
-    family(
-        "laminar_source_skew_outliers_total",
-        "counter",
-        "Event times beyond the wall clock plus watermark.skew_ms.",
-        per_source(&|c| c.outliers.load(Relaxed) as f64),
-    );
+    type SourceMetric = fn(&laminar_reactor::metrics::SourceCounters) -> u64;
+    let source_families: [(&str, &str, &str, SourceMetric); 7] = [
+        (
+            "laminar_source_rows_total",
+            "counter",
+            "Records read and decoded.",
+            |c| c.rows.load(Relaxed),
+        ),
+        (
+            "laminar_source_malformed_total",
+            "counter",
+            "Malformed records skipped (and dead-lettered).",
+            |c| c.malformed.load(Relaxed),
+        ),
+        ("laminar_source_bytes_total", "counter", "Bytes read.", |c| {
+            c.bytes.load(Relaxed)
+        }),
+        (
+            "laminar_source_connections",
+            "gauge",
+            "Open connections of a tcp source.",
+            |c| c.connections.load(Relaxed),
+        ),
+        (
+            "laminar_source_inbox_bytes",
+            "gauge",
+            "Bytes a tcp source received and has not decoded yet.",
+            |c| c.inbox_bytes.load(Relaxed),
+        ),
+        (
+            "laminar_source_backpressure_waits_total",
+            "counter",
+            "Times a connection stopped reading its socket because the source's inbox was full.",
+            |c| c.backpressure_waits.load(Relaxed),
+        ),
+        (
+            "laminar_source_skew_outliers_total",
+            "counter",
+            "Event times beyond the wall clock plus watermark.skew_ms.",
+            |c| c.outliers.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, f) in source_families {
+        family(name, kind, help, per_source(&|c| f(c) as f64));
+    }
     let now = now_ms();
     let marked: Vec<(String, i64)> = plan
         .sources

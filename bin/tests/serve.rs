@@ -933,7 +933,7 @@ fn one_percent_garbage_over_tcp_leaves_every_good_line_counted() {
     let mut last = base;
     for i in 0..1_000_000i64 {
         let ts = base + i / 2;
-        if rng.next() % 100 == 0 {
+        if rng.next().is_multiple_of(100) {
             let garbage = match rng.next() % 5 {
                 0 => format!("x{i},1,{ts}"),
                 1 => format!("{i},2"),
@@ -953,8 +953,12 @@ fn one_percent_garbage_over_tcp_leaves_every_good_line_counted() {
         lines.push(format!("{auction},{price},{ts}"));
     }
     // Two connections, each in time order (nothing is late).
-    let halves: Vec<Vec<String>> = (0..2).map(|c| lines.iter().skip(c).step_by(2).cloned().collect()).collect();
-    let streams: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(server.addr("bid")).unwrap()).collect();
+    let halves: Vec<Vec<String>> = (0..2)
+        .map(|c| lines.iter().skip(c).step_by(2).cloned().collect())
+        .collect();
+    let streams: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server.addr("bid")).unwrap())
+        .collect();
     let until = Instant::now() + DEADLINE;
     while metric(&server.get("/metrics").1, "laminar_source_connections{source=\"bid\"}") < 2.0 {
         assert!(Instant::now() < until);
@@ -981,7 +985,10 @@ fn one_percent_garbage_over_tcp_leaves_every_good_line_counted() {
     let (exit, log) = server.stop();
     assert!(exit.success(), "{}", log.join("\n"));
     // The reports stop at 100 per source; the dead-letter file has all.
-    assert_eq!(log.iter().filter(|l| l.contains("malformed record skipped")).count(), 100);
+    assert_eq!(
+        log.iter().filter(|l| l.contains("malformed record skipped")).count(),
+        100
+    );
     let mut dead: Vec<String> = std::fs::read_to_string(dir.path().join("out/bad.txt"))
         .unwrap()
         .lines()
@@ -995,7 +1002,12 @@ fn one_percent_garbage_over_tcp_leaves_every_good_line_counted() {
         .map(|((a, w), (n, sum))| {
             let t = |ms: i64| {
                 let s = ms.div_euclid(1000);
-                format!("2024-01-01 {:02}:{:02}:{:02}.000", (s / 3600) % 24, (s / 60) % 60, s % 60)
+                format!(
+                    "2024-01-01 {:02}:{:02}:{:02}.000",
+                    (s / 3600) % 24,
+                    (s / 60) % 60,
+                    s % 60
+                )
             };
             format!("{a},{n},{sum},{},{}", t(*w), t(*w + 10_000))
         })

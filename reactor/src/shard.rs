@@ -810,6 +810,23 @@ pub struct ShardLive {
     pub subscriber_buffer_bytes: usize,
 }
 
+/// The listener `laminar serve` bound for tcp source or sink `i`.
+fn take_listener(
+    listeners: &mut [Option<std::net::TcpListener>],
+    i: usize,
+    name: &str,
+    what: &str,
+) -> Result<std::net::TcpListener, RunError> {
+    listeners
+        .get_mut(i)
+        .and_then(Option::take)
+        .ok_or_else(|| RunError::Source {
+            source_name: name.to_string(),
+            path: "tcp".into(),
+            reason: format!("a tcp {what} needs `laminar serve`"),
+        })
+}
+
 /// Takes a bound std listener onto this executor.
 fn glommio_listener(listener: std::net::TcpListener) -> glommio::net::TcpListener {
     use std::os::fd::{FromRawFd, IntoRawFd};
@@ -1145,15 +1162,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 let state = restore.as_ref().and_then(|r| r.sources[i].as_ref());
                 let source = match (&node.connector, state) {
                     (SourceConnector::Tcp { .. }, state) => {
-                        let listener =
-                            source_listeners
-                                .get_mut(i)
-                                .and_then(Option::take)
-                                .ok_or_else(|| RunError::Source {
-                                    source_name: node.name.clone(),
-                                    path: "tcp".into(),
-                                    reason: "a tcp source needs `laminar serve`".into(),
-                                })?;
+                        let listener = take_listener(&mut source_listeners, i, &node.name, "source")?;
                         let location = listener
                             .local_addr()
                             .map_or_else(|_| "tcp".to_string(), |a| format!("tcp {a}"));
@@ -1210,15 +1219,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     .and_then(|r| r.sinks[k].as_ref())
                     .map(|p| (p.bytes, p.rows));
                 if let SinkConnector::Tcp { .. } = s.connector {
-                    let listener =
-                        sink_listeners
-                            .get_mut(k)
-                            .and_then(Option::take)
-                            .ok_or_else(|| RunError::Source {
-                                source_name: s.name.clone(),
-                                path: "tcp".into(),
-                                reason: "a tcp sink needs `laminar serve`".into(),
-                            })?;
+                    let listener = take_listener(&mut sink_listeners, k, &s.name, "sink")?;
                     let hub = Rc::new(RefCell::new(crate::subscribe::Hub::new(
                         &s.name,
                         subscriber_buffer_bytes,
