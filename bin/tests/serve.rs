@@ -1015,3 +1015,47 @@ fn one_percent_garbage_over_tcp_leaves_every_good_line_counted() {
     want.sort();
     assert_same_rows(&[sorted_rows(&dir.path().join("out/totals.csv"))], &[want]);
 }
+
+/// JSON lines in, a changelog out to a subscriber: its rows carry "op".
+#[test]
+fn json_lines_in_and_a_changelog_to_a_subscriber() {
+    let dir = tempdir();
+    let sql = "CREATE SOURCE clicks (user_id BIGINT NOT NULL, page VARCHAR, ts TIMESTAMP,
+            WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH (connector = 'tcp', port = '0', format = 'json');
+         CREATE STREAM per_user AS SELECT user_id, COUNT(*) AS clicks FROM clicks GROUP BY user_id;
+         CREATE SINK live FROM per_user WITH (connector = 'tcp', port = '0');\n";
+    write_config(dir.path(), sql, "");
+    let server = Server::start(dir.path());
+    let sub = TcpStream::connect(server.addr("live")).unwrap();
+    sub.set_read_timeout(Some(DEADLINE)).unwrap();
+    let until = Instant::now() + DEADLINE;
+    while metric(&server.get("/metrics").1, "laminar_sink_subscribers{sink=\"live\"}") < 1.0 {
+        assert!(Instant::now() < until);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let lines: Vec<String> = [
+        r#"{"user_id": 7, "page": "/a", "ts": "2024-01-01 00:00:01"}"#,
+        r#"{"user_id": 7, "page": "/b", "ts": 1704067202000}"#,
+        r#"{"user_id": "seven", "page": "/c", "ts": "2024-01-01 00:00:03"}"#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(server.ingest("clicks", &lines), "OK 2 rows 1 malformed\n");
+    let mut reader = BufReader::new(&sub);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        got.push((v["op"].as_str().unwrap().to_string(), v["clicks"].as_i64().unwrap()));
+    }
+    assert_eq!(
+        got,
+        vec![("+I".into(), 1), ("-U".into(), 1), ("+U".into(), 2)],
+        "the changelog of user 7's count"
+    );
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{}", log.join("\n"));
+}
