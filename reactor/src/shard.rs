@@ -989,7 +989,14 @@ struct Serving {
     closed: bool,
     drained: bool,
     ready: bool,
+    /// When this shard saw the final checkpoint complete.
+    final_seen_at: Option<std::time::Instant>,
 }
+
+/// How long a stop waits, after the final checkpoint, for subscribers to
+/// take what they were sent; one that reads slower than this loses the
+/// rest (a live feed: the file sinks are the record).
+const SUBSCRIBER_DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 impl Serving {
     fn step(&mut self, progress: &SharedProgress) {
@@ -1006,10 +1013,15 @@ impl Serving {
             progress.drained.fetch_add(1, Ordering::AcqRel);
         }
         let final_epoch = progress.final_epoch.load(Ordering::Acquire);
+        if final_epoch == 0 || progress.checkpoint_completed.load(Ordering::Acquire) < final_epoch {
+            return;
+        }
+        let since = *self.final_seen_at.get_or_insert_with(std::time::Instant::now);
+        let subscribers_done =
+            self.hubs.iter().all(|(_, h)| h.borrow().pending_bytes() == 0) || since.elapsed() >= SUBSCRIBER_DRAIN_WAIT;
         if self.drained
             && !self.ready
-            && final_epoch > 0
-            && progress.checkpoint_completed.load(Ordering::Acquire) >= final_epoch
+            && subscribers_done
             && self.inboxes.iter().all(|(_, b)| b.borrow().awaiting_ack() == 0)
         {
             self.ready = true;
@@ -1365,6 +1377,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             closed: false,
             drained: false,
             ready: false,
+            final_seen_at: None,
         };
         glommio::spawn_local_into(
             async move {

@@ -23,6 +23,8 @@ pub const SUBSCRIBERS_MAX: usize = 64;
 struct Subscriber {
     peer: String,
     pending: Rc<RefCell<Vec<u8>>>,
+    /// Bytes the writer has taken and not finished writing.
+    sending: Rc<Cell<usize>>,
     wake: Rc<Signal>,
     gone: Rc<Cell<bool>>,
 }
@@ -49,6 +51,15 @@ impl Hub {
 
     pub fn subscribers(&self) -> usize {
         self.subscribers.len()
+    }
+
+    /// Bytes handed to subscribers that their writers have not sent yet.
+    pub fn pending_bytes(&self) -> usize {
+        self.subscribers
+            .iter()
+            .filter(|s| !s.gone.get())
+            .map(|s| s.pending.borrow().len() + s.sending.get())
+            .sum()
     }
 
     /// Hands encoded rows to every subscriber; drops the ones that fell
@@ -115,10 +126,12 @@ pub async fn accept_loop(listener: glommio::net::TcpListener, hub: Rc<RefCell<Hu
         let sub = Subscriber {
             peer: peer.clone(),
             pending: Rc::new(RefCell::new(Vec::new())),
+            sending: Rc::new(Cell::new(0)),
             wake: Rc::new(Signal::default()),
             gone: Rc::new(Cell::new(false)),
         };
         let (pending, wake, gone) = (Rc::clone(&sub.pending), Rc::clone(&sub.wake), Rc::clone(&sub.gone));
+        let sending = Rc::clone(&sub.sending);
         hub.borrow_mut().subscribers.push(sub);
         tracing::debug!(%peer, "subscriber connected");
         let writer = async move {
@@ -132,7 +145,10 @@ pub async fn accept_loop(listener: glommio::net::TcpListener, hub: Rc<RefCell<Hu
                 if out.is_empty() {
                     continue;
                 }
-                if stream.write_all(&out).await.and(stream.flush().await).is_err() {
+                sending.set(out.len());
+                let written = stream.write_all(&out).await.and(stream.flush().await);
+                sending.set(0);
+                if written.is_err() {
                     gone.set(true);
                     break;
                 }
@@ -156,6 +172,7 @@ mod tests {
         let sub = Subscriber {
             peer: "p".into(),
             pending: Rc::new(RefCell::new(Vec::new())),
+            sending: Rc::new(Cell::new(0)),
             wake: Rc::new(Signal::default()),
             gone: Rc::new(Cell::new(false)),
         };
