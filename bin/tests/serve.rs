@@ -848,10 +848,11 @@ fn kill_9_during_ingest_loses_no_acknowledged_line() {
     )
     .unwrap();
     const CLIENTS: usize = 3;
-    const CHUNKS: usize = 120;
     const LINES: usize = 1500;
+    // Enough input that every kill lands while lines still flow.
+    let chunks = 20 * kills.max(1);
     let attempts: Vec<std::sync::Arc<Vec<std::sync::atomic::AtomicU32>>> = (0..CLIENTS)
-        .map(|_| std::sync::Arc::new((0..CHUNKS).map(|_| std::sync::atomic::AtomicU32::new(0)).collect()))
+        .map(|_| std::sync::Arc::new((0..chunks).map(|_| std::sync::atomic::AtomicU32::new(0)).collect()))
         .collect();
     let mut server = Server::start(dir.path());
     let addr = format!("127.0.0.1:{port}");
@@ -860,10 +861,10 @@ fn kill_9_during_ingest_loses_no_acknowledged_line() {
             let addr = addr.clone();
             let attempts = std::sync::Arc::clone(&attempts[c]);
             std::thread::spawn(move || {
-                for chunk in 0..CHUNKS {
+                for chunk in 0..chunks {
                     let lines: Vec<String> = (0..LINES)
                         .map(|l| {
-                            let id = ((c * CHUNKS + chunk) * LINES + l) as u64;
+                            let id = ((c * chunks + chunk) * LINES + l) as u64;
                             format!("{id},{c},{}", 1_704_067_200_000 + id as i64)
                         })
                         .collect();
@@ -890,18 +891,18 @@ fn kill_9_during_ingest_loses_no_acknowledged_line() {
     assert!(exit.success(), "{}", log.join("\n"));
 
     let text = std::fs::read_to_string(dir.path().join("out/echo.csv")).unwrap();
-    let mut seen = vec![0u32; CLIENTS * CHUNKS * LINES];
+    let mut seen = vec![0u32; CLIENTS * chunks * LINES];
     for line in text.lines().skip(1) {
         let id: usize = line.split(',').next().unwrap().parse().unwrap();
         seen[id] += 1;
     }
     let mut retried = 0;
     for c in 0..CLIENTS {
-        for chunk in 0..CHUNKS {
+        for chunk in 0..chunks {
             let sent = attempts[c][chunk].load(std::sync::atomic::Ordering::Relaxed);
             retried += usize::from(sent > 1);
             for l in 0..LINES {
-                let n = seen[(c * CHUNKS + chunk) * LINES + l];
+                let n = seen[(c * chunks + chunk) * LINES + l];
                 assert!(n >= 1, "line {l} of chunk {chunk} of client {c} lost (seed {seed})");
                 assert!(
                     n <= sent,
