@@ -328,6 +328,9 @@ pub struct Coordinator {
     stopping: bool,
     /// Names of the tcp sources, whose positions are WAL LSNs.
     live_sources: Vec<String>,
+    /// Rows plus bytes read when the last checkpoint was requested
+    /// (`u64::MAX` before the first, so a run's first is never skipped).
+    activity_at_request: u64,
 }
 
 /// The WALs of `laminar serve`'s tcp sources, under the state directory.
@@ -385,6 +388,7 @@ impl Coordinator {
             requested_at: Instant::now(),
             completed_at: Instant::now(),
             stopping: false,
+            activity_at_request: u64::MAX,
             live_sources: plan
                 .sources
                 .iter()
@@ -504,7 +508,11 @@ impl Coordinator {
     }
 
     /// Requests the next checkpoint when one is due: none in flight, the
-    /// interval passed since the last, and some source still reading.
+    /// interval passed since the last, some source still reading, and
+    /// something read since the last request (an idle `serve` does not
+    /// write a manifest every interval; what a live source did without
+    /// reading, such as a watermark moved by an idle timeout, is in its
+    /// WAL).
     pub fn tick(&mut self, progress: &SharedProgress) {
         // Shards may have requested one themselves (`every_rows`).
         self.requested = self
@@ -514,11 +522,17 @@ impl Coordinator {
             return;
         }
         let live = progress.sources_live.load(Ordering::Relaxed) > 0;
+        let activity = progress
+            .rows_in
+            .load(Ordering::Relaxed)
+            .wrapping_add(progress.bytes_read.load(Ordering::Relaxed));
         if self.every_rows.is_none()
             && self.requested == self.completed
             && live
+            && activity != self.activity_at_request
             && self.completed_at.elapsed() >= self.interval
         {
+            self.activity_at_request = activity;
             self.requested += 1;
             self.requested_at = Instant::now();
             progress.checkpoint_requested.store(self.requested, Ordering::Release);

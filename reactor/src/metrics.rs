@@ -91,7 +91,8 @@ pub struct Metrics {
     pub checkpoint_last_ns: AtomicU64,
     pub checkpoint_last_state_bytes: AtomicU64,
     pub checkpoint_last_written_bytes: AtomicU64,
-    /// Every shard restored its state and reads its sources.
+    /// Every shard restored its state, replayed its WAL and reads its
+    /// sources.
     pub ready: AtomicBool,
 }
 

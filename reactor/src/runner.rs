@@ -470,6 +470,7 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
                 .store(c.last_written_bytes, std::sync::atomic::Ordering::Relaxed);
         }
         if !progress.metrics.ready.load(std::sync::atomic::Ordering::Relaxed)
+            && progress.replaying.load(std::sync::atomic::Ordering::Acquire) == 0
             && (0..shards)
                 .all(|i| Phase::from_u8(progress.phase[i].load(std::sync::atomic::Ordering::Relaxed)) >= Phase::Reading)
         {

@@ -214,6 +214,8 @@ pub struct SharedProgress {
     pub final_epoch: AtomicU64,
     /// Shards that answered their connections after the final checkpoint.
     pub ready_to_stop: AtomicUsize,
+    /// Live sources still replaying their WAL (not ready before it ends).
+    pub replaying: AtomicUsize,
 }
 
 impl SharedProgress {
@@ -1205,6 +1207,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         (Some(dir), false) => Some(open_wal(dir, id, &mut sources).await?),
         _ => None,
     };
+    let replaying = sources.iter().filter(|(_, s)| s.replaying()).count();
+    progress.replaying.fetch_add(replaying, Ordering::AcqRel);
     for (i, s) in &sources {
         // A resumed source starts from its checkpointed counts.
         let counters = &progress.metrics.sources[*i];
@@ -1772,7 +1776,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         _ => (u64::MAX, 0, None),
                     };
                     let started = std::time::Instant::now();
+                    let was_replaying = source.replaying();
                     let mut batch = source.next_batch_until(batch_rows, index_limit, &mut report)?;
+                    if was_replaying && !source.replaying() {
+                        progress.replaying.fetch_sub(1, Ordering::AcqRel);
+                    }
                     if let (Some(w), Some(logged)) = (&mut wal, source.take_wal_batch()) {
                         // Logged before its rows travel on; answered once
                         // the group that holds it is on disk.
