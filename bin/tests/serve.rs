@@ -635,7 +635,7 @@ fn a_silent_connection_goes_idle_and_a_record_from_the_future_is_held_to_the_ske
     write_config(
         dir.path(),
         &serve_sql(),
-        "[watermark]\nidle_timeout_ms = 300\nskew_ms = 1000\n",
+        "[watermark]\nidle_timeout_ms = 300\nskew_ms = 500\n",
     );
     let server = Server::start(dir.path());
     let sub = TcpStream::connect(server.addr("totals_tcp")).unwrap();
@@ -653,14 +653,14 @@ fn a_silent_connection_goes_idle_and_a_record_from_the_future_is_held_to_the_ske
         std::thread::sleep(Duration::from_millis(5));
     }
     // Honest rows near the wall clock, one stamped in the year 3000, and
-    // honest rows again: none may be late (the skew bound, 1 s, is under
+    // honest rows again: none may be late (the skew bound, 0.5 s, is under
     // the watermark delay, 2 s), and the window of the first rows must
     // close although the silent connection never sends anything.
     let now = wall_ms();
     let window_start = now.div_euclid(10_000) * 10_000 - 20_000;
     let mut lines: Vec<String> = (0..5).map(|i| format!("1,{i},{}", window_start + i)).collect();
     lines.push(format!("2,0,{}", 32_503_680_000_000i64)); // 3000-01-01
-    lines.extend((0..5).map(|i| format!("3,{i},{}", wall_ms() + i)));
+    lines.extend((0..5).map(|i| format!("3,{i},{}", wall_ms() - 10 + i)));
     assert_eq!(server.ingest("bid", &lines), "OK 11 rows 0 malformed\n");
     let mut first = String::new();
     BufReader::new(&sub).read_line(&mut first).unwrap();
@@ -683,7 +683,7 @@ fn a_silent_connection_goes_idle_and_a_record_from_the_future_is_held_to_the_ske
         0.0
     );
     let watermark = metric(&metrics, "laminar_source_watermark_ms{source=\"bid\"}") as i64;
-    assert!(watermark <= wall_ms() + 1000, "held to the bound: {watermark}");
+    assert!(watermark <= wall_ms() + 500, "held to the bound: {watermark}");
     let (exit, log) = server.stop();
     assert!(exit.success(), "{}", log.join("\n"));
     assert!(
