@@ -147,6 +147,9 @@ pub struct Inbox {
     finished: FxHashMap<u64, (ConnCounts, u64)>,
     /// Connections that ended and wait for the log to hold them.
     awaiting_ack: usize,
+    /// Connections that failed (their client gets no answer): nothing is
+    /// kept for them when their `Close` is applied.
+    unanswered: fxhash::FxHashSet<u64>,
     /// Logged batches: (`applied_seq` after the batch, the LSN just past
     /// its WAL record), oldest first.
     logged: VecDeque<(u64, u64)>,
@@ -643,7 +646,11 @@ impl LiveReader {
                     if let Some(c) = self.conns.remove(&id) {
                         self.max_seen = self.max_seen.max(c.watermark);
                         let mut ib = inbox.borrow_mut();
-                        ib.finished.insert(id, (c.counts, seq));
+                        // Only a connection that waits for its answer
+                        // keeps its counts (a failed one never asks).
+                        if !ib.unanswered.remove(&id) {
+                            ib.finished.insert(id, (c.counts, seq));
+                        }
                         ib.open = ib.open.saturating_sub(1);
                     }
                     self.advance(now, &mut batch);
@@ -847,12 +854,16 @@ async fn connection(mut stream: glommio::net::TcpStream, conn: u64, inbox: Rc<Re
             }
         }
     };
+    if !ended_well {
+        let mut ib = inbox.borrow_mut();
+        if ib.push(Arrival::Close { conn }).is_some() {
+            ib.unanswered.insert(conn);
+        }
+        return;
+    }
     let Some(close_seq) = inbox.borrow_mut().push(Arrival::Close { conn }) else {
         return;
     };
-    if !ended_well {
-        return;
-    }
     inbox.borrow_mut().awaiting_ack += 1;
     // Woken by every group commit (`Inbox::on_synced`).
     let synced = Rc::new(Signal::default());
@@ -1157,6 +1168,23 @@ mod tests {
         assert_eq!((g.rows, g.malformed), (f.rows, f.malformed));
         assert!(g.reader.conns.is_empty(), "replayed connections are gone");
         assert_eq!(g.reader.inbox.borrow().next_conn, 3, "new connections get new ids");
+    }
+
+    #[test]
+    fn a_failed_connection_leaves_nothing_behind() {
+        let mut f = Fixture::new(LiveLimits::default());
+        f.open(1);
+        f.send(1, "1,10\n");
+        {
+            let mut ib = f.reader.inbox.borrow_mut();
+            ib.push(Arrival::Close { conn: 1 });
+            ib.unanswered.insert(1);
+        }
+        f.read(100);
+        let ib = f.reader.inbox.borrow();
+        assert!(ib.finished.is_empty() && ib.unanswered.is_empty());
+        assert_eq!(ib.open, 0);
+        assert!(f.reader.conns.is_empty());
     }
 
     #[test]
