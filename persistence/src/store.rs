@@ -62,6 +62,13 @@ impl ChunkRef {
     fn same_bytes(&self, other: &ChunkRef) -> bool {
         (self.len, self.crc, self.hash) == (other.len, other.crc, other.hash)
     }
+
+    /// Whether `bytes` read back are the chunk written: length and
+    /// CRC32C (the hash serves change detection when writing; computing
+    /// it again on every read doubled the cost of a restart's read).
+    fn holds(&self, bytes: &[u8]) -> bool {
+        bytes.len() == self.len as usize && crc32c::crc32c(bytes) == self.crc
+    }
 }
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -246,7 +253,7 @@ impl CheckpointStore {
                             part.part, chunk.epoch
                         ),
                     })?;
-                if !ChunkRef::of(chunk.epoch, &bytes).same_bytes(chunk) {
+                if !chunk.holds(&bytes) {
                     return Err(PersistError::Store {
                         path: self.path.clone(),
                         reason: format!(

@@ -447,8 +447,21 @@ impl Coordinator {
             )));
         }
         let mut restores = Vec::with_capacity(shards);
-        for shard in 0..shards {
-            let (parts, index) = coordinator.store.read(manifest.epoch, shard as u32)?;
+        // Every shard's parts at once, one thread each: reading back is
+        // RocksDB lookups, copies and checksums, and the cores are idle
+        // until the shards start.
+        let store = &coordinator.store;
+        let read: Vec<_> = std::thread::scope(|scope| {
+            let readers: Vec<_> = (0..shards)
+                .map(|shard| scope.spawn(move || store.read(manifest.epoch, shard as u32)))
+                .collect();
+            readers
+                .into_iter()
+                .map(|r| r.join().expect("a checkpoint reader thread does not panic"))
+                .collect()
+        });
+        for (shard, read) in read.into_iter().enumerate() {
+            let (parts, index) = read?;
             coordinator.indexes[shard] = index;
             let mut sources = vec![None; plan.sources.len()];
             for p in manifest.sources.iter().filter(|p| p.shard as usize == shard) {
