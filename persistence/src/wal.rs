@@ -90,7 +90,9 @@ pub type Lsn = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RecordKind {
-    /// Rows a non-replayable source accepted (an rkyv archive of them).
+    /// What a live (tcp) source applied in one batch: the reactor's
+    /// `live::LoggedBatch` as an rkyv archive (the arrivals, the applied
+    /// part of each, and the clock reading they were applied at).
     Rows = 1,
     /// A source's offset and watermark after the rows before it.
     SourceProgress = 2,

@@ -323,6 +323,9 @@ pub struct LiveReader {
     pub max_seen: i64,
     /// Event times beyond the skew bound.
     pub outliers: u64,
+    /// Where the shard's WAL stands after what this source applied: its
+    /// position in a checkpoint, and where a recovery replays from.
+    pub wal_lsn: u64,
     pub bytes_read: u64,
     line: Vec<u8>,
     /// The source's plan index (for its WAL records).
@@ -357,6 +360,7 @@ impl LiveReader {
             watermark: i64::MIN,
             max_seen: i64::MIN,
             outliers: 0,
+            wal_lsn: 0,
             bytes_read: 0,
             line: Vec::new(),
             index: u32::try_from(index).expect("a plan has fewer than 2^32 sources"),
@@ -426,7 +430,8 @@ impl LiveReader {
     /// Continues from a checkpoint: the watermark stands where it stood,
     /// and the connections open then are back for the WAL's replay (which
     /// ends them: their process is gone).
-    pub fn resume(&mut self, watermark: i64, max_seen: i64, conns: &[ConnState]) {
+    pub fn resume(&mut self, wal_lsn: u64, watermark: i64, max_seen: i64, conns: &[ConnState]) {
+        self.wal_lsn = wal_lsn;
         self.watermark = watermark;
         self.max_seen = max_seen.max(watermark);
         for c in conns {
@@ -493,6 +498,15 @@ impl LiveReader {
         self.spec.is_some() && self.candidate(self.clock.now_ms()) > self.watermark
     }
 
+    /// Keeps what was applied of an arrival for the WAL (`bytes`: about
+    /// what it adds to the record).
+    fn log_entry(&mut self, entry: Arrival, bytes: usize) {
+        if let Some(log) = self.log.as_mut() {
+            log.push(entry);
+            self.log_bytes += bytes;
+        }
+    }
+
     /// Moves the watermark to what the connections allow; pushes the mark
     /// when it advanced.
     fn advance(&mut self, now_ms: i64, batch: &mut Batch) {
@@ -536,27 +550,18 @@ impl LiveReader {
             let mut ib = inbox.borrow_mut();
             let Some((seq, front)) = ib.queue.front() else { break };
             let seq = *seq;
-            if let (true, Some(log)) = (logging, self.log.as_mut()) {
-                // What is applied of this arrival, as the WAL keeps it
-                // (the applied part of `Bytes` is logged below).
-                match front {
-                    Arrival::Open { conn, peer } => {
-                        log.push(Arrival::Open {
-                            conn: *conn,
-                            peer: peer.clone(),
-                        });
-                        self.log_bytes += peer.len() + 16;
-                    }
-                    Arrival::Close { conn } => {
-                        log.push(Arrival::Close { conn: *conn });
-                        self.log_bytes += 16;
-                    }
-                    Arrival::Bytes { .. } => {}
-                }
-            }
             match front {
                 Arrival::Open { conn, peer } => {
                     let id = *conn;
+                    if logging {
+                        self.log_entry(
+                            Arrival::Open {
+                                conn: id,
+                                peer: peer.clone(),
+                            },
+                            peer.len() + 16,
+                        );
+                    }
                     let conn = Conn {
                         peer: peer.clone(),
                         framer: LineFramer::new(self.limits.line_bytes_max),
@@ -612,12 +617,15 @@ impl LiveReader {
                         )?;
                     }
                     self.bytes_read += (pos - start) as u64;
-                    if let (true, Some(log)) = (logging, self.log.as_mut()) {
-                        log.push(Arrival::Bytes {
-                            conn: id,
-                            bytes: bytes[start..pos].to_vec(),
-                        });
-                        self.log_bytes += pos - start;
+                    if logging {
+                        let applied = bytes[start..pos].to_vec();
+                        self.log_entry(
+                            Arrival::Bytes {
+                                conn: id,
+                                bytes: applied,
+                            },
+                            pos - start,
+                        );
                     }
                     if pos == end {
                         ib.pop_front();
@@ -629,6 +637,9 @@ impl LiveReader {
                     let id = *conn;
                     ib.pop_front();
                     drop(ib);
+                    if logging {
+                        self.log_entry(Arrival::Close { conn: id }, 16);
+                    }
                     // An unterminated last line is a line.
                     let last = self.conns.get_mut(&id).and_then(|c| {
                         let framed = c.framer.finish()?;

@@ -898,9 +898,8 @@ async fn open_wal(
     let shard = u32::try_from(id).expect("shard ids fit u32");
     let starts: FxHashMap<u32, u64> = sources
         .iter_mut()
-        .filter(|(_, s)| s.is_live())
-        .map(|(i, s)| Ok((*i as u32, s.position()?.offset)))
-        .collect::<Result<_, RunError>>()?;
+        .filter_map(|(i, s)| Some((*i as u32, s.live()?.wal_lsn)))
+        .collect();
     let from = starts.values().copied().min().unwrap_or(0);
     let mut batches: FxHashMap<u32, Vec<crate::live::LoggedBatch>> = FxHashMap::default();
     let mut read = 0usize;
@@ -938,10 +937,10 @@ async fn open_wal(
             "replaying the WAL after the checkpoint"
         );
     }
-    for (i, s) in sources.iter_mut().filter(|(_, s)| s.is_live()) {
+    for (i, live) in sources.iter_mut().filter_map(|(i, s)| Some((*i, s.live_mut()?))) {
         // Also with nothing to replay: the connections the checkpoint
         // kept are gone, and go.
-        s.replay(batches.remove(&(*i as u32)).unwrap_or_default());
+        live.replay(batches.remove(&(i as u32)).unwrap_or_default());
     }
     let writer = wal::WalWriter::open(
         wal::WalConfig::new(dir, shard),
@@ -950,7 +949,9 @@ async fn open_wal(
     )
     .await?;
     for (_, s) in sources.iter_mut() {
-        s.set_wal_lsn(report.end_lsn);
+        if let Some(live) = s.live_mut() {
+            live.wal_lsn = report.end_lsn;
+        }
     }
     Ok(writer)
 }
@@ -974,8 +975,8 @@ async fn wal_commit(
     shard.wal_sync_ns_total.fetch_add(ns, Ordering::Relaxed);
     shard.wal_sync_ns_max.fetch_max(ns, Ordering::Relaxed);
     for (_, s) in sources {
-        if let Some(inbox) = s.live_inbox() {
-            inbox.borrow_mut().on_synced(synced);
+        if let Some(live) = s.live() {
+            live.inbox.borrow_mut().on_synced(synced);
         }
     }
     Ok(())
@@ -1662,7 +1663,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         if let Some(w) = &wal {
                             // Recovery replays the log from here.
                             for (_, s) in &mut sources {
-                                s.set_wal_lsn(w.next_lsn());
+                                if let Some(live) = s.live_mut() {
+                                    live.wal_lsn = w.next_lsn();
+                                }
                             }
                         }
                         let positions = source_positions(id, &mut sources)?;
@@ -1781,7 +1784,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     if was_replaying && !source.replaying() {
                         progress.replaying.fetch_sub(1, Ordering::AcqRel);
                     }
-                    if let (Some(w), Some(logged)) = (&mut wal, source.take_wal_batch()) {
+                    let logged = source.live_mut().and_then(crate::live::LiveReader::take_log);
+                    if let (Some(w), Some(logged)) = (&mut wal, logged) {
                         // Logged before its rows travel on; answered once
                         // the group that holds it is on disk.
                         let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&logged).map_err(|e| {
@@ -1789,8 +1793,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         })?;
                         w.append(injected, laminar_persistence::wal::RecordKind::Rows, &payload)
                             .await?;
-                        if let Some(inbox) = source.live_inbox() {
-                            inbox.borrow_mut().on_logged(w.next_lsn());
+                        if let Some(live) = source.live() {
+                            live.inbox.borrow_mut().on_logged(w.next_lsn());
                         }
                     }
                     progress.rows_in.fetch_add(source.rows - before, Ordering::Relaxed);
@@ -1816,7 +1820,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     counters.malformed.store(source.malformed, Ordering::Relaxed);
                     counters.bytes.store(source.bytes_read, Ordering::Relaxed);
                     counters.watermark.fetch_max(source.watermark(), Ordering::Relaxed);
-                    counters.outliers.store(source.outliers(), Ordering::Relaxed);
+                    counters
+                        .outliers
+                        .store(source.live().map_or(0, |l| l.outliers), Ordering::Relaxed);
                     let published =
                         if source.is_done() || !source.has_watermark() || source.is_split() || source.is_live() {
                             i64::MAX

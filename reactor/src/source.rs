@@ -165,9 +165,6 @@ enum Reader {
         reader: Box<crate::live::LiveReader>,
         location: String,
         dead_letter: Option<DeadLetter>,
-        /// Where the shard's WAL stands after what this source applied:
-        /// its position in a checkpoint.
-        wal_lsn: u64,
     },
     Nexmark {
         generator: Generator,
@@ -381,7 +378,6 @@ impl Source {
                 reader: Box::new(reader),
                 location,
                 dead_letter,
-                wal_lsn: resume.map_or(0, |s| s.offset),
             },
             None,
         );
@@ -406,50 +402,24 @@ impl Source {
         }
     }
 
-    /// A live source's inbox (for the shard's connection tasks).
-    pub fn live_inbox(&self) -> Option<&Rc<RefCell<crate::live::Inbox>>> {
+    /// A live source's reader (its inbox, WAL log and replay, counters).
+    pub fn live(&self) -> Option<&crate::live::LiveReader> {
         match &self.reader {
-            Reader::Live { reader, .. } => Some(&reader.inbox),
+            Reader::Live { reader, .. } => Some(reader),
             _ => None,
         }
     }
 
-    /// Event times a live source held to the skew bound.
-    pub fn outliers(&self) -> u64 {
-        match &self.reader {
-            Reader::Live { reader, .. } => reader.outliers,
-            _ => 0,
-        }
-    }
-
-    /// A live source's last batch, for the WAL (see `live::LoggedBatch`).
-    pub fn take_wal_batch(&mut self) -> Option<crate::live::LoggedBatch> {
+    pub fn live_mut(&mut self) -> Option<&mut crate::live::LiveReader> {
         match &mut self.reader {
-            Reader::Live { reader, .. } => reader.take_log(),
+            Reader::Live { reader, .. } => Some(reader),
             _ => None,
-        }
-    }
-
-    /// The shard's WAL holds everything this source applied up to `lsn`.
-    pub fn set_wal_lsn(&mut self, lsn: u64) {
-        if let Reader::Live { wal_lsn, .. } = &mut self.reader {
-            *wal_lsn = lsn;
         }
     }
 
     /// Whether a live source still has WAL batches to replay.
     pub fn replaying(&self) -> bool {
-        match &self.reader {
-            Reader::Live { reader, .. } => reader.replaying() > 0,
-            _ => false,
-        }
-    }
-
-    /// Batches from the WAL to apply before anything new (recovery).
-    pub fn replay(&mut self, batches: Vec<crate::live::LoggedBatch>) {
-        if let Reader::Live { reader, .. } = &mut self.reader {
-            reader.replay(batches);
-        }
+        self.live().is_some_and(|l| l.replaying() > 0)
     }
 
     /// Opens this shard's part of a file split over every shard.
@@ -577,10 +547,10 @@ impl Source {
                 (offset, *line, dl.unwrap_or(0))
             }
             Reader::Live {
-                dead_letter, wal_lsn, ..
+                reader, dead_letter, ..
             } => {
                 let dl = dead_letter.as_mut().map(DeadLetter::committed_len).transpose()?;
-                (*wal_lsn, 0, dl.unwrap_or(0))
+                (reader.wal_lsn, 0, dl.unwrap_or(0))
             }
             Reader::Nexmark { next, .. } => (*next, 0, 0),
             Reader::Split { path, .. } => {
@@ -659,7 +629,7 @@ impl Source {
             Reader::Live {
                 reader, dead_letter, ..
             } => {
-                reader.resume(state.watermark, state.max_time, &state.live_connections);
+                reader.resume(state.offset, state.watermark, state.max_time, &state.live_connections);
                 if let Some(d) = dead_letter {
                     d.cut_to(state.dead_letter_bytes)?;
                 }
