@@ -598,6 +598,15 @@ impl Coordinator {
         if self.pieces.iter().all(Option::is_some) {
             self.complete()?;
             progress.checkpoint_completed.store(self.completed, Ordering::Release);
+            let m = &progress.metrics;
+            m.checkpoints_completed.store(self.completed, Ordering::Relaxed);
+            let last = self.durations.last().map_or(0, |d| d.as_nanos());
+            m.checkpoint_last_ns
+                .store(u64::try_from(last).unwrap_or(u64::MAX), Ordering::Relaxed);
+            m.checkpoint_last_state_bytes
+                .store(self.last_state_bytes, Ordering::Relaxed);
+            m.checkpoint_last_written_bytes
+                .store(self.last_written_bytes, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -60,6 +60,10 @@ pub enum RunError {
     Mesh(String),
     #[error("stopped because another shard failed")]
     Aborted,
+    #[error("stopping: {0}")]
+    Stop(String),
+    #[error("encoding {what}: {reason}")]
+    Encode { what: String, reason: String },
     #[error("durable state: {0}")]
     Persist(#[from] laminar_persistence::PersistError),
     #[error("recovery from {dir}: {reason}")]

@@ -361,6 +361,10 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
         progress
             .checkpoint_completed
             .store(c.completed, std::sync::atomic::Ordering::Relaxed);
+        progress
+            .metrics
+            .checkpoints_completed
+            .store(c.completed, std::sync::atomic::Ordering::Relaxed);
     }
     let (events_tx, events_rx) = mpsc::channel();
     let mesh_ends = crate::mesh::full(shards, config.channel_messages_max);
@@ -455,19 +459,6 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
                 }
             }
             c.tick(&progress);
-            let m = &progress.metrics;
-            m.checkpoints_completed
-                .store(c.completed, std::sync::atomic::Ordering::Relaxed);
-            if let Some(d) = c.durations.last() {
-                m.checkpoint_last_ns.store(
-                    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-            }
-            m.checkpoint_last_state_bytes
-                .store(c.last_state_bytes, std::sync::atomic::Ordering::Relaxed);
-            m.checkpoint_last_written_bytes
-                .store(c.last_written_bytes, std::sync::atomic::Ordering::Relaxed);
         }
         if !progress.metrics.ready.load(std::sync::atomic::Ordering::Relaxed)
             && progress.replaying.load(std::sync::atomic::Ordering::Acquire) == 0
@@ -642,11 +633,15 @@ impl StopSequence {
             return Ok(());
         };
         if asked_at.elapsed() > self.timeout {
-            return Err(RunError::Mesh(format!(
-                "the stop did not finish within {:?} (drained shards {}/{shards}, final checkpoint {}, answered {}/{shards})",
+            return Err(RunError::Stop(format!(
+                "it did not finish within {:?} (drained shards {}/{shards}, final checkpoint {}, answered {}/{shards})",
                 self.timeout,
                 progress.drained.load(Acquire),
-                if self.final_epoch == 0 { "not started".to_string() } else { format!("epoch {}", self.final_epoch) },
+                if self.final_epoch == 0 {
+                    "not started".to_string()
+                } else {
+                    format!("epoch {}", self.final_epoch)
+                },
                 progress.ready_to_stop.load(Acquire),
             )));
         }

@@ -1788,8 +1788,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     if let (Some(w), Some(logged)) = (&mut wal, logged) {
                         // Logged before its rows travel on; answered once
                         // the group that holds it is on disk.
-                        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&logged).map_err(|e| {
-                            RunError::Mesh(format!("encoding a WAL record of source {}: {e}", source.name))
+                        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&logged).map_err(|e| RunError::Encode {
+                            what: format!("a WAL record of source {}", source.name),
+                            reason: e.to_string(),
                         })?;
                         w.append(injected, laminar_persistence::wal::RecordKind::Rows, &payload)
                             .await?;
