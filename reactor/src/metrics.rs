@@ -2,10 +2,10 @@
 //! endpoint: shards publish, any thread reads.
 //!
 //! Every counter is a relaxed atomic written by one shard (or by the
-//! coordinator) and read by the admin thread; nothing here is on the
-//! event path's critical section: sources publish after each batch,
-//! the watchdog publishes node, sink and shard figures every
-//! `PUBLISH_EVERY_BEATS` beats (about every 100 ms).
+//! coordinator) and read by the admin thread. Shards publish only when
+//! there is a reader (`laminar serve`): sources after each batch, the
+//! watchdog node, sink and shard figures every `PUBLISH_EVERY_BEATS`
+//! beats (about every 100 ms); the coordinator after each checkpoint.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 

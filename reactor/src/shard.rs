@@ -1033,6 +1033,20 @@ impl Serving {
     }
 }
 
+/// Copies a source's counts into the shared counters (`laminar serve`'s
+/// metrics). A served source is never split (checkpoints are on), so its
+/// counts are this shard's alone and include a resumed run's.
+fn publish_source(counters: &crate::metrics::SourceCounters, s: &Source) {
+    debug_assert!(!s.is_split());
+    counters.rows.store(s.rows, Ordering::Relaxed);
+    counters.malformed.store(s.malformed, Ordering::Relaxed);
+    counters.bytes.store(s.bytes_read, Ordering::Relaxed);
+    counters.watermark.fetch_max(s.watermark(), Ordering::Relaxed);
+    counters
+        .outliers
+        .store(s.live().map_or(0, |l| l.outliers), Ordering::Relaxed);
+}
+
 /// Copies this shard's node, sink and shard figures into the shared
 /// counters (see `metrics`).
 fn publish_metrics(id: usize, core: &ShardCore, serving: &Serving, progress: &SharedProgress) {
@@ -1141,6 +1155,8 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         restore,
         live,
     } = shared;
+    // Metrics have a reader only in `laminar serve`.
+    let metrics_read = live.is_some();
     let (mut source_listeners, mut sink_listeners, live_limits, subscriber_buffer_bytes) = match live {
         Some(l) => (
             l.source_listeners,
@@ -1210,14 +1226,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     };
     let replaying = sources.iter().filter(|(_, s)| s.replaying()).count();
     progress.replaying.fetch_add(replaying, Ordering::AcqRel);
-    for (i, s) in &sources {
+    if metrics_read {
         // A resumed source starts from its checkpointed counts.
-        let counters = &progress.metrics.sources[*i];
-        if !s.is_split() {
-            counters.rows.store(s.rows, Ordering::Relaxed);
-            counters.malformed.store(s.malformed, Ordering::Relaxed);
+        for (i, s) in &sources {
+            publish_source(&progress.metrics.sources[*i], s);
         }
-        counters.watermark.fetch_max(s.watermark(), Ordering::Relaxed);
     }
     let live = sources.iter().filter(|(_, s)| !s.is_done()).count();
     progress.sources_live.fetch_add(live, Ordering::Relaxed);
@@ -1390,7 +1403,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     glommio::timer::sleep(MESH_WATCHDOG_INTERVAL).await;
                     let beat = progress.heartbeats[id].fetch_add(1, Ordering::Relaxed);
                     serving.step(&progress);
-                    if beat % crate::metrics::PUBLISH_EVERY_BEATS == 0 {
+                    if metrics_read && beat % crate::metrics::PUBLISH_EVERY_BEATS == 0 {
                         publish_metrics(id, &core.borrow(), &serving, &progress);
                     }
                     // A checkpoint request reaches a shard whose sources
@@ -1811,19 +1824,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         .bytes_read
                         .fetch_add(source.bytes_read - bytes_seen[k], Ordering::Relaxed);
                     bytes_seen[k] = source.bytes_read;
-                    let counters = &progress.metrics.sources[*i];
-                    if source.is_split() {
-                        counters.rows.fetch_add(source.rows - before, Ordering::Relaxed);
-                    } else {
-                        // Counts from the start, a resumed run's included.
-                        counters.rows.store(source.rows, Ordering::Relaxed);
+                    if metrics_read {
+                        publish_source(&progress.metrics.sources[*i], source);
                     }
-                    counters.malformed.store(source.malformed, Ordering::Relaxed);
-                    counters.bytes.store(source.bytes_read, Ordering::Relaxed);
-                    counters.watermark.fetch_max(source.watermark(), Ordering::Relaxed);
-                    counters
-                        .outliers
-                        .store(source.live().map_or(0, |l| l.outliers), Ordering::Relaxed);
                     let published =
                         if source.is_done() || !source.has_watermark() || source.is_split() || source.is_live() {
                             i64::MAX
