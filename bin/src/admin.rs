@@ -107,12 +107,6 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
@@ -200,7 +194,8 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
     for (name, kind, help, f) in source_families {
         family(name, kind, help, per_source(&|c| f(c) as f64));
     }
-    let now = now_ms();
+    // The wall clock the sources' skew bound reads.
+    let now = laminar_exec::time::Clock::now_ms(&laminar_reactor::clock::SystemClock::default());
     let marked: Vec<(String, i64)> = plan
         .sources
         .iter()

@@ -777,6 +777,34 @@ impl LiveReader {
     }
 }
 
+/// The next connection of a listener and its peer's address. A failed
+/// accept (out of descriptors, say) is logged and tried again after a
+/// pause rather than in a spin.
+pub(crate) async fn accept(listener: &glommio::net::TcpListener, what: &str) -> (glommio::net::TcpStream, String) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!(listener = %what, error = %e, "accepting a connection failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Tells a refused client why (one `ERR …` line) and closes, in a task
+/// of its own so the accept loop goes on.
+pub(crate) fn refuse(mut stream: glommio::net::TcpStream, message: String) {
+    glommio::spawn_local(async move {
+        let _ = stream.write_all(message.as_bytes()).await;
+        let _ = stream.close().await;
+    })
+    .detach();
+}
+
 /// Accepts connections of one source until the task is dropped (intake
 /// stops). Each connection gets its own task.
 pub async fn accept_loop(
@@ -786,16 +814,7 @@ pub async fn accept_loop(
     source_name: String,
 ) {
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of descriptors, say: wait a little rather than spin.
-                tracing::warn!(source = %source_name, error = %e, "accepting a connection failed");
-                glommio::timer::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let (stream, peer) = accept(&listener, &source_name).await;
         let refused = {
             let ib = inbox.borrow();
             if ib.closed {
@@ -811,12 +830,7 @@ pub async fn accept_loop(
         };
         if let Some(message) = refused {
             tracing::warn!(source = %source_name, %peer, "refused a connection: {}", message.trim_end());
-            let mut stream = stream;
-            glommio::spawn_local(async move {
-                let _ = stream.write_all(message.as_bytes()).await;
-                let _ = stream.close().await;
-            })
-            .detach();
+            refuse(stream, message);
             continue;
         }
         let conn = {

@@ -100,27 +100,14 @@ impl Hub {
 
 /// Accepts subscribers of one sink until the task is dropped.
 pub async fn accept_loop(listener: glommio::net::TcpListener, hub: Rc<RefCell<Hub>>, queue: glommio::TaskQueueHandle) {
+    let what = format!("sink {}", hub.borrow().sink);
     loop {
-        let stream = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a subscriber failed");
-                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-        let mut stream = stream;
+        let (mut stream, peer) = crate::live::accept(&listener, &what).await;
         if hub.borrow().subscribers.len() >= SUBSCRIBERS_MAX {
-            let _ = glommio::spawn_local_into(
-                async move {
-                    let message = format!("ERR this sink has {SUBSCRIBERS_MAX} subscribers, its limit\n");
-                    let _ = stream.write_all(message.as_bytes()).await;
-                    let _ = stream.close().await;
-                },
-                queue,
-            )
-            .map(glommio::Task::detach);
+            crate::live::refuse(
+                stream,
+                format!("ERR this sink has {SUBSCRIBERS_MAX} subscribers, its limit\n"),
+            );
             continue;
         }
         let sub = Subscriber {
