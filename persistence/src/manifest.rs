@@ -48,7 +48,9 @@ pub struct SourcePosition {
     pub offset: u64,
     /// Records (lines) consumed, for error messages after a restart.
     pub records: u64,
-    /// The source's own state (its watermark generator), opaque here.
+    /// The source's own state, opaque here: the reactor's `SourceState`
+    /// as an rkyv archive (offset or WAL LSN, counters, watermark, and for
+    /// a tcp source the connections open at the checkpoint).
     pub state: Vec<u8>,
 }
 
