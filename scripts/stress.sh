@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The multi-shard stress loop: runs every test binary that starts shards
 # (golden, differential, join_differential, topn_differential, allocations,
-# the reactor's unit tests) N times (default 50) on 1, 2 and 4 shards, each
+# the reactor's unit tests, the crash tests, serve's end-to-end tests) N
+# times (default 50) on 1, 2 and 4 shards, each
 # under a 120 s timeout. A timeout is a hang: its output (with the stall
 # report naming every shard's phase and every channel's state) is kept
 # under $LAMINAR_STRESS_LOGS.
 #
 #   scripts/stress.sh [N]            or   LAMINAR_STRESS=N scripts/test.sh
+# (python3 reads cargo's list of test binaries.)
+LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} python3"
 source "$(dirname "$0")/env.sh"
 
 iterations="${1:-${LAMINAR_STRESS:-50}}"

@@ -6,6 +6,10 @@
 # README: LAMINAR_STRESS=N adds N iterations of the multi-shard stress loop;
 # LAMINAR_FUZZ_SECONDS=N fuzzes each decoder N seconds instead of 15;
 # LAMINAR_STATIC=1 builds and checks the statically linked binary.
+#
+# bin/tests/host.rs checks the systemd unit with systemd-analyze (package
+# systemd), and the stress loop reads cargo's JSON with python3.
+LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} systemd python3"
 source "$(dirname "$0")/env.sh"
 
 echo "== cargo fmt --check"
