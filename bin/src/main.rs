@@ -164,7 +164,28 @@ enum Command {
     Explain { file: PathBuf },
 }
 
+/// Keeps freed memory in glibc's per-thread arenas instead of returning
+/// it to the kernel at every free. Batches of rows are allocated on one
+/// shard and freed on another, megabytes a second; with the default
+/// padding each arena's heap shrinks (`madvise(MADV_DONTNEED)`) and grows
+/// again around them, and the page faults and page clearing that follow
+/// were a third of a CSV run's time (10M-row filter: 2.0-3.0 s with,
+/// 1.6 s without). Pages are only ever touched when used, so resident
+/// memory does not grow by the pad.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const TOP_PAD_BYTES: libc::c_int = 64 << 20;
+        // SAFETY: mallopt only sets allocator parameters; it is called
+        // before any thread exists, and a refusal (0) leaves the defaults.
+        unsafe {
+            libc::mallopt(libc::M_TOP_PAD, TOP_PAD_BYTES);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    tune_malloc();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("LAMINAR_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

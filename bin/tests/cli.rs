@@ -264,7 +264,7 @@ fn malformed_records_are_warned_about_skipped_and_dead_lettered() {
         dir.path(),
         "p.sql",
         "CREATE SOURCE t (k VARCHAR, v BIGINT, ts TIMESTAMP)
-         WITH (connector = 'file', path = 'in.csv', header = 'true', dead_letter = 'dead.txt');
+         WITH (connector = 'file', path = 'in.csv', header = 'true', dead_letter = 'dead.txt', validate = 'all');
          CREATE STREAM q AS SELECT k, v FROM t;
          CREATE SINK o FROM q WITH (connector = 'file', path = 'o.csv');",
     );
@@ -304,6 +304,70 @@ fn malformed_records_are_warned_about_skipped_and_dead_lettered() {
         "{err}"
     );
     assert!(err.contains("source t: 4 rows, 3 malformed"), "{err}");
+}
+
+#[test]
+fn columns_no_query_reads_are_not_parsed_unless_validate_all() {
+    // By default a CSV source parses only the columns its queries read
+    // (and its watermark column): a bad value in another column does not
+    // make the record malformed, a wrong field count still does, and
+    // `explain` says which columns are read. `validate = 'all'` checks
+    // every column.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "in.csv",
+        "k,v,note,ts\n\
+         a,1,fine,2015-07-15 00:00:01\n\
+         b,2,fine,not a time\n\
+         c,x,fine,2015-07-15 00:00:03\n\
+         d,4,fine\n\
+         e,5,fine,2015-07-15 00:00:05\n",
+    );
+    for (validate, rows, malformed) in [("read", "a,1\nb,2\ne,5\n", 2), ("all", "a,1\ne,5\n", 3)] {
+        write(
+            dir.path(),
+            "p.sql",
+            &format!(
+                "CREATE SOURCE t (k VARCHAR, v BIGINT, note VARCHAR, ts TIMESTAMP)
+                 WITH (connector = 'file', path = 'in.csv', header = 'true', validate = '{validate}');
+                 CREATE STREAM q AS SELECT k, v FROM t WHERE v > 0;
+                 CREATE SINK o FROM q WITH (connector = 'file', path = 'o.csv');"
+            ),
+        );
+        let o = laminar(dir.path(), &["run", "p.sql"]);
+        assert_success(&o);
+        assert_eq!(
+            read(dir.path(), "o.csv"),
+            format!("k,v\n{rows}"),
+            "validate = '{validate}'"
+        );
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("source t: {} rows, {malformed} malformed", 5 - malformed)),
+            "{err}"
+        );
+        let o = laminar(dir.path(), &["explain", "p.sql"]);
+        assert_success(&o);
+        let plan = stdout(&o);
+        assert_eq!(
+            plan.contains("reads: k, v (the other columns are not parsed)"),
+            validate == "read",
+            "{plan}"
+        );
+    }
+    write(
+        dir.path(),
+        "bad.sql",
+        "CREATE SOURCE t (k VARCHAR) WITH (connector = 'file', path = 'in.csv', validate = 'some');",
+    );
+    let o = laminar(dir.path(), &["check", "bad.sql"]);
+    assert_failure(&o);
+    assert!(
+        stderr(&o).contains("validate must be 'read' or 'all', found \"some\""),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -958,7 +1022,7 @@ fn one_percent_garbage_in_a_million_records_loses_no_good_record() {
         }
         let dir = setup(&format!(
             "CREATE SOURCE t (k VARCHAR NOT NULL, v BIGINT, ts TIMESTAMP NOT NULL)
-             WITH (connector = 'file', path = 'in.{format}', format = '{format}', header = '{}', dead_letter = 'dead.txt');
+             WITH (connector = 'file', path = 'in.{format}', format = '{format}', header = '{}', dead_letter = 'dead.txt', validate = 'all');
              CREATE STREAM s AS SELECT k, COUNT(*) AS n, SUM(v) AS total FROM t GROUP BY k EMIT ON WINDOW CLOSE;
              CREATE SINK o FROM s WITH (connector = 'file', path = 'out.csv');",
             format == "csv"

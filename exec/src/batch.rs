@@ -165,6 +165,48 @@ impl Batch {
         self.ops.push(op);
     }
 
+    /// Appends a row that `fill` writes straight into the batch's values
+    /// (a decoder, say), saving a copy through a scratch row. `fill` must
+    /// append exactly `width` values on success; on error whatever it
+    /// appended is dropped and the batch is as before.
+    pub fn push_with<E>(&mut self, op: Op, fill: impl FnOnce(&mut Vec<Value>) -> Result<(), E>) -> Result<(), E> {
+        let before = self.values.len();
+        match fill(&mut self.values) {
+            Ok(()) => {
+                assert_eq!(
+                    self.values.len() - before,
+                    self.width,
+                    "row width does not match the batch"
+                );
+                self.ops.push(op);
+                Ok(())
+            }
+            Err(e) => {
+                self.values.truncate(before);
+                Err(e)
+            }
+        }
+    }
+
+    /// `push_mark` for a batch whose rows are already in: the watermark
+    /// holds after the first `position` rows. Positions must not go
+    /// backwards and cannot pass the rows there are.
+    pub fn push_mark_at(&mut self, position: usize, watermark: i64) {
+        assert!(position <= self.len(), "a mark after rows the batch does not have");
+        if let Some(last) = self.marks.last_mut() {
+            assert!(position >= last.position as usize, "marks out of order");
+            if watermark <= last.watermark {
+                return;
+            }
+            if last.position as usize == position {
+                last.watermark = watermark;
+                return;
+            }
+        }
+        let position = u32::try_from(position).expect("batch row count fits u32");
+        self.marks.push(Mark { position, watermark });
+    }
+
     /// Records a watermark advance after the rows pushed so far. A mark
     /// that does not advance the last one is dropped: watermarks never go
     /// backwards within a stream.

@@ -69,10 +69,18 @@ impl Format {
     }
 
     /// A decoder for this format. `header` and `delimiter` only matter for
-    /// CSV (see `CsvDecoder::new`).
-    pub fn decoder(self, schema: &Schema, header: Option<&[u8]>, delimiter: u8) -> Result<Box<dyn Decoder>, String> {
+    /// CSV (see `CsvDecoder::new`); so does `used` (per schema column,
+    /// whether anything reads it; an unread CSV column is decoded as NULL
+    /// without being parsed, see `CsvDecoder::with_projection`).
+    pub fn decoder(
+        self,
+        schema: &Schema,
+        header: Option<&[u8]>,
+        delimiter: u8,
+        used: &[bool],
+    ) -> Result<Box<dyn Decoder>, String> {
         Ok(match self {
-            Format::Csv => Box::new(CsvDecoder::new(schema, header, delimiter)?),
+            Format::Csv => Box::new(CsvDecoder::new(schema, header, delimiter)?.with_projection(used)),
             Format::Json => Box::new(JsonDecoder::new(schema)),
         })
     }

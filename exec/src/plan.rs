@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use crate::expr::Expr;
 use crate::format::Format;
 use crate::operator::Operator;
 use crate::operators::aggregate::{Aggregate, AggregateSpec};
@@ -73,6 +74,9 @@ pub struct SourceNode {
     pub watermark: Option<WatermarkSpec>,
     /// Columns some query reads; a decoder may skip the others.
     pub used_columns: Vec<bool>,
+    /// Decode every column whether read or not (`validate = 'all'`), so
+    /// a bad value anywhere makes a record malformed.
+    pub validate_all: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -233,6 +237,52 @@ impl PhysicalPlan {
         }
     }
 
+    /// Marks in each source's `used_columns` the columns some operator,
+    /// sink or watermark reads, so decoders can skip the rest (a CSV
+    /// reader then neither parses nor allocates them). A backward
+    /// liveness pass over the DAG, conservative where an operator's
+    /// column flow is not modelled: such an operator reads every column of
+    /// every input.
+    ///
+    /// **Invariant:** a column left unmarked is never read: every
+    /// operator that reads input columns is either modelled here (Map,
+    /// WindowTvf, Aggregate and Session without late rows) or marks all.
+    pub fn mark_used_columns(&mut self) {
+        let mut needed_nodes: Vec<Vec<bool>> = self.nodes.iter().map(|n| vec![false; n.schema.len()]).collect();
+        let mut needed_sources: Vec<Vec<bool>> = self.sources.iter().map(|s| vec![false; s.schema.len()]).collect();
+        for sink in &self.sinks {
+            let needed = match sink.input {
+                Input::Source(s) => &mut needed_sources[s],
+                Input::Node(n) => &mut needed_nodes[n],
+            };
+            needed.iter_mut().for_each(|c| *c = true);
+        }
+        for i in (0..self.nodes.len()).rev() {
+            let node = &self.nodes[i];
+            let out = std::mem::take(&mut needed_nodes[i]);
+            for &input in &node.inputs {
+                let width = self.schema_of(input).len();
+                let reads = columns_read(&node.spec, width, &out);
+                let needed = match input {
+                    Input::Source(s) => &mut needed_sources[s],
+                    Input::Node(n) => &mut needed_nodes[n],
+                };
+                for (n, r) in needed.iter_mut().zip(reads) {
+                    *n |= r;
+                }
+            }
+        }
+        for (source, mut needed) in self.sources.iter_mut().zip(needed_sources) {
+            if source.validate_all {
+                needed.iter_mut().for_each(|c| *c = true);
+            }
+            if let Some(w) = source.watermark {
+                needed[w.column] = true;
+            }
+            source.used_columns = needed;
+        }
+    }
+
     /// For each node, the `LATE DATA TO` node that reads its late rows.
     pub fn late_stream_of(&self) -> Vec<Option<usize>> {
         let mut of = vec![None; self.nodes.len()];
@@ -275,6 +325,17 @@ impl PhysicalPlan {
                     src.schema.fields[w.column].name, w.delay_ms
                 );
             }
+            if src.used_columns.contains(&false) {
+                let read: Vec<&str> = src
+                    .schema
+                    .fields
+                    .iter()
+                    .zip(&src.used_columns)
+                    .filter(|(_, &u)| u)
+                    .map(|(f, _)| f.name.as_str())
+                    .collect();
+                let _ = writeln!(s, "  reads: {} (the other columns are not parsed)", read.join(", "));
+            }
         }
         for (i, node) in self.nodes.iter().enumerate() {
             let inputs: Vec<String> = node.inputs.iter().map(|&x| name_of(x)).collect();
@@ -294,4 +355,57 @@ impl PhysicalPlan {
         }
         s
     }
+}
+
+/// Which of an input's `width` columns an operator reads, given
+/// which of its output columns are needed downstream (`out`).
+fn columns_read(spec: &OperatorSpec, width: usize, out: &[bool]) -> Vec<bool> {
+    let mut reads = vec![false; width];
+    let mut mark = |e: &Expr| {
+        e.visit(&mut |e| {
+            if let Expr::Column(c) = e {
+                reads[*c] = true;
+            }
+        })
+    };
+    match spec {
+        OperatorSpec::Map(m) => {
+            m.filter.iter().for_each(&mut mark);
+            match &m.projection {
+                // Every expression is evaluated, needed or not: it could
+                // count an evaluation error on a NULL it never saw.
+                Some(exprs) => exprs.iter().for_each(&mut mark),
+                None => {
+                    for (r, &o) in reads.iter_mut().zip(out) {
+                        *r |= o;
+                    }
+                }
+            }
+        }
+        // The input's columns pass through, followed by the window bounds.
+        OperatorSpec::WindowTvf(w) => {
+            for (r, &o) in reads.iter_mut().zip(out) {
+                *r |= o;
+            }
+            reads[w.time_column] = true;
+        }
+        OperatorSpec::Aggregate(a) if !a.late_rows => {
+            a.filter.iter().chain(&a.keys).for_each(&mut mark);
+            for call in &a.calls {
+                call.arg.iter().chain(&call.filter).for_each(&mut mark);
+            }
+            if let Some(t) = a.time_column {
+                reads[t] = true;
+            }
+        }
+        OperatorSpec::Session(s) if !s.late_rows => {
+            s.filter.iter().chain(&s.keys).for_each(&mut mark);
+            for call in &s.calls {
+                call.arg.iter().chain(&call.filter).for_each(&mut mark);
+            }
+            reads[s.time_column] = true;
+        }
+        _ => reads.iter_mut().for_each(|r| *r = true),
+    }
+    reads
 }

@@ -1726,7 +1726,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                             .split_tokens
                             .remove(&(*i, chunk))
                             .expect("picked because its token is here");
-                        if let Some((dest, next, prefix)) = source.split_accept(prefix, batch_rows, &mut report) {
+                        if let Some((dest, next, prefix)) = source.split_accept(prefix, &mut report) {
                             let token = MeshMsg::SplitToken {
                                 source: *i as u32,
                                 chunk: next as u32,

@@ -274,9 +274,9 @@ impl Source {
                 let decoder = match (&header_bytes, *header) {
                     (Some(h), _) if h.is_empty() => {
                         // An empty file: no header, no rows.
-                        format.decoder(&node.schema, None, *delimiter)
+                        format.decoder(&node.schema, None, *delimiter, &node.used_columns)
                     }
-                    (h, _) => format.decoder(&node.schema, h.as_deref(), *delimiter),
+                    (h, _) => format.decoder(&node.schema, h.as_deref(), *delimiter, &node.used_columns),
                 }
                 .map_err(|reason| RunError::Source {
                     source_name: node.name.clone(),
@@ -358,7 +358,7 @@ impl Source {
             panic!("open_live takes a tcp source");
         };
         let decoder = format
-            .decoder(&node.schema, None, *delimiter)
+            .decoder(&node.schema, None, *delimiter, &node.used_columns)
             .map_err(|reason| RunError::Source {
                 source_name: node.name.clone(),
                 path: PathBuf::from(&location),
@@ -489,13 +489,12 @@ impl Source {
     pub fn split_accept(
         &mut self,
         prefix: Prefix,
-        batch_rows: usize,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
     ) -> Option<(usize, usize, Prefix)> {
         let Reader::Split { reader, .. } = &mut self.reader else {
             panic!("a split token for a source that is not split");
         };
-        reader.accept(prefix, batch_rows, &self.name, on_malformed)
+        reader.accept(prefix, &self.name, on_malformed)
     }
 
     /// The watermark so far (`i64::MIN` before the first, or without a

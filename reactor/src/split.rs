@@ -39,6 +39,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,7 +51,7 @@ use laminar_exec::operators::AggCall;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
 use laminar_exec::types::{DataType, Value};
 
-use crate::source::{io_error, read_record, MalformedRecord};
+use crate::source::{io_error, read_record, MalformedRecord, RECORD_BYTES_MAX};
 use crate::RunError;
 
 /// Files smaller than this are read by one shard (`RunOptions` can say
@@ -103,6 +104,9 @@ pub struct FileSplit {
     /// Lines before the first chunk.
     pub header_lines: u64,
     pub readers: usize,
+    /// Whether the file holds a `"` byte. If not (and it is CSV), every
+    /// newline ends a record and readers cut lines in one pass.
+    pub quoted: bool,
 }
 
 impl FileSplit {
@@ -256,6 +260,7 @@ pub fn plan(
         header: header_bytes,
         header_lines: u64::from(*header && *format == Format::Csv),
         readers,
+        quoted,
     }))
 }
 
@@ -305,7 +310,9 @@ pub(crate) struct SplitReader {
     split: Arc<FileSplit>,
     /// This shard's next chunk (it reads chunks `me`, `me + readers`, …).
     next_chunk: usize,
-    reader: BufReader<std::io::Take<File>>,
+    file: File,
+    /// The chunk being decoded, read whole (at most a chunk's bytes).
+    buf: Vec<u8>,
     decoder: Box<dyn Decoder>,
     format: Format,
     delimiter: u8,
@@ -313,7 +320,6 @@ pub(crate) struct SplitReader {
     watermark: Option<WatermarkSpec>,
     state: State,
     record: Vec<u8>,
-    scratch: Vec<Value>,
     /// The watermark this reader last placed (for the source loop).
     pub current: i64,
 }
@@ -337,7 +343,7 @@ impl SplitReader {
             unreachable!("only files are split");
         };
         let decoder = format
-            .decoder(&node.schema, split.header.as_deref(), *delimiter)
+            .decoder(&node.schema, split.header.as_deref(), *delimiter, &node.used_columns)
             .map_err(|reason| RunError::Source {
                 source_name: node.name.clone(),
                 path: path.clone(),
@@ -346,7 +352,8 @@ impl SplitReader {
         let file = File::open(path).map_err(io_error("opening source file", path))?;
         Ok(SplitReader {
             next_chunk: me,
-            reader: BufReader::with_capacity(1 << 20, file.take(0)),
+            file,
+            buf: Vec::new(),
             decoder,
             format: *format,
             delimiter: *delimiter,
@@ -354,7 +361,6 @@ impl SplitReader {
             watermark: node.watermark,
             state: State::Decode,
             record: Vec::new(),
-            scratch: Vec::new(),
             current: i64::MIN,
             split,
         })
@@ -374,7 +380,6 @@ impl SplitReader {
     pub fn accept(
         &mut self,
         prefix: Prefix,
-        batch_rows: usize,
         source_name: &str,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
     ) -> Option<(usize, usize, Prefix)> {
@@ -390,39 +395,34 @@ impl SplitReader {
                 reason: &bad.reason,
             });
         }
-        // The file-order watermark: the prefix's, then every advance.
+        // The file-order watermark: the prefix's, then every advance,
+        // placed among the chunk's rows where they stand (one batch per
+        // chunk: moving rows into smaller batches was a tenth of a run).
         let mut max_time = prefix.max_time;
-        let delay = self.watermark.map(|w| w.delay_ms);
-        let mut queue = VecDeque::new();
-        let mut batch = Batch::with_capacity(self.width, batch_rows.min(d.rows.len().max(1)));
-        if let (Some(delay), true) = (delay, max_time > i64::MIN) {
-            let w = max_time.saturating_sub(delay);
-            if w > self.current {
-                self.current = w;
-                batch.push_mark(w);
+        let mut batch = d.rows;
+        if let Some(spec) = self.watermark {
+            let delay = spec.delay_ms;
+            if max_time > i64::MIN {
+                let w = max_time.saturating_sub(delay);
+                if w > self.current {
+                    self.current = w;
+                    batch.push_mark_at(0, w);
+                }
             }
-        }
-        for (_, row) in d.rows.rows() {
-            if batch.len() >= batch_rows {
-                queue.push_back(std::mem::replace(
-                    &mut batch,
-                    Batch::with_capacity(self.width, batch_rows),
-                ));
-            }
-            batch.push(Op::Insert, row);
-            if let (Some(spec), Some(delay)) = (self.watermark, delay) {
-                if let Value::Ts(t) | Value::Int(t) = row[spec.column] {
+            for i in 0..batch.len() {
+                if let Value::Ts(t) | Value::Int(t) = batch.row(i)[spec.column] {
                     if t > max_time {
                         max_time = t;
                         let w = t.saturating_sub(delay);
                         if w > self.current {
                             self.current = w;
-                            batch.push_mark(w);
+                            batch.push_mark_at(i + 1, w);
                         }
                     }
                 }
             }
         }
+        let mut queue = VecDeque::new();
         if !batch.is_inert() {
             queue.push_back(batch);
         }
@@ -469,15 +469,12 @@ impl SplitReader {
 
     fn decode(&mut self, chunk: usize, path: &Path, counts: &mut ChunkCounts) -> Result<Decoded, RunError> {
         let (start, end) = (self.split.bounds[chunk], self.split.bounds[chunk + 1]);
-        // The previous chunk was read to its end, so the buffer is empty
-        // and the file can be moved under it.
-        debug_assert!(self.reader.buffer().is_empty());
-        self.reader
-            .get_mut()
-            .get_mut()
-            .seek(SeekFrom::Start(start))
+        let len = usize::try_from(end - start).expect("a chunk is bounded by the split's chunk size");
+        self.buf.clear();
+        self.buf.resize(len, 0);
+        self.file
+            .read_exact_at(&mut self.buf, start)
             .map_err(io_error("reading", path))?;
-        self.reader.get_mut().set_limit(end - start);
         let mut d = Decoded {
             chunk,
             rows: Batch::new(self.width),
@@ -485,24 +482,21 @@ impl SplitReader {
             max_time: i64::MIN,
             bad: Vec::new(),
         };
-        while let Some(r) = read_record(&mut self.reader, &mut self.record, self.format, self.delimiter)
-            .map_err(io_error("reading", path))?
-        {
-            let first_line = d.lines + 1;
-            d.lines += r.lines;
-            counts.bytes += r.bytes;
-            if r.blank {
-                continue;
-            }
-            let result = r.decode(&self.record, self.decoder.as_mut(), &mut self.scratch);
+        let decoder = self.decoder.as_mut();
+        let watermark = self.watermark;
+        let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
+            let result = if too_long {
+                Err(format!("record longer than {RECORD_BYTES_MAX} bytes"))
+            } else {
+                d.rows.push_with(Op::Insert, |values| decoder.decode(record, values))
+            };
             match result {
                 Ok(()) => {
-                    if let Some(spec) = self.watermark {
-                        if let Value::Ts(t) | Value::Int(t) = self.scratch[spec.column] {
+                    if let Some(spec) = watermark {
+                        if let Value::Ts(t) | Value::Int(t) = d.rows.row(d.rows.len() - 1)[spec.column] {
                             d.max_time = d.max_time.max(t);
                         }
                     }
-                    d.rows.push_owned(Op::Insert, self.scratch.drain(..));
                     counts.rows += 1;
                 }
                 Err(reason) => {
@@ -512,6 +506,41 @@ impl SplitReader {
                         reason,
                     });
                 }
+            }
+        };
+        counts.bytes += len as u64;
+        if self.format == Format::Csv && !self.split.quoted {
+            // No quote in the file: a record is a line, and one vectorised
+            // pass over the chunk finds them all.
+            let buf = &self.buf[..];
+            let mut line_start = 0;
+            let ends = memchr::memchr_iter(b'\n', buf)
+                .map(|i| (i, i + 1))
+                .chain((buf.last() != Some(&b'\n') && !buf.is_empty()).then_some((buf.len(), buf.len())));
+            for (line_end, next) in ends {
+                d.lines += 1;
+                let mut record = &buf[line_start..line_end];
+                line_start = next;
+                if let [rest @ .., b'\r'] = record {
+                    record = rest;
+                }
+                if record.is_empty() {
+                    continue;
+                }
+                let line = d.lines;
+                decode_one(&mut d, record, record.len() > RECORD_BYTES_MAX, line);
+            }
+        } else {
+            let mut rest: &[u8] = &self.buf;
+            while let Some(r) = read_record(&mut rest, &mut self.record, self.format, self.delimiter)
+                .map_err(io_error("reading", path))?
+            {
+                let first_line = d.lines + 1;
+                d.lines += r.lines;
+                if r.blank {
+                    continue;
+                }
+                decode_one(&mut d, &self.record, r.too_long, first_line);
             }
         }
         Ok(d)
@@ -536,6 +565,7 @@ mod tests {
             },
             watermark: Some(WatermarkSpec { column: 1, delay_ms: 0 }),
             used_columns: vec![true, true],
+            validate_all: false,
         }
     }
 

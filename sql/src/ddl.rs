@@ -166,6 +166,8 @@ pub struct SourceDef {
     pub connector: SourceConnector,
     pub watermark: Option<WatermarkSpec>,
     pub primary_key: Vec<usize>,
+    /// `validate = 'all'`: every column is decoded and checked.
+    pub validate_all: bool,
 }
 
 pub struct DdlOptions {
@@ -367,6 +369,10 @@ pub fn plan_source(st: &Statement, ddl: &DdlOptions) -> Result<SourceDef, SqlErr
             ))
         }
     };
+    let validate_all = match connector {
+        SourceConnector::File { .. } | SourceConnector::Tcp { .. } => validate_option(&mut opts, st)?,
+        _ => false,
+    };
     opts.finish(st, &connector_name)?;
     let watermark = match &st.watermark {
         None => None,
@@ -378,7 +384,24 @@ pub fn plan_source(st: &Statement, ddl: &DdlOptions) -> Result<SourceDef, SqlErr
         connector,
         watermark,
         primary_key,
+        validate_all,
     })
+}
+
+/// The `validate` option of a file or tcp source: `'read'` (the default)
+/// parses and checks only the columns some query reads, so a bad value in
+/// a column nothing reads does not make its record malformed (as in
+/// DuckDB's and Flink's projected CSV scans); `'all'` checks every column.
+fn validate_option(opts: &mut Options, st: &Statement) -> Result<bool, SqlError> {
+    match opts.get("validate").map(|v| v.to_ascii_lowercase()) {
+        None => Ok(false),
+        Some(v) if v == "read" => Ok(false),
+        Some(v) if v == "all" => Ok(true),
+        Some(v) => Err(st.error(
+            opts.location("validate"),
+            format!("validate must be 'read' or 'all', found {v:?}"),
+        )),
+    }
 }
 
 /// `WATERMARK FOR col AS col [- INTERVAL …]` → column and delay.

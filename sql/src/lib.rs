@@ -293,6 +293,7 @@ impl Planner {
                     connector: def.connector,
                     watermark: def.watermark,
                     used_columns: vec![true; def.schema.len()],
+                    validate_all: def.validate_all,
                 });
                 let input = Input::Source(self.plan.sources.len() - 1);
                 let time_column = def.watermark.map(|w| w.column);
@@ -409,6 +410,7 @@ impl Planner {
                 });
             }
         }
+        self.plan.mark_used_columns();
         self.plan.assert_valid();
         self.plan
     }
@@ -455,4 +457,85 @@ pub fn plan_script(text: &str, options: PlanOptions) -> Result<PhysicalPlan, Sql
         return Err(last.error(None, "the script defines no stream or sink, so there is nothing to run"));
     }
     Ok(planner.finish())
+}
+
+#[cfg(test)]
+mod used_columns_tests {
+    use super::*;
+
+    const SOURCES: &str = "
+        CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, date_time TIMESTAMP,
+            WATERMARK FOR date_time AS date_time - INTERVAL '4' SECOND)
+        WITH (connector = 'file', path = 'bids.csv');
+        CREATE SOURCE person (id BIGINT, name VARCHAR, city VARCHAR, ts TIMESTAMP, WATERMARK FOR ts AS ts)
+        WITH (connector = 'file', path = 'people.csv');";
+
+    /// The columns of each source a script's plan reads, by name.
+    fn reads(streams: &str) -> Vec<Vec<String>> {
+        let plan = plan_script(&format!("{SOURCES}\n{streams}"), PlanOptions::default()).expect("plans");
+        plan.sources
+            .iter()
+            .map(|s| {
+                s.schema
+                    .fields
+                    .iter()
+                    .zip(&s.used_columns)
+                    .filter(|(_, &u)| u)
+                    .map(|(f, _)| f.name.clone())
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_source_reads_what_its_queries_and_watermark_read() {
+        // Filter and projection: their columns plus the watermark's.
+        assert_eq!(
+            reads("CREATE STREAM q AS SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0;")[0],
+            ["auction", "price", "date_time"]
+        );
+        // A windowed aggregate: keys, arguments, FILTER clauses and time.
+        assert_eq!(
+            reads(
+                "CREATE STREAM q AS SELECT auction, COUNT(*) FILTER (WHERE price > 10) AS n, window_start
+                 FROM TUMBLE(bid, date_time, INTERVAL '10' SECOND) GROUP BY auction, window_start;"
+            )[0],
+            ["auction", "price", "date_time"]
+        );
+        // A source nothing reads is read for its watermark alone.
+        let r = reads("CREATE STREAM q AS SELECT id FROM person;");
+        assert_eq!(r[0], ["date_time"]);
+        assert_eq!(r[1], ["id", "ts"]);
+    }
+
+    #[test]
+    fn operators_not_modelled_and_sinks_of_sources_read_everything() {
+        // A join is not modelled: both sides are read whole.
+        let r = reads(
+            "CREATE STREAM q AS SELECT b.auction, p.name FROM bid b JOIN person p ON b.bidder = p.id
+             AND p.ts BETWEEN b.date_time - INTERVAL '1' SECOND AND b.date_time;",
+        );
+        assert_eq!(r[0].len(), 5);
+        assert_eq!(r[1].len(), 4);
+        // SELECT * and a sink straight from a source need every column.
+        assert_eq!(
+            reads("CREATE STREAM q AS SELECT * FROM bid WHERE price > 1;")[0].len(),
+            5
+        );
+        assert_eq!(
+            reads("CREATE SINK s FROM person WITH (connector = 'file', path = 'o.csv');")[1].len(),
+            4
+        );
+    }
+
+    #[test]
+    fn validate_all_reads_every_column() {
+        let plan = plan_script(
+            "CREATE SOURCE t (a BIGINT, b VARCHAR) WITH (connector = 'file', path = 't.csv', validate = 'all');
+             CREATE STREAM q AS SELECT a FROM t;",
+            PlanOptions::default(),
+        )
+        .expect("plans");
+        assert_eq!(plan.sources[0].used_columns, [true, true]);
+    }
 }
