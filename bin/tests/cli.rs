@@ -905,6 +905,9 @@ fn a_file_read_by_every_shard_gives_the_in_order_results_and_line_numbers() {
         match i % 23 {
             5 => csv.push_str(&format!("k{},oops,{ts}\n", i % 5)),
             11 => csv.push_str(&format!("\"k\n{}\",{i},{ts}\n", i % 5)),
+            // A quoted field over several chunks, with a delimiter and
+            // an escaped quote inside.
+            13 if i % 2 == 0 => csv.push_str(&format!("\"k\n\n,\"\"\n{}\n\n\n\n\",{i},{ts}\r\n", "x".repeat(40))),
             17 => csv.push('\n'),
             _ => csv.push_str(&format!("k{},{i},{ts}\n", i % 5)),
         }

@@ -346,6 +346,9 @@ const TIMESTAMP_TEXT_BYTES_MAX: usize = 64;
 
 /// Parses TIMESTAMP text (already trimmed or not) with `time::parse_timestamp`.
 fn parse_ts_text(field: &Field, text: &[u8]) -> Result<Value, String> {
+    if let Some(ms) = crate::time::parse_timestamp_fixed(text) {
+        return Ok(Value::Ts(ms));
+    }
     if text.len() > TIMESTAMP_TEXT_BYTES_MAX {
         return Err(column_error(field, format_args!("invalid timestamp {}", Shown(text))));
     }

@@ -175,8 +175,60 @@ impl Cursor<'_> {
     }
 }
 
+/// The common spellings `YYYY-MM-DD HH:MM:SS` and `YYYY-MM-DD
+/// HH:MM:SS.fff` (a space or `T` between date and time), parsed at fixed
+/// offsets without the general grammar's cursor; None for anything else,
+/// which `parse_timestamp` then reads the general way. Accepts exactly
+/// what `parse_timestamp` accepts for these lengths, with the same value
+/// (a test checks the two agree).
+pub fn parse_timestamp_fixed(b: &[u8]) -> Option<i64> {
+    if b.len() != 19 && b.len() != 23 {
+        return None;
+    }
+    let d = |i: usize| -> Option<u32> {
+        let x = b[i].wrapping_sub(b'0');
+        (x < 10).then_some(u32::from(x))
+    };
+    let d2 = |i: usize| Some(d(i)? * 10 + d(i + 1)?);
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T' | b't') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let year = i64::from(d2(0)? * 100 + d2(2)?);
+    let (month, day) = (d2(5)?, d2(8)?);
+    let (hour, minute, second) = (d2(11)?, d2(14)?, d2(17)?);
+    let millisecond = if b.len() == 23 {
+        if b[19] != b'.' {
+            return None;
+        }
+        d(20)? * 100 + d2(21)?
+    } else {
+        0
+    };
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    Some(
+        Civil {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            millisecond,
+        }
+        .to_ms(),
+    )
+}
+
 /// Parses a TIMESTAMP in any of the accepted input forms.
 pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+    if let Some(ms) = parse_timestamp_fixed(text.as_bytes()) {
+        return Ok(ms);
+    }
     let t = text.trim();
     if t.is_empty() {
         return Err("empty timestamp".into());
@@ -453,6 +505,92 @@ mod tests {
         for days in (-800_000..800_000).step_by(997) {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
+}
+
+#[cfg(test)]
+mod fixed_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A timestamp-shaped string: each position drawn from the bytes that
+    /// matter there (digits, separators, a few strangers), so valid and
+    /// near-valid texts both come up often.
+    fn shaped() -> impl Strategy<Value = Vec<u8>> {
+        let digit = prop_oneof![8 => b'0'..=b'9', 1 => Just(b'x'), 1 => Just(b' ')];
+        let sep = |s: u8| prop_oneof![8 => Just(s), 1 => Just(b'T'), 1 => Just(b'/')];
+        (
+            prop::collection::vec(digit.clone(), 4),
+            sep(b'-'),
+            prop::collection::vec(digit.clone(), 2),
+            sep(b'-'),
+            prop::collection::vec(digit.clone(), 2),
+            prop_oneof![Just(b' '), Just(b'T'), Just(b't'), Just(b'_')],
+            prop::collection::vec(digit.clone(), 2),
+            sep(b':'),
+            prop::collection::vec(digit.clone(), 2),
+            sep(b':'),
+            prop::collection::vec(digit.clone(), 2),
+            prop_oneof![
+                Just(Vec::new()),
+                prop::collection::vec(digit, 0..5).prop_map(|d| [vec![b'.'], d].concat())
+            ],
+        )
+            .prop_map(|(y, s1, mo, s2, d, t, h, s3, mi, s4, s, frac)| {
+                let mut v = y;
+                v.push(s1);
+                v.extend(mo);
+                v.push(s2);
+                v.extend(d);
+                v.push(t);
+                v.extend(h);
+                v.push(s3);
+                v.extend(mi);
+                v.push(s4);
+                v.extend(s);
+                v.extend(frac);
+                v
+            })
+    }
+
+    proptest! {
+        /// Wherever the fixed-offset parser answers, the general grammar
+        /// gives the same value; and it answers for every valid text of
+        /// its two lengths.
+        #[test]
+        fn fixed_parser_agrees_with_the_general_one(text in shaped()) {
+            let general = std::str::from_utf8(&text).ok().and_then(|t| parse_timestamp(t).ok());
+            let general_no_fast = parse_datetime(&text);
+            match parse_timestamp_fixed(&text) {
+                Some(ms) => {
+                    prop_assert_eq!(Some(ms), general_no_fast);
+                    prop_assert_eq!(Some(ms), general);
+                }
+                None if text.len() == 19 || text.len() == 23 => prop_assert_eq!(general_no_fast, None),
+                None => {}
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_parser_checks_calendar_and_clock() {
+        assert_eq!(
+            parse_timestamp_fixed(b"2015-07-15 00:00:00.100"),
+            Some(1_436_918_400_100)
+        );
+        assert_eq!(
+            parse_timestamp_fixed(b"2016-02-29T23:59:59"),
+            parse_datetime(b"2016-02-29T23:59:59")
+        );
+        for bad in [
+            "2015-02-29 00:00:00",
+            "2015-13-01 00:00:00",
+            "2015-07-15 24:00:00",
+            "2015-07-15 00:60:00",
+        ] {
+            assert_eq!(parse_timestamp_fixed(bad.as_bytes()), None, "{bad}");
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
     }
 }

@@ -1554,6 +1554,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             let prefix = Prefix {
                 max_time: i64::MIN,
                 lines: split.header_lines,
+                start: split.bounds[0],
             };
             core.borrow_mut().split_tokens.insert((i, 0), prefix);
         }
@@ -1726,7 +1727,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                             .split_tokens
                             .remove(&(*i, chunk))
                             .expect("picked because its token is here");
-                        if let Some((dest, next, prefix)) = source.split_accept(prefix, &mut report) {
+                        if let Some((dest, next, prefix)) = source.split_accept(prefix, &mut report)? {
                             let token = MeshMsg::SplitToken {
                                 source: *i as u32,
                                 chunk: next as u32,

@@ -490,11 +490,16 @@ impl Source {
         &mut self,
         prefix: Prefix,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
-    ) -> Option<(usize, usize, Prefix)> {
+    ) -> Result<Option<(usize, usize, Prefix)>, RunError> {
         let Reader::Split { reader, .. } = &mut self.reader else {
             panic!("a split token for a source that is not split");
         };
-        reader.accept(prefix, &self.name, on_malformed)
+        let mut counts = ChunkCounts::default();
+        let next = reader.accept(prefix, &self.name, &mut counts, on_malformed)?;
+        self.rows += counts.rows;
+        self.malformed += counts.malformed;
+        self.bytes_read += counts.bytes;
+        Ok(next)
     }
 
     /// The watermark so far (`i64::MIN` before the first, or without a
@@ -787,20 +792,10 @@ impl Source {
                 )?;
                 self.bytes_read = reader.bytes_read;
             }
-            Reader::Split { path, reader } => {
-                let mut counts = ChunkCounts {
-                    rows: 0,
-                    malformed: 0,
-                    bytes: 0,
-                };
-                match reader.next(path, &mut counts)? {
-                    Some(b) => batch = b,
-                    None => self.exhausted = true,
-                }
-                self.rows += counts.rows;
-                self.malformed += counts.malformed;
-                self.bytes_read += counts.bytes;
-            }
+            Reader::Split { reader, .. } => match reader.next()? {
+                Some(b) => batch = b,
+                None => self.exhausted = true,
+            },
             Reader::Nexmark {
                 generator,
                 kind,

@@ -40,7 +40,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use laminar_exec::agg::AggKind;
@@ -104,9 +104,6 @@ pub struct FileSplit {
     /// Lines before the first chunk.
     pub header_lines: u64,
     pub readers: usize,
-    /// Whether the file holds a `"` byte. If not (and it is CSV), every
-    /// newline ends a record and readers cut lines in one pass.
-    pub quoted: bool,
 }
 
 impl FileSplit {
@@ -126,6 +123,10 @@ pub struct Prefix {
     pub max_time: i64,
     /// Their physical lines, header included.
     pub lines: u64,
+    /// Where this chunk's first record really starts: its bound, unless
+    /// the last record before it (a quoted field holding newlines) ran
+    /// past the bound.
+    pub start: u64,
 }
 
 /// Whether everything reading source `source` gives the same results
@@ -184,7 +185,7 @@ pub fn plan(
         path,
         format,
         header,
-        delimiter,
+        delimiter: _,
         dead_letter,
     } = &node.connector
     else {
@@ -207,47 +208,34 @@ pub fn plan(
     } else {
         (None, 0)
     };
-    let quoted = *format == Format::Csv && contains_byte(path, b'"')?;
+    // Bounds go after the first newline at or past each target. In CSV a
+    // newline inside a quoted field is no record end, so a bound can fall
+    // inside a record: readers find out and correct it (see `accept`), so
+    // the file need not be scanned for quotes before reading starts.
     let mut bounds = vec![data_start];
-    if quoted {
-        // Records as the reader reads them: a boundary only after a
-        // complete record.
-        let mut record = Vec::new();
-        let mut pos = data_start;
-        while let Some(r) =
-            read_record(&mut reader, &mut record, *format, *delimiter).map_err(io_error("reading", path))?
-        {
-            pos += r.bytes;
-            if pos - bounds[bounds.len() - 1] >= chunk_bytes && pos < len {
-                bounds.push(pos);
+    let mut file = reader.into_inner();
+    let mut target = data_start + chunk_bytes;
+    let mut buf = vec![0u8; 64 << 10];
+    while target < len {
+        file.seek(SeekFrom::Start(target - 1))
+            .map_err(io_error("reading", path))?;
+        let mut at = target - 1;
+        let found = loop {
+            let n = file.read(&mut buf).map_err(io_error("reading", path))?;
+            if n == 0 {
+                break None;
             }
-        }
-    } else {
-        // Any newline ends a record: the first one at or after each target.
-        let mut file = reader.into_inner();
-        let mut target = data_start + chunk_bytes;
-        let mut buf = vec![0u8; 64 << 10];
-        while target < len {
-            file.seek(SeekFrom::Start(target - 1))
-                .map_err(io_error("reading", path))?;
-            let mut at = target - 1;
-            let found = loop {
-                let n = file.read(&mut buf).map_err(io_error("reading", path))?;
-                if n == 0 {
-                    break None;
-                }
-                if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
-                    break Some(at + i as u64 + 1);
-                }
-                at += n as u64;
-            };
-            match found {
-                Some(b) if b < len => {
-                    bounds.push(b);
-                    target = b + chunk_bytes;
-                }
-                _ => break,
+            if let Some(i) = memchr::memchr(b'\n', &buf[..n]) {
+                break Some(at + i as u64 + 1);
             }
+            at += n as u64;
+        };
+        match found {
+            Some(b) if b < len => {
+                bounds.push(b);
+                target = b + chunk_bytes;
+            }
+            _ => break,
         }
     }
     bounds.push(len);
@@ -260,23 +248,7 @@ pub fn plan(
         header: header_bytes,
         header_lines: u64::from(*header && *format == Format::Csv),
         readers,
-        quoted,
     }))
-}
-
-/// Whether the file holds `byte` anywhere (a fast scan).
-fn contains_byte(path: &Path, byte: u8) -> Result<bool, RunError> {
-    let mut file = File::open(path).map_err(io_error("opening source file", path))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io_error("reading", path))?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if memchr::memchr(byte, &buf[..n]).is_some() {
-            return Ok(true);
-        }
-    }
 }
 
 /// A malformed record of a decoded chunk, reported once its line is known.
@@ -288,10 +260,16 @@ struct Bad {
 /// A decoded chunk, waiting for its prefix.
 struct Decoded {
     chunk: usize,
+    /// Where decoding started (the chunk's bound, or the corrected start
+    /// a token brought) and where its last record ended (at or past the
+    /// next bound).
+    start: u64,
+    end: u64,
     rows: Batch,
     lines: u64,
     max_time: i64,
     bad: Vec<Bad>,
+    counts: ChunkCounts,
 }
 
 enum State {
@@ -325,6 +303,7 @@ pub(crate) struct SplitReader {
 }
 
 /// What decoding a chunk adds to the source's counters.
+#[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct ChunkCounts {
     pub rows: u64,
     pub malformed: u64,
@@ -381,11 +360,26 @@ impl SplitReader {
         &mut self,
         prefix: Prefix,
         source_name: &str,
+        counts: &mut ChunkCounts,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
-    ) -> Option<(usize, usize, Prefix)> {
-        let State::Awaiting(d) = std::mem::replace(&mut self.state, State::Decode) else {
+    ) -> Result<Option<(usize, usize, Prefix)>, RunError> {
+        let State::Awaiting(mut d) = std::mem::replace(&mut self.state, State::Decode) else {
             panic!("a token arrived for a chunk this reader does not wait for");
         };
+        if d.start != prefix.start {
+            // The record before this chunk ran past its bound (a quoted
+            // field with newlines): the chunk was decoded from a point
+            // inside a record. Decode it again from where records really
+            // start. Rare, and bounded by the chunk's size.
+            debug_assert!(
+                prefix.start > d.start,
+                "a record cannot end before the bound it ran past"
+            );
+            d = self.decode(d.chunk, prefix.start)?;
+        }
+        counts.rows += d.counts.rows;
+        counts.malformed += d.counts.malformed;
+        counts.bytes += d.counts.bytes;
         let location = self.split.path.display().to_string();
         for bad in &d.bad {
             on_malformed(MalformedRecord {
@@ -428,22 +422,23 @@ impl SplitReader {
         }
         self.state = State::Emitting(queue);
         let next = d.chunk + 1;
-        (next < self.split.chunks()).then(|| {
+        Ok((next < self.split.chunks()).then(|| {
             (
                 self.split.reader_of(next),
                 next,
                 Prefix {
                     max_time: prefix.max_time.max(d.max_time),
                     lines: prefix.lines + d.lines,
+                    start: d.end,
                 },
             )
-        })
+        }))
     }
 
     /// The next batch to emit; an inert one while a token is awaited, and
     /// after decoding a chunk (the caller then asks `wants_token`). None
     /// once every chunk of this shard is out.
-    pub fn next(&mut self, path: &Path, counts: &mut ChunkCounts) -> Result<Option<Batch>, RunError> {
+    pub fn next(&mut self) -> Result<Option<Batch>, RunError> {
         loop {
             match &mut self.state {
                 State::Emitting(queue) => match queue.pop_front() {
@@ -459,7 +454,7 @@ impl SplitReader {
                     }
                     let chunk = self.next_chunk;
                     self.next_chunk += self.split.readers;
-                    let decoded = self.decode(chunk, path, counts)?;
+                    let decoded = self.decode(chunk, self.split.bounds[chunk])?;
                     self.state = State::Awaiting(decoded);
                     return Ok(Some(Batch::new(self.width)));
                 }
@@ -467,21 +462,31 @@ impl SplitReader {
         }
     }
 
-    fn decode(&mut self, chunk: usize, path: &Path, counts: &mut ChunkCounts) -> Result<Decoded, RunError> {
-        let (start, end) = (self.split.bounds[chunk], self.split.bounds[chunk + 1]);
-        let len = usize::try_from(end - start).expect("a chunk is bounded by the split's chunk size");
+    /// Decodes the records of chunk `chunk` that start at `start` (its
+    /// bound, or a corrected start inside it) or later and before the
+    /// next bound; the last one may run past that bound.
+    fn decode(&mut self, chunk: usize, start: u64) -> Result<Decoded, RunError> {
+        let path = &self.split.path;
+        let bound = self.split.bounds[chunk + 1];
+        let mut d = Decoded {
+            chunk,
+            start,
+            end: start.max(bound),
+            rows: Batch::new(self.width),
+            lines: 0,
+            max_time: i64::MIN,
+            bad: Vec::new(),
+            counts: ChunkCounts::default(),
+        };
+        if start >= bound {
+            return Ok(d); // a record before ran over the whole chunk
+        }
+        let len = usize::try_from(bound - start).expect("a chunk is bounded by the split's chunk size");
         self.buf.clear();
         self.buf.resize(len, 0);
         self.file
             .read_exact_at(&mut self.buf, start)
             .map_err(io_error("reading", path))?;
-        let mut d = Decoded {
-            chunk,
-            rows: Batch::new(self.width),
-            lines: 0,
-            max_time: i64::MIN,
-            bad: Vec::new(),
-        };
         let decoder = self.decoder.as_mut();
         let watermark = self.watermark;
         let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
@@ -497,10 +502,10 @@ impl SplitReader {
                             d.max_time = d.max_time.max(t);
                         }
                     }
-                    counts.rows += 1;
+                    d.counts.rows += 1;
                 }
                 Err(reason) => {
-                    counts.malformed += 1;
+                    d.counts.malformed += 1;
                     d.bad.push(Bad {
                         line_in_chunk: first_line,
                         reason,
@@ -508,20 +513,22 @@ impl SplitReader {
                 }
             }
         };
-        counts.bytes += len as u64;
-        if self.format == Format::Csv && !self.split.quoted {
-            // No quote in the file: a record is a line, and one vectorised
-            // pass over the chunk finds them all.
+        let quoted = self.format == Format::Csv && memchr::memchr(b'"', &self.buf).is_some();
+        if self.format == Format::Csv && !quoted {
+            // No quote in these bytes: a record is a line, and one
+            // vectorised pass finds them all.
+            d.counts.bytes = len as u64;
             let buf = &self.buf[..];
             let mut line_start = 0;
             let ends = memchr::memchr_iter(b'\n', buf)
                 .map(|i| (i, i + 1))
-                .chain((buf.last() != Some(&b'\n') && !buf.is_empty()).then_some((buf.len(), buf.len())));
+                .chain((buf.last() != Some(&b'\n')).then_some((buf.len(), buf.len())));
             for (line_end, next) in ends {
                 d.lines += 1;
                 let mut record = &buf[line_start..line_end];
                 line_start = next;
-                if let [rest @ .., b'\r'] = record {
+                // As `strip_newline`: a `\r` goes only with its `\n`.
+                if let (true, [rest @ .., b'\r']) = (next > line_end, record) {
                     record = rest;
                 }
                 if record.is_empty() {
@@ -531,10 +538,26 @@ impl SplitReader {
                 decode_one(&mut d, record, record.len() > RECORD_BYTES_MAX, line);
             }
         } else {
-            let mut rest: &[u8] = &self.buf;
-            while let Some(r) = read_record(&mut rest, &mut self.record, self.format, self.delimiter)
-                .map_err(io_error("reading", path))?
-            {
+            // Records as the in-order reader reads them; a quoted field may
+            // carry the last one past the bound, so the file goes on behind
+            // the chunk's bytes.
+            let rest = std::io::BufReader::with_capacity(
+                64 << 10,
+                FileFrom {
+                    file: &self.file,
+                    at: bound,
+                },
+            );
+            let mut input = (&self.buf[..]).chain(rest);
+            let mut at = start;
+            while at < bound {
+                let Some(r) = read_record(&mut input, &mut self.record, self.format, self.delimiter)
+                    .map_err(io_error("reading", path))?
+                else {
+                    break;
+                };
+                at += r.bytes;
+                d.counts.bytes += r.bytes;
                 let first_line = d.lines + 1;
                 d.lines += r.lines;
                 if r.blank {
@@ -542,8 +565,24 @@ impl SplitReader {
                 }
                 decode_one(&mut d, &self.record, r.too_long, first_line);
             }
+            d.end = at.max(bound);
         }
         Ok(d)
+    }
+}
+
+/// Reads a file from a position on, with positioned reads (the reader's
+/// file handle has no cursor to share).
+struct FileFrom<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for FileFrom<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
 }
 
@@ -552,7 +591,7 @@ mod tests {
     use super::*;
     use laminar_exec::types::{DataType, Field, Schema};
 
-    fn node(path: &Path, header: bool) -> SourceNode {
+    fn node(path: &std::path::Path, header: bool) -> SourceNode {
         SourceNode {
             name: "s".into(),
             schema: Schema::new(vec![Field::new("k", DataType::Str), Field::new("ts", DataType::Int)]),
@@ -569,7 +608,7 @@ mod tests {
         }
     }
 
-    /// Every bound is where the in-order reader starts a record.
+    /// Where the in-order reader starts each record.
     fn record_starts(text: &[u8], header: bool) -> Vec<u64> {
         let mut reader = BufReader::new(text);
         let mut pos = 0u64;
@@ -586,7 +625,7 @@ mod tests {
     }
 
     #[test]
-    fn bounds_fall_on_record_starts_with_and_without_quotes() {
+    fn bounds_fall_on_line_starts_and_on_record_starts_without_quotes() {
         let dir = tempfile::tempdir().unwrap();
         for (name, text, header) in [
             (
@@ -603,13 +642,19 @@ mod tests {
             let path = dir.path().join(name);
             std::fs::write(&path, &text).unwrap();
             let starts = record_starts(text.as_bytes(), header);
+            let line_starts: Vec<u64> = std::iter::once(0)
+                .chain(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i as u64 + 1))
+                .collect();
             for chunk_bytes in [1, 3, 7, 20] {
                 let split = plan(&node(&path, header), 2, 0, chunk_bytes).unwrap().expect("split");
                 assert_eq!(*split.bounds.last().unwrap(), text.len() as u64);
                 for b in &split.bounds[..split.bounds.len() - 1] {
+                    // Readers correct a bound inside a quoted record; one
+                    // in a file without quotes is always a record start.
+                    let expected = if name == "plain.csv" { &starts } else { &line_starts };
                     assert!(
-                        starts.contains(b),
-                        "{name} @{chunk_bytes}: bound {b} is not a record start {starts:?}"
+                        expected.contains(b),
+                        "{name} @{chunk_bytes}: bound {b} is not a start {expected:?}"
                     );
                 }
                 assert!(split.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", split.bounds);

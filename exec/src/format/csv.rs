@@ -38,24 +38,32 @@ fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &m
     spans.clear();
     scratch.clear();
     let len = record.len();
-    if memchr::memchr(b'"', record).is_none() {
-        // No quoted field: the fields are what lies between delimiters,
-        // found in one vectorised pass.
-        let mut start = 0;
-        for end in memchr::memchr_iter(delimiter, record).chain(std::iter::once(len)) {
-            if spans.len() == RECORD_FIELDS_MAX {
-                return Err(format!("record has more than {RECORD_FIELDS_MAX} fields"));
-            }
-            spans.push(Span {
-                start,
-                end,
-                quoted: false,
-                in_scratch: false,
-            });
-            start = end + 1;
+    // Most records hold no quote: their fields are what lies between
+    // delimiters, found in one vectorised pass that also looks for a
+    // quote. Delimiters before the first quote are delimiters under the
+    // quoting rules too, so a record with one starts over on the slow path.
+    let mut start = 0;
+    let mut quote = false;
+    for end in memchr::memchr2_iter(delimiter, b'"', record).chain(std::iter::once(len)) {
+        if end < len && record[end] == b'"' {
+            quote = true;
+            break;
         }
+        if spans.len() == RECORD_FIELDS_MAX {
+            return Err(format!("record has more than {RECORD_FIELDS_MAX} fields"));
+        }
+        spans.push(Span {
+            start,
+            end,
+            quoted: false,
+            in_scratch: false,
+        });
+        start = end + 1;
+    }
+    if !quote {
         return Ok(());
     }
+    spans.clear();
     let mut pos = 0;
     loop {
         if spans.len() == RECORD_FIELDS_MAX {
