@@ -351,7 +351,7 @@ fn columns_no_query_reads_are_not_parsed_unless_validate_all() {
         assert_success(&o);
         let plan = stdout(&o);
         assert_eq!(
-            plan.contains("reads: k, v (the other columns are not parsed)"),
+            plan.contains("reads: k, v (the other columns are not parsed; rows carry only these)"),
             validate == "read",
             "{plan}"
         );

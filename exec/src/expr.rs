@@ -118,6 +118,54 @@ impl Expr {
         found
     }
 
+    /// Renumbers every column reference: column `c` becomes `map[c]`.
+    pub fn remap_columns(&mut self, map: &[usize]) {
+        self.visit_mut(&mut |e| {
+            if let Expr::Column(c) = e {
+                *c = map[*c];
+            }
+        });
+    }
+
+    /// `visit`, with each node mutable.
+    pub fn visit_mut(&mut self, f: &mut dyn FnMut(&mut Expr)) {
+        f(self);
+        match self {
+            Expr::Column(_) | Expr::Literal(_) => {}
+            Expr::Unary { arg, .. } | Expr::IsNull { arg, .. } | Expr::Cast { arg, .. } => arg.visit_mut(f),
+            Expr::Binary { left, right, .. } => {
+                left.visit_mut(f);
+                right.visit_mut(f);
+            }
+            Expr::And(terms) | Expr::Or(terms) => terms.iter_mut().for_each(|t| t.visit_mut(f)),
+            Expr::InList { arg, list, .. } => {
+                arg.visit_mut(f);
+                list.iter_mut().for_each(|t| t.visit_mut(f));
+            }
+            Expr::Case {
+                operand,
+                whens,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    o.visit_mut(f);
+                }
+                for (w, t) in whens {
+                    w.visit_mut(f);
+                    t.visit_mut(f);
+                }
+                if let Some(o) = otherwise {
+                    o.visit_mut(f);
+                }
+            }
+            Expr::Like { arg, pattern, .. } => {
+                arg.visit_mut(f);
+                pattern.visit_mut(f);
+            }
+            Expr::Func { args, .. } => args.iter_mut().for_each(|t| t.visit_mut(f)),
+        }
+    }
+
     /// Calls `f` on this node and every sub-expression, pre-order.
     pub fn visit(&self, f: &mut dyn FnMut(&Expr)) {
         f(self);

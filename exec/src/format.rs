@@ -69,18 +69,24 @@ impl Format {
     }
 
     /// A decoder for this format. `header` and `delimiter` only matter for
-    /// CSV (see `CsvDecoder::new`); so does `used` (per schema column,
-    /// whether anything reads it; an unread CSV column is decoded as NULL
-    /// without being parsed, see `CsvDecoder::with_projection`).
+    /// CSV (see `CsvDecoder::new`). `used` says per schema column whether
+    /// anything reads it (empty: all): an unread CSV column is not parsed
+    /// (see `CsvDecoder::with_projection`). With `compact`, rows hold only
+    /// the used columns, in schema order, instead of NULL in the others.
     pub fn decoder(
         self,
         schema: &Schema,
         header: Option<&[u8]>,
         delimiter: u8,
         used: &[bool],
+        compact: bool,
     ) -> Result<Box<dyn Decoder>, String> {
         Ok(match self {
-            Format::Csv => Box::new(CsvDecoder::new(schema, header, delimiter)?.with_projection(used)),
+            Format::Csv => {
+                let d = CsvDecoder::new(schema, header, delimiter)?.with_projection(used);
+                Box::new(if compact { d.compact() } else { d })
+            }
+            Format::Json if compact => Box::new(Compact::new(JsonDecoder::new(schema), schema.len(), used)),
             Format::Json => Box::new(JsonDecoder::new(schema)),
         })
     }
@@ -114,6 +120,36 @@ pub trait Decoder {
     /// `\r\n`) into row values appended to `out`: exactly `schema.len()`
     /// values on success; on error `out` is left as it was before the call.
     fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String>;
+}
+
+/// Keeps only the used columns of another decoder's rows (for formats
+/// that decode whole rows).
+struct Compact<D> {
+    inner: D,
+    width: usize,
+    used: Vec<bool>,
+    row: Vec<Value>,
+}
+
+impl<D: Decoder> Compact<D> {
+    fn new(inner: D, width: usize, used: &[bool]) -> Compact<D> {
+        Compact {
+            inner,
+            width,
+            used: (0..width).map(|c| used.get(c).copied().unwrap_or(true)).collect(),
+            row: Vec::with_capacity(width),
+        }
+    }
+}
+
+impl<D: Decoder> Decoder for Compact<D> {
+    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
+        self.row.clear();
+        self.inner.decode(record, &mut self.row)?;
+        debug_assert_eq!(self.row.len(), self.width);
+        out.extend(self.row.drain(..).zip(&self.used).filter(|(_, &u)| u).map(|(v, _)| v));
+        Ok(())
+    }
 }
 
 /// Turns rows into records.

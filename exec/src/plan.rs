@@ -69,7 +69,12 @@ pub enum SourceConnector {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceNode {
     pub name: String,
+    /// The columns of the rows the source emits: the declared ones, or
+    /// after `narrow_sources` only those something reads.
     pub schema: Schema,
+    /// The columns as declared (`CREATE SOURCE`): what a record holds and
+    /// what decoders parse against. `used_columns` is indexed by these.
+    pub declared: Schema,
     pub connector: SourceConnector,
     pub watermark: Option<WatermarkSpec>,
     /// Columns some query reads; a decoder may skip the others.
@@ -77,6 +82,15 @@ pub struct SourceNode {
     /// Decode every column whether read or not (`validate = 'all'`), so
     /// a bad value anywhere makes a record malformed.
     pub validate_all: bool,
+}
+
+impl SourceNode {
+    /// Whether the source emits fewer columns than it declares (see
+    /// `PhysicalPlan::narrow_sources`): its decoder then writes only the
+    /// used columns, in order.
+    pub fn narrowed(&self) -> bool {
+        self.schema.len() < self.declared.len()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -283,6 +297,102 @@ impl PhysicalPlan {
         }
     }
 
+    /// Drops from each file and tcp source's rows the columns nothing
+    /// reads (after `mark_used_columns`), so rows move through batches and
+    /// exchanges at the width the queries need: a 10M-row CSV of seven
+    /// columns aggregated on two moved 224 bytes per row where 64 do.
+    /// Only where every reader of the source is a projection or a
+    /// GROUP BY (whose outputs do not depend on the input's width): their
+    /// column references are renumbered, and so is the watermark column.
+    /// Sources read by anything else keep their declared width.
+    ///
+    /// **Invariant:** after this, a source's `schema` is `declared`
+    /// restricted to `used_columns`, in declared order.
+    pub fn narrow_sources(&mut self) {
+        for s in 0..self.sources.len() {
+            let source = &self.sources[s];
+            let narrowable_connector = matches!(
+                source.connector,
+                SourceConnector::File { .. } | SourceConnector::Tcp { .. }
+            );
+            if !narrowable_connector || !source.used_columns.contains(&false) || source.schema != source.declared {
+                continue;
+            }
+            let read_directly = |input: &Input| *input == Input::Source(s);
+            if self.sinks.iter().any(|k| read_directly(&k.input)) {
+                continue;
+            }
+            let readers: Vec<usize> = (0..self.nodes.len())
+                .filter(|&n| self.nodes[n].inputs.iter().any(read_directly))
+                .collect();
+            let rewritable = readers.iter().all(|&n| {
+                let node = &self.nodes[n];
+                node.inputs.len() == 1
+                    && match &node.spec {
+                        OperatorSpec::Map(m) => m.projection.is_some(),
+                        OperatorSpec::Aggregate(a) => !a.late_rows,
+                        OperatorSpec::Session(x) => !x.late_rows,
+                        _ => false,
+                    }
+            });
+            if !rewritable {
+                continue;
+            }
+            // Declared position -> narrowed position (unused ones are
+            // never referenced, so their entry is never read).
+            let mut map = vec![usize::MAX; source.declared.len()];
+            let mut fields = Vec::new();
+            for (c, field) in source.declared.fields.iter().enumerate() {
+                if source.used_columns[c] {
+                    map[c] = fields.len();
+                    fields.push(field.clone());
+                }
+            }
+            let source = &mut self.sources[s];
+            source.schema = Schema::new(fields);
+            if let Some(w) = &mut source.watermark {
+                w.column = map[w.column];
+            }
+            for n in readers {
+                match &mut self.nodes[n].spec {
+                    OperatorSpec::Map(m) => {
+                        m.filter.iter_mut().for_each(|e| e.remap_columns(&map));
+                        m.projection.iter_mut().flatten().for_each(|e| e.remap_columns(&map));
+                    }
+                    OperatorSpec::Aggregate(a) => {
+                        a.filter
+                            .iter_mut()
+                            .chain(&mut a.keys)
+                            .for_each(|e| e.remap_columns(&map));
+                        for call in &mut a.calls {
+                            call.arg
+                                .iter_mut()
+                                .chain(&mut call.filter)
+                                .for_each(|e| e.remap_columns(&map));
+                        }
+                        if let Some(t) = &mut a.time_column {
+                            *t = map[*t];
+                        }
+                    }
+                    OperatorSpec::Session(x) => {
+                        x.filter
+                            .iter_mut()
+                            .chain(&mut x.keys)
+                            .for_each(|e| e.remap_columns(&map));
+                        for call in &mut x.calls {
+                            call.arg
+                                .iter_mut()
+                                .chain(&mut call.filter)
+                                .for_each(|e| e.remap_columns(&map));
+                        }
+                        x.time_column = map[x.time_column];
+                    }
+                    _ => unreachable!("checked above"),
+                }
+            }
+        }
+    }
+
     /// For each node, the `LATE DATA TO` node that reads its late rows.
     pub fn late_stream_of(&self) -> Vec<Option<usize>> {
         let mut of = vec![None; self.nodes.len()];
@@ -312,7 +422,7 @@ impl PhysicalPlan {
         };
         for src in &self.sources {
             let cols: Vec<String> = src
-                .schema
+                .declared
                 .fields
                 .iter()
                 .map(|f| format!("{} {}", f.name, f.data_type))
@@ -327,14 +437,19 @@ impl PhysicalPlan {
             }
             if src.used_columns.contains(&false) {
                 let read: Vec<&str> = src
-                    .schema
+                    .declared
                     .fields
                     .iter()
                     .zip(&src.used_columns)
                     .filter(|(_, &u)| u)
                     .map(|(f, _)| f.name.as_str())
                     .collect();
-                let _ = writeln!(s, "  reads: {} (the other columns are not parsed)", read.join(", "));
+                let _ = writeln!(
+                    s,
+                    "  reads: {} (the other columns are not parsed{})",
+                    read.join(", "),
+                    if src.narrowed() { "; rows carry only these" } else { "" }
+                );
             }
         }
         for (i, node) in self.nodes.iter().enumerate() {

@@ -274,9 +274,15 @@ impl Source {
                 let decoder = match (&header_bytes, *header) {
                     (Some(h), _) if h.is_empty() => {
                         // An empty file: no header, no rows.
-                        format.decoder(&node.schema, None, *delimiter, &node.used_columns)
+                        format.decoder(&node.declared, None, *delimiter, &node.used_columns, node.narrowed())
                     }
-                    (h, _) => format.decoder(&node.schema, h.as_deref(), *delimiter, &node.used_columns),
+                    (h, _) => format.decoder(
+                        &node.declared,
+                        h.as_deref(),
+                        *delimiter,
+                        &node.used_columns,
+                        node.narrowed(),
+                    ),
                 }
                 .map_err(|reason| RunError::Source {
                     source_name: node.name.clone(),
@@ -358,7 +364,7 @@ impl Source {
             panic!("open_live takes a tcp source");
         };
         let decoder = format
-            .decoder(&node.schema, None, *delimiter, &node.used_columns)
+            .decoder(&node.declared, None, *delimiter, &node.used_columns, node.narrowed())
             .map_err(|reason| RunError::Source {
                 source_name: node.name.clone(),
                 path: PathBuf::from(&location),

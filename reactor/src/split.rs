@@ -333,7 +333,13 @@ impl SplitReader {
             unreachable!("only files are split");
         };
         let decoder = format
-            .decoder(&node.schema, split.header.as_deref(), *delimiter, &node.used_columns)
+            .decoder(
+                &node.declared,
+                split.header.as_deref(),
+                *delimiter,
+                &node.used_columns,
+                node.narrowed(),
+            )
             .map_err(|reason| RunError::Source {
                 source_name: node.name.clone(),
                 path: path.clone(),
@@ -616,6 +622,7 @@ mod tests {
             watermark: Some(WatermarkSpec { column: 1, delay_ms: 0 }),
             used_columns: vec![true, true],
             validate_all: false,
+            declared: Schema::new(vec![Field::new("k", DataType::Str), Field::new("ts", DataType::Int)]),
         }
     }
 

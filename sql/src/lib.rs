@@ -290,6 +290,7 @@ impl Planner {
                 self.plan.sources.push(SourceNode {
                     name: def.name.clone(),
                     schema: def.schema.clone(),
+                    declared: def.schema.clone(),
                     connector: def.connector,
                     watermark: def.watermark,
                     used_columns: vec![true; def.schema.len()],
@@ -411,6 +412,7 @@ impl Planner {
             }
         }
         self.plan.mark_used_columns();
+        self.plan.narrow_sources();
         self.plan.assert_valid();
         self.plan
     }
@@ -462,6 +464,7 @@ pub fn plan_script(text: &str, options: PlanOptions) -> Result<PhysicalPlan, Sql
 #[cfg(test)]
 mod used_columns_tests {
     use super::*;
+    use laminar_exec::expr::Expr;
 
     const SOURCES: &str = "
         CREATE SOURCE bid (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, date_time TIMESTAMP,
@@ -476,7 +479,7 @@ mod used_columns_tests {
         plan.sources
             .iter()
             .map(|s| {
-                s.schema
+                s.declared
                     .fields
                     .iter()
                     .zip(&s.used_columns)
@@ -526,6 +529,31 @@ mod used_columns_tests {
             reads("CREATE SINK s FROM person WITH (connector = 'file', path = 'o.csv');")[1].len(),
             4
         );
+    }
+
+    #[test]
+    fn sources_read_only_by_projections_and_aggregates_carry_only_what_they_read() {
+        let plan = |sql: &str| plan_script(&format!("{SOURCES}\n{sql}"), PlanOptions::default()).expect("plans");
+        // A projection over bid: rows carry auction, price, date_time; the
+        // expressions and the watermark are renumbered to match.
+        let p = plan("CREATE STREAM q AS SELECT price, auction FROM bid WHERE MOD(auction, 123) = 0;");
+        let names: Vec<&str> = p.sources[0].schema.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["auction", "price", "date_time"]);
+        assert_eq!(p.sources[0].declared.len(), 5);
+        assert_eq!(p.sources[0].watermark.map(|w| w.column), Some(2));
+        let OperatorSpec::Map(m) = &p.nodes[0].spec else {
+            panic!("a map")
+        };
+        assert_eq!(m.projection, Some(vec![Expr::Column(1), Expr::Column(0)]));
+        // A filter without projection passes whole rows on: not narrowed,
+        // and neither is a source a join reads.
+        let p = plan("CREATE STREAM q AS SELECT * FROM bid WHERE price > 1;");
+        assert!(!p.sources[0].narrowed());
+        let p = plan(
+            "CREATE STREAM q AS SELECT b.auction, p.name FROM bid b JOIN person p ON b.bidder = p.id
+             AND p.ts BETWEEN b.date_time - INTERVAL '1' SECOND AND b.date_time;",
+        );
+        assert!(!p.sources[0].narrowed() && !p.sources[1].narrowed());
     }
 
     #[test]

@@ -244,6 +244,14 @@ pub struct CsvDecoder {
     used: Vec<bool>,
     /// Per record field: the schema column it fills, if any.
     slots: Vec<Option<usize>>,
+    /// Rows hold only the used columns (see `compact`).
+    compact: bool,
+    /// Per record field, from `slots`, `used` and `compact`: where in the
+    /// row its value goes and which schema column's type it has, for the
+    /// fields that are parsed.
+    targets: Vec<Option<(usize, usize)>>,
+    /// Values per decoded row.
+    width: usize,
     delimiter: u8,
     spans: Vec<Span>,
     scratch: Vec<u8>,
@@ -315,14 +323,19 @@ impl CsvDecoder {
                 slots
             }
         };
-        Ok(CsvDecoder {
+        let mut decoder = CsvDecoder {
             fields: schema.fields.clone(),
             used: vec![true; schema.len()],
             slots,
+            compact: false,
+            targets: Vec::new(),
+            width: 0,
             delimiter,
             spans,
             scratch,
-        })
+        };
+        decoder.retarget();
+        Ok(decoder)
     }
 
     /// Only decode the columns marked in `used` (by schema position); the
@@ -332,7 +345,33 @@ impl CsvDecoder {
         for (slot, &u) in self.used.iter_mut().zip(used) {
             *slot = u;
         }
+        self.retarget();
         self
+    }
+
+    /// Rows hold only the used columns, in schema order (no NULL in place
+    /// of the others).
+    pub fn compact(mut self) -> Self {
+        self.compact = true;
+        self.retarget();
+        self
+    }
+
+    fn retarget(&mut self) {
+        let mut position = vec![0; self.fields.len()];
+        let mut next = 0;
+        for (col, p) in position.iter_mut().enumerate() {
+            if !self.compact || self.used[col] {
+                *p = next;
+                next += 1;
+            }
+        }
+        self.width = next;
+        self.targets = self
+            .slots
+            .iter()
+            .map(|slot| slot.filter(|&col| self.used[col]).map(|col| (position[col], col)))
+            .collect();
     }
 
     /// Whether `line` ends inside a quoted field, with this decoder's
@@ -359,19 +398,16 @@ impl Decoder for CsvDecoder {
         }
         let base = out.len();
         // Constructed in place: `resize` clones a template value per slot.
-        out.extend(std::iter::repeat_with(|| Value::Null).take(self.fields.len()));
-        for (span, slot) in self.spans.iter().zip(&self.slots) {
-            let Some(col) = *slot else { continue };
-            if !self.used[col] {
-                continue;
-            }
+        out.extend(std::iter::repeat_with(|| Value::Null).take(self.width));
+        for (span, target) in self.spans.iter().zip(&self.targets) {
+            let Some((position, col)) = *target else { continue };
             let bytes = if span.in_scratch {
                 &self.scratch[span.start..span.end]
             } else {
                 &record[span.start..span.end]
             };
             match parse_field(&self.fields[col], bytes, span.quoted) {
-                Ok(v) => out[base + col] = v,
+                Ok(v) => out[base + position] = v,
                 Err(e) => {
                     out.truncate(base);
                     return Err(e);
