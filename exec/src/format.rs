@@ -182,12 +182,84 @@ fn write_scalar(v: &Value, out: &mut Vec<u8>) {
         Value::Null => {}
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
         Value::Int(i) => write_i64(*i, out),
-        // Display is the shortest text that parses back to the same f64.
-        Value::Double(d) => {
-            let _ = write!(out, "{d}");
-        }
+        Value::Double(d) => write_f64(*d, out),
         Value::Ts(ms) => TimestampWriter::new().write(*ms, out),
         Value::Str(s) => out.extend_from_slice(s.as_bytes()),
+    }
+}
+
+/// Distinct decimals of at most this many significant digits are distinct
+/// f64s (10^15 < 2^53), so a double's shortest digits, when this short,
+/// are the only shortest digits there are.
+const UNIQUE_DIGITS_MAX: usize = 15;
+
+/// Appends `d` exactly as `Display` writes it (the shortest digits that
+/// read back as the same f64, in plain decimal: no exponent, no `.0`),
+/// with the digits from `ryu`: `fmt`'s float path was a tenth of a run
+/// that writes one DOUBLE per row. Shortest digits of up to 15 are unique,
+/// so both find the same; longer ones go through `fmt` (a property test
+/// holds the two to the same text).
+pub(crate) fn write_f64(d: f64, out: &mut Vec<u8>) {
+    if !d.is_finite() {
+        let _ = write!(out, "{d}");
+        return;
+    }
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(d).as_bytes();
+    // ryu writes `[-]int[.frac][e[-]exp]`.
+    let (negative, text) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match memchr::memchr(b'e', text) {
+        Some(i) => {
+            let exp = std::str::from_utf8(&text[i + 1..])
+                .ok()
+                .and_then(|e| e.parse::<i32>().ok())
+                .expect("ryu writes a decimal exponent");
+            (&text[..i], exp)
+        }
+        None => (text, 0),
+    };
+    let (int, frac) = match memchr::memchr(b'.', mantissa) {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    // At most 17 significant digits, plus ryu's zeros around them.
+    let mut digits = [0u8; 32];
+    let n = int.len() + frac.len();
+    digits[..int.len()].copy_from_slice(int);
+    digits[int.len()..n].copy_from_slice(frac);
+    let mut point = int.len() as i32 + exponent;
+    let lead = digits[..n].iter().take_while(|&&b| b == b'0').count();
+    point -= lead as i32;
+    let digits = &digits[lead..n];
+    let digits = &digits[..digits.len() - digits.iter().rev().take_while(|&&b| b == b'0').count()];
+    if digits.len() > UNIQUE_DIGITS_MAX {
+        // Several 16- or 17-digit strings may read back as `d`, and ryu
+        // and `fmt` do not always pick the same one: `fmt` decides.
+        let _ = write!(out, "{d}");
+        return;
+    }
+    if negative {
+        out.push(b'-');
+    }
+    if digits.is_empty() {
+        out.push(b'0');
+        return;
+    }
+    let len = digits.len() as i32;
+    if point <= 0 {
+        out.extend_from_slice(b"0.");
+        out.extend(std::iter::repeat_n(b'0', (-point) as usize));
+        out.extend_from_slice(digits);
+    } else if point >= len {
+        out.extend_from_slice(digits);
+        out.extend(std::iter::repeat_n(b'0', (point - len) as usize));
+    } else {
+        out.extend_from_slice(&digits[..point as usize]);
+        out.push(b'.');
+        out.extend_from_slice(&digits[point as usize..]);
     }
 }
 

@@ -121,6 +121,10 @@ pub enum MeshMsg {
     Node { node: u32, input: u32, batch: Batch },
     /// Rows for a sink (sinks live on shard 0).
     Sink { sink: u32, batch: Batch },
+    /// `rows` rows for a file or stdout sink, already encoded by the
+    /// sender (so formatting is spread over the shards; see
+    /// `ShardCore::encoders`).
+    SinkEncoded { sink: u32, rows: u64, bytes: Vec<u8> },
     /// The prefix of chunk `chunk` of split source `source`, for the
     /// shard that reads that chunk (see `split`).
     SplitToken { source: u32, chunk: u32, prefix: Prefix },
@@ -135,12 +139,30 @@ pub enum MeshMsg {
 
 /// Rows in one mesh message at most when outbox messages are coalesced.
 const MERGED_ROWS_MAX: usize = 4096;
+/// Bytes of encoded sink rows in one mesh message at most, likewise.
+const MERGED_BYTES_MAX: usize = 1 << 20;
 
 /// Appends `next` to `msg` when both carry rows for the same place and the
 /// result stays under `MERGED_ROWS_MAX` rows; otherwise hands `next` back.
 /// Messages are only ever merged with the one right before them, so the
 /// order of rows and marks on the channel is unchanged.
 fn merge(msg: &mut MeshMsg, next: MeshMsg) -> Option<MeshMsg> {
+    if let (
+        MeshMsg::SinkEncoded { sink, rows, bytes },
+        MeshMsg::SinkEncoded {
+            sink: s2,
+            rows: r2,
+            bytes: b2,
+        },
+    ) = (&mut *msg, &next)
+    {
+        if sink != s2 || bytes.len() + b2.len() > MERGED_BYTES_MAX {
+            return Some(next);
+        }
+        bytes.extend_from_slice(b2);
+        *rows += r2;
+        return None;
+    }
     let (into, from) = match (&mut *msg, &next) {
         (
             MeshMsg::Node { node, input, batch },
@@ -321,6 +343,12 @@ struct ShardCore {
     source_wake: Option<Rc<Signal>>,
     /// Checkpoint alignment, when the run takes checkpoints.
     ckpt: Option<ShardCheckpoint>,
+    /// On shards other than 0, per sink: the encoder rows for it are
+    /// written with here, before they cross the mesh. Only in runs without
+    /// checkpoints (a sink's alignment reads the rows' marks) or latency
+    /// measurement (which reads their origin), and only for sinks that
+    /// write encoded bytes.
+    encoders: Vec<Option<Box<dyn laminar_exec::format::Encoder>>>,
     /// Where pieces of checkpoints go (the coordinator).
     events: mpsc::Sender<ShardEvent>,
 }
@@ -654,6 +682,19 @@ impl ShardCore {
             }
             if self.id == 0 {
                 self.sink_rows(sink, 0, batch)?;
+            } else if let Some(encoder) = &mut self.encoders[sink] {
+                let mut bytes = Vec::new();
+                for (op, row) in batch.rows() {
+                    encoder.row(op, row, &mut bytes);
+                }
+                self.send(
+                    0,
+                    MeshMsg::SinkEncoded {
+                        sink: sink as u32,
+                        rows: batch.len() as u64,
+                        bytes,
+                    },
+                );
             } else {
                 self.send(
                     0,
@@ -705,6 +746,14 @@ impl ShardCore {
         match msg {
             MeshMsg::Node { node, input, batch } => self.feed(node as usize, input as usize, sender, &batch),
             MeshMsg::Sink { sink, batch } => self.sink_rows(sink as usize, sender, &batch),
+            MeshMsg::SinkEncoded { sink, rows, bytes } => {
+                debug_assert!(
+                    self.ckpt.is_none(),
+                    "encoded rows only flow in runs without checkpoints"
+                );
+                let target = self.sinks[sink as usize].as_mut().expect("sinks live on shard 0");
+                target.write_encoded(&bytes, rows)
+            }
             MeshMsg::Barrier { node, input, epoch } => {
                 self.barrier_to_node(node as usize, input as usize, sender, epoch)
             }
@@ -1337,6 +1386,14 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         busy: Duration::ZERO,
         split_tokens: FxHashMap::default(),
         source_wake: None,
+        encoders: plan
+            .sinks
+            .iter()
+            .map(|s| {
+                let remote = id != 0 && ckpt.is_none() && config.pace.is_none();
+                remote.then(|| Sink::encoder_for(s)).flatten()
+            })
+            .collect(),
         ckpt,
         events: events.clone(),
     }));

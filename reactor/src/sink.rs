@@ -58,6 +58,30 @@ impl Sink {
         Sink::open_at(node, stdout_sinks, pace, None)
     }
 
+    /// The encoder a file or stdout sink writes rows with; None for sinks
+    /// that do not write encoded bytes (tcp subscribers, discard). Shards
+    /// other than 0 encode with it before sending rows to the sink (see
+    /// `write_encoded`).
+    pub fn encoder_for(node: &SinkNode) -> Option<Box<dyn Encoder>> {
+        match &node.connector {
+            SinkConnector::File { format, .. } => Some(format.encoder(&node.schema, node.changelog)),
+            SinkConnector::Stdout => Some(Format::Csv.encoder(&node.schema, node.changelog)),
+            SinkConnector::Discard | SinkConnector::Tcp { .. } => None,
+        }
+    }
+
+    /// Takes `rows` rows another shard encoded with `encoder_for`'s
+    /// encoder: the bytes the sink would have written for them.
+    pub fn write_encoded(&mut self, bytes: &[u8], rows: u64) -> Result<(), RunError> {
+        debug_assert!(matches!(self.target, Target::File { .. } | Target::Stdout { .. }));
+        self.append(bytes);
+        self.rows += rows;
+        if self.buffer.len() >= BUFFER_BYTES_MAX {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
     /// Opens a TCP sink whose subscribers `hub` holds; it resumes its row
     /// count from a checkpoint, if given.
     pub fn open_tcp(node: &SinkNode, hub: Rc<RefCell<Hub>>, rows: Option<u64>) -> Sink {
@@ -80,8 +104,9 @@ impl Sink {
         pace: Option<Pace>,
         resume: Option<(u64, u64)>,
     ) -> Result<Sink, RunError> {
-        let (target, format) = match &node.connector {
-            SinkConnector::File { path, format } => {
+        let encoder = Sink::encoder_for(node);
+        let target = match &node.connector {
+            SinkConnector::File { path, .. } => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|source| RunError::Io {
                         operation: "creating sink directory",
@@ -113,25 +138,23 @@ impl Sink {
                     path: path.clone(),
                     source,
                 })?;
-                (
-                    Target::File {
-                        path: path.clone(),
-                        writer: BufWriter::with_capacity(1 << 20, file),
-                    },
-                    *format,
-                )
+                Target::File {
+                    path: path.clone(),
+                    writer: BufWriter::with_capacity(1 << 20, file),
+                }
             }
             SinkConnector::Stdout => {
                 let prefix = (stdout_sinks > 1).then(|| format!("{}: ", node.name).into_bytes());
-                (Target::Stdout { prefix }, Format::Csv)
+                Target::Stdout { prefix }
             }
-            SinkConnector::Discard => (Target::Discard, Format::Csv),
+            SinkConnector::Discard => Target::Discard,
             SinkConnector::Tcp { .. } => panic!("a tcp sink opens with open_tcp"),
         };
         let mut sink = Sink {
             name: node.name.clone(),
             target,
-            encoder: format.encoder(&node.schema, node.changelog),
+            // Discard writes nothing; CSV keeps its code path uniform.
+            encoder: encoder.unwrap_or_else(|| Format::Csv.encoder(&node.schema, node.changelog)),
             buffer: Vec::new(),
             rows: 0,
             latency: pace.map(|p| (p, latency_histogram())),

@@ -227,3 +227,49 @@ fn value_text_matches_csv_output() {
         assert_eq!(text(Value::Ts(ms)), ms.to_string());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+    /// `write_f64` writes exactly what `Display` does, for any bit pattern
+    /// (subnormals, huge and tiny exponents, -0.0, NaN, infinities) and for
+    /// the products of small decimals that sinks see most.
+    #[test]
+    fn doubles_are_written_as_display_writes_them(bits in any::<u64>(), int in -100_000_000i64..100_000_000, scale in 0u32..6) {
+        for d in [f64::from_bits(bits), 0.908 * int as f64, int as f64 / 10f64.powi(scale as i32)] {
+            let mut out = Vec::new();
+            write_f64(d, &mut out);
+            prop_assert_eq!(String::from_utf8(out).unwrap(), d.to_string());
+        }
+    }
+}
+
+#[test]
+fn doubles_at_the_edges_are_written_as_display_writes_them() {
+    for d in [
+        0.0,
+        -0.0,
+        1.0,
+        -1.5,
+        0.1,
+        1e15,
+        1e16,
+        1e17,
+        1e21,
+        1e22,
+        123456789012345680.0,
+        1e-5,
+        1e-7,
+        5e-324,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        f64::EPSILON,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+    ] {
+        let mut out = Vec::new();
+        write_f64(d, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), d.to_string(), "{d:e}");
+    }
+}
