@@ -453,8 +453,8 @@ fn null_for(field: &Field, what: &str) -> Result<Value, String> {
 const TIMESTAMP_TEXT_BYTES_MAX: usize = 64;
 
 /// Parses TIMESTAMP text (already trimmed or not) with `time::parse_timestamp`.
-fn parse_ts_text(field: &Field, text: &[u8]) -> Result<Value, String> {
-    if let Some(ms) = crate::time::parse_timestamp_fixed(text) {
+fn parse_ts_text(field: &Field, text: &[u8], cache: &mut crate::time::DateCache) -> Result<Value, String> {
+    if let Some(ms) = crate::time::parse_timestamp_fixed_with(text, cache) {
         return Ok(Value::Ts(ms));
     }
     if text.len() > TIMESTAMP_TEXT_BYTES_MAX {
