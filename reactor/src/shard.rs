@@ -349,6 +349,8 @@ struct ShardCore {
     /// measurement (which reads their origin), and only for sinks that
     /// write encoded bytes.
     encoders: Vec<Option<Box<dyn laminar_exec::format::Encoder>>>,
+    /// Bytes per row of the last batch encoded here.
+    encoded_row_bytes: usize,
     /// Where pieces of checkpoints go (the coordinator).
     events: mpsc::Sender<ShardEvent>,
 }
@@ -683,10 +685,13 @@ impl ShardCore {
             if self.id == 0 {
                 self.sink_rows(sink, 0, batch)?;
             } else if let Some(encoder) = &mut self.encoders[sink] {
-                let mut bytes = Vec::new();
+                // Sized for rows of about the width the last batch had,
+                // so the buffer rarely grows (each growth is a copy).
+                let mut bytes = Vec::with_capacity(batch.len() * self.encoded_row_bytes.max(16) * 9 / 8);
                 for (op, row) in batch.rows() {
                     encoder.row(op, row, &mut bytes);
                 }
+                self.encoded_row_bytes = bytes.len() / batch.len().max(1);
                 self.send(
                     0,
                     MeshMsg::SinkEncoded {
@@ -1394,6 +1399,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                 remote.then(|| Sink::encoder_for(s)).flatten()
             })
             .collect(),
+        encoded_row_bytes: 0,
         ckpt,
         events: events.clone(),
     }));

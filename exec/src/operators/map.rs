@@ -16,7 +16,6 @@ pub struct MapSpec {
 
 pub struct Map {
     spec: MapSpec,
-    row: Vec<Value>,
     metrics: OperatorMetrics,
 }
 
@@ -24,7 +23,6 @@ impl Map {
     pub fn new(spec: MapSpec) -> Map {
         Map {
             spec,
-            row: Vec::new(),
             metrics: OperatorMetrics::default(),
         }
     }
@@ -51,15 +49,22 @@ impl Operator for Map {
             match &self.spec.projection {
                 None => out.push(op, row),
                 Some(exprs) => {
-                    self.row.clear();
-                    for e in exprs {
-                        let v = e.eval(row).unwrap_or_else(|_| {
-                            self.metrics.eval_errors += 1;
-                            Value::Null
-                        });
-                        self.row.push(v);
-                    }
-                    out.push(op, &self.row);
+                    // Written straight into the output; a bare column is
+                    // copied without the evaluator's dispatch.
+                    let metrics = &mut self.metrics;
+                    let written: Result<(), std::convert::Infallible> = out.push_with(op, |values| {
+                        for e in exprs {
+                            values.push(match e {
+                                Expr::Column(i) => row[*i].clone(),
+                                _ => e.eval(row).unwrap_or_else(|_| {
+                                    metrics.eval_errors += 1;
+                                    Value::Null
+                                }),
+                            });
+                        }
+                        Ok(())
+                    });
+                    let Ok(()) = written;
                 }
             }
             self.metrics.rows_out += 1;
