@@ -71,25 +71,6 @@ where
     rkyv::from_bytes::<T, RkyvError>(&aligned).map_err(|e| bad(format!("state does not decode: {e}")))
 }
 
-/// Inserts a restored entry into `state`; a key that is already there
-/// means the snapshot is damaged.
-pub(crate) fn insert_restored<V>(
-    state: &mut crate::state::KeyedState<V>,
-    key: &[crate::types::Value],
-    value: V,
-    live_elsewhere: usize,
-    operator: &str,
-) -> Result<(), ExecError> {
-    let mut value = Some(value);
-    state.get_or_insert_with(key, live_elsewhere, operator, || value.take().expect("inserted once"))?;
-    if value.is_some() {
-        return Err(ExecError::Restore {
-            reason: format!("{operator}: the snapshot holds a key twice"),
-        });
-    }
-    Ok(())
-}
-
 /// A keyed state's entries in its entry order, cloned for a snapshot.
 pub(crate) fn entries<V: Clone>(state: &crate::state::KeyedState<V>) -> Entries<V> {
     state.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -102,9 +83,10 @@ pub(crate) fn rebuild<V>(
     operator: &str,
 ) -> Result<crate::state::KeyedState<V>, ExecError> {
     let mut state = crate::state::KeyedState::new(entries_max);
+    state.reserve(entries.len().min(entries_max));
     for (key, value) in entries {
         let live = state.len();
-        insert_restored(&mut state, &key, value, 0, operator)?;
+        state.insert_new(key, value, 0, operator)?;
         debug_assert_eq!(state.len(), live + 1);
     }
     Ok(state)

@@ -213,6 +213,50 @@ impl<V> KeyedState<V> {
         Ok(&mut self.entries[e].value)
     }
 
+    /// Makes room for `additional` more entries at once, so a restore of
+    /// many entries indexes them once instead of at every doubling.
+    pub fn reserve(&mut self, additional: usize) {
+        let wanted = (2 * (self.entries.len() + additional))
+            .next_power_of_two()
+            .max(SLOTS_MIN);
+        if wanted > self.slots.len() {
+            self.reindex(wanted);
+        }
+    }
+
+    /// Inserts an entry for a key that must not be there yet, moving the
+    /// key in (a restore's keys are already boxed: cloning each again was
+    /// a tenth of a restore). Errors if the key is there (a damaged
+    /// snapshot) or the state is full.
+    pub fn insert_new(
+        &mut self,
+        key: GroupKey,
+        value: V,
+        live_elsewhere: usize,
+        operator: &str,
+    ) -> Result<(), ExecError> {
+        let hash = key_hash(&key);
+        if self.find(&key, hash).is_some() {
+            return Err(ExecError::Restore {
+                reason: format!("{operator}: the snapshot holds a key twice"),
+            });
+        }
+        let len = self.entries.len();
+        if len + live_elsewhere >= self.entries_max {
+            return Err(ExecError::StateLimit {
+                operator: operator.to_string(),
+                what: "live groups",
+                limit: self.entries_max,
+            });
+        }
+        if 2 * (len + 1) > self.slots.len() {
+            self.reindex((2 * self.slots.len()).max(SLOTS_MIN));
+        }
+        let e = self.entries.push(Entry { hash, key, value });
+        self.place(hash, e);
+        Ok(())
+    }
+
     pub fn remove(&mut self, key: &[Value]) -> Option<V> {
         let (pos, e) = self.find(key, key_hash(key))?;
         // Backward-shift deletion: pull later slots of the probe run into

@@ -441,8 +441,9 @@ impl Operator for Aggregate {
                 .spare
                 .take()
                 .unwrap_or_else(|| KeyedState::new(self.spec.entries_max));
+            state.reserve(groups.len().min(self.spec.entries_max));
             for (key, group) in groups {
-                crate::snapshot::insert_restored(&mut state, &key, group, self.live_groups, &self.spec.name)?;
+                state.insert_new(key, group, self.live_groups, &self.spec.name)?;
                 self.live_groups += 1;
             }
             self.windows.insert(start, state);
