@@ -3,10 +3,16 @@
 //!
 //! Each stateful operator copies its state into a snapshot type made of
 //! plain values (vectors of `(key, entry)` pairs instead of the arenas and
-//! indexes that hold it at run time) and serializes it with rkyv. The bytes
-//! start with `STATE_FORMAT_VERSION` (u32, little-endian), then the rkyv
-//! 0.8 archive. Restoring validates the archive (bytecheck) before it
-//! trusts a byte of it, then rebuilds the arenas and indexes.
+//! indexes that hold it at run time) and serializes it with rkyv. The
+//! bytes, byte by byte:
+//!
+//! - 0..4: `STATE_FORMAT_VERSION`, u32 little-endian;
+//! - 4..16: zero (so the archive starts 16 bytes in: read back into a
+//!   16-byte aligned buffer, it is decoded in place, not copied again);
+//! - 16..: the rkyv 0.8 archive.
+//!
+//! Restoring validates the archive (bytecheck) before it trusts a byte of
+//! it, then rebuilds the arenas and indexes.
 //!
 //! **Invariant:** `restore(checkpoint())` gives an operator that behaves
 //! exactly like the one checkpointed, for every input that follows (the
@@ -24,7 +30,10 @@ use crate::error::ExecError;
 
 /// The version of every operator snapshot layout; bumped when any
 /// snapshot type changes shape.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FORMAT_VERSION: u32 = 2;
+
+/// Bytes before the archive: the version and padding to 16.
+const HEADER_BYTES: usize = 16;
 
 /// A keyed state's entries as a snapshot holds them: (key, entry) in the
 /// state's entry order.
@@ -41,8 +50,9 @@ where
     let archive = rkyv::to_bytes::<RkyvError>(snapshot).map_err(|e| ExecError::Restore {
         reason: format!("{operator}: cannot serialize its state: {e}"),
     })?;
-    let mut out = Vec::with_capacity(4 + archive.len());
+    let mut out = Vec::with_capacity(HEADER_BYTES + archive.len());
     out.extend_from_slice(&STATE_FORMAT_VERSION.to_le_bytes());
+    out.resize(HEADER_BYTES, 0);
     out.extend_from_slice(&archive);
     Ok(out)
 }
@@ -56,7 +66,7 @@ where
     let bad = |reason: String| ExecError::Restore {
         reason: format!("{operator}: {reason}"),
     };
-    if bytes.len() < 4 {
+    if bytes.len() < HEADER_BYTES {
         return Err(bad(format!("state of {} bytes is too short", bytes.len())));
     }
     let version = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
@@ -65,10 +75,18 @@ where
             "state format version {version}, this laminar reads {STATE_FORMAT_VERSION}"
         )));
     }
-    // rkyv reads from an aligned buffer.
-    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len() - 4);
-    aligned.extend_from_slice(&bytes[4..]);
-    rkyv::from_bytes::<T, RkyvError>(&aligned).map_err(|e| bad(format!("state does not decode: {e}")))
+    // rkyv reads from an aligned buffer: the archive itself when the
+    // caller's bytes are aligned (as the checkpoint store returns them),
+    // else a copy.
+    let archive = &bytes[HEADER_BYTES..];
+    let decoded = if archive.as_ptr().align_offset(16) == 0 {
+        rkyv::from_bytes::<T, RkyvError>(archive)
+    } else {
+        let mut aligned = AlignedVec::<16>::with_capacity(archive.len());
+        aligned.extend_from_slice(archive);
+        rkyv::from_bytes::<T, RkyvError>(&aligned)
+    };
+    decoded.map_err(|e| bad(format!("state does not decode: {e}")))
 }
 
 /// A keyed state's entries in its entry order, cloned for a snapshot.

@@ -87,6 +87,14 @@ pub struct ShardIndex {
 /// State parts: (part id, bytes).
 pub type Parts = Vec<(u32, Vec<u8>)>;
 
+/// A part's bytes as `read` returns them: 16-byte aligned, so a snapshot
+/// whose archive starts 16 bytes in can be read in place (see
+/// `laminar_exec::snapshot`) instead of copied once more.
+pub type AlignedPart = rkyv::util::AlignedVec<16>;
+
+/// State parts as read back: (part id, aligned bytes).
+pub type ReadParts = Vec<(u32, AlignedPart)>;
+
 /// What a `write` did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteStats {
@@ -235,16 +243,16 @@ impl CheckpointStore {
     /// Reads back shard `shard`'s parts at checkpoint `epoch`, checking
     /// every chunk against its index entry. Returns the parts and the
     /// index (the `previous` of the shard's next `write`).
-    pub fn read(&self, epoch: u64, shard: u32) -> Result<(Parts, ShardIndex)> {
+    pub fn read(&self, epoch: u64, shard: u32) -> Result<(ReadParts, ShardIndex)> {
         let index = self.index(epoch, shard)?;
         let mut parts = Vec::with_capacity(index.parts.len());
         for part in &index.parts {
-            let mut blob = Vec::with_capacity(part.len as usize);
+            let mut blob = AlignedPart::with_capacity(usize::try_from(part.len).unwrap_or(usize::MAX));
             for (i, chunk) in part.chunks.iter().enumerate() {
                 let key = chunk_key(shard, part.part, i as u32, chunk.epoch);
                 let bytes = self
                     .db
-                    .get(key)
+                    .get_pinned(key)
                     .map_err(|e| self.err(e))?
                     .ok_or_else(|| PersistError::Store {
                         path: self.path.clone(),

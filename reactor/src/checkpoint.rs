@@ -77,7 +77,8 @@ pub struct Piece {
 #[derive(Debug, Clone, Default)]
 pub struct ShardRestore {
     pub epoch: u64,
-    pub parts: Vec<(u32, Vec<u8>)>,
+    /// Node snapshots as read back, aligned so they decode in place.
+    pub parts: laminar_persistence::store::ReadParts,
     /// By source index: the state of this shard's instance.
     pub sources: Vec<Option<SourceState>>,
     /// By sink index (shard 0): its committed position.
