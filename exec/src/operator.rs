@@ -104,10 +104,11 @@ pub trait Operator {
         unreachable!("{} takes no diverted rows: a planner bug", self.name())
     }
 
-    /// Serializes the operator's state for a checkpoint (see `snapshot`).
-    /// A stateless operator keeps only its counters, the default.
-    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
-        crate::snapshot::encode(self.name(), &self.metrics())
+    /// Copies the operator's state for a checkpoint, to be serialized
+    /// later (see `snapshot`). A stateless operator keeps only its
+    /// counters, the default.
+    fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
+        Ok(crate::snapshot::defer(self.name(), self.metrics()))
     }
 
     /// Restores state written by `checkpoint` into a freshly built
@@ -185,8 +186,9 @@ impl Driven {
         self.port_exact = exact;
     }
 
-    /// The node's state for a checkpoint: watermarks and operator state.
-    pub fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+    /// The node's state for a checkpoint: watermarks and operator state,
+    /// the operator's serialized when the result is asked for its bytes.
+    pub fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
         let driven = crate::snapshot::encode(
             self.operator.name(),
             &DrivenSnapshot {
@@ -197,11 +199,14 @@ impl Driven {
             },
         )?;
         let operator = self.operator.checkpoint()?;
-        let mut bytes = Vec::with_capacity(4 + driven.len() + operator.len());
-        bytes.extend_from_slice(&(driven.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&driven);
-        bytes.extend_from_slice(&operator);
-        Ok(bytes)
+        Ok(crate::snapshot::Deferred::new(move || {
+            let operator = operator.bytes()?;
+            let mut bytes = Vec::with_capacity(4 + driven.len() + operator.len());
+            bytes.extend_from_slice(&(driven.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&driven);
+            bytes.extend_from_slice(&operator);
+            Ok(bytes)
+        }))
     }
 
     /// Restores what `checkpoint` wrote into a node built from the same

@@ -42,6 +42,38 @@ pub(crate) type Entries<V> = Vec<(Box<[crate::types::Value]>, V)>;
 /// A time-ordered map's entries, by (time, sequence).
 pub(crate) type ByTimeEntries<V> = Vec<((i64, u64), V)>;
 
+/// A snapshot taken but not yet serialized: the state copied out of its
+/// operator at the barrier, on the shard; the bytes are made later, where
+/// the checkpoint is written (the coordinator), so a shard stops for the
+/// copy only (serializing was more than half of a snapshot's time).
+pub struct Deferred(Box<dyn FnOnce() -> Result<Vec<u8>, ExecError> + Send>);
+
+impl Deferred {
+    pub fn new(make: impl FnOnce() -> Result<Vec<u8>, ExecError> + Send + 'static) -> Deferred {
+        Deferred(Box::new(make))
+    }
+
+    /// Serializes the snapshot (see `encode`).
+    pub fn bytes(self) -> Result<Vec<u8>, ExecError> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred snapshot")
+    }
+}
+
+/// A snapshot of `operator` to serialize later with `encode`.
+pub fn defer<T>(operator: &str, snapshot: T) -> Deferred
+where
+    T: for<'a> Serialize<HighSerializer<AlignedVec, ArenaHandle<'a>, RkyvError>> + Send + 'static,
+{
+    let operator = operator.to_string();
+    Deferred::new(move || encode(&operator, &snapshot))
+}
+
 /// Serializes a snapshot: the version, then the rkyv archive.
 pub fn encode<T>(operator: &str, snapshot: &T) -> Result<Vec<u8>, ExecError>
 where

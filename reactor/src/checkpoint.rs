@@ -67,8 +67,9 @@ pub struct Durability {
 pub struct Piece {
     pub shard: usize,
     pub epoch: u64,
-    /// Node snapshots, as (node index, bytes).
-    pub parts: Vec<(u32, Vec<u8>)>,
+    /// Node snapshots, as (node index, snapshot), serialized by the
+    /// coordinator.
+    pub parts: Vec<(u32, laminar_exec::snapshot::Deferred)>,
     pub sources: Vec<SourcePosition>,
     pub sinks: Vec<SinkPosition>,
 }
@@ -228,7 +229,7 @@ pub(crate) struct ShardCheckpoint {
     pub nodes: Vec<Align>,
     pub sinks: Vec<SinkAlign>,
     /// Snapshots of nodes that aligned on `epoch`.
-    pub parts: Vec<(u32, Vec<u8>)>,
+    pub parts: Vec<(u32, laminar_exec::snapshot::Deferred)>,
     /// Positions of this shard's sources at `epoch`, once recorded.
     pub sources: Option<Vec<SourcePosition>>,
     /// Committed sink positions at `epoch` (shard 0).
@@ -576,15 +577,28 @@ impl Coordinator {
             .max(progress.checkpoint_requested.load(Ordering::Acquire));
         assert_eq!(piece.epoch, self.requested, "pieces of the checkpoint in flight only");
         let shard = piece.shard;
+        let serializing = Instant::now();
+        let mut piece = piece;
+        let parts = std::mem::take(&mut piece.parts)
+            .into_iter()
+            .map(|(node, snapshot)| {
+                snapshot.bytes().map(|b| (node, b)).map_err(|source| RunError::Exec {
+                    stream: format!("node {node}"),
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let serialize_ms = serializing.elapsed().as_secs_f64() * 1e3;
         let writing = Instant::now();
         let stats = self
             .store
-            .write(piece.epoch, shard as u32, &piece.parts, &mut self.indexes[shard])?;
+            .write(piece.epoch, shard as u32, &parts, &mut self.indexes[shard])?;
         tracing::debug!(
             epoch = piece.epoch,
             shard,
             bytes = stats.state_bytes,
             written = stats.bytes_written,
+            serialize_ms,
             ms = writing.elapsed().as_secs_f64() * 1e3,
             since_request_ms = self.requested_at.elapsed().as_secs_f64() * 1e3,
             "checkpoint piece stored"

@@ -444,18 +444,17 @@ impl ShardCore {
     /// there; returns what waited behind its ports' barriers.
     fn snapshot_node(&mut self, node: usize, epoch: u64) -> Result<HeldQueue, RunError> {
         let snapshotting = std::time::Instant::now();
-        let bytes = self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?;
+        let snapshot = self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?;
         tracing::debug!(
             shard = self.id,
             node,
             epoch,
-            bytes = bytes.len(),
             ms = snapshotting.elapsed().as_secs_f64() * 1e3,
-            "node snapshot"
+            "node snapshot copied"
         );
         let ck = self.ckpt.as_mut().expect("snapshots only when checkpoints are taken");
         ck.start(epoch);
-        ck.parts.push((node as u32, bytes));
+        ck.parts.push((node as u32, snapshot));
         Ok(ck.nodes[node].align(epoch))
     }
 

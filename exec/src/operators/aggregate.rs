@@ -414,7 +414,7 @@ impl Operator for Aggregate {
         Ok(())
     }
 
-    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+    fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
         assert!(!self.late.is_pending(), "late rows are taken after every batch");
         let snapshot = AggregateSnapshot {
             windows: self
@@ -429,7 +429,7 @@ impl Operator for Aggregate {
             late_diverted: self.late.diverted(),
             metrics: self.metrics,
         };
-        crate::snapshot::encode(&self.spec.name, &snapshot)
+        Ok(crate::snapshot::defer(&self.spec.name, snapshot))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {

@@ -233,7 +233,7 @@ impl Operator for AsofJoin {
         Ok(())
     }
 
-    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+    fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
         let snapshot = AsofSnapshot {
             right: self
                 .right
@@ -247,7 +247,7 @@ impl Operator for AsofJoin {
             seq: self.seq,
             metrics: self.metrics,
         };
-        crate::snapshot::encode(&self.spec.name, &snapshot)
+        Ok(crate::snapshot::defer(&self.spec.name, snapshot))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {

@@ -358,11 +358,11 @@ impl Operator for IntervalJoin {
         self.left.watermark.min(right_bound)
     }
 
-    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
-        crate::snapshot::encode(
+    fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
+        Ok(crate::snapshot::defer(
             &self.spec.name,
-            &(self.left.snapshot(), self.right.snapshot(), self.seq, self.metrics),
-        )
+            (self.left.snapshot(), self.right.snapshot(), self.seq, self.metrics),
+        ))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {

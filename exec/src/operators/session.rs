@@ -284,7 +284,7 @@ impl Operator for SessionAggregate {
         self.late.take()
     }
 
-    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+    fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
         assert!(!self.late.is_pending(), "late rows are taken after every batch");
         let snapshot = SessionSnapshot {
             sessions: crate::snapshot::entries(&self.sessions),
@@ -294,7 +294,7 @@ impl Operator for SessionAggregate {
             late_diverted: self.late.diverted(),
             metrics: self.metrics,
         };
-        crate::snapshot::encode(&self.spec.name, &snapshot)
+        Ok(crate::snapshot::defer(&self.spec.name, snapshot))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {

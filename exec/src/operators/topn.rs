@@ -290,7 +290,7 @@ impl Operator for TopN {
         Ok(())
     }
 
-    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
+    fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
         let snapshot = TopNSnapshot {
             partitions: crate::snapshot::entries(&self.partitions),
             closing: self.closing.iter().map(|(k, v)| (*k, v.clone())).collect(),
@@ -298,7 +298,7 @@ impl Operator for TopN {
             seq: self.seq,
             metrics: self.metrics,
         };
-        crate::snapshot::encode(&self.spec.name, &snapshot)
+        Ok(crate::snapshot::defer(&self.spec.name, snapshot))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {

@@ -70,8 +70,11 @@ impl Operator for Upsert {
         Ok(())
     }
 
-    fn checkpoint(&self) -> Result<Vec<u8>, ExecError> {
-        crate::snapshot::encode(&self.spec.name, &(crate::snapshot::entries(&self.rows), self.metrics))
+    fn checkpoint(&self) -> Result<crate::snapshot::Deferred, ExecError> {
+        Ok(crate::snapshot::defer(
+            &self.spec.name,
+            (crate::snapshot::entries(&self.rows), self.metrics),
+        ))
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
