@@ -21,6 +21,7 @@ use crate::operators::session::{SessionAggregate, SessionSpec};
 use crate::operators::topn::{TopN, TopNSpec};
 use crate::operators::upsert::{Upsert, UpsertSpec};
 use crate::operators::window_tvf::{WindowTvf, WindowTvfSpec};
+use crate::operators::AggCall;
 use crate::types::Schema;
 
 /// Where a node reads from.
@@ -360,31 +361,13 @@ impl PhysicalPlan {
                         m.projection.iter_mut().flatten().for_each(|e| e.remap_columns(&map));
                     }
                     OperatorSpec::Aggregate(a) => {
-                        a.filter
-                            .iter_mut()
-                            .chain(&mut a.keys)
-                            .for_each(|e| e.remap_columns(&map));
-                        for call in &mut a.calls {
-                            call.arg
-                                .iter_mut()
-                                .chain(&mut call.filter)
-                                .for_each(|e| e.remap_columns(&map));
-                        }
+                        remap_grouping(&mut a.filter, &mut a.keys, &mut a.calls, &map);
                         if let Some(t) = &mut a.time_column {
                             *t = map[*t];
                         }
                     }
                     OperatorSpec::Session(x) => {
-                        x.filter
-                            .iter_mut()
-                            .chain(&mut x.keys)
-                            .for_each(|e| e.remap_columns(&map));
-                        for call in &mut x.calls {
-                            call.arg
-                                .iter_mut()
-                                .chain(&mut call.filter)
-                                .for_each(|e| e.remap_columns(&map));
-                        }
+                        remap_grouping(&mut x.filter, &mut x.keys, &mut x.calls, &map);
                         x.time_column = map[x.time_column];
                     }
                     _ => unreachable!("checked above"),
@@ -469,6 +452,17 @@ impl PhysicalPlan {
             let _ = writeln!(s, "sink {} <- {}: {:?}", sink.name, name_of(sink.input), sink.connector);
         }
         s
+    }
+}
+
+/// Renumbers the input columns a GROUP BY reads (see `narrow_sources`).
+fn remap_grouping(filter: &mut Option<Expr>, keys: &mut [Expr], calls: &mut [AggCall], map: &[usize]) {
+    filter.iter_mut().chain(keys).for_each(|e| e.remap_columns(map));
+    for call in calls {
+        call.arg
+            .iter_mut()
+            .chain(&mut call.filter)
+            .for_each(|e| e.remap_columns(map));
     }
 }
 

@@ -193,6 +193,19 @@ impl<V> KeyedState<V> {
         if let Some((_, e)) = self.find(key, hash) {
             return Ok(&mut self.entries[e].value);
         }
+        let e = self.push_absent(hash, live_elsewhere, operator, || (key.into(), init()))?;
+        Ok(&mut self.entries[e].value)
+    }
+
+    /// Adds an entry for a key known to be absent (hash `hash`), made by
+    /// `make` once the limit allows it; returns its entry position.
+    fn push_absent(
+        &mut self,
+        hash: u64,
+        live_elsewhere: usize,
+        operator: &str,
+        make: impl FnOnce() -> (GroupKey, V),
+    ) -> Result<usize, ExecError> {
         let len = self.entries.len();
         if len + live_elsewhere >= self.entries_max {
             return Err(ExecError::StateLimit {
@@ -204,13 +217,10 @@ impl<V> KeyedState<V> {
         if 2 * (len + 1) > self.slots.len() {
             self.reindex((2 * self.slots.len()).max(SLOTS_MIN));
         }
-        let e = self.entries.push(Entry {
-            hash,
-            key: key.into(),
-            value: init(),
-        });
+        let (key, value) = make();
+        let e = self.entries.push(Entry { hash, key, value });
         self.place(hash, e);
-        Ok(&mut self.entries[e].value)
+        Ok(e)
     }
 
     /// Makes room for `additional` more entries at once, so a restore of
@@ -241,19 +251,7 @@ impl<V> KeyedState<V> {
                 reason: format!("{operator}: the snapshot holds a key twice"),
             });
         }
-        let len = self.entries.len();
-        if len + live_elsewhere >= self.entries_max {
-            return Err(ExecError::StateLimit {
-                operator: operator.to_string(),
-                what: "live groups",
-                limit: self.entries_max,
-            });
-        }
-        if 2 * (len + 1) > self.slots.len() {
-            self.reindex((2 * self.slots.len()).max(SLOTS_MIN));
-        }
-        let e = self.entries.push(Entry { hash, key, value });
-        self.place(hash, e);
+        self.push_absent(hash, live_elsewhere, operator, || (key, value))?;
         Ok(())
     }
 
