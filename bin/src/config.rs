@@ -225,8 +225,20 @@ impl Config {
     /// file names start.
     pub fn parse(text: &str, base: &Path) -> Result<Config> {
         let mut config: Config = toml::from_str(text).map_err(|e| {
-            // toml names the key and the line; keep it on one line.
-            let message = e.message().trim().to_string();
+            // toml names the key and the line; keep it on one line, even
+            // when the key itself holds a line break (`"\n" = 1`).
+            let message: String = e
+                .message()
+                .trim()
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -379,6 +391,10 @@ mod tests {
         assert!(e.contains("line 4") && e.contains("invalid type"), "{e}");
         let e = err("[pipeline]\nsql = 'x'\n[listen]\nadmin = 'localhost'\n");
         assert!(e.contains("listen.admin: expected IP:PORT"), "{e}");
+        // A key with a line break in it (found by the fuzzer): the error
+        // names it escaped, on one line.
+        let e = err(" [\"\\n [\"]");
+        assert!(e.contains("unknown field `\\n [`") && !e.contains('\n'), "{e}");
         let e = err("[pipeline]\nsql = 'x'\nfiles = ['a.sql']\n");
         assert!(e.contains("not both"), "{e}");
         let e = err("[pipeline]\nsql = 'x'\n[shards]\ncpus = '3-1'\n");
