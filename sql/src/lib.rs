@@ -557,6 +557,23 @@ mod used_columns_tests {
     }
 
     #[test]
+    fn a_generator_read_by_a_group_by_picks_only_what_is_read() {
+        let p = plan_script(
+            "CREATE SOURCE bid WITH (connector = 'nexmark', kind = 'bid', events = '100');
+             CREATE STREAM q AS SELECT auction, COUNT(*) AS n FROM bid GROUP BY auction;",
+            PlanOptions::default(),
+        )
+        .expect("plans");
+        let laminar_exec::plan::SourceConnector::Nexmark { columns, .. } = &p.sources[0].connector else {
+            panic!("a generator")
+        };
+        // Of bid's seven columns the generator's auction (0) alone.
+        assert_eq!(columns, &[0]);
+        assert_eq!(p.sources[0].schema.len(), 1);
+        assert_eq!(p.sources[0].declared.len(), 7);
+    }
+
+    #[test]
     fn validate_all_reads_every_column() {
         let plan = plan_script(
             "CREATE SOURCE t (a BIGINT, b VARCHAR) WITH (connector = 'file', path = 't.csv', validate = 'all');
