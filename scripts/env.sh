@@ -23,6 +23,20 @@ fi
 # checkout on this machine can pass for this one's while running that
 # one's files. When the checkout changes, mark this one's sources new:
 # our crates rebuild, dependencies (RocksDB among them) do not.
+# The shared directory only grows: every build leaves test binaries and
+# incremental caches behind (62 GB on this machine after two days filled
+# its disk). Keep it bounded: an incremental cache over 8 GiB and test or
+# bench binaries (files without an extension) untouched for a day go;
+# cargo remakes them on demand. Libraries (`.rlib`, `.so`, RocksDB's
+# build) are kept, so nothing heavy is rebuilt.
+laminar_incremental="$CARGO_TARGET_DIR/release/incremental"
+if [ -d "$laminar_incremental" ] && [ "$(du -s --block-size=1G "$laminar_incremental" | cut -f1)" -gt 8 ]; then
+    rm -rf "$laminar_incremental"
+fi
+if [ -d "$CARGO_TARGET_DIR/release/deps" ]; then
+    find "$CARGO_TARGET_DIR/release/deps" -maxdepth 1 -type f -executable ! -name '*.*' -mmin +1440 -delete 2>/dev/null || true
+fi
+
 laminar_last_checkout="$CARGO_TARGET_DIR/.laminar-checkout"
 if [ "$(cat "$laminar_last_checkout" 2>/dev/null || true)" != "$LAMINAR_ROOT" ]; then
     find "$LAMINAR_ROOT" -name target -prune -o -name '*.rs' -print0 | xargs -0 -r touch
