@@ -270,37 +270,6 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
         "Subscribers dropped for falling behind.",
         per_sink(&|c| c.subscribers_dropped.load(Relaxed)),
     );
-    let uptime = started.elapsed().as_secs_f64().max(1e-9);
-    family(
-        "laminar_shard_busy_seconds_total",
-        "counter",
-        "Time a shard spent processing.",
-        m.shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("shard=\"{i}\""), s.busy_ns.load(Relaxed) as f64 / 1e9))
-            .collect(),
-    );
-    family(
-        "laminar_shard_busy_share",
-        "gauge",
-        "Busy time over uptime.",
-        m.shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("shard=\"{i}\""), s.busy_ns.load(Relaxed) as f64 / 1e9 / uptime))
-            .collect(),
-    );
-    family(
-        "laminar_shard_queue_depth",
-        "gauge",
-        "Messages waiting in a shard's outboxes to its peers.",
-        m.shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (format!("shard=\"{i}\""), s.queue_depth.load(Relaxed) as f64))
-            .collect(),
-    );
     let per_shard = |f: &dyn Fn(&laminar_reactor::metrics::ShardCounters) -> f64| -> Vec<(String, f64)> {
         m.shards
             .iter()
@@ -308,6 +277,25 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
             .map(|(i, s)| (format!("shard=\"{i}\""), f(s)))
             .collect()
     };
+    let uptime = started.elapsed().as_secs_f64().max(1e-9);
+    family(
+        "laminar_shard_busy_seconds_total",
+        "counter",
+        "Time a shard spent processing.",
+        per_shard(&|s| s.busy_ns.load(Relaxed) as f64 / 1e9),
+    );
+    family(
+        "laminar_shard_busy_share",
+        "gauge",
+        "Busy time over uptime.",
+        per_shard(&|s| s.busy_ns.load(Relaxed) as f64 / 1e9 / uptime),
+    );
+    family(
+        "laminar_shard_queue_depth",
+        "gauge",
+        "Messages waiting in a shard's outboxes to its peers.",
+        per_shard(&|s| s.queue_depth.load(Relaxed) as f64),
+    );
     family(
         "laminar_wal_fsync_total",
         "counter",

@@ -211,18 +211,7 @@ impl Batch {
     /// that does not advance the last one is dropped: watermarks never go
     /// backwards within a stream.
     pub fn push_mark(&mut self, watermark: i64) {
-        let rows = self.ops.len();
-        if let Some(last) = self.marks.last_mut() {
-            if watermark <= last.watermark {
-                return;
-            }
-            if last.position as usize == rows {
-                last.watermark = watermark;
-                return;
-            }
-        }
-        let position = u32::try_from(self.len()).expect("batch row count fits u32");
-        self.marks.push(Mark { position, watermark });
+        self.push_mark_at(self.len(), watermark);
     }
 
     /// Appends `other`'s rows and marks after this batch's (the two are
@@ -235,15 +224,7 @@ impl Batch {
         self.values.extend_from_slice(&other.values);
         self.ops.extend_from_slice(&other.ops);
         for m in &other.marks {
-            let position = base + m.position as usize;
-            match self.marks.last_mut() {
-                Some(last) if m.watermark <= last.watermark => {}
-                Some(last) if last.position as usize == position => last.watermark = m.watermark,
-                _ => self.marks.push(Mark {
-                    position: u32::try_from(position).expect("batch row count fits u32"),
-                    watermark: m.watermark,
-                }),
-            }
+            self.push_mark_at(base + m.position as usize, m.watermark);
         }
         self.origin_ns = match (self.origin_ns, other.origin_ns) {
             (0, o) | (o, 0) => o,

@@ -92,6 +92,17 @@ impl SourceNode {
     pub fn narrowed(&self) -> bool {
         self.schema.len() < self.declared.len()
     }
+
+    /// A decoder of this source's records in `format`: against the
+    /// declared columns, parsing the used ones, writing rows of `schema`.
+    pub fn decoder(
+        &self,
+        format: Format,
+        header: Option<&[u8]>,
+        delimiter: u8,
+    ) -> Result<Box<dyn crate::format::Decoder>, String> {
+        format.decoder(&self.declared, header, delimiter, &self.used_columns, self.narrowed())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -571,14 +571,15 @@ impl Coordinator {
     }
 
     /// Takes one shard's piece; completes the checkpoint with the last.
-    pub fn on_piece(&mut self, piece: Piece, progress: &SharedProgress) -> Result<(), RunError> {
+    pub fn on_piece(&mut self, mut piece: Piece, progress: &SharedProgress) -> Result<(), RunError> {
         self.requested = self
             .requested
             .max(progress.checkpoint_requested.load(Ordering::Acquire));
         assert_eq!(piece.epoch, self.requested, "pieces of the checkpoint in flight only");
         let shard = piece.shard;
         let serializing = Instant::now();
-        let mut piece = piece;
+        // Taken out: the piece is kept (positions) until the checkpoint
+        // completes, its state no longer.
         let parts = std::mem::take(&mut piece.parts)
             .into_iter()
             .map(|(node, snapshot)| {
@@ -606,10 +607,7 @@ impl Coordinator {
         self.state_bytes += stats.state_bytes;
         self.state_bytes_written += stats.bytes_written;
         assert!(self.pieces[shard].is_none(), "one piece per shard");
-        self.pieces[shard] = Some(Piece {
-            parts: Vec::new(),
-            ..piece
-        });
+        self.pieces[shard] = Some(piece);
         if self.pieces.iter().all(Option::is_some) {
             self.complete()?;
             progress.checkpoint_completed.store(self.completed, Ordering::Release);

@@ -274,15 +274,9 @@ impl Source {
                 let decoder = match (&header_bytes, *header) {
                     (Some(h), _) if h.is_empty() => {
                         // An empty file: no header, no rows.
-                        format.decoder(&node.declared, None, *delimiter, &node.used_columns, node.narrowed())
+                        node.decoder(*format, None, *delimiter)
                     }
-                    (h, _) => format.decoder(
-                        &node.declared,
-                        h.as_deref(),
-                        *delimiter,
-                        &node.used_columns,
-                        node.narrowed(),
-                    ),
+                    (h, _) => node.decoder(*format, h.as_deref(), *delimiter),
                 }
                 .map_err(|reason| RunError::Source {
                     source_name: node.name.clone(),
@@ -363,8 +357,8 @@ impl Source {
         else {
             panic!("open_live takes a tcp source");
         };
-        let decoder = format
-            .decoder(&node.declared, None, *delimiter, &node.used_columns, node.narrowed())
+        let decoder = node
+            .decoder(*format, None, *delimiter)
             .map_err(|reason| RunError::Source {
                 source_name: node.name.clone(),
                 path: PathBuf::from(&location),
@@ -875,11 +869,16 @@ impl RecordRead {
     /// is malformed.
     pub fn decode(&self, record: &[u8], decoder: &mut dyn Decoder, out: &mut Vec<Value>) -> Result<(), String> {
         if self.too_long {
-            return Err(format!("record longer than {RECORD_BYTES_MAX} bytes"));
+            return Err(too_long_reason());
         }
         out.clear();
         decoder.decode(record, out)
     }
+}
+
+/// Why a record over `RECORD_BYTES_MAX` is malformed.
+pub(crate) fn too_long_reason() -> String {
+    format!("record longer than {RECORD_BYTES_MAX} bytes")
 }
 
 /// Reads the next record into `record` (without its final newline): one

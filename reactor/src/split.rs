@@ -47,7 +47,6 @@
 //! `order_insensitive`): with several readers, rows of a key arrive from
 //! several ports, in an order no longer the file's.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -288,8 +287,8 @@ enum State {
     Decode,
     /// Decoded; emitting needs the prefix token.
     Awaiting(Decoded),
-    /// Batches ready, with their marks.
-    Emitting(VecDeque<Batch>),
+    /// A chunk's rows, with their marks, ready.
+    Emitting(Batch),
     /// No chunks left.
     Finished,
 }
@@ -332,14 +331,8 @@ impl SplitReader {
         else {
             unreachable!("only files are split");
         };
-        let decoder = format
-            .decoder(
-                &node.declared,
-                split.header.as_deref(),
-                *delimiter,
-                &node.used_columns,
-                node.narrowed(),
-            )
+        let decoder = node
+            .decoder(*format, split.header.as_deref(), *delimiter)
             .map_err(|reason| RunError::Source {
                 source_name: node.name.clone(),
                 path: path.clone(),
@@ -433,11 +426,11 @@ impl SplitReader {
                 }
             }
         }
-        let mut queue = VecDeque::new();
-        if !batch.is_inert() {
-            queue.push_back(batch);
-        }
-        self.state = State::Emitting(queue);
+        self.state = if batch.is_inert() {
+            State::Decode
+        } else {
+            State::Emitting(batch)
+        };
         let next = d.chunk + 1;
         Ok((next < self.split.chunks()).then(|| {
             (
@@ -456,25 +449,26 @@ impl SplitReader {
     /// after decoding a chunk (the caller then asks `wants_token`). None
     /// once every chunk of this shard is out.
     pub fn next(&mut self) -> Result<Option<Batch>, RunError> {
-        loop {
-            match &mut self.state {
-                State::Emitting(queue) => match queue.pop_front() {
-                    Some(b) => return Ok(Some(b)),
-                    None => self.state = State::Decode,
-                },
-                State::Awaiting(_) => return Ok(Some(Batch::new(self.width))),
-                State::Finished => return Ok(None),
-                State::Decode => {
-                    if self.next_chunk >= self.split.chunks() {
-                        self.state = State::Finished;
-                        return Ok(None);
-                    }
-                    let chunk = self.next_chunk;
-                    self.next_chunk += self.split.readers;
-                    let decoded = self.decode(chunk, self.split.bounds[chunk])?;
-                    self.state = State::Awaiting(decoded);
-                    return Ok(Some(Batch::new(self.width)));
-                }
+        match std::mem::replace(&mut self.state, State::Decode) {
+            State::Emitting(b) => Ok(Some(b)),
+            State::Awaiting(d) => {
+                self.state = State::Awaiting(d);
+                Ok(Some(Batch::new(self.width)))
+            }
+            State::Finished => {
+                self.state = State::Finished;
+                Ok(None)
+            }
+            State::Decode if self.next_chunk >= self.split.chunks() => {
+                self.state = State::Finished;
+                Ok(None)
+            }
+            State::Decode => {
+                let chunk = self.next_chunk;
+                self.next_chunk += self.split.readers;
+                let decoded = self.decode(chunk, self.split.bounds[chunk])?;
+                self.state = State::Awaiting(decoded);
+                Ok(Some(Batch::new(self.width)))
             }
         }
     }
@@ -508,7 +502,7 @@ impl SplitReader {
         let watermark = self.watermark;
         let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
             let result = if too_long {
-                Err(format!("record longer than {RECORD_BYTES_MAX} bytes"))
+                Err(crate::source::too_long_reason())
             } else {
                 d.rows.push_with(Op::Insert, |values| decoder.decode(record, values))
             };

@@ -72,49 +72,13 @@ fn for_each_of_two(hay: &[u8], a: u8, b: u8, mut f: impl FnMut(usize) -> bool) {
 }
 
 /// Splits `record` into field spans. Unescaped quoted content is appended
-/// to `scratch`; both buffers are cleared first.
+/// to `scratch`; both buffers are cleared first. Records without a quote
+/// take `CsvDecoder::decode_unquoted` instead; this serves the rest and the
+/// header line.
 fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &mut Vec<u8>) -> Result<(), String> {
     spans.clear();
     scratch.clear();
     let len = record.len();
-    // Most records hold no quote: their fields are what lies between
-    // delimiters, found in one vectorised pass that also looks for a
-    // quote. Delimiters before the first quote are delimiters under the
-    // quoting rules too, so a record with one starts over on the slow path.
-    let mut start = 0;
-    let mut quote = false;
-    let mut too_many = false;
-    for_each_of_two(record, delimiter, b'"', |end| {
-        if record[end] == b'"' {
-            quote = true;
-            return false;
-        }
-        if spans.len() == RECORD_FIELDS_MAX {
-            too_many = true;
-            return false;
-        }
-        spans.push(Span {
-            start,
-            end,
-            quoted: false,
-            in_scratch: false,
-        });
-        start = end + 1;
-        true
-    });
-    if !quote {
-        if too_many || spans.len() == RECORD_FIELDS_MAX {
-            return Err(format!("record has more than {RECORD_FIELDS_MAX} fields"));
-        }
-        spans.push(Span {
-            start,
-            end: len,
-            quoted: false,
-            in_scratch: false,
-        });
-        return Ok(());
-    }
-    spans.clear();
     let mut pos = 0;
     loop {
         if spans.len() == RECORD_FIELDS_MAX {
