@@ -78,7 +78,7 @@ pub const GENERATOR_CHUNK_EVENTS: u64 = 1024;
 /// How a source is shared by the shards.
 #[derive(Debug, Clone)]
 pub enum SourceSplit {
-    /// A file, cut at record boundaries, with prefix tokens.
+    /// A file, cut after newlines, with prefix tokens (see the module doc).
     File(Arc<FileSplit>),
     /// The Nexmark generator: shard `r` makes the events of chunks `r`,
     /// `r + shards`, …. Event time grows with the event index, so the
@@ -552,7 +552,7 @@ impl SplitReader {
             // Records as the in-order reader reads them; a quoted field may
             // carry the last one past the bound, so the file goes on behind
             // the chunk's bytes.
-            let rest = std::io::BufReader::with_capacity(
+            let rest = BufReader::with_capacity(
                 64 << 10,
                 FileFrom {
                     file: &self.file,
