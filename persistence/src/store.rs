@@ -84,6 +84,10 @@ pub struct ShardIndex {
     pub parts: Vec<PartIndex>,
 }
 
+/// Most bytes a read reserves for a part up front (it grows past this if
+/// the part is larger).
+const PART_RESERVE_BYTES_MAX: usize = 1 << 30;
+
 /// State parts: (part id, bytes).
 pub type Parts = Vec<(u32, Vec<u8>)>;
 
@@ -247,7 +251,10 @@ impl CheckpointStore {
         let index = self.index(epoch, shard)?;
         let mut parts = Vec::with_capacity(index.parts.len());
         for part in &index.parts {
-            let mut blob = AlignedPart::with_capacity(usize::try_from(part.len).unwrap_or(usize::MAX));
+            // Reserved from the index, but bounded: a damaged index must
+            // end in the length check below, not in an allocation failure.
+            let reserve = part.len.min(PART_RESERVE_BYTES_MAX as u64) as usize;
+            let mut blob = AlignedPart::with_capacity(reserve);
             for (i, chunk) in part.chunks.iter().enumerate() {
                 let key = chunk_key(shard, part.part, i as u32, chunk.epoch);
                 let bytes = self
