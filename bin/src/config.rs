@@ -15,6 +15,8 @@
 //! [state]
 //! dir = "/var/lib/laminar"
 //! checkpoint_interval_ms = 1000
+//! fork_snapshots = true          # snapshot large states in a forked process
+//! fork_snapshot_mb = 16          # … from this many MB of a node's state
 //!
 //! [shards]
 //! count = 2                      # default: one per core of `cpus`
@@ -104,11 +106,18 @@ pub struct Pipeline {
     pub files: Vec<PathBuf>,
 }
 
+/// `laminar_reactor::checkpoint::FORK_BYTES_MIN_DEFAULT` in MB (this file
+/// is also built into the config fuzz target, which has no reactor; a
+/// test holds the two equal).
+const FORK_SNAPSHOT_MB_DEFAULT: u64 = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct State {
     pub dir: PathBuf,
     pub checkpoint_interval_ms: u64,
+    pub fork_snapshots: bool,
+    pub fork_snapshot_mb: u64,
 }
 
 impl Default for State {
@@ -117,6 +126,8 @@ impl Default for State {
             // systemd's StateDirectory=laminar.
             dir: PathBuf::from("/var/lib/laminar"),
             checkpoint_interval_ms: 1000,
+            fork_snapshots: true,
+            fork_snapshot_mb: FORK_SNAPSHOT_MB_DEFAULT,
         }
     }
 }
@@ -274,6 +285,7 @@ impl Config {
             10,
             86_400_000,
         )?;
+        within("state.fork_snapshot_mb", self.state.fork_snapshot_mb, 0, 1 << 20)?;
         if let Some(n) = self.shards.count {
             within("shards.count", n, 1, 256)?;
         }
@@ -370,6 +382,14 @@ mod tests {
 
     fn err(text: &str) -> String {
         format!("{:#}", Config::parse(text, Path::new(".")).unwrap_err())
+    }
+
+    #[test]
+    fn the_fork_default_is_the_reactors() {
+        assert_eq!(
+            FORK_SNAPSHOT_MB_DEFAULT << 20,
+            laminar_reactor::checkpoint::FORK_BYTES_MIN_DEFAULT as u64
+        );
     }
 
     #[test]

@@ -116,6 +116,16 @@ enum Command {
         #[arg(long, default_value_t = 1000, requires = "state_dir",
               value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
         checkpoint_interval_ms: u64,
+        /// A node holding at least this many MB of state is snapshotted
+        /// by a forked process (copy-on-write), so its shard stops only
+        /// for the fork; smaller states are copied on the shard (0: fork
+        /// for every stateful node).
+        #[arg(long, default_value_t = (laminar_reactor::checkpoint::FORK_BYTES_MIN_DEFAULT >> 20) as u64,
+              requires = "state_dir", value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+        fork_snapshot_mb: u64,
+        /// Copy every snapshot on its shard; never fork.
+        #[arg(long, requires = "state_dir")]
+        no_fork_snapshots: bool,
         /// No progress bar and no summary.
         #[arg(long, short)]
         quiet: bool,
@@ -217,6 +227,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             split_chunk_bytes,
             state_dir,
             checkpoint_interval_ms,
+            fork_snapshot_mb,
+            no_fork_snapshots,
         } => {
             laminar_exec::arena::set_huge_pages(huge_pages == "on");
             let cpus = cpus.map(|c| c.0);
@@ -251,6 +263,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                         state_dir,
                         interval: std::time::Duration::from_millis(checkpoint_interval_ms),
                         every_rows: None,
+                        fork_bytes_min: (!no_fork_snapshots).then_some((fork_snapshot_mb as usize) << 20),
                         faults: laminar_persistence::Faults::none(),
                     }),
                     quiet,

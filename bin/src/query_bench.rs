@@ -76,6 +76,10 @@ pub struct QueryArgs {
     /// With `--wal`: milliseconds between checkpoints.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     checkpoint_interval_ms: u64,
+    /// With `--wal`: copy every snapshot on its shard instead of forking
+    /// for states of 16 MB or more (see `laminar run --no-fork-snapshots`).
+    #[arg(long, requires = "wal")]
+    no_fork_snapshots: bool,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -314,6 +318,8 @@ impl Ctx<'_> {
             state_dir: d.path().to_path_buf(),
             interval: Duration::from_millis(self.args.checkpoint_interval_ms),
             every_rows: None,
+            fork_bytes_min: (!self.args.no_fork_snapshots)
+                .then_some(laminar_reactor::checkpoint::FORK_BYTES_MIN_DEFAULT),
             faults: laminar_persistence::Faults::none(),
         });
         let started = Instant::now();

@@ -224,6 +224,10 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
                 state_dir: config.state.dir.clone(),
                 interval: Duration::from_millis(config.state.checkpoint_interval_ms),
                 every_rows: None,
+                fork_bytes_min: config
+                    .state
+                    .fork_snapshots
+                    .then_some((config.state.fork_snapshot_mb as usize) << 20),
                 faults: laminar_persistence::Faults::none(),
             }),
             live: Some(LiveOptions {

@@ -4,6 +4,9 @@
 //! sink must hold exactly what an uninterrupted run wrote (compared after
 //! sorting: shards interleave rows differently from run to run).
 //!
+//! Every other cycle takes its snapshots in forked processes
+//! (`--fork-snapshot-mb 0`), so kills land while snapshot children run too.
+//!
 //! 20 kills by default; `LAMINAR_KILL_ITERATIONS=200` (or more) for a
 //! soak, `LAMINAR_KILL_SEED` to replay a sequence of kill moments.
 
@@ -60,11 +63,16 @@ fn write_input(dir: &Path, rows: u64, rng: &mut Rng) {
     std::fs::write(dir.join("q.sql"), SQL).unwrap();
 }
 
-fn laminar(dir: &Path, state: Option<&str>) -> Command {
+/// `fork`: every snapshot is taken by a forked process (`--fork-snapshot-mb
+/// 0`), so kills also land while snapshot children run.
+fn laminar(dir: &Path, state: Option<&str>, fork: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_laminar"));
     c.args(["run", "q.sql", "-q", "--shards", "2"]);
     if let Some(state) = state {
         c.args(["--state-dir", state, "--checkpoint-interval-ms", "25"]);
+        if fork {
+            c.args(["--fork-snapshot-mb", "0"]);
+        }
     }
     c.current_dir(dir)
         .stdout(Stdio::null())
@@ -96,7 +104,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
     // The uninterrupted run: the reference, and how long a run takes.
     let started = Instant::now();
-    let out = laminar(dir.path(), None).output().unwrap();
+    let out = laminar(dir.path(), None, false).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let took = started.elapsed();
     let reference: Vec<Vec<String>> = SINKS.iter().map(|s| sorted(&dir.path().join(s))).collect();
@@ -113,7 +121,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         loop {
             attempts += 1;
             assert!(attempts <= iterations * 20, "runs keep finishing before their kill");
-            let mut child = laminar(dir.path(), Some("state")).spawn().unwrap();
+            // Cycles alternate: snapshots copied on the shards, or forked.
+            let mut child = laminar(dir.path(), Some("state"), cycles % 2 == 0).spawn().unwrap();
             // A moment anywhere in a run's length (a resumed run is
             // shorter, so it often finishes first: that ends the cycle).
             let after = Duration::from_micros(rng.next() % (took.as_micros() as u64 + 1));

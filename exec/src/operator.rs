@@ -104,6 +104,14 @@ pub trait Operator {
         unreachable!("{} takes no diverted rows: a planner bug", self.name())
     }
 
+    /// About how many bytes of state the operator holds (see
+    /// `KeyedState::approx_bytes`): the runtime snapshots a large state in
+    /// a forked process instead of copying it on the shard. Stateless
+    /// operators hold none, the default.
+    fn state_bytes(&self) -> usize {
+        0
+    }
+
     /// Copies the operator's state for a checkpoint, to be serialized
     /// later (see `snapshot`). A stateless operator keeps only its
     /// counters, the default.
@@ -184,6 +192,11 @@ impl Driven {
     pub fn set_port_exact(&mut self, exact: Vec<bool>) {
         assert_eq!(exact.len(), self.input_watermarks.len(), "a flag per input");
         self.port_exact = exact;
+    }
+
+    /// About how many bytes of state the node's operator holds.
+    pub fn state_bytes(&self) -> usize {
+        self.operator.state_bytes()
     }
 
     /// The node's state for a checkpoint: watermarks and operator state,

@@ -39,6 +39,10 @@ const EMPTY: Slot = Slot { tag: 0, entry: 0 };
 /// Index slots in a fresh index (a power of two).
 const SLOTS_MIN: usize = 16;
 
+/// What `approx_bytes` counts for an entry's heap: a boxed key of a few
+/// values and an accumulator or a short row.
+pub const HEAP_BYTES_PER_ENTRY: usize = 64;
+
 /// Entries (and index slots) are numbered in 32 bits.
 pub const ENTRIES_MAX_LIMIT: usize = u32::MAX as usize - 1;
 
@@ -102,6 +106,15 @@ impl<V> KeyedState<V> {
     /// accumulator contents on the heap are not counted).
     pub fn mapped_bytes(&self) -> usize {
         self.entries.mapped_bytes() + self.slots.mapped_bytes()
+    }
+
+    /// An estimate of the state's memory, heap included: the mapped
+    /// bytes plus `HEAP_BYTES_PER_ENTRY` for each entry's key and
+    /// contents. It decides how a checkpoint copies the state
+    /// (`Operator::state_bytes`), where being within a factor of two is
+    /// enough.
+    pub fn approx_bytes(&self) -> usize {
+        self.mapped_bytes() + self.len() * HEAP_BYTES_PER_ENTRY
     }
 
     fn home(&self, hash: u64) -> usize {

@@ -59,9 +59,19 @@ pub struct Durability {
     /// instead (deterministic positions, for tests): the shard requests
     /// it and its sources wait until it is complete.
     pub every_rows: Option<u64>,
+    /// A node whose state is at least this many bytes (about, see
+    /// `Operator::state_bytes`) is snapshotted by a forked process
+    /// (`cow`), so its shard stops only for the fork; smaller ones are
+    /// copied on the shard. None: always copy.
+    pub fork_bytes_min: Option<usize>,
     /// Fault injection (tests); `Faults::none()` otherwise.
     pub faults: Faults,
 }
+
+/// `Durability::fork_bytes_min` unless configured: below this a copy on
+/// the shard is about as quick as a fork (the fork's cost follows the
+/// whole process's page tables, the copy about 1 ms per MB).
+pub const FORK_BYTES_MIN_DEFAULT: usize = 16 << 20;
 
 /// What one shard contributes to checkpoint `epoch`.
 pub struct Piece {
@@ -230,6 +240,8 @@ pub(crate) struct ShardCheckpoint {
     pub sinks: Vec<SinkAlign>,
     /// Snapshots of nodes that aligned on `epoch`.
     pub parts: Vec<(u32, laminar_exec::snapshot::Deferred)>,
+    /// See `Durability::fork_bytes_min`.
+    pub fork_bytes_min: Option<usize>,
     /// Positions of this shard's sources at `epoch`, once recorded.
     pub sources: Option<Vec<SourcePosition>>,
     /// Committed sink positions at `epoch` (shard 0).
@@ -240,7 +252,7 @@ pub(crate) struct ShardCheckpoint {
 }
 
 impl ShardCheckpoint {
-    pub fn new(epoch: u64, nodes: Vec<Align>, sinks: Vec<SinkAlign>) -> ShardCheckpoint {
+    pub fn new(epoch: u64, nodes: Vec<Align>, sinks: Vec<SinkAlign>, fork_bytes_min: Option<usize>) -> ShardCheckpoint {
         let sink_count = sinks.len();
         ShardCheckpoint {
             epoch,
@@ -248,6 +260,7 @@ impl ShardCheckpoint {
             nodes,
             sinks,
             parts: Vec::new(),
+            fork_bytes_min,
             sources: None,
             sink_positions: vec![None; sink_count],
             final_sources: None,

@@ -10,6 +10,7 @@
 
 pub mod checkpoint;
 pub mod clock;
+pub mod cow;
 pub mod live;
 pub mod mesh;
 pub mod metrics;

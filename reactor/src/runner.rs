@@ -303,6 +303,7 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
         Some(d) => {
             config.checkpoints = true;
             config.checkpoint_every_rows = d.every_rows;
+            config.snapshot_fork_bytes_min = d.fork_bytes_min;
             let (c, r) = crate::checkpoint::Coordinator::open(d, &plan, shards)?;
             (Some(c), r)
         }

@@ -83,6 +83,8 @@ pub struct ShardConfig {
     pub checkpoints: bool,
     /// See `Durability::every_rows`.
     pub checkpoint_every_rows: Option<u64>,
+    /// See `Durability::fork_bytes_min`.
+    pub snapshot_fork_bytes_min: Option<usize>,
     /// `laminar serve`: where the shards that own tcp sources keep their
     /// WALs (see `live`).
     pub wal_dir: Option<std::path::PathBuf>,
@@ -107,6 +109,7 @@ impl ShardConfig {
             pace: None,
             checkpoints: false,
             checkpoint_every_rows: None,
+            snapshot_fork_bytes_min: None,
             wal_dir: None,
         }
     }
@@ -444,13 +447,35 @@ impl ShardCore {
     /// there; returns what waited behind its ports' barriers.
     fn snapshot_node(&mut self, node: usize, epoch: u64) -> Result<HeldQueue, RunError> {
         let snapshotting = std::time::Instant::now();
-        let snapshot = self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?;
+        let ck = self.ckpt.as_mut().expect("snapshots only when checkpoints are taken");
+        let state_bytes = self.nodes[node].state_bytes();
+        let mut snapshot = None;
+        if ck.fork_bytes_min.is_some_and(|min| state_bytes >= min) {
+            let driven = &self.nodes[node];
+            match crate::cow::fork_snapshot(&self.plan.nodes[node].name, || driven.checkpoint()?.bytes()) {
+                Ok(forked) => snapshot = Some((forked, "forked")),
+                Err(e) => tracing::warn!(
+                    shard = self.id,
+                    node,
+                    "cannot fork to snapshot {} MB of state, copying it instead: {e}",
+                    state_bytes >> 20
+                ),
+            }
+        }
+        let (snapshot, how) = match snapshot {
+            Some(s) => s,
+            None => (
+                self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?,
+                "copied",
+            ),
+        };
         tracing::debug!(
             shard = self.id,
             node,
             epoch,
+            state_mb = state_bytes >> 20,
             ms = snapshotting.elapsed().as_secs_f64() * 1e3,
-            "node snapshot copied"
+            "node snapshot {how}"
         );
         let ck = self.ckpt.as_mut().expect("snapshots only when checkpoints are taken");
         ck.start(epoch);
@@ -1368,7 +1393,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         } else {
             Vec::new()
         };
-        ShardCheckpoint::new(restored_epoch, node_align, sink_align)
+        ShardCheckpoint::new(restored_epoch, node_align, sink_align, config.snapshot_fork_bytes_min)
     });
 
     let outbox_len = Rc::new(Cell::new(0usize));

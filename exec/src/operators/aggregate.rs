@@ -462,6 +462,11 @@ impl Operator for Aggregate {
         self.metrics = metrics;
     }
 
+    fn state_bytes(&self) -> usize {
+        self.windows.values().map(KeyedState::approx_bytes).sum::<usize>()
+            + self.dirty.len() * crate::state::HEAP_BYTES_PER_ENTRY
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics {
             state_entries: self.live_groups as u64,

@@ -267,6 +267,10 @@ impl Operator for AsofJoin {
         self.metrics = metrics;
     }
 
+    fn state_bytes(&self) -> usize {
+        self.right.approx_bytes()
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.metrics
     }

@@ -85,6 +85,10 @@ struct SideSnapshot {
 }
 
 impl Side {
+    fn state_bytes(&self) -> usize {
+        self.rows.as_ref().map_or(0, KeyedState::approx_bytes) + self.by_time.len() * crate::state::HEAP_BYTES_PER_ENTRY
+    }
+
     fn snapshot(&self) -> SideSnapshot {
         SideSnapshot {
             rows: self.rows.as_ref().map(crate::snapshot::entries).unwrap_or_default(),
@@ -377,6 +381,10 @@ impl Operator for IntervalJoin {
 
     fn set_metrics(&mut self, metrics: OperatorMetrics) {
         self.metrics = metrics;
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.left.state_bytes() + self.right.state_bytes()
     }
 
     fn metrics(&self) -> OperatorMetrics {

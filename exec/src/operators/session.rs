@@ -327,6 +327,10 @@ impl Operator for SessionAggregate {
         self.metrics = metrics;
     }
 
+    fn state_bytes(&self) -> usize {
+        self.sessions.approx_bytes()
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         OperatorMetrics {
             state_entries: self.live_sessions as u64,

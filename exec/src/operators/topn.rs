@@ -315,6 +315,10 @@ impl Operator for TopN {
         self.metrics = metrics;
     }
 
+    fn state_bytes(&self) -> usize {
+        self.partitions.approx_bytes()
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.metrics
     }

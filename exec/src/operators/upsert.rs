@@ -89,6 +89,10 @@ impl Operator for Upsert {
         self.metrics = metrics;
     }
 
+    fn state_bytes(&self) -> usize {
+        self.rows.approx_bytes()
+    }
+
     fn metrics(&self) -> OperatorMetrics {
         self.metrics
     }
