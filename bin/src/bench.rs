@@ -21,6 +21,10 @@ pub enum BenchCommand {
         ops: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Whether the state's arenas ask for transparent huge pages, as
+        /// `laminar run --huge-pages`.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        huge_pages: String,
     },
     /// Mesh channel throughput and round-trip latency between two pinned
     /// executors.
@@ -125,13 +129,19 @@ pub fn run(what: BenchCommand) -> Result<()> {
             );
             crate::write_stdout(&out)
         }
-        BenchCommand::Arena { keys, ops, seed } => {
+        BenchCommand::Arena {
+            keys,
+            ops,
+            seed,
+            huge_pages,
+        } => {
+            laminar_exec::arena::set_huge_pages(huge_pages == "on");
             ensure!(
                 keys > 0 && keys <= 100_000_000,
                 "--keys must be between 1 and 100,000,000"
             );
             ensure!(ops > 0, "--ops must be at least 1");
-            let s = microbench::arena(keys, ops, seed);
+            let (s, growth) = microbench::arena(keys, ops, seed);
             let mut out = String::new();
             out.push_str(&format!(
                 "arena: {keys} keys, {ops} updates, {:.1} M updates/s, {:.1} ns/update mean\n",
@@ -143,6 +153,18 @@ pub fn run(what: BenchCommand) -> Result<()> {
                 &format!("ns per update (means of {} updates)", microbench::ARENA_GROUP_OPS),
                 &s,
             )?;
+            let slowest: Vec<String> = growth
+                .slowest
+                .iter()
+                .map(|d| format!("{:.0}", d.as_secs_f64() * 1e6))
+                .collect();
+            out.push_str(&format!(
+                "growth: {} new keys inserted in {:.2} s; slowest single inserts (µs): {}; {} over 1 ms\n",
+                growth.keys,
+                growth.elapsed.as_secs_f64(),
+                slowest.join(" "),
+                growth.over_1ms
+            ));
             let b = microbench::arena_baseline(keys, ops, seed);
             out.push_str(&format!(
                 "baseline (hashbrown + FxHash on the heap): {:.1} M updates/s, {:.1} ns/update mean\n",

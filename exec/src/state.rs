@@ -34,6 +34,7 @@ struct Slot {
 // Eight slots to a cache line.
 const _: () = assert!(size_of::<Slot>() == 8 && align_of::<Slot>() == 4);
 
+/// All zero bytes, so a fresh mapping is an empty index (`ArenaVec::zeroed`).
 const EMPTY: Slot = Slot { tag: 0, entry: 0 };
 
 /// Index slots in a fresh index (a power of two).
@@ -169,11 +170,8 @@ impl<V> KeyedState<V> {
     /// the entries).
     fn reindex(&mut self, n: usize) {
         assert!(n.is_power_of_two() && n >= SLOTS_MIN && n >= 2 * self.entries.len());
-        let mut slots = ArenaVec::with_capacity(n);
-        for _ in 0..n {
-            slots.push(EMPTY);
-        }
-        self.slots = slots;
+        // SAFETY: a `Slot` is two u32s, and all zero is `EMPTY`.
+        self.slots = unsafe { ArenaVec::zeroed(n) };
         self.shift = 64 - n.trailing_zeros();
         for i in 0..self.entries.len() {
             let hash = self.entries[i].hash;

@@ -92,14 +92,47 @@ fn bench_key(k: usize) -> [Value; 1] {
 /// accumulators, as a windowed COUNT/SUM/MIN/MAX keeps), then `ops`
 /// lookups of random existing keys, each updating its accumulators. A
 /// sample is the mean time of one update over `ARENA_GROUP_OPS` updates.
-pub fn arena(keys: usize, ops: usize, seed: u64) -> Samples {
+/// How filling a keyed state with new keys went, one insert at a time:
+/// the stalls of growth (the arenas' resizes, the index's rebuilds, page
+/// faults) are what a shard's latency sees of a growing state.
+#[derive(Debug, Clone)]
+pub struct Growth {
+    pub keys: usize,
+    pub elapsed: Duration,
+    /// The slowest single inserts, slowest first (at most five).
+    pub slowest: Vec<Duration>,
+    /// Inserts that took over 1 ms.
+    pub over_1ms: usize,
+}
+
+pub fn arena(keys: usize, ops: usize, seed: u64) -> (Samples, Growth) {
     assert!(keys > 0 && ops > 0);
     let mut state: KeyedState<Accs> = KeyedState::new(keys + 1);
+    let mut slowest: Vec<Duration> = Vec::new();
+    let mut over_1ms = 0;
+    let filling = Instant::now();
     for k in 0..keys {
+        let key = bench_key(k);
+        let started = Instant::now();
         state
-            .get_or_insert_with(&bench_key(k), 0, "bench", || ACCS_EMPTY)
+            .get_or_insert_with(&key, 0, "bench", || ACCS_EMPTY)
             .expect("under the limit");
+        let took = started.elapsed();
+        if took > Duration::from_millis(1) {
+            over_1ms += 1;
+        }
+        if slowest.len() < 5 || took > slowest[4] {
+            slowest.push(took);
+            slowest.sort_unstable_by(|a, b| b.cmp(a));
+            slowest.truncate(5);
+        }
     }
+    let growth = Growth {
+        keys,
+        elapsed: filling.elapsed(),
+        slowest,
+        over_1ms,
+    };
     let samples = drive_updates(keys, ops, seed, |key, price| {
         let acc = state
             .get_or_insert_with(key, 0, "bench", || ACCS_EMPTY)
@@ -107,7 +140,7 @@ pub fn arena(keys: usize, ops: usize, seed: u64) -> Samples {
         accumulate(acc, price);
     });
     assert_eq!(state.len(), keys);
-    samples
+    (samples, growth)
 }
 
 /// The same workload as `arena` on a `hashbrown::HashMap` with FxHash on
@@ -248,7 +281,9 @@ mod tests {
 
     #[test]
     fn the_benchmarks_run_and_count_what_they_did() {
-        let a = arena(1000, 10_000, 1);
+        let (a, growth) = arena(1000, 10_000, 1);
+        assert_eq!((growth.keys, growth.slowest.len()), (1000, 5));
+        assert!(growth.slowest.windows(2).all(|w| w[0] >= w[1]), "slowest first");
         assert_eq!(a.ops, 10_000);
         assert_eq!(a.samples_ns.len(), 10_000usize.div_ceil(ARENA_GROUP_OPS));
         let m = mesh_throughput((0, 0), 16, 8, 1000).expect("runs");
