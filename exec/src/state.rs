@@ -37,6 +37,38 @@ const _: () = assert!(size_of::<Slot>() == 8 && align_of::<Slot>() == 4);
 /// All zero bytes, so a fresh mapping is an empty index (`ArenaVec::zeroed`).
 const EMPTY: Slot = Slot { tag: 0, entry: 0 };
 
+/// A slot of a retiring index whose entry has moved on (migrated to the
+/// new index, or removed): probes pass it, nothing is placed in it. Entry
+/// numbers stop below it (`ENTRIES_MAX_LIMIT`).
+const MOVED: Slot = Slot {
+    tag: 0,
+    entry: u32::MAX,
+};
+
+/// An index of fewer slots is rebuilt in one go (a few hundred µs at
+/// most); a larger one is rebuilt incrementally (`Retiring`).
+const INCREMENTAL_SLOTS_MIN: usize = 1 << 15;
+
+/// Entries of a retiring index migrated per insert or removal, scanning
+/// at most 16 slots for each. A doubling starts with the old index about
+/// half full, so it ends within an eighth of the old index's slots in
+/// inserts, long before the new index is half full; a shrinking index is
+/// sparse, and its empty slots cost a read each.
+const MIGRATE_ENTRIES_PER_OP: usize = 8;
+const MIGRATE_SCAN_PER_ENTRY: usize = 16;
+
+/// The index being replaced while its entries migrate, a few slots per
+/// operation, into the new one: rebuilding an index of millions of slots
+/// in one go stopped the shard for 100-500 ms.
+struct Retiring {
+    slots: ArenaVec<Slot>,
+    shift: u32,
+    /// Slots below this have migrated (they are `MOVED` or `EMPTY`).
+    cursor: usize,
+    /// Entries still indexed here.
+    live: usize,
+}
+
 /// Index slots in a fresh index (a power of two).
 const SLOTS_MIN: usize = 16;
 
@@ -58,8 +90,14 @@ struct Entry<V> {
 /// open-addressing index over them (linear probing, at most half full,
 /// backward-shift deletion, so there are no tombstones).
 ///
-/// **Invariant:** every entry has exactly one index slot, reachable from
-/// its home slot without crossing an empty slot.
+/// A large index is resized incrementally: the new index takes inserts
+/// and migrated entries while the old one (`Retiring`) is read until its
+/// last slot has moved.
+///
+/// **Invariant:** every entry has exactly one index slot: in the index,
+/// reachable from its home slot without crossing an empty slot, or in the
+/// retiring index, reachable from its home there crossing only occupied
+/// and `MOVED` slots.
 pub struct KeyedState<V> {
     entries: ArenaVec<Entry<V>>,
     /// Length 0 or a power of two of at least `SLOTS_MIN`.
@@ -67,6 +105,7 @@ pub struct KeyedState<V> {
     /// `64 - log2(slots.len())`: the home slot is the hash's top bits,
     /// which FxHash mixes best.
     shift: u32,
+    retiring: Option<Retiring>,
     entries_max: usize,
 }
 
@@ -91,6 +130,7 @@ impl<V> KeyedState<V> {
             entries: ArenaVec::new(),
             slots: ArenaVec::new(),
             shift: 64,
+            retiring: None,
             entries_max,
         }
     }
@@ -106,7 +146,9 @@ impl<V> KeyedState<V> {
     /// Bytes of memory mapped for this state (entries and index; key and
     /// accumulator contents on the heap are not counted).
     pub fn mapped_bytes(&self) -> usize {
-        self.entries.mapped_bytes() + self.slots.mapped_bytes()
+        self.entries.mapped_bytes()
+            + self.slots.mapped_bytes()
+            + self.retiring.as_ref().map_or(0, |r| r.slots.mapped_bytes())
     }
 
     /// An estimate of the state's memory, heap included: the mapped
@@ -127,8 +169,21 @@ impl<V> KeyedState<V> {
         self.slots.len() - 1
     }
 
-    /// The slot position and entry position of `key`.
-    fn find(&self, key: &[Value], hash: u64) -> Option<(usize, usize)> {
+    /// Where `key` is indexed: whether in the retiring index, the slot
+    /// position there, and the entry position.
+    fn find(&self, key: &[Value], hash: u64) -> Option<(bool, usize, usize)> {
+        if let Some((slot, e)) = self.find_new(key, hash) {
+            return Some((false, slot, e));
+        }
+        // Checked here so the hit path stays as small as it was without
+        // retiring indexes (the call is cold and out of line).
+        self.retiring.as_ref()?;
+        let (slot, e) = self.find_retiring(key, hash)?;
+        Some((true, slot, e))
+    }
+
+    /// The slot position and entry position of `key` in the index.
+    fn find_new(&self, key: &[Value], hash: u64) -> Option<(usize, usize)> {
         if self.slots.is_empty() {
             return None;
         }
@@ -142,6 +197,32 @@ impl<V> KeyedState<V> {
                 return None;
             }
             if s.tag == tag {
+                let e = &entries[s.entry as usize - 1];
+                if e.hash == hash && *e.key == *key {
+                    return Some((i, s.entry as usize - 1));
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The slot position and entry position of `key` in the retiring
+    /// index. Terminates: the retiring index was at most half full and
+    /// gains no entries, so it keeps empty slots.
+    #[cold]
+    #[inline(never)]
+    fn find_retiring(&self, key: &[Value], hash: u64) -> Option<(usize, usize)> {
+        let r = self.retiring.as_ref()?;
+        let (mask, tag) = (r.slots.len() - 1, hash as u32);
+        let slots = r.slots.as_slice();
+        let entries = self.entries.as_slice();
+        let mut i = (hash >> r.shift) as usize;
+        loop {
+            let s = slots[i];
+            if s.entry == 0 {
+                return None;
+            }
+            if s != MOVED && s.tag == tag {
                 let e = &entries[s.entry as usize - 1];
                 if e.hash == hash && *e.key == *key {
                     return Some((i, s.entry as usize - 1));
@@ -170,6 +251,8 @@ impl<V> KeyedState<V> {
     /// the entries).
     fn reindex(&mut self, n: usize) {
         assert!(n.is_power_of_two() && n >= SLOTS_MIN && n >= 2 * self.entries.len());
+        // A rebuild from the entries supersedes any migration.
+        self.retiring = None;
         // SAFETY: a `Slot` is two u32s, and all zero is `EMPTY`.
         self.slots = unsafe { ArenaVec::zeroed(n) };
         self.shift = 64 - n.trailing_zeros();
@@ -179,13 +262,68 @@ impl<V> KeyedState<V> {
         }
     }
 
+    /// Replaces the index by one of `n` slots (a power of two, more than
+    /// twice the entries): at once when the old one is small, else by
+    /// migration (`Retiring`), one `migrate` step per insert and removal.
+    fn resize(&mut self, n: usize) {
+        if self.slots.len() < INCREMENTAL_SLOTS_MIN || self.retiring.is_some() {
+            self.reindex(n);
+            return;
+        }
+        assert!(n.is_power_of_two() && n >= SLOTS_MIN && n >= 2 * self.entries.len());
+        // SAFETY: a `Slot` is two u32s, and all zero is `EMPTY`.
+        let fresh = unsafe { ArenaVec::zeroed(n) };
+        let old = std::mem::replace(&mut self.slots, fresh);
+        let old_shift = std::mem::replace(&mut self.shift, 64 - n.trailing_zeros());
+        self.retiring = Some(Retiring {
+            slots: old,
+            shift: old_shift,
+            cursor: 0,
+            live: self.entries.len(),
+        });
+        self.migrate(MIGRATE_ENTRIES_PER_OP);
+    }
+
+    /// Moves up to `count` entries of the retiring index into the index
+    /// (scanning at most `MIGRATE_SCAN_PER_ENTRY` slots for each); drops
+    /// the retiring index once every slot has moved.
+    fn migrate(&mut self, count: usize) {
+        let Some(mut r) = self.retiring.take() else { return };
+        let end = r
+            .slots
+            .len()
+            .min(r.cursor.saturating_add(count.saturating_mul(MIGRATE_SCAN_PER_ENTRY)));
+        let mut moved = 0;
+        while r.cursor < end && moved < count {
+            let s = r.slots[r.cursor];
+            if s.entry != 0 && s != MOVED {
+                let e = s.entry as usize - 1;
+                self.place(self.entries[e].hash, e);
+                r.slots[r.cursor] = MOVED;
+                r.live -= 1;
+                moved += 1;
+            }
+            r.cursor += 1;
+        }
+        if r.cursor < r.slots.len() {
+            self.retiring = Some(r);
+        } else {
+            debug_assert_eq!(r.live, 0, "every entry migrated");
+        }
+    }
+
+    /// Entries indexed in the index proper (not the retiring one).
+    fn live_new(&self) -> usize {
+        self.entries.len() - self.retiring.as_ref().map_or(0, |r| r.live)
+    }
+
     pub fn get(&self, key: &[Value]) -> Option<&V> {
-        let (_, e) = self.find(key, key_hash(key))?;
+        let (_, _, e) = self.find(key, key_hash(key))?;
         Some(&self.entries[e].value)
     }
 
     pub fn get_mut(&mut self, key: &[Value]) -> Option<&mut V> {
-        let (_, e) = self.find(key, key_hash(key))?;
+        let (_, _, e) = self.find(key, key_hash(key))?;
         Some(&mut self.entries[e].value)
     }
 
@@ -201,7 +339,7 @@ impl<V> KeyedState<V> {
         init: impl FnOnce() -> V,
     ) -> Result<&mut V, ExecError> {
         let hash = key_hash(key);
-        if let Some((_, e)) = self.find(key, hash) {
+        if let Some((_, _, e)) = self.find(key, hash) {
             return Ok(&mut self.entries[e].value);
         }
         let e = self.push_absent(hash, live_elsewhere, operator, || (key.into(), init()))?;
@@ -225,8 +363,14 @@ impl<V> KeyedState<V> {
                 limit: self.entries_max,
             });
         }
+        self.migrate(MIGRATE_ENTRIES_PER_OP);
+        if self.retiring.is_some() && 2 * (self.live_new() + 1) > self.slots.len() {
+            // Cannot happen with inserts alone (see MIGRATE_ENTRIES_PER_OP);
+            // the index stays at most half full whatever the mix.
+            self.migrate(usize::MAX);
+        }
         if 2 * (len + 1) > self.slots.len() {
-            self.reindex((2 * self.slots.len()).max(SLOTS_MIN));
+            self.resize((2 * self.slots.len()).max(SLOTS_MIN));
         }
         let (key, value) = make();
         let e = self.entries.push(Entry { hash, key, value });
@@ -267,9 +411,44 @@ impl<V> KeyedState<V> {
     }
 
     pub fn remove(&mut self, key: &[Value]) -> Option<V> {
-        let (pos, e) = self.find(key, key_hash(key))?;
-        // Backward-shift deletion: pull later slots of the probe run into
-        // the hole when their home allows it, so no tombstone is needed.
+        let (retired, pos, e) = self.find(key, key_hash(key))?;
+        if retired {
+            // The retiring index only ever loses entries: a `MOVED` slot
+            // keeps the probe runs through it intact.
+            let r = self.retiring.as_mut().expect("found there");
+            r.slots[pos] = MOVED;
+            r.live -= 1;
+        } else {
+            self.unplace(pos);
+        }
+        // The last entry moves into position `e`: repoint its slot.
+        let last = self.entries.len() - 1;
+        if e != last {
+            self.repoint(last, e);
+        }
+        let removed = self.entries.swap_remove(e);
+        let len = self.entries.len();
+        if len == 0 {
+            self.slots = ArenaVec::new();
+            self.shift = 64;
+            self.retiring = None;
+        } else {
+            self.migrate(MIGRATE_ENTRIES_PER_OP);
+            if self.slots.len() > SLOTS_MIN && len * 8 < self.slots.len() {
+                // A shrink while a migration runs finishes it first: the
+                // entries are few against the slots, so that is mostly a
+                // sequential scan.
+                self.migrate(usize::MAX);
+                self.resize(self.slots.len() / 2);
+            }
+        }
+        Some(removed.value)
+    }
+
+    /// Empties slot `pos` of the index by backward-shift deletion: later
+    /// slots of the probe run move into the hole when their home allows
+    /// it, so no tombstone is needed.
+    fn unplace(&mut self, pos: usize) {
         let mask = self.mask();
         let mut hole = pos;
         let mut j = (pos + 1) & mask;
@@ -286,24 +465,36 @@ impl<V> KeyedState<V> {
             j = (j + 1) & mask;
         }
         self.slots[hole] = EMPTY;
-        // The last entry moves into position `e`: repoint its slot.
-        let last = self.entries.len() - 1;
-        if e != last {
-            let mut i = self.home(self.entries[last].hash);
-            while self.slots[i].entry as usize != last + 1 {
-                i = (i + 1) & mask;
+    }
+
+    /// Entry `from` is moving to position `to`: its slot, in whichever
+    /// index holds it, now says so.
+    fn repoint(&mut self, from: usize, to: usize) {
+        let hash = self.entries[from].hash;
+        let (wanted, now) = ((from + 1) as u32, (to + 1) as u32);
+        let mask = self.mask();
+        let mut i = self.home(hash);
+        loop {
+            match self.slots[i].entry {
+                0 => break,
+                x if x == wanted => {
+                    self.slots[i].entry = now;
+                    return;
+                }
+                _ => i = (i + 1) & mask,
             }
-            self.slots[i].entry = (e + 1) as u32;
         }
-        let removed = self.entries.swap_remove(e);
-        let len = self.entries.len();
-        if len == 0 {
-            self.slots = ArenaVec::new();
-            self.shift = 64;
-        } else if self.slots.len() > SLOTS_MIN && len * 8 < self.slots.len() {
-            self.reindex(self.slots.len() / 2);
+        let r = self
+            .retiring
+            .as_mut()
+            .expect("an entry not in the index is in the retiring one");
+        let mask = r.slots.len() - 1;
+        let mut i = (hash >> r.shift) as usize;
+        while r.slots[i].entry != wanted {
+            assert_ne!(r.slots[i].entry, 0, "every entry is indexed");
+            i = (i + 1) & mask;
         }
-        Some(removed.value)
+        r.slots[i].entry = now;
     }
 
     /// Entries in insertion order, except that a removal moves the last
@@ -317,6 +508,7 @@ impl<V> KeyedState<V> {
     /// so steady windowing maps no fresh pages).
     pub fn drain_keeping_pages(&mut self, mut f: impl FnMut(GroupKey, V)) {
         self.entries.drain_keeping_pages(|e| f(e.key, e.value));
+        self.retiring = None;
         self.slots.as_mut_slice().fill(EMPTY);
     }
 
@@ -324,6 +516,7 @@ impl<V> KeyedState<V> {
     pub fn drain(&mut self) -> impl Iterator<Item = (GroupKey, V)> {
         self.slots = ArenaVec::new();
         self.shift = 64;
+        self.retiring = None;
         let entries: ArenaDrain<Entry<V>> = self.entries.drain();
         entries.map(|e| (e.key, e.value))
     }
@@ -361,6 +554,89 @@ mod tests {
             assert_eq!((seen, s.len()), (5_000, 0));
             assert_eq!(s.mapped_bytes(), mapped, "the pages stay");
             assert_eq!(s.get(&[Value::Int(7)]), None, "the index is empty too");
+        }
+    }
+
+    impl<V> KeyedState<V> {
+        /// Checks the indexes against the entries: each entry is found at
+        /// its own position, and the slots count exactly the entries.
+        fn assert_consistent(&self) {
+            let occupied =
+                |slots: &ArenaVec<Slot>| slots.as_slice().iter().filter(|s| s.entry != 0 && **s != MOVED).count();
+            let in_new = occupied(&self.slots);
+            let in_old = self.retiring.as_ref().map_or(0, |r| occupied(&r.slots));
+            assert_eq!(in_old, self.retiring.as_ref().map_or(0, |r| r.live));
+            assert_eq!(in_new + in_old, self.len(), "slots against entries");
+            assert!(2 * in_new <= self.slots.len().max(1), "at most half full");
+            for (i, e) in self.entries.as_slice().iter().enumerate() {
+                let (_, _, at) = self.find(&e.key, e.hash).expect("every entry is indexed");
+                assert_eq!(at, i);
+            }
+        }
+    }
+
+    /// Incremental resizing against a std HashMap: growth past
+    /// `INCREMENTAL_SLOTS_MIN` to 200,000 keys with removals, lookups and
+    /// updates interleaved while indexes retire, then shrinking to a few
+    /// hundred keys; the indexes are checked whole every 10,000 steps
+    /// (when migrations are under way, too).
+    #[test]
+    fn incremental_resizes_match_a_hash_map() {
+        use std::collections::HashMap;
+        let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut state: KeyedState<u64> = KeyedState::new(1 << 20);
+        let mut model: HashMap<i64, u64> = HashMap::new();
+        let (mut saw_retiring, mut steps) = (false, 0u64);
+        let check = |state: &KeyedState<u64>, model: &HashMap<i64, u64>, steps: u64| {
+            if steps.is_multiple_of(10_000) {
+                state.assert_consistent();
+                assert_eq!(state.len(), model.len());
+            }
+        };
+        for k in 0..200_000i64 {
+            let key = k * 1024;
+            *state.get_or_insert_with(&[Value::Int(key)], 0, "t", || 0).unwrap() += 1;
+            *model.entry(key).or_insert(0) += 1;
+            let r = next();
+            let other = (r % (k as u64 + 1)) as i64 * 1024;
+            match (r >> 32) % 4 {
+                0 => assert_eq!(state.remove(&[Value::Int(other)]), model.remove(&other)),
+                1 => assert_eq!(state.get(&[Value::Int(other)]), model.get(&other)),
+                _ => {
+                    if let (Some(v), Some(m)) = (state.get_mut(&[Value::Int(other)]), model.get_mut(&other)) {
+                        *v += 1;
+                        *m += 1;
+                    }
+                }
+            }
+            saw_retiring |= state.retiring.is_some();
+            steps += 1;
+            check(&state, &model, steps);
+        }
+        assert!(saw_retiring, "the test reached incremental resizing");
+        state.assert_consistent();
+        let keys: Vec<i64> = model.keys().copied().collect();
+        for (n, k) in keys.iter().enumerate() {
+            if n % 400 != 0 {
+                assert_eq!(state.remove(&[Value::Int(*k)]), model.remove(k));
+                steps += 1;
+                check(&state, &model, steps);
+            }
+        }
+        state.assert_consistent();
+        assert!(
+            state.slots.len() < INCREMENTAL_SLOTS_MIN,
+            "shrunk: {} slots",
+            state.slots.len()
+        );
+        for (k, v) in &model {
+            assert_eq!(state.get(&[Value::Int(*k)]), Some(v));
         }
     }
 
