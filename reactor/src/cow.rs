@@ -22,7 +22,9 @@
 //! except the allocator's, which glibc's `fork` takes and releases
 //! around the call; it logs nothing, prints nothing (its panic hook is
 //! silenced) and ends with `_exit`, so no destructor, buffer flush or
-//! exit handler of the parent's runs twice.
+//! exit handler of the parent's runs twice. It closes every descriptor
+//! but stdio and its file at once, so sockets and listeners the parent
+//! closes while it runs close then.
 //!
 //! **Invariant:** every child is waited for: the snapshot's `bytes`
 //! waits, and dropping an unread snapshot kills and reaps its child.
@@ -108,6 +110,7 @@ where
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &cpus);
         }
     }
+    close_inherited(fd);
     // The hook would write to stderr, whose lock another thread of the
     // parent may have held at the fork.
     std::panic::set_hook(Box::new(|_| {}));
@@ -128,6 +131,29 @@ where
     // SAFETY: _exit ends the process without running the parent's exit
     // handlers or destructors, which must not run twice.
     unsafe { libc::_exit(code) }
+}
+
+/// Closes every descriptor the child inherited but stdio and `keep`: a
+/// socket the parent closes while a snapshot runs must close then (a
+/// client waits for its FIN), not when the child exits, and a listener
+/// the parent drops must stop accepting.
+fn close_inherited(keep: i32) {
+    let keep = keep as libc::c_uint;
+    // SAFETY: closing descriptors touches no memory; the child uses none
+    // of them (its Rust values holding them are never used or dropped:
+    // it ends with `_exit`).
+    unsafe {
+        let below = keep <= 3 || libc::close_range(3, keep - 1, 0) == 0;
+        let above = libc::close_range(keep + 1, libc::c_uint::MAX, 0) == 0;
+        if !(below && above) {
+            // A kernel without close_range (before 5.9).
+            for fd in 3..4096 {
+                if fd != keep {
+                    libc::close(fd as i32);
+                }
+            }
+        }
+    }
 }
 
 /// Writes `bytes` to `fd` with plain `write` calls (no buffering, no
@@ -256,6 +282,40 @@ mod tests {
         let panicking = fork_snapshot("stream t", || panic!("boom")).unwrap();
         let e = panicking.bytes().unwrap_err().to_string();
         assert!(e.contains("stream t") && e.contains("panicked"), "{e}");
+    }
+
+    #[test]
+    fn the_child_holds_none_of_the_parents_descriptors() {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        let [read, write] = fds;
+        let forked = spawn("test", || {
+            // Longer than the test: only the kill ends it.
+            std::thread::sleep(std::time::Duration::from_secs(600));
+            Ok(Vec::new())
+        })
+        .unwrap();
+        // The parent closes its write end while the child runs: the
+        // reader sees the end of the pipe at once only if the child
+        // holds no copy of it.
+        // SAFETY: `write` is a descriptor this test opened and owns.
+        unsafe { libc::close(write) };
+        let mut poll = libc::pollfd {
+            fd: read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; a bounded wait (10 s) for the hang-up.
+        let ready = unsafe { libc::poll(&mut poll, 1, 10_000) };
+        assert_eq!(ready, 1, "the write end is still open somewhere");
+        let mut byte = [0u8; 1];
+        // SAFETY: reads at most one byte into `byte`.
+        let n = unsafe { libc::read(read, byte.as_mut_ptr().cast(), 1) };
+        assert_eq!(n, 0, "end of file");
+        drop(forked);
+        // SAFETY: `read` is this test's own descriptor.
+        unsafe { libc::close(read) };
     }
 
     #[test]
