@@ -78,9 +78,20 @@ fn write_config(dir: &Path, sql: &str, extra: &str) {
 
 /// A config whose checkpoints come every `checkpoint_ms`.
 fn write_config_every(dir: &Path, sql: &str, extra: &str, checkpoint_ms: u64) {
+    write_config_state(dir, sql, extra, checkpoint_ms, "");
+}
+
+/// The default config with every node's snapshot taken by a forked
+/// process (`state.fork_snapshot_mb = 0`): the copy-on-write path under
+/// live connections, WAL and subscribers.
+fn write_config_forking(dir: &Path, sql: &str) {
+    write_config_state(dir, sql, "", 100, "fork_snapshot_mb = 0\n");
+}
+
+fn write_config_state(dir: &Path, sql: &str, extra: &str, checkpoint_ms: u64, state_extra: &str) {
     std::fs::write(dir.join("pipeline.sql"), sql).unwrap();
     let config = format!(
-        "[pipeline]\nfiles = ['pipeline.sql']\n\n[state]\ndir = 'state'\ncheckpoint_interval_ms = {checkpoint_ms}\n\n\
+        "[pipeline]\nfiles = ['pipeline.sql']\n\n[state]\ndir = 'state'\ncheckpoint_interval_ms = {checkpoint_ms}\n{state_extra}\n\
          [shards]\ncount = 2\n\n[listen]\nadmin = '127.0.0.1:0'\n{extra}"
     );
     std::fs::write(dir.join("laminar.toml"), config).unwrap();
@@ -330,7 +341,7 @@ fn tempdir() -> tempfile::TempDir {
 #[test]
 fn serve_over_several_connections_matches_run_and_feeds_subscribers() {
     let dir = tempdir();
-    write_config(dir.path(), &serve_sql(), "");
+    write_config_forking(dir.path(), &serve_sql());
     let server = Server::start(dir.path());
     let (status, body) = server.get("/ready");
     assert_eq!((status, body.as_str()), (200, "ready\n"));
@@ -404,7 +415,7 @@ fn serve_over_several_connections_matches_run_and_feeds_subscribers() {
 #[test]
 fn kill_9_mid_stream_loses_nothing_acknowledged() {
     let dir = tempdir();
-    write_config(dir.path(), &serve_sql(), "");
+    write_config_forking(dir.path(), &serve_sql());
     let (lines, last) = bids(40_000, 11);
     let (first, second) = lines.split_at(20_000);
 
