@@ -557,6 +557,17 @@ mod tests {
         }
     }
 
+    /// A seeded xorshift64 sequence (the tests' operations and keys).
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut rng = seed;
+        move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        }
+    }
+
     impl<V> KeyedState<V> {
         /// Checks the indexes against the entries: each entry is found at
         /// its own position, and the slots count exactly the entries.
@@ -583,13 +594,7 @@ mod tests {
     #[test]
     fn incremental_resizes_match_a_hash_map() {
         use std::collections::HashMap;
-        let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         let mut state: KeyedState<u64> = KeyedState::new(1 << 20);
         let mut model: HashMap<i64, u64> = HashMap::new();
         let (mut saw_retiring, mut steps) = (false, 0u64);
@@ -646,13 +651,7 @@ mod tests {
     #[test]
     fn matches_a_hash_map_under_random_operations() {
         use std::collections::HashMap;
-        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let mut state: KeyedState<u64> = KeyedState::new(1 << 20);
         let mut model: HashMap<i64, u64> = HashMap::new();
         for step in 0..200_000u64 {
