@@ -658,7 +658,7 @@ mod tests {
             let r = next();
             // Keys are multiples of 1024 in part, which a low-bit index
             // would pile into one probe run.
-            let k = if r % 3 == 0 {
+            let k = if r.is_multiple_of(3) {
                 ((r >> 8) % 4096) as i64 * 1024
             } else {
                 ((r >> 8) % 3000) as i64
