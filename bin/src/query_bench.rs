@@ -80,6 +80,10 @@ pub struct QueryArgs {
     /// for states of 16 MB or more (see `laminar run --no-fork-snapshots`).
     #[arg(long, requires = "wal")]
     no_fork_snapshots: bool,
+    /// Whether operator state arenas of 2 MiB and more ask for
+    /// transparent huge pages, as `laminar run --huge-pages`.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    huge_pages: String,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -159,6 +163,7 @@ const PERCENTILES: &[(&str, f64)] = &[
 ];
 
 pub fn run(args: QueryArgs) -> Result<()> {
+    laminar_exec::arena::set_huge_pages(args.huge_pages == "on");
     let Some(query) = &args.query else {
         bail!(
             "laminar bench needs --query NAME (one of {}) or a subcommand (arena, mesh); see laminar bench --help",
