@@ -84,6 +84,10 @@ pub struct QueryArgs {
     /// transparent huge pages, as `laminar run --huge-pages`.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     huge_pages: String,
+    /// Microseconds an idle shard polls before it parks, as `laminar run
+    /// --spin-before-park-us` (default: 200 with several shards, 0 with one).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    spin_before_park_us: Option<u64>,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
@@ -334,7 +338,7 @@ impl Ctx<'_> {
                 batch_rows: self.args.batch_rows as usize,
                 shards: self.args.shards,
                 cpus: self.cpus.clone(),
-                spin_before_park: None,
+                spin_before_park: self.args.spin_before_park_us.map(Duration::from_micros),
                 clock: None,
                 pacing: Some(match rate {
                     Rate::Fixed(r) => Pacing::Rate(r),
