@@ -21,10 +21,8 @@ pub enum BenchCommand {
         ops: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Whether the state's arenas ask for transparent huge pages, as
-        /// `laminar run --huge-pages`.
-        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-        huge_pages: String,
+        #[command(flatten)]
+        huge_pages: crate::HugePages,
     },
     /// Mesh channel throughput and round-trip latency between two pinned
     /// executors.
@@ -135,7 +133,7 @@ pub fn run(what: BenchCommand) -> Result<()> {
             seed,
             huge_pages,
         } => {
-            laminar_exec::arena::set_huge_pages(huge_pages == "on");
+            huge_pages.apply();
             ensure!(
                 keys > 0 && keys <= 100_000_000,
                 "--keys must be between 1 and 100,000,000"

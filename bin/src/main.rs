@@ -25,6 +25,22 @@ use laminar_exec::plan::PhysicalPlan;
 use laminar_reactor::{Progress, RunOptions, RunSummary};
 use laminar_sql::{plan_script, PlanOptions};
 
+/// `--huge-pages on|off`, taken by `run` and the benchmarks alike.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct HugePages {
+    /// Whether operator state arenas of 2 MiB and more ask the kernel
+    /// for transparent huge pages (a hint; the THP setting decides).
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    huge_pages: String,
+}
+
+impl HugePages {
+    /// Sets the arenas' huge-page hint for this process.
+    pub(crate) fn apply(&self) {
+        laminar_exec::arena::set_huge_pages(self.huge_pages == "on");
+    }
+}
+
 mod admin;
 mod bench;
 mod client;
@@ -82,10 +98,8 @@ enum Command {
         /// for shared hosts; multi-shard latency then pays a slow wake.
         #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
         spin_before_park_us: Option<u64>,
-        /// Whether operator state arenas of 2 MiB and more ask the kernel
-        /// for transparent huge pages (a hint; the THP setting decides).
-        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-        huge_pages: String,
+        #[command(flatten)]
+        huge_pages: HugePages,
         /// Rows per batch read from a source.
         #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
         batch_rows: u32,
@@ -230,7 +244,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             fork_snapshot_mb,
             no_fork_snapshots,
         } => {
-            laminar_exec::arena::set_huge_pages(huge_pages == "on");
+            huge_pages.apply();
             let cpus = cpus.map(|c| c.0);
             let shards = shards.unwrap_or_else(|| {
                 let cores = cpus

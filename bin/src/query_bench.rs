@@ -80,10 +80,8 @@ pub struct QueryArgs {
     /// for states of 16 MB or more (see `laminar run --no-fork-snapshots`).
     #[arg(long, requires = "wal")]
     no_fork_snapshots: bool,
-    /// Whether operator state arenas of 2 MiB and more ask for
-    /// transparent huge pages, as `laminar run --huge-pages`.
-    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-    huge_pages: String,
+    #[command(flatten)]
+    huge_pages: crate::HugePages,
     /// Microseconds an idle shard polls before it parks, as `laminar run
     /// --spin-before-park-us` (default: 200 with several shards, 0 with one).
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
@@ -167,7 +165,7 @@ const PERCENTILES: &[(&str, f64)] = &[
 ];
 
 pub fn run(args: QueryArgs) -> Result<()> {
-    laminar_exec::arena::set_huge_pages(args.huge_pages == "on");
+    args.huge_pages.apply();
     let Some(query) = &args.query else {
         bail!(
             "laminar bench needs --query NAME (one of {}) or a subcommand (arena, mesh); see laminar bench --help",
