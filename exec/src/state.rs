@@ -57,7 +57,7 @@ const INCREMENTAL_SLOTS_MIN: usize = 1 << 15;
 const MIGRATE_ENTRIES_PER_OP: usize = 8;
 const MIGRATE_SCAN_PER_ENTRY: usize = 16;
 
-/// The index being replaced while its entries migrate, a few slots per
+/// The index being replaced while its entries migrate, a few per
 /// operation, into the new one: rebuilding an index of millions of slots
 /// in one go stopped the shard for 100-500 ms.
 struct Retiring {

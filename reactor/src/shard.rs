@@ -447,23 +447,30 @@ impl ShardCore {
     /// there; returns what waited behind its ports' barriers.
     fn snapshot_node(&mut self, node: usize, epoch: u64) -> Result<HeldQueue, RunError> {
         let snapshotting = std::time::Instant::now();
-        let ck = self.ckpt.as_mut().expect("snapshots only when checkpoints are taken");
-        let state_bytes = self.nodes[node].state_bytes();
-        let mut snapshot = None;
-        if ck.fork_bytes_min.is_some_and(|min| state_bytes >= min) {
-            let driven = &self.nodes[node];
-            match crate::cow::fork_snapshot(&self.plan.nodes[node].name, || driven.checkpoint()?.bytes()) {
-                Ok(forked) => snapshot = Some((forked, "forked")),
-                Err(e) => tracing::warn!(
-                    shard = self.id,
-                    node,
-                    "cannot fork to snapshot {} MB of state, copying it instead: {e}",
-                    state_bytes >> 20
-                ),
+        let fork_bytes_min = self
+            .ckpt
+            .as_ref()
+            .expect("snapshots only when checkpoints are taken")
+            .fork_bytes_min;
+        let driven = &self.nodes[node];
+        let state_bytes = driven.state_bytes();
+        let forked = match fork_bytes_min {
+            Some(min) if state_bytes >= min => {
+                crate::cow::fork_snapshot(&self.plan.nodes[node].name, || driven.checkpoint()?.bytes())
+                    .inspect_err(|e| {
+                        tracing::warn!(
+                            shard = self.id,
+                            node,
+                            "cannot fork to snapshot {} MB of state, copying it instead: {e}",
+                            state_bytes >> 20
+                        )
+                    })
+                    .ok()
             }
-        }
-        let (snapshot, how) = match snapshot {
-            Some(s) => s,
+            _ => None,
+        };
+        let (snapshot, how) = match forked {
+            Some(s) => (s, "forked"),
             None => (
                 self.nodes[node].checkpoint().map_err(exec_error(&self.plan, node))?,
                 "copied",
