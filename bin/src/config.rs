@@ -421,6 +421,13 @@ mod tests {
         assert!(e.contains("shards.cpus"), "{e}");
         let e = err("[pipeline]\nsql = 'x'\n[state]\ncheckpoint_interval_ms = -1\n");
         assert!(e.contains("line 4"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[state]\nfork_snapshot_mb = 2000000\n");
+        assert!(
+            e.contains("state.fork_snapshot_mb: must be between 0 and 1048576"),
+            "{e}"
+        );
+        let e = err("[pipeline]\nsql = 'x'\n[state]\nfork_snapshots = 'yes'\n");
+        assert!(e.contains("line 4") && e.contains("expected a boolean"), "{e}");
     }
 
     #[test]
