@@ -377,6 +377,21 @@ fn parse_i64(text: &[u8]) -> Result<i64, IntError> {
     if digits.is_empty() {
         return Err(IntError::Invalid);
     }
+    // 18 digits cannot overflow: no checks but the digit test (the common
+    // case, and a third of a narrow CSV query's parsing).
+    if digits.len() <= 18 {
+        let mut acc: u64 = 0;
+        for &b in digits {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return Err(IntError::Invalid);
+            }
+            acc = acc * 10 + u64::from(d);
+        }
+        // Below 10^18, so the cast and the negation are exact.
+        let v = acc as i64;
+        return Ok(if negative { -v } else { v });
+    }
     // Accumulating toward the sign reaches i64::MIN without overflowing.
     let mut acc: i64 = 0;
     let mut overflow = false;

@@ -36,6 +36,7 @@
 
 mod cast;
 mod datetime;
+mod fast;
 mod math;
 mod ops;
 mod plan;
@@ -47,6 +48,7 @@ use std::borrow::Cow;
 
 pub use cast::{can_cast, cast_value};
 pub use datetime::{DateFormat, ExtractField};
+pub use fast::FastExpr;
 pub use ops::sql_cmp;
 pub use plan::{plan_binary, plan_cast, plan_function, plan_unary, unify};
 

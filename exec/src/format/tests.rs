@@ -273,3 +273,26 @@ fn doubles_at_the_edges_are_written_as_display_writes_them() {
         assert_eq!(String::from_utf8(out).unwrap(), d.to_string(), "{d:e}");
     }
 }
+
+proptest! {
+    /// `parse_i64` (a fast path below 19 digits, a checked one above)
+    /// accepts exactly what the standard library does, with the same value,
+    /// and reports overflow for every in-grammar number out of range.
+    #[test]
+    fn parse_i64_agrees_with_std(text in prop_oneof![
+        "[+-]?[0-9]{0,25}",
+        "[+-]?[0-9]{17,20}",
+        "[+-]?[0-9x ]{0,21}",
+        any::<i64>().prop_map(|i| i.to_string()),
+    ]) {
+        let ours = parse_i64(text.as_bytes());
+        let digits = text.trim_start_matches(['+', '-']);
+        let well_formed = text.len() - digits.len() <= 1 && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        match text.parse::<i64>() {
+            Ok(v) => prop_assert_eq!(ours, Ok(v)),
+            // Any stray character is "invalid", even past an overflow.
+            Err(_) if !well_formed => prop_assert_eq!(ours, Err(IntError::Invalid)),
+            Err(_) => prop_assert_eq!(ours, Err(IntError::Overflow)),
+        }
+    }
+}

@@ -31,7 +31,7 @@ pub fn sql_cmp(a: &Value, b: &Value) -> Option<Ordering> {
     })
 }
 
-fn cmp_f64(x: f64, y: f64) -> Ordering {
+pub(crate) fn cmp_f64(x: f64, y: f64) -> Ordering {
     match (x.is_nan(), y.is_nan()) {
         (true, true) => Ordering::Equal,
         (true, false) => Ordering::Greater,
@@ -43,7 +43,7 @@ fn cmp_f64(x: f64, y: f64) -> Ordering {
 
 /// Exact comparison of an i64 with an f64 (converting the i64 to f64 would
 /// round above 2^53).
-fn cmp_i64_f64(i: i64, f: f64) -> Ordering {
+pub(crate) fn cmp_i64_f64(i: i64, f: f64) -> Ordering {
     // 2^63 is exactly representable; every i64 is below it.
     const TWO_63: f64 = 9_223_372_036_854_775_808.0;
     if f.is_nan() || f >= TWO_63 {
@@ -141,7 +141,7 @@ pub(crate) fn int_arithmetic(op: BinaryOp, a: i64, b: i64) -> Result<i64, EvalEr
     }
 }
 
-fn float_arithmetic(op: BinaryOp, a: f64, b: f64) -> Result<f64, EvalError> {
+pub(crate) fn float_arithmetic(op: BinaryOp, a: f64, b: f64) -> Result<f64, EvalError> {
     match op {
         BinaryOp::Add => Ok(a + b),
         BinaryOp::Sub => Ok(a - b),

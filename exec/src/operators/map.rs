@@ -4,6 +4,7 @@
 use crate::batch::{Batch, RowsRef};
 use crate::error::ExecError;
 use crate::expr::Expr;
+use crate::func::FastExpr;
 use crate::operator::{Operator, OperatorMetrics};
 use crate::types::Value;
 
@@ -15,14 +16,16 @@ pub struct MapSpec {
 }
 
 pub struct Map {
-    spec: MapSpec,
+    filter: Option<FastExpr>,
+    projection: Option<Vec<FastExpr>>,
     metrics: OperatorMetrics,
 }
 
 impl Map {
     pub fn new(spec: MapSpec) -> Map {
         Map {
-            spec,
+            filter: spec.filter.map(FastExpr::new),
+            projection: spec.projection.map(|p| p.into_iter().map(FastExpr::new).collect()),
             metrics: OperatorMetrics::default(),
         }
     }
@@ -36,7 +39,7 @@ impl Operator for Map {
     fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, _watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
-            if let Some(f) = &self.spec.filter {
+            if let Some(f) = &self.filter {
                 match f.eval_predicate(row) {
                     Ok(true) => {}
                     Ok(false) => continue,
@@ -46,7 +49,7 @@ impl Operator for Map {
                     }
                 }
             }
-            match &self.spec.projection {
+            match &self.projection {
                 None => out.push(op, row),
                 Some(exprs) => {
                     // Written straight into the output; a bare column is
@@ -54,7 +57,7 @@ impl Operator for Map {
                     let metrics = &mut self.metrics;
                     let written: Result<(), std::convert::Infallible> = out.push_with(op, |values| {
                         for e in exprs {
-                            values.push(match e {
+                            values.push(match e.expr() {
                                 Expr::Column(i) => row[*i].clone(),
                                 _ => e.eval(row).unwrap_or_else(|_| {
                                     metrics.eval_errors += 1;
