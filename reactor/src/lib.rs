@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod clock;
 pub mod cow;
+pub mod direct;
 pub mod live;
 pub mod mesh;
 pub mod metrics;

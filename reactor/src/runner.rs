@@ -310,6 +310,9 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
         None => (None, None),
     };
     let checkpoints = coordinator.is_some();
+    // A checkpoint commits a sink's byte position; a direct file has its
+    // last block in memory until the end (see `direct`).
+    config.direct_file_sinks = !checkpoints;
     let mut live = options.live.take();
     assert!(
         live.is_none() || checkpoints,

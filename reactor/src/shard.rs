@@ -88,6 +88,9 @@ pub struct ShardConfig {
     /// `laminar serve`: where the shards that own tcp sources keep their
     /// WALs (see `live`).
     pub wal_dir: Option<std::path::PathBuf>,
+    /// File sinks write with `O_DIRECT` where the file system allows (see
+    /// `direct`); only for bounded runs without checkpoints.
+    pub direct_file_sinks: bool,
 }
 
 impl ShardConfig {
@@ -111,6 +114,7 @@ impl ShardConfig {
             checkpoint_every_rows: None,
             snapshot_fork_bytes_min: None,
             wal_dir: None,
+            direct_file_sinks: false,
         }
     }
 }
@@ -1348,6 +1352,12 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     } else {
         plan.sinks.iter().map(|_| None).collect()
     };
+    let mut sinks = sinks;
+    if config.direct_file_sinks {
+        for s in sinks.iter_mut().flatten() {
+            s.go_direct().await?;
+        }
+    }
 
     let mut nodes: Vec<Driven> = plan
         .nodes
@@ -2054,7 +2064,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     let mut sinks = glommio::spawn_local_into(
         async move {
             for s in sinks.iter_mut().flatten() {
-                s.finish()?;
+                s.close().await?;
             }
             Ok::<_, RunError>(sinks)
         },

@@ -20,6 +20,7 @@ use laminar_exec::plan::{SinkConnector, SinkNode};
 
 use hdrhistogram::Histogram;
 
+use crate::direct::DirectFile;
 use crate::pace::{self, latency_histogram, Pace};
 use crate::subscribe::Hub;
 use crate::RunError;
@@ -29,6 +30,8 @@ enum Target {
         path: PathBuf,
         writer: BufWriter<File>,
     },
+    /// A file written with `O_DIRECT` (see `direct`).
+    Direct(DirectFile),
     Stdout {
         prefix: Option<Vec<u8>>,
     },
@@ -73,7 +76,15 @@ impl Sink {
     /// Takes `rows` rows another shard encoded with `encoder_for`'s
     /// encoder: the bytes the sink would have written for them.
     pub fn write_encoded(&mut self, bytes: &[u8], rows: u64) -> Result<(), RunError> {
-        debug_assert!(matches!(self.target, Target::File { .. } | Target::Stdout { .. }));
+        if let Target::Direct(direct) = &mut self.target {
+            // Straight into the block being filled: one copy, not two.
+            self.rows += rows;
+            return direct.append(bytes);
+        }
+        debug_assert!(matches!(
+            self.target,
+            Target::File { .. } | Target::Direct(_) | Target::Stdout { .. }
+        ));
         self.append(bytes);
         self.rows += rows;
         if self.buffer.len() >= BUFFER_BYTES_MAX {
@@ -217,14 +228,50 @@ impl Sink {
             self.buffer.clear();
             return Ok(());
         }
-        if self.buffer.len() >= BUFFER_BYTES_MAX {
+        // A direct file takes each batch's bytes while they are in cache.
+        if self.buffer.len() >= BUFFER_BYTES_MAX || matches!(self.target, Target::Direct(_)) {
             self.drain()?;
         }
         Ok(())
     }
 
+    /// Writes a file sink's later bytes with `O_DIRECT`, if its file system
+    /// allows (see `direct`). For runs without checkpoints, before the
+    /// first write.
+    pub async fn go_direct(&mut self) -> Result<(), RunError> {
+        let Target::File { path, writer } = &self.target else {
+            return Ok(());
+        };
+        assert_eq!(writer.buffer().len(), 0, "a sink goes direct before it writes");
+        // Regular files only: a FIFO or a device takes no aligned blocks.
+        if !writer.get_ref().metadata().is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        if let Some(direct) = DirectFile::open(path).await {
+            self.target = Target::Direct(direct);
+            // The header, buffered at open: bytes that come encoded from
+            // other shards go straight to the file and must follow it.
+            self.drain()?;
+        }
+        Ok(())
+    }
+
+    /// `finish`, and the end of the sink: a direct file's last writes are
+    /// waited for and its last bytes written.
+    pub async fn close(&mut self) -> Result<(), RunError> {
+        if let Target::Direct(_) = self.target {
+            self.drain()?;
+            let Target::Direct(direct) = std::mem::replace(&mut self.target, Target::Discard) else {
+                unreachable!("matched above")
+            };
+            return direct.finish().await;
+        }
+        self.finish()
+    }
+
     fn drain(&mut self) -> Result<(), RunError> {
         match &mut self.target {
+            Target::Direct(direct) => direct.append(&self.buffer)?,
             Target::File { path, writer } => writer.write_all(&self.buffer).map_err(|source| RunError::Io {
                 operation: "writing sink file",
                 path: path.clone(),
@@ -251,7 +298,8 @@ impl Sink {
                 source,
             }),
             Target::Stdout { .. } => std::io::stdout().lock().flush().map_err(RunError::Stdout),
-            Target::Tcp { .. } | Target::Discard => Ok(()),
+            // The last partial block is written by `close`.
+            Target::Direct(_) | Target::Tcp { .. } | Target::Discard => Ok(()),
         }
     }
 
@@ -266,6 +314,7 @@ impl Sink {
                 path: path.clone(),
                 source,
             })?,
+            Target::Direct(_) => unreachable!("runs with checkpoints keep buffered file sinks"),
             _ => 0,
         };
         Ok((bytes, self.rows))
