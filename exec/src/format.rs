@@ -263,24 +263,48 @@ pub(crate) fn write_f64(d: f64, out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the decimal digits of `v` without going through `fmt`.
+/// "00" to "99": two digits per division when writing integers.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Appends the decimal digits of `v` without going through `fmt`, straight
+/// into the vector's spare room: copying them out of a scratch array was a
+/// call to `memcpy` per value, a tenth of a run writing four numbers a row.
 fn write_i64(v: i64, out: &mut Vec<u8>) {
-    // u64::MAX has 20 digits; the sign is written separately.
-    let mut buf = [0u8; 20];
     let mut n = v.unsigned_abs();
-    let mut i = buf.len();
-    loop {
+    let digits = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+    let len = digits + usize::from(v < 0);
+    out.reserve(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    let mut i = len;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        i -= 2;
+        spare[i].write(DIGIT_PAIRS[pair]);
+        spare[i + 1].write(DIGIT_PAIRS[pair + 1]);
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        i -= 2;
+        spare[i].write(DIGIT_PAIRS[pair]);
+        spare[i + 1].write(DIGIT_PAIRS[pair + 1]);
+    } else {
         i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
+        spare[i].write(b'0' + n as u8);
     }
     if v < 0 {
-        out.push(b'-');
+        i -= 1;
+        spare[i].write(b'-');
     }
-    out.extend_from_slice(&buf[i..]);
+    assert_eq!(i, 0, "the digit count of {v} was wrong");
+    // SAFETY: the loop above wrote every one of the `len` bytes after the
+    // vector's end (`i` went from `len` down to 0, writing each position
+    // it passed), and `reserve` made room for them.
+    unsafe { out.set_len(out.len() + len) };
 }
 
 /// The first and last millisecond of years 0000–9999: the timestamps that

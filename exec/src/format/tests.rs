@@ -296,3 +296,13 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `write_i64` writes what `Display` does, after whatever was there.
+    #[test]
+    fn write_i64_is_display(v in prop_oneof![any::<i64>(), -1000i64..1000, Just(i64::MIN), Just(i64::MAX)], prefix in "[a-z]{0,3}") {
+        let mut out = prefix.clone().into_bytes();
+        write_i64(v, &mut out);
+        prop_assert_eq!(String::from_utf8(out).expect("ascii"), format!("{prefix}{v}"));
+    }
+}

@@ -37,7 +37,7 @@ use crate::operators::late::{LateRows, REASON_NULL_TIME, REASON_WINDOW_CLOSED};
 use crate::operators::{accumulate, emit_change, new_accumulators, row_time, AggCall, EmitMode, GroupOutput, Scratch};
 use crate::state::KeyedState;
 use crate::types::Value;
-use crate::window::{is_closed, window_end, WindowSpec};
+use crate::window::{is_closed, window_end, FloorCache, WindowSpec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AggregateSpec {
@@ -94,6 +94,8 @@ pub struct Aggregate {
     /// A closed window's state, emptied but still mapped, for the next
     /// window to open (one is enough: windows open as others close).
     spare: Option<KeyedState<Group>>,
+    /// Window assignment's last floor (see `FloorCache`).
+    floors: FloorCache,
     metrics: OperatorMetrics,
 }
 
@@ -133,6 +135,7 @@ impl Aggregate {
             dirty: Vec::new(),
             next_emit_ms: None,
             spare: None,
+            floors: FloorCache::default(),
             metrics: OperatorMetrics::default(),
         }
     }
@@ -297,7 +300,11 @@ impl Operator for Aggregate {
             let mut key = std::mem::take(&mut self.scratch.key);
             key.clear();
             for k in &self.spec.keys {
-                let v = self.scratch.eval(k, row);
+                let v = match k {
+                    // The usual GROUP BY: no trip through the evaluator.
+                    Expr::Column(c) => row[*c].clone(),
+                    _ => self.scratch.eval(k, row),
+                };
                 key.push(v);
             }
             self.scratch.key = key;
@@ -310,7 +317,7 @@ impl Operator for Aggregate {
                     let mut open = [0i64; 8];
                     let mut open_count = 0;
                     let mut overflow = Vec::new();
-                    window.for_each_start(ts, |start| {
+                    window.for_each_start_cached(ts, &mut self.floors, |start| {
                         if !is_closed(window_end(start, size), lateness, watermark) {
                             if open_count < open.len() {
                                 open[open_count] = start;
