@@ -85,23 +85,13 @@ impl WindowSpec {
 
 /// The last `floor_to(ts, step)` and the times it holds for; see
 /// `WindowSpec::for_each_start_cached`.
-#[derive(Debug, Clone, Copy)]
+/// The default is an empty range: the first call computes.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct FloorCache {
     step: i64,
     floor: i64,
     /// `floor + step`, saturating; `ts` in `floor..end` floors to `floor`.
     end: i64,
-}
-
-impl Default for FloorCache {
-    fn default() -> FloorCache {
-        // An empty range: the first call computes.
-        FloorCache {
-            step: 0,
-            floor: 0,
-            end: 0,
-        }
-    }
 }
 
 impl FloorCache {
