@@ -135,6 +135,9 @@ pub enum MeshMsg {
     /// The prefix of chunk `chunk` of split source `source`, for the
     /// shard that reads that chunk (see `split`).
     SplitToken { source: u32, chunk: u32, prefix: Prefix },
+    /// The sender took chunk `chunk` of split source `source`: whoever
+    /// holds that chunk's token sends it on (see `ShardCore::held_tokens`).
+    SplitClaim { source: u32, chunk: u32 },
     /// Checkpoint barrier `epoch` for input `input` of `node`, after the
     /// sender's rows before it.
     Barrier { node: u32, input: u32, epoch: u64 },
@@ -346,6 +349,10 @@ struct ShardCore {
     /// Prefix tokens of split sources' chunks that arrived, by (source,
     /// chunk), until the source loop takes them.
     split_tokens: FxHashMap<(usize, usize), Prefix>,
+    /// Tokens for chunks nobody had taken when they were made (chunks go
+    /// to whichever reader asks first, see `FileSplit::take`), until the
+    /// reader that takes one says so (`SplitClaim`).
+    held_tokens: FxHashMap<(usize, usize), Prefix>,
     /// Wakes the source loop (a token came).
     source_wake: Option<Rc<Signal>>,
     /// Checkpoint alignment, when the run takes checkpoints.
@@ -363,6 +370,54 @@ struct ShardCore {
 }
 
 impl ShardCore {
+    /// A token for chunk `chunk` of split source `source` is here.
+    fn token_here(&mut self, source: usize, chunk: usize, prefix: Prefix) {
+        let previous = self.split_tokens.insert((source, chunk), prefix);
+        assert!(previous.is_none(), "one token per chunk");
+        if let Some(wake) = &self.source_wake {
+            wake.notify();
+        }
+    }
+
+    /// Sends a chunk's token to the shard that took the chunk, or holds it
+    /// until one does (`owner` None).
+    fn pass_token(&mut self, source: usize, chunk: usize, prefix: Prefix, owner: Option<usize>) {
+        match owner {
+            Some(o) if o == self.id => self.token_here(source, chunk, prefix),
+            Some(o) => self.send(
+                o,
+                MeshMsg::SplitToken {
+                    source: source as u32,
+                    chunk: chunk as u32,
+                    prefix,
+                },
+            ),
+            None => {
+                let previous = self.held_tokens.insert((source, chunk), prefix);
+                assert!(previous.is_none(), "one token per chunk");
+            }
+        }
+    }
+
+    /// This shard took chunk `chunk` of split source `source`: its token is
+    /// here already, or the peer holding it is told.
+    fn took_chunk(&mut self, source: usize, chunk: usize) {
+        if let Some(prefix) = self.held_tokens.remove(&(source, chunk)) {
+            self.token_here(source, chunk, prefix);
+            return;
+        }
+        let me = self.id;
+        for peer in (0..self.outboxes.len()).filter(|&p| p != me) {
+            self.send(
+                peer,
+                MeshMsg::SplitClaim {
+                    source: source as u32,
+                    chunk: chunk as u32,
+                },
+            );
+        }
+    }
+
     fn send(&mut self, dest: usize, msg: MeshMsg) {
         let outbox = self.outboxes[dest].as_ref().expect("an outbox per peer");
         self.outbox_len.set(self.outbox_len.get() + 1);
@@ -799,10 +854,16 @@ impl ShardCore {
             }
             MeshMsg::SinkBarrier { sink, epoch } => self.sink_barrier(sink as usize, sender, epoch),
             MeshMsg::SplitToken { source, chunk, prefix } => {
-                let previous = self.split_tokens.insert((source as usize, chunk as usize), prefix);
-                assert!(previous.is_none(), "one token per chunk");
-                if let Some(wake) = &self.source_wake {
-                    wake.notify();
+                self.token_here(source as usize, chunk as usize, prefix);
+                Ok(())
+            }
+            MeshMsg::SplitClaim { source, chunk } => {
+                if let Some(prefix) = self.held_tokens.remove(&(source as usize, chunk as usize)) {
+                    self.pass_token(source as usize, chunk as usize, prefix, Some(sender));
+                    // The source loop may wait for its last held token to go.
+                    if let Some(wake) = &self.source_wake {
+                        wake.notify();
+                    }
                 }
                 Ok(())
             }
@@ -1431,6 +1492,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         late_stream_of: plan.late_stream_of(),
         busy: Duration::ZERO,
         split_tokens: FxHashMap::default(),
+        held_tokens: FxHashMap::default(),
         source_wake: None,
         encoders: plan
             .sinks
@@ -1654,13 +1716,14 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         let Some(SourceSplit::File(split)) = split else {
             continue;
         };
-        if split.reader_of(0) == id {
+        // Shard 0 holds it for whichever shard takes chunk 0.
+        if id == 0 {
             let prefix = Prefix {
                 max_time: i64::MIN,
                 lines: split.header_lines,
                 start: split.bounds[0],
             };
-            core.borrow_mut().split_tokens.insert((i, 0), prefix);
+            core.borrow_mut().pass_token(i, 0, prefix, None);
         }
     }
 
@@ -1801,15 +1864,17 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         (0..sources.len())
                             .filter(|&k| !sources[k].1.is_done() && sources[k].1.ready())
                             .filter(|&k| {
-                                sources[k]
-                                    .1
-                                    .split_wants_token()
+                                let s = &sources[k].1;
+                                s.split_wants_token()
                                     .is_none_or(|chunk| c.split_tokens.contains_key(&(sources[k].0, chunk)))
+                                    || s.split_can_read_ahead()
                             })
                             .min_by_key(|&k| (sources[k].1.watermark(), k))
                     };
                     let Some(k) = pick else {
-                        if sources.iter().all(|(_, s)| s.is_done()) {
+                        // Done, unless a token still waits here for the
+                        // peer that takes its chunk (its claim wakes this).
+                        if sources.iter().all(|(_, s)| s.is_done()) && core.borrow().held_tokens.is_empty() {
                             break;
                         }
                         check_abort(&progress)?;
@@ -1825,23 +1890,13 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     };
                     let (i, source) = &mut sources[k];
                     check_abort(&progress)?;
-                    if let Some(chunk) = source.split_wants_token() {
-                        let prefix = core
-                            .borrow_mut()
-                            .split_tokens
-                            .remove(&(*i, chunk))
-                            .expect("picked because its token is here");
-                        if let Some((dest, next, prefix)) = source.split_accept(prefix, &mut report)? {
-                            let token = MeshMsg::SplitToken {
-                                source: *i as u32,
-                                chunk: next as u32,
-                                prefix,
-                            };
-                            if dest == id {
-                                core.borrow_mut().on_message_untimed(id, token)?;
-                            } else {
-                                core.borrow_mut().send(dest, token);
-                            }
+                    // Its token first: it lets the peers go on too.
+                    let token = source
+                        .split_wants_token()
+                        .and_then(|chunk| core.borrow_mut().split_tokens.remove(&(*i, chunk)));
+                    if let Some(prefix) = token {
+                        if let Some((owner, next, prefix)) = source.split_accept(prefix, &mut report)? {
+                            core.borrow_mut().pass_token(*i, next, prefix, owner);
                         }
                         continue;
                     }
@@ -1899,6 +1954,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     let started = std::time::Instant::now();
                     let was_replaying = source.replaying();
                     let mut batch = source.next_batch_until(batch_rows, index_limit, &mut report)?;
+                    if let Some(chunk) = source.split_take_claim() {
+                        core.borrow_mut().took_chunk(*i, chunk);
+                    }
                     if was_replaying && !source.replaying() {
                         progress.replaying.fetch_sub(1, Ordering::AcqRel);
                     }

@@ -484,13 +484,31 @@ impl Source {
         }
     }
 
+    /// A split part: whether reading would decode another chunk ahead
+    /// (it may while it waits for a token).
+    pub fn split_can_read_ahead(&self) -> bool {
+        match &self.reader {
+            Reader::Split { reader, .. } => reader.can_read_ahead(),
+            _ => false,
+        }
+    }
+
+    /// A split part: the chunk it took since the last call, if any.
+    pub fn split_take_claim(&mut self) -> Option<usize> {
+        match &mut self.reader {
+            Reader::Split { reader, .. } => reader.take_claim(),
+            _ => None,
+        }
+    }
+
     /// A split part: takes the awaited chunk's prefix; returns the token
-    /// to send on (to shard, for chunk), if any.
+    /// to send on (to the shard that took the chunk, None if nobody has
+    /// yet, for chunk), if any.
     pub fn split_accept(
         &mut self,
         prefix: Prefix,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
-    ) -> Result<Option<(usize, usize, Prefix)>, RunError> {
+    ) -> Result<Option<(Option<usize>, usize, Prefix)>, RunError> {
         let Reader::Split { reader, .. } = &mut self.reader else {
             panic!("a split token for a source that is not split");
         };

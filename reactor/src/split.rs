@@ -7,9 +7,16 @@
 //!
 //! - `plan` cuts the file into chunks of about `chunk_bytes` after a
 //!   newline, without reading the file (only a seek and a short read per
-//!   bound). Chunk `c` is read by shard `c % readers`: the shards move
-//!   through the file together, so event times in flight stay close and
-//!   window and join state stay as small as in-order reading keeps them.
+//!   bound). Readers take chunks in file order from a dispenser (an
+//!   atomic counter, `FileSplit::take`), whoever asks first: a reader on a
+//!   slower core takes fewer instead of holding the others back, and the
+//!   shards still move through the file together, so event times in
+//!   flight stay close and window and join state stay as small as
+//!   in-order reading keeps them. Each reader may hold up to
+//!   `READ_AHEAD_CHUNKS` decoded chunks while it waits for the first
+//!   one's token. **Invariant:** the dispenser and its owner table are the
+//!   only state the shards share for a split; everything else (tokens,
+//!   claims, rows) travels on the mesh.
 //! - In CSV a newline inside a quoted field ends no record, so a bound may
 //!   fall inside one. A reader decodes a chunk without a `"` byte line by
 //!   line, one vectorised pass; a chunk with one, record by record with
@@ -27,9 +34,12 @@
 //!   largest event time, their lines, and where their last record ended.
 //!   That comes as a token, a mesh
 //!   message from the reader of chunk `c - 1`, which sends it on once it
-//!   has both its own prefix and its chunk decoded. Chunk 0's prefix is
-//!   the header's. So tokens pass around the shards in chunk order while
-//!   the decoding, the costly part, runs in parallel.
+//!   has both its own prefix and its chunk decoded, to the shard that took
+//!   chunk `c`. If nobody has taken `c` yet, it holds the token until a
+//!   reader says it took `c` (a `SplitClaim` to every peer). Chunk 0's
+//!   prefix is the header's, held by shard 0 the same way. So tokens pass
+//!   around the shards in chunk order while the decoding, the costly
+//!   part, runs in parallel.
 //! - With the prefix a reader places the exact file-order watermark in
 //!   band before each record (the prefix's first, then every advance), and
 //!   reports malformed records with their true line numbers. Operators fed
@@ -47,10 +57,12 @@
 //! `order_insensitive`): with several readers, rows of a key arrive from
 //! several ports, in an order no longer the file's.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use laminar_exec::agg::AggKind;
@@ -104,7 +116,7 @@ pub fn generator_splittable(node: &SourceNode) -> bool {
 }
 
 /// How one file is cut.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct FileSplit {
     pub path: PathBuf,
     /// Where each chunk starts; the last entry is the file's length.
@@ -114,6 +126,10 @@ pub struct FileSplit {
     /// Lines before the first chunk.
     pub header_lines: u64,
     pub readers: usize,
+    /// The chunk dispenser: the next chunk nobody has taken.
+    next: AtomicUsize,
+    /// By chunk: the shard that took it, plus one (0: not taken yet).
+    owners: Box<[AtomicUsize]>,
 }
 
 impl FileSplit {
@@ -121,8 +137,20 @@ impl FileSplit {
         self.bounds.len() - 1
     }
 
-    pub fn reader_of(&self, chunk: usize) -> usize {
-        chunk % self.readers
+    /// Takes the next chunk for shard `me`: None once all are taken.
+    /// Chunks go out in file order to whichever reader asks first, so a
+    /// reader on a slower core (a busy hyperthread sibling, a host that
+    /// takes the vCPU) reads fewer, rather than holding its peers back.
+    fn take(&self, me: usize) -> Option<usize> {
+        let chunk = self.next.fetch_add(1, Ordering::AcqRel);
+        let owner = self.owners.get(chunk)?;
+        owner.store(me + 1, Ordering::Release);
+        Some(chunk)
+    }
+
+    /// The shard that took `chunk`, if one has.
+    pub fn owner(&self, chunk: usize) -> Option<usize> {
+        self.owners[chunk].load(Ordering::Acquire).checked_sub(1)
     }
 }
 
@@ -252,12 +280,15 @@ pub fn plan(
     if bounds.len() < 3 {
         return Ok(None); // one chunk: nothing to share
     }
+    let owners = (0..bounds.len() - 1).map(|_| AtomicUsize::new(0)).collect();
     Ok(Some(FileSplit {
         path: path.clone(),
         bounds,
         header: header_bytes,
         header_lines: u64::from(*header && *format == Format::Csv),
         readers,
+        next: AtomicUsize::new(0),
+        owners,
     }))
 }
 
@@ -282,22 +313,20 @@ struct Decoded {
     counts: ChunkCounts,
 }
 
-enum State {
-    /// Decode this shard's next chunk.
-    Decode,
-    /// Decoded; emitting needs the prefix token.
-    Awaiting(Decoded),
-    /// A chunk's rows, with their marks, ready.
-    Emitting(Batch),
-    /// No chunks left.
-    Finished,
-}
+/// Decoded chunks a reader may hold while it waits for the first one's
+/// token. More than one lets a reader on a faster core go on decoding while
+/// a slower peer finishes the chunk before, instead of the two taking
+/// strict turns; each holds at most a chunk's rows.
+pub const READ_AHEAD_CHUNKS: usize = 4;
 
 /// One shard's part of a split file.
 pub(crate) struct SplitReader {
     split: Arc<FileSplit>,
-    /// This shard's next chunk (it reads chunks `me`, `me + readers`, …).
-    next_chunk: usize,
+    /// This shard.
+    me: usize,
+    /// The chunk this reader took last, until the shard has told its peers
+    /// (see `take_claim`).
+    claimed: Option<usize>,
     file: File,
     /// The chunk being decoded, read whole (at most a chunk's bytes).
     buf: Vec<u8>,
@@ -306,7 +335,13 @@ pub(crate) struct SplitReader {
     delimiter: u8,
     width: usize,
     watermark: Option<WatermarkSpec>,
-    state: State,
+    /// Decoded chunks in the order taken (so in file order), waiting for
+    /// the first one's token; at most `READ_AHEAD_CHUNKS`.
+    decoded: VecDeque<Decoded>,
+    /// The rows of the chunk whose token came, with their marks.
+    emitting: Option<Batch>,
+    /// Every chunk is taken.
+    taken_all: bool,
     record: Vec<u8>,
     /// The watermark this reader last placed (for the source loop).
     pub current: i64,
@@ -340,7 +375,8 @@ impl SplitReader {
             })?;
         let file = File::open(path).map_err(io_error("opening source file", path))?;
         Ok(SplitReader {
-            next_chunk: me,
+            me,
+            claimed: None,
             file,
             buf: Vec::new(),
             decoder,
@@ -348,19 +384,33 @@ impl SplitReader {
             delimiter: *delimiter,
             width: node.schema.len(),
             watermark: node.watermark,
-            state: State::Decode,
+            decoded: VecDeque::new(),
+            emitting: None,
+            taken_all: false,
             record: Vec::new(),
             current: i64::MIN,
             split,
         })
     }
 
+    /// The chunk this reader took since the last call: the shard tells
+    /// its peers, one of which may hold that chunk's token (see
+    /// `Source::split_accept`).
+    pub fn take_claim(&mut self) -> Option<usize> {
+        self.claimed.take()
+    }
+
     /// The chunk whose prefix token this reader waits for, if it does.
     pub fn wants_token(&self) -> Option<usize> {
-        match &self.state {
-            State::Awaiting(d) => Some(d.chunk),
-            _ => None,
+        if self.emitting.is_some() {
+            return None;
         }
+        self.decoded.front().map(|d| d.chunk)
+    }
+
+    /// Whether `next` would take and decode another chunk.
+    pub fn can_read_ahead(&self) -> bool {
+        self.emitting.is_none() && !self.taken_all && self.decoded.len() < READ_AHEAD_CHUNKS
     }
 
     /// Takes the prefix of the awaited chunk: places the marks, reports
@@ -372,8 +422,12 @@ impl SplitReader {
         source_name: &str,
         counts: &mut ChunkCounts,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
-    ) -> Result<Option<(usize, usize, Prefix)>, RunError> {
-        let State::Awaiting(mut d) = std::mem::replace(&mut self.state, State::Decode) else {
+    ) -> Result<Option<(Option<usize>, usize, Prefix)>, RunError> {
+        assert!(
+            self.emitting.is_none(),
+            "a token is taken only once the chunk before is out"
+        );
+        let Some(mut d) = self.decoded.pop_front() else {
             panic!("a token arrived for a chunk this reader does not wait for");
         };
         if d.start != prefix.start {
@@ -426,15 +480,13 @@ impl SplitReader {
                 }
             }
         }
-        self.state = if batch.is_inert() {
-            State::Decode
-        } else {
-            State::Emitting(batch)
-        };
+        if !batch.is_inert() {
+            self.emitting = Some(batch);
+        }
         let next = d.chunk + 1;
         Ok((next < self.split.chunks()).then(|| {
             (
-                self.split.reader_of(next),
+                self.split.owner(next),
                 next,
                 Prefix {
                     max_time: prefix.max_time.max(d.max_time),
@@ -445,32 +497,28 @@ impl SplitReader {
         }))
     }
 
-    /// The next batch to emit; an inert one while a token is awaited, and
-    /// after decoding a chunk (the caller then asks `wants_token`). None
-    /// once every chunk of this shard is out.
+    /// The next batch to emit: a chunk's rows once its token came, else an
+    /// inert one after decoding another chunk ahead (the caller then asks
+    /// `wants_token`) or while waiting. None once every chunk of this
+    /// reader is out.
     pub fn next(&mut self) -> Result<Option<Batch>, RunError> {
-        match std::mem::replace(&mut self.state, State::Decode) {
-            State::Emitting(b) => Ok(Some(b)),
-            State::Awaiting(d) => {
-                self.state = State::Awaiting(d);
-                Ok(Some(Batch::new(self.width)))
-            }
-            State::Finished => {
-                self.state = State::Finished;
-                Ok(None)
-            }
-            State::Decode if self.next_chunk >= self.split.chunks() => {
-                self.state = State::Finished;
-                Ok(None)
-            }
-            State::Decode => {
-                let chunk = self.next_chunk;
-                self.next_chunk += self.split.readers;
-                let decoded = self.decode(chunk, self.split.bounds[chunk])?;
-                self.state = State::Awaiting(decoded);
-                Ok(Some(Batch::new(self.width)))
+        if let Some(b) = self.emitting.take() {
+            return Ok(Some(b));
+        }
+        if self.can_read_ahead() {
+            match self.split.take(self.me) {
+                Some(chunk) => {
+                    self.claimed = Some(chunk);
+                    let decoded = self.decode(chunk, self.split.bounds[chunk])?;
+                    self.decoded.push_back(decoded);
+                }
+                None => self.taken_all = true,
             }
         }
+        if self.taken_all && self.decoded.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Batch::new(self.width)))
     }
 
     /// Decodes the records of chunk `chunk` that start at `start` (its
@@ -672,6 +720,36 @@ mod tests {
                 assert!(split.bounds.windows(2).all(|w| w[0] < w[1]), "{:?}", split.bounds);
             }
         }
+    }
+
+    #[test]
+    fn every_chunk_is_taken_once_and_its_owner_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.csv");
+        let text: String = (0..3000).map(|i| format!("k{i},{i}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+        let split = Arc::new(plan(&node(&path, false), 3, 0, 16).unwrap().expect("split"));
+        assert!(split.chunks() > 1000);
+        let taken: Vec<Vec<usize>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .map(|me| {
+                    let split = &split;
+                    scope.spawn(move || std::iter::from_fn(|| split.take(me)).collect::<Vec<_>>())
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut all: Vec<usize> = taken.concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..split.chunks()).collect::<Vec<_>>(), "each chunk once");
+        for (me, chunks) in taken.iter().enumerate() {
+            assert!(
+                chunks.windows(2).all(|w| w[0] < w[1]),
+                "a reader takes chunks in file order"
+            );
+            assert!(chunks.iter().all(|&c| split.owner(c) == Some(me)));
+        }
+        assert_eq!(split.take(0), None, "nothing after the last chunk");
     }
 
     #[test]
