@@ -253,7 +253,9 @@ pub fn plan(
     let mut bounds = vec![data_start];
     let mut file = reader.into_inner();
     let mut target = data_start + chunk_bytes;
-    let mut buf = vec![0u8; 64 << 10];
+    // A line is rarely longer than this: one short read finds the next
+    // newline (64 KiB reads made planning a 1 GB file a serial 62 MB).
+    let mut buf = vec![0u8; 4 << 10];
     while target < len {
         file.seek(SeekFrom::Start(target - 1))
             .map_err(io_error("reading", path))?;
