@@ -1802,6 +1802,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         progress.source_watermarks[*i].store(s.watermark(), Ordering::Relaxed);
                     }
                 }
+                // Time the sources waited: for a token or a peer's input
+                // (nothing could be read), and for room in the outboxes.
+                let (mut waited_for_input, mut waited_for_room) = (Duration::ZERO, Duration::ZERO);
                 let mut report = |m: MalformedRecord<'_>| {
                     let _ = events.send(ShardEvent::Malformed {
                         source: m.source.to_string(),
@@ -1885,7 +1888,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         }
                         // A token will come (its arrival, and the
                         // watchdog, wake this wait).
+                        let started = std::time::Instant::now();
                         outbox_room.wait().await;
+                        waited_for_input += started.elapsed();
                         continue;
                     };
                     let (i, source) = &mut sources[k];
@@ -1919,7 +1924,9 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     }
                     if outbox_len.get() > outbox_max {
                         // Backpressure: wait for the sender tasks.
+                        let started = std::time::Instant::now();
                         outbox_room.wait().await;
+                        waited_for_room += started.elapsed();
                         continue;
                     }
                     let before = source.rows;
@@ -2035,6 +2042,14 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     let positions = source_positions(id, &mut sources)?;
                     core.borrow_mut().sources_finished(positions)?;
                 }
+                // Where a shard's sources stood still: the first figure to
+                // look at when one shard of a run is less busy than another.
+                tracing::debug!(
+                    shard = id,
+                    waited_for_input_ms = waited_for_input.as_millis() as u64,
+                    waited_for_room_ms = waited_for_room.as_millis() as u64,
+                    "sources done"
+                );
                 Ok::<_, RunError>((sources, behind_schedule, read_ns))
             },
             event_queue,

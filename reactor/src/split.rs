@@ -308,7 +308,8 @@ struct Decoded {
     /// next bound).
     start: u64,
     end: u64,
-    rows: Batch,
+    /// The rows, in batches of at most `EMIT_ROWS`.
+    rows: Vec<Batch>,
     lines: u64,
     max_time: i64,
     bad: Vec<Bad>,
@@ -320,6 +321,13 @@ struct Decoded {
 /// a slower peer finishes the chunk before, instead of the two taking
 /// strict turns; each holds at most a chunk's rows.
 pub const READ_AHEAD_CHUNKS: usize = 4;
+
+/// Rows per batch a chunk is emitted in. The shard takes tokens between
+/// batches: a chunk emitted whole (a projection and its encoding, several
+/// milliseconds) kept the next token waiting that long, and the token
+/// chain, not the cores, set the pace. The rows are decoded straight into
+/// batches of this size, so the split costs no copy.
+pub const EMIT_ROWS: usize = 2048;
 
 /// One shard's part of a split file.
 pub(crate) struct SplitReader {
@@ -341,7 +349,7 @@ pub(crate) struct SplitReader {
     /// the first one's token; at most `READ_AHEAD_CHUNKS`.
     decoded: VecDeque<Decoded>,
     /// The rows of the chunk whose token came, with their marks.
-    emitting: Option<Batch>,
+    emitting: VecDeque<Batch>,
     /// Every chunk is taken.
     taken_all: bool,
     record: Vec<u8>,
@@ -387,7 +395,7 @@ impl SplitReader {
             width: node.schema.len(),
             watermark: node.watermark,
             decoded: VecDeque::new(),
-            emitting: None,
+            emitting: VecDeque::new(),
             taken_all: false,
             record: Vec::new(),
             current: i64::MIN,
@@ -404,15 +412,12 @@ impl SplitReader {
 
     /// The chunk whose prefix token this reader waits for, if it does.
     pub fn wants_token(&self) -> Option<usize> {
-        if self.emitting.is_some() {
-            return None;
-        }
         self.decoded.front().map(|d| d.chunk)
     }
 
     /// Whether `next` would take and decode another chunk.
     pub fn can_read_ahead(&self) -> bool {
-        self.emitting.is_none() && !self.taken_all && self.decoded.len() < READ_AHEAD_CHUNKS
+        self.emitting.is_empty() && !self.taken_all && self.decoded.len() < READ_AHEAD_CHUNKS
     }
 
     /// Takes the prefix of the awaited chunk: places the marks, reports
@@ -425,10 +430,6 @@ impl SplitReader {
         counts: &mut ChunkCounts,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
     ) -> Result<Option<(Option<usize>, usize, Prefix)>, RunError> {
-        assert!(
-            self.emitting.is_none(),
-            "a token is taken only once the chunk before is out"
-        );
         let Some(mut d) = self.decoded.pop_front() else {
             panic!("a token arrived for a chunk this reader does not wait for");
         };
@@ -456,35 +457,34 @@ impl SplitReader {
             });
         }
         // The file-order watermark: the prefix's, then every advance,
-        // placed among the chunk's rows where they stand (one batch per
-        // chunk: moving rows into smaller batches was a tenth of a run).
+        // placed among the chunk's rows where they stand.
         let mut max_time = prefix.max_time;
-        let mut batch = d.rows;
+        let mut batches = d.rows;
         if let Some(spec) = self.watermark {
             let delay = spec.delay_ms;
             if max_time > i64::MIN {
                 let w = max_time.saturating_sub(delay);
                 if w > self.current {
                     self.current = w;
-                    batch.push_mark_at(0, w);
+                    batches[0].push_mark_at(0, w);
                 }
             }
-            for i in 0..batch.len() {
-                if let Value::Ts(t) | Value::Int(t) = batch.row(i)[spec.column] {
-                    if t > max_time {
-                        max_time = t;
-                        let w = t.saturating_sub(delay);
-                        if w > self.current {
-                            self.current = w;
-                            batch.push_mark_at(i + 1, w);
+            for batch in &mut batches {
+                for i in 0..batch.len() {
+                    if let Value::Ts(t) | Value::Int(t) = batch.row(i)[spec.column] {
+                        if t > max_time {
+                            max_time = t;
+                            let w = t.saturating_sub(delay);
+                            if w > self.current {
+                                self.current = w;
+                                batch.push_mark_at(i + 1, w);
+                            }
                         }
                     }
                 }
             }
         }
-        if !batch.is_inert() {
-            self.emitting = Some(batch);
-        }
+        self.emitting.extend(batches.into_iter().filter(|b| !b.is_inert()));
         let next = d.chunk + 1;
         Ok((next < self.split.chunks()).then(|| {
             (
@@ -504,7 +504,7 @@ impl SplitReader {
     /// `wants_token`) or while waiting. None once every chunk of this
     /// reader is out.
     pub fn next(&mut self) -> Result<Option<Batch>, RunError> {
-        if let Some(b) = self.emitting.take() {
+        if let Some(b) = self.emitting.pop_front() {
             return Ok(Some(b));
         }
         if self.can_read_ahead() {
@@ -533,7 +533,7 @@ impl SplitReader {
             chunk,
             start,
             end: start.max(bound),
-            rows: Batch::new(self.width),
+            rows: vec![Batch::new(self.width)],
             lines: 0,
             max_time: i64::MIN,
             bad: Vec::new(),
@@ -549,17 +549,22 @@ impl SplitReader {
             .read_exact_at(&mut self.buf, start)
             .map_err(io_error("reading", path))?;
         let decoder = self.decoder.as_mut();
-        let watermark = self.watermark;
+        let (watermark, width) = (self.watermark, self.width);
         let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
             let result = if too_long {
                 Err(crate::source::too_long_reason())
             } else {
-                d.rows.push_with(Op::Insert, |values| decoder.decode(record, values))
+                if d.rows.last().is_some_and(|b| b.len() >= EMIT_ROWS) {
+                    d.rows.push(Batch::with_capacity(width, EMIT_ROWS));
+                }
+                let rows = d.rows.last_mut().expect("one batch at least");
+                rows.push_with(Op::Insert, |values| decoder.decode(record, values))
             };
             match result {
                 Ok(()) => {
                     if let Some(spec) = watermark {
-                        if let Value::Ts(t) | Value::Int(t) = d.rows.row(d.rows.len() - 1)[spec.column] {
+                        let rows = d.rows.last().expect("one batch at least");
+                        if let Value::Ts(t) | Value::Int(t) = rows.row(rows.len() - 1)[spec.column] {
                             d.max_time = d.max_time.max(t);
                         }
                     }
