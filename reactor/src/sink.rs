@@ -3,10 +3,12 @@
 //! A file sink writes CSV (with a header row) or JSON lines; a changelog
 //! stream's rows carry an `op` column (`+I`, `-U`, `+U`, `-D`). Output is
 //! buffered and flushed at the end of the run; a file sink creates its
-//! parent directories. The stdout sink writes CSV; when several streams
-//! print to stdout each line is prefixed with the stream's name. The
-//! discard sink (`laminar bench`) only counts; in a paced run every sink
-//! records the latency of the rows it receives (see `pace`).
+//! parent directories. In a run without checkpoints a file sink on a file
+//! system that allows it writes with `O_DIRECT` (`go_direct`, see
+//! `direct`), and `close` ends it. The stdout sink writes CSV; when
+//! several streams print to stdout each line is prefixed with the stream's
+//! name. The discard sink (`laminar bench`) only counts; in a paced run
+//! every sink records the latency of the rows it receives (see `pace`).
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -81,10 +83,7 @@ impl Sink {
             self.rows += rows;
             return direct.append(bytes);
         }
-        debug_assert!(matches!(
-            self.target,
-            Target::File { .. } | Target::Direct(_) | Target::Stdout { .. }
-        ));
+        debug_assert!(matches!(self.target, Target::File { .. } | Target::Stdout { .. }));
         self.append(bytes);
         self.rows += rows;
         if self.buffer.len() >= BUFFER_BYTES_MAX {
