@@ -1903,6 +1903,11 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                         if let Some((owner, next, prefix)) = source.split_accept(prefix, &mut report)? {
                             core.borrow_mut().pass_token(*i, next, prefix, owner);
                         }
+                        // Let the sender tasks take the token (and any
+                        // claim) to the peer now: a peer waits for it.
+                        if has_peers {
+                            futures_lite::future::yield_now().await;
+                        }
                         continue;
                     }
                     // Cross-shard alignment: the slowest source anywhere
@@ -2016,7 +2021,15 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
                     }
                     if batch.is_inert() {
                         // A split part decoded a chunk; its token decides.
+                        // The claim it sent goes out now, not after the
+                        // chunks it may decode next: without this yield a
+                        // reader decoding ahead held its peers' tokens and
+                        // claims in the outbox for up to twelve chunks,
+                        // and the watchdog's 5 ms rounds set the pace.
                         core.borrow_mut().busy += started.elapsed();
+                        if has_peers {
+                            futures_lite::future::yield_now().await;
+                        }
                         continue;
                     }
                     let delivered = core.borrow_mut().deliver(Input::Source(*i), &batch);
