@@ -72,8 +72,13 @@ enum Node {
     /// `x % k` for a BIGINT literal `k` other than 0, 1 and -1: the
     /// remainder by multiplication (`Remainder`), not a division.
     ModLiteral(Box<Node>, Remainder),
+    /// `ModLiteral` of a column: the commonest filter shape, one call
+    /// instead of two.
+    ModColumn(usize, Remainder),
     /// Comparison (`=` … `>=`), on the ordering `sql_cmp` would give.
     Cmp(BinaryOp, Box<Node>, Box<Node>),
+    /// `Cmp` with a literal on the right, held by value.
+    CmpLiteral(BinaryOp, Box<Node>, Scalar),
     And(Vec<Node>),
     Or(Vec<Node>),
     IsNull(Box<Node>, bool),
@@ -95,14 +100,20 @@ fn compile(e: &Expr) -> Option<Node> {
             let Expr::Literal(Value::Int(k)) = **right else {
                 unreachable!("matched above")
             };
-            Node::ModLiteral(boxed(left)?, Remainder::new(k))
+            match **left {
+                Expr::Column(c) => Node::ModColumn(c, Remainder::new(k)),
+                _ => Node::ModLiteral(boxed(left)?, Remainder::new(k)),
+            }
         }
         Expr::Binary { op, left, right } => match op {
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
                 Node::Arith(*op, boxed(left)?, boxed(right)?)
             }
             BinaryOp::Concat => return None,
-            _ => Node::Cmp(*op, boxed(left)?, boxed(right)?),
+            _ => match compile(right)? {
+                Node::Literal(r) => Node::CmpLiteral(*op, boxed(left)?, r),
+                r => Node::Cmp(*op, boxed(left)?, Box::new(r)),
+            },
         },
         Expr::And(terms) => Node::And(terms.iter().map(compile).collect::<Option<_>>()?),
         Expr::Or(terms) => Node::Or(terms.iter().map(compile).collect::<Option<_>>()?),
@@ -141,6 +152,14 @@ impl Node {
                     _ => Err(Miss),
                 }
             }
+            Node::ModColumn(c, k) => match row.get(*c) {
+                Some(Value::Null) => Ok(Scalar::Null),
+                Some(Value::Int(a)) => Ok(Scalar::Int(k.of(*a))),
+                Some(Value::Double(a)) => float_arithmetic(BinaryOp::Mod, *a, k.divisor as f64)
+                    .map(Scalar::Double)
+                    .map_err(|_| Miss),
+                _ => Err(Miss),
+            },
             Node::ModLiteral(arg, k) => match arg.eval(row)? {
                 Scalar::Null => Ok(Scalar::Null),
                 Scalar::Int(a) => Ok(Scalar::Int(k.of(a))),
@@ -151,25 +170,9 @@ impl Node {
             },
             Node::Cmp(op, left, right) => {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
-                let ordering = match (l, r) {
-                    (Scalar::Null, _) | (_, Scalar::Null) => return Ok(Scalar::Null),
-                    (Scalar::Int(x), Scalar::Int(y)) | (Scalar::Ts(x), Scalar::Ts(y)) => x.cmp(&y),
-                    (Scalar::Double(x), Scalar::Double(y)) => cmp_f64(x, y),
-                    (Scalar::Int(x), Scalar::Double(y)) => cmp_i64_f64(x, y),
-                    (Scalar::Double(x), Scalar::Int(y)) => cmp_i64_f64(y, x).reverse(),
-                    (Scalar::Bool(x), Scalar::Bool(y)) => x.cmp(&y),
-                    // Unrelated types: the general path's key order.
-                    _ => return Err(Miss),
-                };
-                Ok(Scalar::Bool(match op {
-                    BinaryOp::Eq => ordering.is_eq(),
-                    BinaryOp::NotEq => ordering.is_ne(),
-                    BinaryOp::Lt => ordering.is_lt(),
-                    BinaryOp::LtEq => ordering.is_le(),
-                    BinaryOp::Gt => ordering.is_gt(),
-                    _ => ordering.is_ge(),
-                }))
+                compare(*op, l, r)
             }
+            Node::CmpLiteral(op, left, r) => compare(*op, left.eval(row)?, *r),
             Node::And(terms) => {
                 let mut saw_null = false;
                 for t in terms {
@@ -236,6 +239,30 @@ impl Remainder {
             r
         }
     }
+}
+
+/// `sql_cmp` of two scalars under a comparison operator; `Miss` for the
+/// type pairs the general path orders by key.
+#[inline]
+fn compare(op: BinaryOp, l: Scalar, r: Scalar) -> Result<Scalar, Miss> {
+    let ordering = match (l, r) {
+        (Scalar::Null, _) | (_, Scalar::Null) => return Ok(Scalar::Null),
+        (Scalar::Int(x), Scalar::Int(y)) | (Scalar::Ts(x), Scalar::Ts(y)) => x.cmp(&y),
+        (Scalar::Double(x), Scalar::Double(y)) => cmp_f64(x, y),
+        (Scalar::Int(x), Scalar::Double(y)) => cmp_i64_f64(x, y),
+        (Scalar::Double(x), Scalar::Int(y)) => cmp_i64_f64(y, x).reverse(),
+        (Scalar::Bool(x), Scalar::Bool(y)) => x.cmp(&y),
+        // Unrelated types: the general path's key order.
+        _ => return Err(Miss),
+    };
+    Ok(Scalar::Bool(match op {
+        BinaryOp::Eq => ordering.is_eq(),
+        BinaryOp::NotEq => ordering.is_ne(),
+        BinaryOp::Lt => ordering.is_lt(),
+        BinaryOp::LtEq => ordering.is_le(),
+        BinaryOp::Gt => ordering.is_gt(),
+        _ => ordering.is_ge(),
+    }))
 }
 
 /// An expression with its fast path, if it has one. Operators that
