@@ -160,8 +160,8 @@ pub fn eval_expr(e: &Expr, row: &[Value]) -> Result<Value, EvalError> {
             let r = eval_arg(right, row)?;
             ops::binary(*op, &l, &r)
         }
-        Expr::And(terms) => eval_and(terms, row),
-        Expr::Or(terms) => eval_or(terms, row),
+        Expr::And(terms) => eval_kleene(terms, row, false),
+        Expr::Or(terms) => eval_kleene(terms, row, true),
         Expr::IsNull { arg, negated } => Ok(Value::Bool(eval_arg(arg, row)?.is_null() != *negated)),
         Expr::InList { arg, list, negated } => eval_in_list(arg, list, *negated, row),
         Expr::Case {
@@ -212,31 +212,20 @@ fn truth(v: &Value, operator: &'static str) -> Result<Option<bool>, EvalError> {
     }
 }
 
-/// Kleene AND: FALSE wins over NULL, so evaluation stops at the first FALSE
-/// and a NULL is only the answer when no term is FALSE.
-fn eval_and(terms: &[Expr], row: &[Value]) -> Result<Value, EvalError> {
+/// Kleene AND (`decisive` false: FALSE wins over NULL) and OR (`decisive`
+/// true: TRUE wins over NULL): evaluation stops at the first decisive term,
+/// and NULL is the answer only when no term was decisive and one was NULL.
+fn eval_kleene(terms: &[Expr], row: &[Value], decisive: bool) -> Result<Value, EvalError> {
+    let operator = if decisive { "OR" } else { "AND" };
     let mut saw_null = false;
     for t in terms {
-        match truth(&*eval_arg(t, row)?, "AND")? {
-            Some(false) => return Ok(Value::Bool(false)),
-            Some(true) => {}
+        match truth(&*eval_arg(t, row)?, operator)? {
+            Some(b) if b == decisive => return Ok(Value::Bool(decisive)),
+            Some(_) => {}
             None => saw_null = true,
         }
     }
-    Ok(if saw_null { Value::Null } else { Value::Bool(true) })
-}
-
-/// Kleene OR: TRUE wins over NULL.
-fn eval_or(terms: &[Expr], row: &[Value]) -> Result<Value, EvalError> {
-    let mut saw_null = false;
-    for t in terms {
-        match truth(&*eval_arg(t, row)?, "OR")? {
-            Some(true) => return Ok(Value::Bool(true)),
-            Some(false) => {}
-            None => saw_null = true,
-        }
-    }
-    Ok(if saw_null { Value::Null } else { Value::Bool(false) })
+    Ok(if saw_null { Value::Null } else { Value::Bool(!decisive) })
 }
 
 /// `x IN (…)`: TRUE on a match; otherwise NULL when `x` or any item is NULL;

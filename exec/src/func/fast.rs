@@ -152,54 +152,38 @@ impl Node {
                     _ => Err(Miss),
                 }
             }
-            Node::ModColumn(c, k) => match row.get(*c) {
-                Some(Value::Null) => Ok(Scalar::Null),
-                Some(Value::Int(a)) => Ok(Scalar::Int(k.of(*a))),
-                Some(Value::Double(a)) => float_arithmetic(BinaryOp::Mod, *a, k.divisor as f64)
-                    .map(Scalar::Double)
-                    .map_err(|_| Miss),
-                _ => Err(Miss),
-            },
-            Node::ModLiteral(arg, k) => match arg.eval(row)? {
-                Scalar::Null => Ok(Scalar::Null),
-                Scalar::Int(a) => Ok(Scalar::Int(k.of(a))),
-                Scalar::Double(a) => float_arithmetic(BinaryOp::Mod, a, k.divisor as f64)
-                    .map(Scalar::Double)
-                    .map_err(|_| Miss),
-                _ => Err(Miss),
-            },
+            Node::ModColumn(c, k) => k.apply(row.get(*c).map_or(Err(Miss), Scalar::of)?),
+            Node::ModLiteral(arg, k) => k.apply(arg.eval(row)?),
             Node::Cmp(op, left, right) => {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
                 compare(*op, l, r)
             }
             Node::CmpLiteral(op, left, r) => compare(*op, left.eval(row)?, *r),
-            Node::And(terms) => {
-                let mut saw_null = false;
-                for t in terms {
-                    match t.eval(row)? {
-                        Scalar::Bool(false) => return Ok(Scalar::Bool(false)),
-                        Scalar::Bool(true) => {}
-                        Scalar::Null => saw_null = true,
-                        _ => return Err(Miss),
-                    }
-                }
-                Ok(if saw_null { Scalar::Null } else { Scalar::Bool(true) })
-            }
-            Node::Or(terms) => {
-                let mut saw_null = false;
-                for t in terms {
-                    match t.eval(row)? {
-                        Scalar::Bool(true) => return Ok(Scalar::Bool(true)),
-                        Scalar::Bool(false) => {}
-                        Scalar::Null => saw_null = true,
-                        _ => return Err(Miss),
-                    }
-                }
-                Ok(if saw_null { Scalar::Null } else { Scalar::Bool(false) })
-            }
+            Node::And(terms) => kleene(terms, row, false),
+            Node::Or(terms) => kleene(terms, row, true),
             Node::IsNull(arg, negated) => Ok(Scalar::Bool((arg.eval(row)? == Scalar::Null) != *negated)),
         }
     }
+}
+
+/// Kleene AND (`decisive` false) or OR (`decisive` true), as `eval_kleene`:
+/// the terms in order up to the first that is `decisive`, which
+/// is the answer; else NULL if a term was NULL, else `!decisive`.
+fn kleene(terms: &[Node], row: &[Value], decisive: bool) -> Result<Scalar, Miss> {
+    let mut saw_null = false;
+    for t in terms {
+        match t.eval(row)? {
+            Scalar::Bool(b) if b == decisive => return Ok(Scalar::Bool(decisive)),
+            Scalar::Bool(_) => {}
+            Scalar::Null => saw_null = true,
+            _ => return Err(Miss),
+        }
+    }
+    Ok(if saw_null {
+        Scalar::Null
+    } else {
+        Scalar::Bool(!decisive)
+    })
 }
 
 /// `a % k` for one divisor, `|k| > 1`, by Lemire, Kaser and Kurz's direct
@@ -221,6 +205,20 @@ impl Remainder {
         Remainder {
             divisor,
             m: u128::MAX / u128::from(d) + 1,
+        }
+    }
+
+    /// `x % k` of a scalar, as the general path's `%`: NULL stays NULL, a
+    /// DOUBLE is `fmod`, anything else is the general path's to answer.
+    #[inline]
+    fn apply(self, x: Scalar) -> Result<Scalar, Miss> {
+        match x {
+            Scalar::Null => Ok(Scalar::Null),
+            Scalar::Int(a) => Ok(Scalar::Int(self.of(a))),
+            Scalar::Double(a) => float_arithmetic(BinaryOp::Mod, a, self.divisor as f64)
+                .map(Scalar::Double)
+                .map_err(|_| Miss),
+            _ => Err(Miss),
         }
     }
 
