@@ -492,18 +492,16 @@ fn null_for(field: &Field, what: &str) -> Result<Value, String> {
 const TIMESTAMP_TEXT_BYTES_MAX: usize = 64;
 
 /// Parses TIMESTAMP text (already trimmed or not) with `time::parse_timestamp`.
-fn parse_ts_text(field: &Field, text: &[u8], cache: &mut crate::time::DateCache) -> Result<Value, String> {
+fn parse_ts_text(field: &Field, text: &[u8], cache: &mut crate::time::DateCache) -> Result<i64, String> {
     if let Some(ms) = crate::time::parse_timestamp_fixed_with(text, cache) {
-        return Ok(Value::Ts(ms));
+        return Ok(ms);
     }
     if text.len() > TIMESTAMP_TEXT_BYTES_MAX {
         return Err(column_error(field, format_args!("invalid timestamp {}", Shown(text))));
     }
     let s = std::str::from_utf8(text)
         .map_err(|_| column_error(field, format_args!("invalid timestamp {}", Shown(text))))?;
-    crate::time::parse_timestamp(s)
-        .map(Value::Ts)
-        .map_err(|e| column_error(field, format_args!("{e}")))
+    crate::time::parse_timestamp(s).map_err(|e| column_error(field, format_args!("{e}")))
 }
 
 #[cfg(test)]

@@ -403,9 +403,10 @@ impl CsvDecoder {
             // last runs to the end of the record).
             let start = if field == 0 { 0 } else { ends[field - 1] + 1 };
             let end = ends.get(field).copied().unwrap_or(record.len());
-            if let Err(e) = parse_into(
+            if let Err(e) = parse_field(
                 &self.fields[col],
                 &record[start..end],
+                false,
                 &mut self.dates,
                 &mut row[position],
             ) {
@@ -447,73 +448,64 @@ impl CsvDecoder {
             } else {
                 &record[span.start..span.end]
             };
-            match parse_field(&self.fields[col], bytes, span.quoted, &mut self.dates) {
-                Ok(v) => out[base + position] = v,
-                Err(e) => {
-                    out.truncate(base);
-                    return Err(e);
-                }
+            if let Err(e) = parse_field(
+                &self.fields[col],
+                bytes,
+                span.quoted,
+                &mut self.dates,
+                &mut out[base + position],
+            ) {
+                out.truncate(base);
+                return Err(e);
             }
         }
         Ok(())
     }
 }
 
-/// `parse_field` of an unquoted field, written in place. BIGINT and
-/// TIMESTAMP values in their usual spelling are written directly: moving
-/// `parse_field`'s `Result<Value, String>` out through memory cost a
-/// store-forwarding stall per field, the largest single cost of decoding.
-/// Anything else (NULL, errors, other types) is `parse_field`'s.
-#[inline]
-fn parse_into(field: &Field, bytes: &[u8], dates: &mut DateCache, slot: &mut Value) -> Result<(), String> {
-    match field.data_type {
-        DataType::Int => {
-            if let Ok(v) = parse_i64(bytes.trim_ascii()) {
-                *slot = Value::Int(v);
-                return Ok(());
-            }
-        }
-        DataType::Ts => {
-            if let Some(ms) = crate::time::parse_timestamp_fixed_with(bytes.trim_ascii(), dates) {
-                *slot = Value::Ts(ms);
-                return Ok(());
-            }
-        }
-        _ => {}
-    }
-    *slot = parse_field(field, bytes, false, dates)?;
-    Ok(())
-}
-
-/// Parses one field's (unescaped) bytes as the column's type.
-fn parse_field(field: &Field, bytes: &[u8], quoted: bool, dates: &mut DateCache) -> Result<Value, String> {
+/// Parses one field's (unescaped) bytes as the column's type into `slot`.
+/// In place, not returned: moving a `Result<Value, String>` out through
+/// memory cost a store-forwarding stall per field, the largest single cost
+/// of decoding.
+fn parse_field(
+    field: &Field,
+    bytes: &[u8],
+    quoted: bool,
+    dates: &mut DateCache,
+    slot: &mut Value,
+) -> Result<(), String> {
     if field.data_type == DataType::Str {
         if bytes.is_empty() && !quoted {
-            return null_for(field, "empty");
+            *slot = null_for(field, "empty")?;
+            return Ok(());
         }
-        return match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(Value::Str(Str::new(s))),
-            Err(_) => Err(column_error(field, format_args!("invalid UTF-8"))),
+        *slot = match std::str::from_utf8(bytes) {
+            Ok(s) => Value::Str(Str::new(s)),
+            Err(_) => return Err(column_error(field, format_args!("invalid UTF-8"))),
         };
+        return Ok(());
     }
     let text = bytes.trim_ascii();
     if text.is_empty() {
-        return null_for(field, "empty");
+        *slot = null_for(field, "empty")?;
+        return Ok(());
     }
-    match field.data_type {
+    *slot = match field.data_type {
         DataType::Int => match parse_i64(text) {
-            Ok(v) => Ok(Value::Int(v)),
-            Err(IntError::Invalid) => Err(column_error(field, format_args!("invalid integer {}", Shown(text)))),
-            Err(IntError::Overflow) => Err(column_error(
-                field,
-                format_args!("integer out of range {}", Shown(text)),
-            )),
+            Ok(v) => Value::Int(v),
+            Err(IntError::Invalid) => return Err(column_error(field, format_args!("invalid integer {}", Shown(text)))),
+            Err(IntError::Overflow) => {
+                return Err(column_error(
+                    field,
+                    format_args!("integer out of range {}", Shown(text)),
+                ))
+            }
         },
         DataType::Double => std::str::from_utf8(text)
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
             .map(Value::Double)
-            .ok_or_else(|| column_error(field, format_args!("invalid number {}", Shown(text)))),
+            .ok_or_else(|| column_error(field, format_args!("invalid number {}", Shown(text))))?,
         DataType::Bool => parse_bool(text).map(Value::Bool).ok_or_else(|| {
             column_error(
                 field,
@@ -522,10 +514,11 @@ fn parse_field(field: &Field, bytes: &[u8], quoted: bool, dates: &mut DateCache)
                     Shown(text)
                 ),
             )
-        }),
-        DataType::Ts => parse_ts_text(field, text, dates),
-        DataType::Null | DataType::Str => Ok(Value::Null),
-    }
+        })?,
+        DataType::Ts => Value::Ts(parse_ts_text(field, text, dates)?),
+        DataType::Null | DataType::Str => Value::Null,
+    };
+    Ok(())
 }
 
 /// Whether a string must be quoted to read back as itself: it holds the

@@ -321,7 +321,7 @@ fn parse_typed(c: &mut Cursor<'_>, field: &Field, scratch: &mut Vec<u8>) -> Resu
                     Ok(s) => Ok(Value::Str(Str::new(s))),
                     Err(_) => Err(column_error(field, format_args!("invalid UTF-8"))),
                 },
-                DataType::Ts => parse_ts_text(field, text, &mut crate::time::DateCache::default()),
+                DataType::Ts => parse_ts_text(field, text, &mut crate::time::DateCache::default()).map(Value::Ts),
                 _ => Err(mismatch(field, "a string")),
             }
         }
