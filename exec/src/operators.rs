@@ -83,8 +83,12 @@ pub(crate) struct Scratch {
 }
 
 impl Scratch {
-    /// Evaluates `e`, counting a failure and yielding NULL for it.
+    /// Evaluates `e`, counting a failure and yielding NULL for it. A bare
+    /// column (the usual GROUP BY key) is cloned without the evaluator.
     pub fn eval(&mut self, e: &Expr, row: &[Value]) -> Value {
+        if let Expr::Column(c) = e {
+            return row[*c].clone();
+        }
         match e.eval(row) {
             Ok(v) => v,
             Err(_) => {

@@ -300,11 +300,7 @@ impl Operator for Aggregate {
             let mut key = std::mem::take(&mut self.scratch.key);
             key.clear();
             for k in &self.spec.keys {
-                let v = match k {
-                    // The usual GROUP BY: no trip through the evaluator.
-                    Expr::Column(c) => row[*c].clone(),
-                    _ => self.scratch.eval(k, row),
-                };
+                let v = self.scratch.eval(k, row);
                 key.push(v);
             }
             self.scratch.key = key;
