@@ -282,27 +282,23 @@ pub fn partition(batch: &Batch, placement: &Placement, shards: usize, key: &mut 
         .collect();
     // Keys that are bare columns (the usual GROUP BY) are hashed where they
     // are, without a clone into `key`.
-    let columns: Option<Vec<usize>> = match placement {
-        Placement::Keyed(exprs) => exprs
-            .iter()
-            .map(|e| match e {
-                Expr::Column(c) => Some(*c),
-                _ => None,
-            })
-            .collect(),
-        _ => None,
-    };
+    let bare_columns =
+        matches!(placement, Placement::Keyed(exprs) if exprs.iter().all(|e| matches!(e, Expr::Column(_))));
     for segment in batch.segments() {
         match segment {
             Segment::Rows(rows) => {
                 for (op, row) in rows.iter() {
-                    let dest = match (placement, &columns) {
-                        (Placement::Local, _) => unreachable!("local edges are not partitioned"),
-                        (Placement::Single, _) => 0,
-                        (Placement::Keyed(_), Some(columns)) => {
-                            shard_of_values(columns.iter().map(|&c| &row[c]), shards)
-                        }
-                        (Placement::Keyed(exprs), None) => {
+                    let dest = match placement {
+                        Placement::Local => unreachable!("local edges are not partitioned"),
+                        Placement::Single => 0,
+                        Placement::Keyed(exprs) if bare_columns => shard_of_values(
+                            exprs.iter().map(|e| match e {
+                                Expr::Column(c) => &row[*c],
+                                _ => unreachable!("checked above: every key is a column"),
+                            }),
+                            shards,
+                        ),
+                        Placement::Keyed(exprs) => {
                             key.clear();
                             // A failing key expression is NULL, as in the
                             // operator itself.
