@@ -90,7 +90,8 @@ impl WindowSpec {
 pub struct FloorCache {
     step: i64,
     floor: i64,
-    /// `floor + step`, saturating; `ts` in `floor..end` floors to `floor`.
+    /// `floor + step`; `ts` in `floor..end` floors to `floor` (an empty
+    /// range until a floor is cached).
     end: i64,
 }
 

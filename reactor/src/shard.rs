@@ -399,8 +399,9 @@ impl ShardCore {
         }
     }
 
-    /// This shard took chunk `chunk` of split source `source`: its token is
-    /// here already, or the peer holding it is told.
+    /// This shard took a block of chunks of split source `source` starting
+    /// at `chunk`: that chunk's token is here already, or the peer holding
+    /// it is told (the block's later tokens stay on this shard).
     fn took_chunk(&mut self, source: usize, chunk: usize) {
         if let Some(prefix) = self.held_tokens.remove(&(source, chunk)) {
             self.token_here(source, chunk, prefix);

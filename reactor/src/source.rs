@@ -493,7 +493,8 @@ impl Source {
         }
     }
 
-    /// A split part: the chunk it took since the last call, if any.
+    /// A split part: the first chunk of a block it took since the last
+    /// call, if any.
     pub fn split_take_claim(&mut self) -> Option<usize> {
         match &mut self.reader {
             Reader::Split { reader, .. } => reader.take_claim(),

@@ -126,7 +126,6 @@ pub struct FileSplit {
     pub header: Option<Vec<u8>>,
     /// Lines before the first chunk.
     pub header_lines: u64,
-    pub readers: usize,
     /// The chunk dispenser: the next chunk nobody has taken.
     next: AtomicUsize,
     /// By chunk: the shard that took it, plus one (0: not taken yet).
@@ -295,7 +294,6 @@ pub fn plan(
         bounds,
         header: header_bytes,
         header_lines: u64::from(*header && *format == Format::Csv),
-        readers,
         next: AtomicUsize::new(0),
         owners,
     }))
@@ -350,8 +348,10 @@ pub(crate) struct SplitReader {
     split: Arc<FileSplit>,
     /// This shard.
     me: usize,
-    /// The chunk this reader took last, until the shard has told its peers
-    /// (see `take_claim`).
+    /// The first chunk of the block this reader took last, until the shard
+    /// has told its peers (see `take_claim`). The block's other chunks
+    /// need no claim: their owner is known before the chunk before them
+    /// is accepted, so their tokens are never held.
     claimed: Option<usize>,
     /// The rest of the block of chunks this reader took.
     block: std::ops::Range<usize>,
@@ -366,7 +366,8 @@ pub(crate) struct SplitReader {
     /// Decoded chunks in the order taken (so in file order), waiting for
     /// the first one's token; at most `READ_AHEAD_CHUNKS`.
     decoded: VecDeque<Decoded>,
-    /// The rows of the chunk whose token came, with their marks.
+    /// The rows of the chunks whose tokens came, with their marks, in
+    /// batches of at most `EMIT_ROWS`.
     emitting: VecDeque<Batch>,
     /// Every chunk is taken.
     taken_all: bool,
@@ -422,9 +423,9 @@ impl SplitReader {
         })
     }
 
-    /// The chunk this reader took since the last call: the shard tells
-    /// its peers, one of which may hold that chunk's token (see
-    /// `Source::split_accept`).
+    /// The first chunk of a block this reader took since the last call:
+    /// the shard tells its peers, one of which may hold that chunk's token
+    /// (see `Source::split_accept`).
     pub fn take_claim(&mut self) -> Option<usize> {
         self.claimed.take()
     }
@@ -529,10 +530,10 @@ impl SplitReader {
         if self.can_read_ahead() {
             if self.block.is_empty() {
                 self.block = self.split.take(self.me).unwrap_or(0..0);
+                self.claimed = (!self.block.is_empty()).then_some(self.block.start);
             }
             match self.block.next() {
                 Some(chunk) => {
-                    self.claimed = Some(chunk);
                     let decoded = self.decode(chunk, self.split.bounds[chunk])?;
                     self.decoded.push_back(decoded);
                 }
