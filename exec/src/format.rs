@@ -5,9 +5,11 @@
 //! record allocates nothing but the strings that outgrow `Str`'s inline 24
 //! bytes, and encoding writes straight into the caller's `Vec<u8>`.
 //!
-//! Nothing here does I/O or splits a stream into records: the caller hands
-//! over one line at a time (without its terminator) and, for CSV, asks
-//! `csv_record_incomplete` whether a quoted field runs on to the next line.
+//! Nothing here does I/O. The caller hands over one record at a time
+//! (without its terminator) and, for CSV, asks `csv_record_incomplete`
+//! whether a quoted field runs on to the next line; or, for a run of bytes
+//! known to hold no quote, hands over the whole run (`decode_lines`), which
+//! CSV splits into lines and fields in one pass.
 //! Every decoder is total: any input bytes give a row or an error message
 //! naming the column and the reason, never a panic, because decoders face
 //! whatever arrives on a socket.
@@ -20,7 +22,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::str::FromStr;
 
-use crate::batch::Op;
+use crate::batch::{Batch, Op};
 use crate::time::{civil_from_days, floor_div, MS_PER_DAY};
 use crate::types::{DataType, Field, Schema, Value};
 
@@ -120,6 +122,113 @@ pub trait Decoder {
     /// `\r\n`) into row values appended to `out`: exactly `schema.len()`
     /// values on success; on error `out` is left as it was before the call.
     fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String>;
+
+    /// Decodes a run of whole lines, each a record: `buf` holds no quote
+    /// (so no record spans lines) and its last line may lack its `\n`. A
+    /// `\r` before a `\n` is part of the terminator, blank lines are
+    /// skipped (but counted), and a record longer than the limit is
+    /// refused unread, as `source::read_record` does for every other
+    /// reader. The default decodes line by line with `decode`; CSV finds
+    /// every line's delimiters in one pass over `buf` instead.
+    fn decode_lines(&mut self, buf: &[u8], out: &mut Lines) {
+        let mut line_start = 0;
+        let ends = memchr::memchr_iter(b'\n', buf)
+            .map(|i| (i, i + 1))
+            .chain((!buf.is_empty() && buf.last() != Some(&b'\n')).then_some((buf.len(), buf.len())));
+        for (line_end, next) in ends {
+            out.lines += 1;
+            let mut record = &buf[line_start..line_end];
+            line_start = next;
+            if let (true, [rest @ .., b'\r']) = (next > line_end, record) {
+                record = rest;
+            }
+            if record.is_empty() {
+                continue;
+            }
+            if record.len() > out.record_bytes_max {
+                out.refuse(too_long_reason(out.record_bytes_max));
+                continue;
+            }
+            let result = out.batch().push_with(Op::Insert, |values| self.decode(record, values));
+            match result {
+                Ok(()) => out.accepted(),
+                Err(reason) => out.refuse(reason),
+            }
+        }
+    }
+}
+
+/// Why a record over the length limit is malformed.
+pub fn too_long_reason(record_bytes_max: usize) -> String {
+    format!("record longer than {record_bytes_max} bytes")
+}
+
+/// What `Decoder::decode_lines` made of a run of lines: the rows in
+/// batches, the watermark column's maximum, and the refused records with
+/// their line numbers.
+#[derive(Debug)]
+pub struct Lines {
+    /// The rows, in batches of at most `batch_rows`.
+    pub batches: Vec<Batch>,
+    width: usize,
+    batch_rows: usize,
+    time_column: Option<usize>,
+    record_bytes_max: usize,
+    /// The largest value of `time_column` (TIMESTAMP or BIGINT) in an
+    /// accepted row; `i64::MIN` if none.
+    pub max_time: i64,
+    /// Lines seen, blank ones included.
+    pub lines: u64,
+    /// Rows accepted.
+    pub rows: u64,
+    /// Refused records: (line number in the run, from 1; the reason).
+    pub bad: Vec<(u64, String)>,
+}
+
+impl Lines {
+    /// Rows are `width` values wide; `time_column` is tracked in
+    /// `max_time`; records over `record_bytes_max` bytes are refused.
+    pub fn new(width: usize, batch_rows: usize, time_column: Option<usize>, record_bytes_max: usize) -> Lines {
+        assert!(batch_rows > 0, "a batch holds a row at least");
+        Lines {
+            batches: vec![Batch::new(width)],
+            width,
+            batch_rows,
+            time_column,
+            record_bytes_max,
+            max_time: i64::MIN,
+            lines: 0,
+            rows: 0,
+            bad: Vec::new(),
+        }
+    }
+
+    /// The batch the next row goes to: the last, or a new one when the
+    /// last is full.
+    #[inline]
+    fn batch(&mut self) -> &mut Batch {
+        if self.batches.last().is_some_and(|b| b.len() >= self.batch_rows) {
+            self.batches.push(Batch::with_capacity(self.width, self.batch_rows));
+        }
+        self.batches.last_mut().expect("one batch at least")
+    }
+
+    /// The row just pushed was accepted.
+    #[inline]
+    fn accepted(&mut self) {
+        if let Some(column) = self.time_column {
+            let rows = self.batches.last().expect("one batch at least");
+            if let Value::Ts(t) | Value::Int(t) = rows.row(rows.len() - 1)[column] {
+                self.max_time = self.max_time.max(t);
+            }
+        }
+        self.rows += 1;
+    }
+
+    /// The record on the current line was refused.
+    fn refuse(&mut self, reason: String) {
+        self.bad.push((self.lines, reason));
+    }
 }
 
 /// Keeps only the used columns of another decoder's rows (for formats

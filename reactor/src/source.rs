@@ -897,7 +897,7 @@ impl RecordRead {
 
 /// Why a record over `RECORD_BYTES_MAX` is malformed.
 pub(crate) fn too_long_reason() -> String {
-    format!("record longer than {RECORD_BYTES_MAX} bytes")
+    laminar_exec::format::too_long_reason(RECORD_BYTES_MAX)
 }
 
 /// Reads the next record into `record` (without its final newline): one

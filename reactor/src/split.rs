@@ -68,7 +68,7 @@ use std::sync::Arc;
 
 use laminar_exec::agg::AggKind;
 use laminar_exec::batch::{Batch, Op};
-use laminar_exec::format::{Decoder, Format};
+use laminar_exec::format::{Decoder, Format, Lines};
 use laminar_exec::operators::topn::RankKind;
 use laminar_exec::operators::AggCall;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
@@ -573,59 +573,21 @@ impl SplitReader {
             .map_err(io_error("reading", path))?;
         let decoder = self.decoder.as_mut();
         let (watermark, width) = (self.watermark, self.width);
-        let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
-            let result = if too_long {
-                Err(crate::source::too_long_reason())
-            } else {
-                if d.rows.last().is_some_and(|b| b.len() >= EMIT_ROWS) {
-                    d.rows.push(Batch::with_capacity(width, EMIT_ROWS));
-                }
-                let rows = d.rows.last_mut().expect("one batch at least");
-                rows.push_with(Op::Insert, |values| decoder.decode(record, values))
-            };
-            match result {
-                Ok(()) => {
-                    if let Some(spec) = watermark {
-                        let rows = d.rows.last().expect("one batch at least");
-                        if let Value::Ts(t) | Value::Int(t) = rows.row(rows.len() - 1)[spec.column] {
-                            d.max_time = d.max_time.max(t);
-                        }
-                    }
-                    d.counts.rows += 1;
-                }
-                Err(reason) => {
-                    d.counts.malformed += 1;
-                    d.bad.push(Bad {
-                        line_in_chunk: first_line,
-                        reason,
-                    });
-                }
-            }
-        };
         let quoted = self.format == Format::Csv && memchr::memchr(b'"', &self.buf).is_some();
         if self.format == Format::Csv && !quoted {
-            // No quote in these bytes: a record is a line, and one
-            // vectorised pass finds them all.
+            // No quote in these bytes: a record is a line, and the decoder
+            // takes them all at once.
             d.counts.bytes = len as u64;
-            let buf = &self.buf[..];
-            let mut line_start = 0;
-            let ends = memchr::memchr_iter(b'\n', buf)
-                .map(|i| (i, i + 1))
-                .chain((buf.last() != Some(&b'\n')).then_some((buf.len(), buf.len())));
-            for (line_end, next) in ends {
-                d.lines += 1;
-                let mut record = &buf[line_start..line_end];
-                line_start = next;
-                // As `strip_newline`: a `\r` goes only with its `\n`.
-                if let (true, [rest @ .., b'\r']) = (next > line_end, record) {
-                    record = rest;
-                }
-                if record.is_empty() {
-                    continue;
-                }
-                let line = d.lines;
-                decode_one(&mut d, record, record.len() > RECORD_BYTES_MAX, line);
-            }
+            let mut lines = Lines::new(width, EMIT_ROWS, watermark.map(|w| w.column), RECORD_BYTES_MAX);
+            decoder.decode_lines(&self.buf, &mut lines);
+            d.rows = lines.batches;
+            d.lines = lines.lines;
+            d.max_time = lines.max_time;
+            d.counts.rows = lines.rows;
+            d.counts.malformed = lines.bad.len() as u64;
+            d.bad = (lines.bad.into_iter())
+                .map(|(line_in_chunk, reason)| Bad { line_in_chunk, reason })
+                .collect();
         } else {
             // Records as the in-order reader reads them; a quoted field may
             // carry the last one past the bound, so the file goes on behind
@@ -638,6 +600,35 @@ impl SplitReader {
                 },
             );
             let mut input = (&self.buf[..]).chain(rest);
+            let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
+                let result = if too_long {
+                    Err(crate::source::too_long_reason())
+                } else {
+                    if d.rows.last().is_some_and(|b| b.len() >= EMIT_ROWS) {
+                        d.rows.push(Batch::with_capacity(width, EMIT_ROWS));
+                    }
+                    let rows = d.rows.last_mut().expect("one batch at least");
+                    rows.push_with(Op::Insert, |values| decoder.decode(record, values))
+                };
+                match result {
+                    Ok(()) => {
+                        if let Some(spec) = watermark {
+                            let rows = d.rows.last().expect("one batch at least");
+                            if let Value::Ts(t) | Value::Int(t) = rows.row(rows.len() - 1)[spec.column] {
+                                d.max_time = d.max_time.max(t);
+                            }
+                        }
+                        d.counts.rows += 1;
+                    }
+                    Err(reason) => {
+                        d.counts.malformed += 1;
+                        d.bad.push(Bad {
+                            line_in_chunk: first_line,
+                            reason,
+                        });
+                    }
+                }
+            };
             let mut at = start;
             while at < bound {
                 let Some(r) = read_record(&mut input, &mut self.record, self.format, self.delimiter)
