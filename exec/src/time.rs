@@ -190,8 +190,10 @@ pub fn parse_timestamp_fixed(b: &[u8]) -> Option<i64> {
 /// day, and the calendar arithmetic was a tenth of decoding a row.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DateCache {
-    /// `YYYY-MM-DD` as read; all zero bytes (no valid date) when empty.
-    date: [u8; 10],
+    /// `YYYY-MM-DD` as read, as two little-endian words (bytes 0..8 and
+    /// 8..10), compared without a call; all zero bytes (no valid date)
+    /// when empty.
+    date: (u64, u16),
     day_ms: i64,
 }
 
@@ -213,10 +215,15 @@ pub fn parse_timestamp_fixed_with(b: &[u8], cache: &mut DateCache) -> Option<i64
     if b.len() != 19 && b.len() != 23 {
         return None;
     }
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T' | b't') || b[13] != b':' || b[16] != b':' {
+    // The colons are `clock`'s to check.
+    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T' | b't') {
         return None;
     }
-    let day_ms = if b[..10] == cache.date {
+    let date = (
+        u64::from_le_bytes(b[..8].try_into().expect("eight bytes")),
+        u16::from_le_bytes([b[8], b[9]]),
+    );
+    let day_ms = if date == cache.date {
         cache.day_ms
     } else {
         let year = i64::from(two_digits(b, 0)? * 100 + two_digits(b, 2)?);
@@ -225,19 +232,12 @@ pub fn parse_timestamp_fixed_with(b: &[u8], cache: &mut DateCache) -> Option<i64
             return None;
         }
         let day_ms = days_from_civil(year, month, day) * MS_PER_DAY;
-        cache.date.copy_from_slice(&b[..10]);
+        cache.date = date;
         cache.day_ms = day_ms;
         day_ms
     };
-    let (hour, minute, second) = (two_digits(b, 11)?, two_digits(b, 14)?, two_digits(b, 17)?);
-    let millisecond = if b.len() == 23 {
-        if b[19] != b'.' {
-            return None;
-        }
-        digit(b[20])? * 100 + two_digits(b, 21)?
-    } else {
-        0
-    };
+    let (hour, minute, second) = clock(b)?;
+    let millisecond = if b.len() == 23 { milliseconds(b)? } else { 0 };
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
@@ -248,6 +248,38 @@ pub fn parse_timestamp_fixed_with(b: &[u8], cache: &mut DateCache) -> Option<i64
             + i64::from(second) * MS_PER_SECOND
             + i64::from(millisecond),
     )
+}
+
+/// `HH:MM:SS` at `b[11..19]` (`b` is 19 bytes at least), eight bytes
+/// checked and split at once: per byte, the XOR with the expected text
+/// leaves a digit's value, or zero for the colons, exactly when the byte
+/// is right, and adding 0x76 (0x7F at the colons) sets a byte's top bit
+/// when it is too large. No carry crosses bytes: every byte is below 0x80
+/// first (checked together).
+#[inline(always)]
+fn clock(b: &[u8]) -> Option<(u32, u32, u32)> {
+    let text = u64::from_le_bytes(b[11..19].try_into().expect("eight bytes"));
+    let x = text ^ u64::from_le_bytes(*b"00:00:00");
+    if (x | x.wrapping_add(u64::from_le_bytes([0x76, 0x76, 0x7F, 0x76, 0x76, 0x7F, 0x76, 0x76])))
+        & 0x8080_8080_8080_8080
+        != 0
+    {
+        return None;
+    }
+    let byte = |i: u32| ((x >> (8 * i)) & 0xFF) as u32;
+    Some((byte(0) * 10 + byte(1), byte(3) * 10 + byte(4), byte(6) * 10 + byte(7)))
+}
+
+/// `.fff` at `b[19..23]`, checked as `clock` does.
+#[inline(always)]
+fn milliseconds(b: &[u8]) -> Option<u32> {
+    let text = u32::from_le_bytes(b[19..23].try_into().expect("four bytes"));
+    let x = text ^ u32::from_le_bytes(*b".000");
+    if (x | x.wrapping_add(u32::from_le_bytes([0x7F, 0x76, 0x76, 0x76]))) & 0x8080_8080 != 0 {
+        return None;
+    }
+    let byte = |i: u32| (x >> (8 * i)) & 0xFF;
+    Some(byte(1) * 100 + byte(2) * 10 + byte(3))
 }
 
 /// Parses a TIMESTAMP in any of the accepted input forms.
@@ -544,7 +576,7 @@ mod fixed_tests {
     /// matter there (digits, separators, a few strangers), so valid and
     /// near-valid texts both come up often.
     fn shaped() -> impl Strategy<Value = Vec<u8>> {
-        let digit = prop_oneof![8 => b'0'..=b'9', 1 => Just(b'x'), 1 => Just(b' ')];
+        let digit = prop_oneof![8 => b'0'..=b'9', 1 => Just(b'x'), 1 => Just(b' '), 1 => Just(b':'), 1 => Just(b'/')];
         let sep = |s: u8| prop_oneof![8 => Just(s), 1 => Just(b'T'), 1 => Just(b'/')];
         (
             prop::collection::vec(digit.clone(), 4),

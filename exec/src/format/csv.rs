@@ -71,6 +71,50 @@ fn for_each_of_two(hay: &[u8], a: u8, b: u8, mut f: impl FnMut(usize) -> bool) {
     }
 }
 
+/// Calls `f` with the position of every `delimiter` and `\n` byte of
+/// `hay`, in order, and whether it is the `\n`. For runs of many lines
+/// (`decode_lines`): it builds 64-bit masks from four 16-byte compares, so
+/// the loop turns once per 64 bytes, and the newline test is a bit of a
+/// mask rather than a load of the byte.
+#[inline]
+fn for_each_field_end(hay: &[u8], delimiter: u8, mut f: impl FnMut(usize, bool)) {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+        // SAFETY: SSE2 is part of the x86_64 baseline, so these
+        // intrinsics are always available; every load reads 16 bytes
+        // inside `hay[i..i + 64]`, in bounds by the loop condition, and
+        // `loadu` has no alignment requirement.
+        unsafe {
+            let (vd, vn) = (_mm_set1_epi8(delimiter as i8), _mm_set1_epi8(b'\n' as i8));
+            while i + 64 <= hay.len() {
+                let p = hay.as_ptr().add(i);
+                let (mut delimiters, mut newlines) = (0u64, 0u64);
+                for k in 0..4 {
+                    let v = _mm_loadu_si128(p.add(16 * k).cast::<__m128i>());
+                    delimiters |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, vd)) as u16) << (16 * k);
+                    newlines |= u64::from(_mm_movemask_epi8(_mm_cmpeq_epi8(v, vn)) as u16) << (16 * k);
+                }
+                let mut mask = delimiters | newlines;
+                while mask != 0 {
+                    let bit = mask.trailing_zeros();
+                    f(i + bit as usize, (newlines >> bit) & 1 != 0);
+                    mask &= mask - 1;
+                }
+                i += 64;
+            }
+        }
+    }
+    for (j, &c) in hay.iter().enumerate().skip(i) {
+        if c == b'\n' {
+            f(j, true);
+        } else if c == delimiter {
+            f(j, false);
+        }
+    }
+}
+
 /// Splits `record` into field spans. Unescaped quoted content is appended
 /// to `scratch`; both buffers are cleared first. Records without a quote
 /// take `CsvDecoder::decode_unquoted` instead; this serves the rest and the
@@ -514,15 +558,14 @@ impl Decoder for CsvDecoder {
         let mut ends = std::mem::take(&mut self.ends);
         ends.clear();
         let mut line_start = 0;
-        for_each_of_two(buf, self.delimiter, b'\n', |at| {
-            if buf[at] == b'\n' {
+        for_each_field_end(buf, self.delimiter, |at, newline| {
+            if newline {
                 self.line(buf, line_start, at, true, &ends, out);
                 ends.clear();
                 line_start = at + 1;
             } else if ends.len() < RECORD_FIELDS_MAX {
                 ends.push(at);
             }
-            true
         });
         if line_start < buf.len() {
             self.line(buf, line_start, buf.len(), false, &ends, out);
