@@ -119,6 +119,7 @@ impl<V> std::fmt::Debug for KeyedState<V> {
 }
 
 /// The hash every state index uses for a key.
+#[inline]
 pub fn key_hash(key: &[Value]) -> u64 {
     fxhash::hash64(key)
 }

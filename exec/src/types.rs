@@ -146,6 +146,7 @@ impl Value {
 }
 
 impl PartialEq for Value {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         // Key lookups compare like with like almost always: take those
         // without the total order's dispatch (same answers: the order
@@ -185,6 +186,7 @@ impl Ord for Value {
 }
 
 impl Hash for Value {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
             Value::Null => state.write_u8(0),
