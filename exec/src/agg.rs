@@ -306,6 +306,23 @@ impl Accumulator {
         }
     }
 
+    /// Whether folding rows in any grouping and merging the results
+    /// (`merge`) gives exactly what adding them one by one gives, whatever
+    /// their arrival numbers: counts, exact integer sums and append-only
+    /// MIN/MAX. Not floating sums (rounding follows the grouping),
+    /// FIRST/LAST_VALUE (ties go by arrival) or changelog multisets.
+    pub fn combinable(&self) -> bool {
+        matches!(
+            self,
+            Accumulator::CountStar { .. }
+                | Accumulator::Count { .. }
+                | Accumulator::CountDistinct { .. }
+                | Accumulator::SumInt { .. }
+                | Accumulator::AvgInt { .. }
+                | Accumulator::Extreme { .. }
+        )
+    }
+
     /// Adds one input value. `ts` is the row's event time in ms (i64::MIN
     /// if none), `seq` a strictly increasing arrival number.
     pub fn add(&mut self, value: &Value, ts: i64, seq: u64) {

@@ -9,6 +9,7 @@
 //! the watermark advances after every record) while rows still travel in
 //! large batches.
 
+use crate::agg::Accumulator;
 use crate::types::Value;
 
 /// The changelog operation of a row. Append-only streams carry only
@@ -77,6 +78,12 @@ pub struct Batch {
     /// sent; 0 when nobody measures. The runtime copies it from each input
     /// batch to what an operator emits for it; operators never look.
     origin_ns: u64,
+    /// A batch of partial aggregates (see `operators::combine`): each row
+    /// is `group key ++ [event time, rows]`, with `calls` accumulators per
+    /// row in `partials`. Only an aggregate's combined input carries one.
+    combined: bool,
+    calls: usize,
+    partials: Vec<Accumulator>,
 }
 
 impl Batch {
@@ -87,6 +94,9 @@ impl Batch {
             ops: Vec::new(),
             marks: Vec::new(),
             origin_ns: 0,
+            combined: false,
+            calls: 0,
+            partials: Vec::new(),
         }
     }
 
@@ -97,7 +107,38 @@ impl Batch {
             ops: Vec::with_capacity(rows),
             marks: Vec::new(),
             origin_ns: 0,
+            combined: false,
+            calls: 0,
+            partials: Vec::new(),
         }
+    }
+
+    /// An empty batch of partial aggregates with `calls` accumulators per
+    /// row (see the `combined` field).
+    pub fn combined(width: usize, calls: usize) -> Batch {
+        Batch {
+            combined: true,
+            calls,
+            ..Batch::new(width)
+        }
+    }
+
+    /// Whether the rows are partial aggregates (see `Batch::combined`).
+    pub fn is_combined(&self) -> bool {
+        self.combined
+    }
+
+    /// Appends a partial aggregate: its row and its accumulators.
+    pub fn push_partial(
+        &mut self,
+        row: impl IntoIterator<Item = Value>,
+        accumulators: impl IntoIterator<Item = Accumulator>,
+    ) {
+        assert!(self.combined, "a partial aggregate in a batch of rows");
+        let before = self.partials.len();
+        self.partials.extend(accumulators);
+        assert_eq!(self.partials.len() - before, self.calls, "accumulators per partial row");
+        self.push_owned(Op::Insert, row);
     }
 
     /// See the field: the intended send time behind this batch, 0 if none.
@@ -113,11 +154,13 @@ impl Batch {
         self.width
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
     /// No rows (there may still be watermark marks).
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
@@ -127,10 +170,12 @@ impl Batch {
         self.ops.is_empty() && self.marks.is_empty()
     }
 
+    #[inline]
     pub fn row(&self, i: usize) -> &[Value] {
         &self.values[i * self.width..(i + 1) * self.width]
     }
 
+    #[inline]
     pub fn op(&self, i: usize) -> Op {
         self.ops[i]
     }
@@ -147,6 +192,7 @@ impl Batch {
     }
 
     /// Appends a row; `row` must have exactly `width` values.
+    #[inline]
     pub fn push(&mut self, op: Op, row: &[Value]) {
         assert_eq!(row.len(), self.width, "row width does not match the batch");
         self.values.extend_from_slice(row);
@@ -220,6 +266,12 @@ impl Batch {
     /// upper bound.
     pub fn append(&mut self, other: &Batch) {
         assert_eq!(self.width, other.width, "appending a batch of another width");
+        assert_eq!(
+            (self.combined, self.calls),
+            (other.combined, other.calls),
+            "appending partial aggregates to rows, or of another shape"
+        );
+        self.partials.extend_from_slice(&other.partials);
         let base = self.ops.len();
         self.values.extend_from_slice(&other.values);
         self.ops.extend_from_slice(&other.ops);
@@ -238,6 +290,7 @@ impl Batch {
     }
 
     pub fn clear(&mut self) {
+        self.partials.clear();
         self.values.clear();
         self.ops.clear();
         self.marks.clear();
@@ -281,6 +334,18 @@ impl<'a> RowsRef<'a> {
     pub fn iter(&self) -> impl Iterator<Item = (Op, &'a [Value])> + 'a {
         let batch = self.batch;
         (self.start..self.end).map(move |i| (batch.ops[i], batch.row(i)))
+    }
+
+    /// Whether these are partial aggregates (see `Batch::combined`).
+    pub fn is_combined(&self) -> bool {
+        self.batch.combined
+    }
+
+    /// The partial aggregates' rows with their accumulators, in order.
+    pub fn partials(&self) -> impl Iterator<Item = (&'a [Value], &'a [Accumulator])> + 'a {
+        let batch = self.batch;
+        assert!(batch.combined, "partials of a batch of rows");
+        (self.start..self.end).map(move |i| (batch.row(i), &batch.partials[i * batch.calls..(i + 1) * batch.calls]))
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod aggregate;
 pub mod asof;
+pub mod combine;
 pub mod join;
 pub mod late;
 pub mod map;

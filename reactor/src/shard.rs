@@ -34,7 +34,8 @@ use glommio::channels::local_channel;
 use glommio::{Latency, Shares};
 use laminar_exec::batch::{Batch, WATERMARK_END};
 use laminar_exec::operator::{Driven, OperatorMetrics};
-use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector, SourceConnector};
+use laminar_exec::operators::combine::Combiner;
+use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SinkConnector, SourceConnector};
 use laminar_exec::time::Clock;
 use laminar_exec::types::Value;
 
@@ -45,7 +46,7 @@ use crate::pace::{Pace, PaceStep};
 use crate::sink::Sink;
 use crate::source::{MalformedRecord, Source};
 use crate::split::{Prefix, SourceSplit};
-use crate::topology::{partition, Placement, Topology};
+use crate::topology::{partition, partition_combined, Placement, Topology};
 use crate::RunError;
 
 /// The knobs of the shard runtime, in one place, units in the names.
@@ -353,6 +354,9 @@ struct ShardCore {
     /// to whichever reader asks first, see `FileSplit::take`), until the
     /// reader that takes one says so (`SplitClaim`).
     held_tokens: FxHashMap<(usize, usize), Prefix>,
+    /// Per node: its combiner, for an aggregate whose input is combined
+    /// before the exchange (`Topology::combine`).
+    combiners: Vec<Option<Combiner>>,
     /// Wakes the source loop (a token came).
     source_wake: Option<Rc<Signal>>,
     /// Checkpoint alignment, when the run takes checkpoints.
@@ -805,9 +809,15 @@ impl ShardCore {
             match &topo.input_placement[node][input] {
                 Placement::Local => self.feed(node, input, self.id, batch)?,
                 placement => {
-                    let mut key = std::mem::take(&mut self.key);
-                    let parts = partition(batch, placement, topo.shards, &mut key);
-                    self.key = key;
+                    let parts = match self.combiners[node].as_mut() {
+                        Some(combiner) => partition_combined(batch, combiner, placement, topo.shards),
+                        None => {
+                            let mut key = std::mem::take(&mut self.key);
+                            let parts = partition(batch, placement, topo.shards, &mut key);
+                            self.key = key;
+                            parts
+                        }
+                    };
                     for (dest, part) in parts.into_iter().enumerate() {
                         if part.is_inert() {
                             continue;
@@ -1494,6 +1504,12 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         busy: Duration::ZERO,
         split_tokens: FxHashMap::default(),
         held_tokens: FxHashMap::default(),
+        combiners: (plan.nodes.iter().zip(&topo.combine))
+            .map(|(n, &c)| match &n.spec {
+                OperatorSpec::Aggregate(a) if c => Some(Combiner::new(a)),
+                _ => None,
+            })
+            .collect(),
         source_wake: None,
         encoders: plan
             .sinks

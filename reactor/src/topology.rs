@@ -23,6 +23,7 @@ use std::hash::{Hash, Hasher};
 
 use laminar_exec::batch::{Batch, Segment};
 use laminar_exec::expr::Expr;
+use laminar_exec::operators::combine::{self, Combiner};
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan};
 use laminar_exec::types::Value;
 
@@ -96,6 +97,9 @@ pub struct Topology {
     /// Per node, per input: judge rows against their port's watermark
     /// (`Driven::set_port_exact`).
     pub port_exact: Vec<Vec<bool>>,
+    /// Per node: an aggregate whose input rows are combined before they
+    /// cross shards (`combine`, `partition_combined`).
+    pub combine: Vec<bool>,
 }
 
 impl Topology {
@@ -197,6 +201,14 @@ impl Topology {
             port_count.push(base.max(1));
             node_active.push(here);
         }
+        let combine = (plan.nodes.iter().zip(&input_placement))
+            .map(|(n, p)| match &n.spec {
+                OperatorSpec::Aggregate(a) => {
+                    shards > 1 && matches!(p[0], Placement::Keyed(_)) && combine::combinable(a)
+                }
+                _ => false,
+            })
+            .collect();
         let mut t = Topology {
             shards,
             input_placement,
@@ -211,6 +223,7 @@ impl Topology {
             source_active,
             node_active,
             port_exact,
+            combine,
         };
         for (i, node) in plan.nodes.iter().enumerate() {
             for (k, &input) in node.inputs.iter().enumerate() {
@@ -317,6 +330,24 @@ pub fn partition(batch: &Batch, placement: &Placement, shards: usize, key: &mut 
         }
     }
     out
+}
+
+/// `partition` for an aggregate's combined input: the rows of `batch`
+/// folded into partial aggregates (`Combiner`), each sent where its key's
+/// rows would go.
+pub fn partition_combined(batch: &Batch, combiner: &mut Combiner, placement: &Placement, shards: usize) -> Vec<Batch> {
+    let Placement::Keyed(exprs) = placement else {
+        unreachable!("only keyed inputs are combined")
+    };
+    combiner.partition(batch, shards, |row| {
+        shard_of_values(
+            exprs.iter().map(|e| match e {
+                Expr::Column(c) => &row[*c],
+                _ => unreachable!("combinable: keys are columns"),
+            }),
+            shards,
+        )
+    })
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ pub struct Aggregate {
     spare: Option<KeyedState<Group>>,
     /// Window assignment's last floor (see `FloorCache`).
     floors: FloorCache,
+    /// Whether partial aggregates may come (`combine::combinable`).
+    combinable: bool,
     metrics: OperatorMetrics,
 }
 
@@ -122,6 +124,7 @@ impl Aggregate {
             assert!(spec.time_column.is_some(), "a window needs a time column");
         }
         assert!(spec.lateness_ms >= 0);
+        let combinable = crate::operators::combine::combinable(&spec);
         Aggregate {
             late: LateRows::new(spec.late_rows),
             spec,
@@ -136,6 +139,7 @@ impl Aggregate {
             next_emit_ms: None,
             spare: None,
             floors: FloorCache::default(),
+            combinable,
             metrics: OperatorMetrics::default(),
         }
     }
@@ -143,6 +147,111 @@ impl Aggregate {
     fn window_bounds(&self, start: i64) -> Option<(i64, i64)> {
         let size = self.spec.window?.size_ms().expect("fixed window");
         Some((start, window_end(start, size)))
+    }
+
+    /// The starts of `ts`'s windows that are open at `watermark`: the
+    /// first eight in `open` (their count returned), any more in
+    /// `overflow` (a hop of many windows).
+    fn open_windows(
+        &mut self,
+        window: WindowSpec,
+        ts: i64,
+        watermark: i64,
+        open: &mut [i64; 8],
+        overflow: &mut Vec<i64>,
+    ) -> usize {
+        let size = window.size_ms().expect("fixed window");
+        let lateness = self.spec.lateness_ms;
+        let mut open_count = 0;
+        window.for_each_start_cached(ts, &mut self.floors, |start| {
+            if !is_closed(window_end(start, size), lateness, watermark) {
+                if open_count < open.len() {
+                    open[open_count] = start;
+                    open_count += 1;
+                } else {
+                    overflow.push(start);
+                }
+            }
+        });
+        open_count
+    }
+
+    /// Partial aggregates from a combined input (see `combine`): each
+    /// stands for `rows` rows of one group and window set, and is judged
+    /// and applied as each of them would be.
+    fn on_partials(&mut self, partials: RowsRef<'_>, watermark: i64) -> Result<(), ExecError> {
+        assert!(
+            self.combinable,
+            "partial aggregates for an aggregate that cannot merge them"
+        );
+        let k = self.spec.keys.len();
+        for (row, accumulators) in partials.partials() {
+            let Value::Int(rows) = row[k + 1] else {
+                unreachable!("a partial row ends with its row count")
+            };
+            debug_assert!(rows > 0);
+            self.metrics.rows_in += rows as u64;
+            let ts = match self.spec.time_column {
+                Some(_) => match row[k] {
+                    Value::Ts(t) | Value::Int(t) => Some(t),
+                    _ => None,
+                },
+                None => Some(UNWINDOWED),
+            };
+            let Some(ts) = ts else {
+                self.metrics.null_time_dropped += rows as u64;
+                continue;
+            };
+            let mut key = std::mem::take(&mut self.scratch.key);
+            key.clear();
+            key.extend_from_slice(&row[..k]);
+            self.scratch.key = key;
+            match self.spec.window {
+                None => self.merge_partial(UNWINDOWED, accumulators, rows)?,
+                Some(window) => {
+                    let mut open = [0i64; 8];
+                    let mut overflow = Vec::new();
+                    let open_count = self.open_windows(window, ts, watermark, &mut open, &mut overflow);
+                    if open_count == 0 {
+                        self.metrics.late_rows_dropped += rows as u64;
+                        continue;
+                    }
+                    for &start in open[..open_count].iter().chain(overflow.iter()) {
+                        self.merge_partial(start, accumulators, rows)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `apply` for a partial aggregate of `rows` rows, under an emission
+    /// at window close (nothing to emit now).
+    fn merge_partial(&mut self, start: i64, accumulators: &[Accumulator], rows: i64) -> Result<(), ExecError> {
+        let key = std::mem::take(&mut self.scratch.key);
+        let (spare, entries_max) = (&mut self.spare, self.spec.entries_max);
+        let groups = self
+            .windows
+            .entry(start)
+            .or_insert_with(|| spare.take().unwrap_or_else(|| KeyedState::new(entries_max)));
+        let before = groups.len();
+        let live_elsewhere = self.live_groups - before;
+        let calls = &self.spec.calls;
+        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group {
+            accumulators: new_accumulators(calls, false),
+            rows: 0,
+            emitted: None,
+            dirty: false,
+        })?;
+        for (acc, partial) in group.accumulators.iter_mut().zip(accumulators) {
+            acc.merge(partial.clone());
+        }
+        group.rows += rows;
+        // Arrival numbers as if the rows had come one by one.
+        self.seq += rows as u64;
+        self.live_groups = self.live_groups + groups.len() - before;
+        self.scratch.key = key;
+        Ok(())
     }
 
     /// Applies one row (add or retract) to the group of `key` in the window
@@ -284,6 +393,9 @@ impl Operator for Aggregate {
     }
 
     fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
+        if rows.is_combined() {
+            return self.on_partials(rows, watermark);
+        }
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;
             if let Some(f) = &self.spec.filter {
@@ -308,21 +420,9 @@ impl Operator for Aggregate {
             match self.spec.window {
                 None => self.apply(UNWINDOWED, row, ts, add, out)?,
                 Some(window) => {
-                    let size = window.size_ms().expect("fixed window");
-                    let lateness = self.spec.lateness_ms;
                     let mut open = [0i64; 8];
-                    let mut open_count = 0;
                     let mut overflow = Vec::new();
-                    window.for_each_start_cached(ts, &mut self.floors, |start| {
-                        if !is_closed(window_end(start, size), lateness, watermark) {
-                            if open_count < open.len() {
-                                open[open_count] = start;
-                                open_count += 1;
-                            } else {
-                                overflow.push(start);
-                            }
-                        }
-                    });
+                    let open_count = self.open_windows(window, ts, watermark, &mut open, &mut overflow);
                     if open_count == 0 {
                         if !self.late.divert(op, row, REASON_WINDOW_CLOSED) {
                             self.metrics.late_rows_dropped += 1;
