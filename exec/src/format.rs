@@ -303,12 +303,21 @@ fn write_scalar(v: &Value, out: &mut Vec<u8>) {
 const UNIQUE_DIGITS_MAX: usize = 15;
 
 /// Appends `d` exactly as `Display` writes it (the shortest digits that
-/// read back as the same f64, in plain decimal: no exponent, no `.0`),
-/// with the digits from `ryu`: `fmt`'s float path was a tenth of a run
-/// that writes one DOUBLE per row. Shortest digits of up to 15 are unique,
-/// so both find the same; longer ones go through `fmt` (a property test
-/// holds the two to the same text).
+/// read back as the same f64, in plain decimal: no exponent, no `.0`):
+/// `fmt`'s float path was a tenth of a run that writes one DOUBLE per row.
+/// Shortest digits of up to 15 are unique, so any method that finds them
+/// agrees with `fmt`: `write_f64_short` for the usual magnitudes, then
+/// `ryu`; longer ones go through `fmt` (a property test holds all of it to
+/// `Display`'s text).
 pub(crate) fn write_f64(d: f64, out: &mut Vec<u8>) {
+    match write_f64_short(d, out) {
+        Short::Written => return,
+        Short::Long => {
+            let _ = write!(out, "{d}");
+            return;
+        }
+        Short::Unknown => {}
+    }
     if !d.is_finite() {
         let _ = write!(out, "{d}");
         return;
@@ -370,6 +379,71 @@ pub(crate) fn write_f64(d: f64, out: &mut Vec<u8>) {
         out.push(b'.');
         out.extend_from_slice(&digits[point as usize..]);
     }
+}
+
+/// The powers of ten an f64 holds exactly.
+const POW10_EXACT: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
+
+/// What `write_f64_short` found.
+enum Short {
+    /// `d` is written.
+    Written,
+    /// `d`'s shortest digits are more than `UNIQUE_DIGITS_MAX`.
+    Long,
+    /// Not decided here (zero, not finite, huge or tiny).
+    Unknown,
+}
+
+/// `write_f64` without ryu for a double whose shortest digits are at most
+/// `UNIQUE_DIGITS_MAX` (most DOUBLEs a query computes from decimal data:
+/// `0.908 * price`). For k = 0, 1, … it takes m, the integer nearest
+/// `|d| * 10^k`; when `m / 10^k` (both exact in f64, so the division is
+/// correctly rounded) gives back `|d|`, the decimal `m * 10^-k` reads back
+/// as `d`, and a decimal of at most 15 digits that does is the only one
+/// there is (see `UNIQUE_DIGITS_MAX`), so it is `Display`'s shortest. Such
+/// a decimal, if there is one, is found at its k: `|d| * 10^k` is within
+/// 0.22 of it. So once `|d| * 10^k` reaches 10^15 with none found, the
+/// shortest digits are longer than 15.
+#[inline]
+fn write_f64_short(d: f64, out: &mut Vec<u8>) -> Short {
+    let a = d.abs();
+    if !(a > 0.0 && a < 1e15) {
+        return Short::Unknown;
+    }
+    for (k, &p) in POW10_EXACT.iter().enumerate() {
+        let scaled = a * p;
+        if scaled >= 1e15 {
+            return Short::Long;
+        }
+        let m = scaled.round();
+        if m / p != a {
+            continue;
+        }
+        // Below 10^15, so exact as an integer.
+        let m = m as u64;
+        if d < 0.0 {
+            out.push(b'-');
+        }
+        let unit = 10u64.pow(k as u32);
+        write_i64((m / unit) as i64, out);
+        let mut frac = m % unit;
+        if frac != 0 {
+            let mut digits = k;
+            while frac % 10 == 0 {
+                frac /= 10;
+                digits -= 1;
+            }
+            out.push(b'.');
+            // The fraction's leading zeros, then its digits.
+            out.extend(std::iter::repeat_n(b'0', digits - (frac.ilog10() as usize + 1)));
+            write_i64(frac as i64, out);
+        }
+        return Short::Written;
+    }
+    Short::Unknown
 }
 
 /// "00" to "99": two digits per division when writing integers.

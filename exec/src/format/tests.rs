@@ -235,8 +235,19 @@ proptest! {
     /// (subnormals, huge and tiny exponents, -0.0, NaN, infinities) and for
     /// the products of small decimals that sinks see most.
     #[test]
-    fn doubles_are_written_as_display_writes_them(bits in any::<u64>(), int in -100_000_000i64..100_000_000, scale in 0u32..6) {
-        for d in [f64::from_bits(bits), 0.908 * int as f64, int as f64 / 10f64.powi(scale as i32)] {
+    fn doubles_are_written_as_display_writes_them(
+        bits in any::<u64>(),
+        int in -100_000_000i64..100_000_000,
+        scale in 0u32..6,
+        long in -999_999_999_999_999i64..1_000_000_000_000_000,
+        exponent in -30i32..20,
+        ulps in -2i64..3,
+    ) {
+        // Decimals of up to 16 digits at every scale, and their neighbours
+        // a few ulps away (the long-digit side of the short path's test).
+        let decimal = long as f64 * 10f64.powi(exponent);
+        let near = f64::from_bits((decimal.to_bits() as i64).wrapping_add(ulps) as u64);
+        for d in [f64::from_bits(bits), 0.908 * int as f64, int as f64 / 10f64.powi(scale as i32), decimal, near] {
             let mut out = Vec::new();
             write_f64(d, &mut out);
             prop_assert_eq!(String::from_utf8(out).unwrap(), d.to_string());
@@ -253,6 +264,13 @@ fn doubles_at_the_edges_are_written_as_display_writes_them() {
         -1.5,
         0.1,
         1e15,
+        999_999_999_999_999.0,
+        999_999_999_999_999.9,
+        99_999_999_999_999.99,
+        0.1 + 0.2,
+        1e-22,
+        1.5e-22,
+        123_456.000_000_001,
         1e16,
         1e17,
         1e21,
