@@ -432,7 +432,7 @@ fn write_f64_short(d: f64, out: &mut Vec<u8>) -> Short {
         let mut frac = m % unit;
         if frac != 0 {
             let mut digits = k;
-            while frac % 10 == 0 {
+            while frac.is_multiple_of(10) {
                 frac /= 10;
                 digits -= 1;
             }
