@@ -418,12 +418,14 @@ fn write_f64_short(d: f64, out: &mut Vec<u8>) -> Short {
         if scaled >= 1e15 {
             return Short::Long;
         }
-        let m = scaled.round();
-        if m / p != a {
+        // The nearest integer, without `round` (a libm call on this
+        // target): below 2^50, `scaled + 0.5` is exact and the cast
+        // truncates, so halves go up as `round`'s do for positives.
+        let m = (scaled + 0.5) as u64;
+        // Below 10^15, so exact as a double.
+        if m as f64 / p != a {
             continue;
         }
-        // Below 10^15, so exact as an integer.
-        let m = m as u64;
         if d < 0.0 {
             out.push(b'-');
         }
