@@ -566,20 +566,22 @@ impl SplitReader {
             return Ok(d); // a record before ran over the whole chunk
         }
         let len = usize::try_from(bound - start).expect("a chunk is bounded by the split's chunk size");
-        self.buf.clear();
-        self.buf.resize(len, 0);
-        self.file
-            .read_exact_at(&mut self.buf, start)
-            .map_err(io_error("reading", path))?;
+        // Zeroed only when it grows: the read overwrites what it keeps.
+        if self.buf.len() < len {
+            self.buf.resize(len, 0);
+        }
+        let buf = &mut self.buf[..len];
+        self.file.read_exact_at(buf, start).map_err(io_error("reading", path))?;
+        let buf = &self.buf[..len];
         let decoder = self.decoder.as_mut();
         let (watermark, width) = (self.watermark, self.width);
-        let quoted = self.format == Format::Csv && memchr::memchr(b'"', &self.buf).is_some();
+        let quoted = self.format == Format::Csv && memchr::memchr(b'"', buf).is_some();
         if self.format == Format::Csv && !quoted {
             // No quote in these bytes: a record is a line, and the decoder
             // takes them all at once.
             d.counts.bytes = len as u64;
             let mut lines = Lines::new(width, EMIT_ROWS, watermark.map(|w| w.column), RECORD_BYTES_MAX);
-            decoder.decode_lines(&self.buf, &mut lines);
+            decoder.decode_lines(buf, &mut lines);
             d.rows = lines.batches;
             d.lines = lines.lines;
             d.max_time = lines.max_time;
@@ -599,7 +601,7 @@ impl SplitReader {
                     at: bound,
                 },
             );
-            let mut input = (&self.buf[..]).chain(rest);
+            let mut input = buf.chain(rest);
             let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
                 let result = if too_long {
                     Err(crate::source::too_long_reason())
