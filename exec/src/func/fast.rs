@@ -158,7 +158,16 @@ impl Node {
                 let (l, r) = (left.eval(row)?, right.eval(row)?);
                 compare(*op, l, r)
             }
-            Node::CmpLiteral(op, left, r) => compare(*op, left.eval(row)?, *r),
+            Node::CmpLiteral(op, left, r) => {
+                // The commonest filters compare a column or its remainder:
+                // taken here, without a call for the operand.
+                let l = match **left {
+                    Node::Column(i) => row.get(i).map_or(Err(Miss), Scalar::of)?,
+                    Node::ModColumn(c, k) => k.apply(row.get(c).map_or(Err(Miss), Scalar::of)?)?,
+                    _ => left.eval(row)?,
+                };
+                compare(*op, l, *r)
+            }
             Node::And(terms) => kleene(terms, row, false),
             Node::Or(terms) => kleene(terms, row, true),
             Node::IsNull(arg, negated) => Ok(Scalar::Bool((arg.eval(row)? == Scalar::Null) != *negated)),
