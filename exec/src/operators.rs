@@ -145,6 +145,7 @@ impl Scratch {
 }
 
 /// Feeds one input row into a group's accumulators (add or retract).
+#[inline]
 pub(crate) fn accumulate(
     scratch: &mut Scratch,
     calls: &[AggCall],
@@ -181,6 +182,7 @@ pub(crate) fn new_accumulators(calls: &[AggCall], retractable: bool) -> Vec<Accu
 }
 
 /// Reads a row's event time from `column` (TIMESTAMP or BIGINT epoch ms).
+#[inline]
 pub(crate) fn row_time(row: &[Value], column: Option<usize>) -> Option<i64> {
     match column {
         Some(c) => match row[c] {
