@@ -104,6 +104,14 @@ pub struct Combiner {
 /// Slots of a fresh combiner's table.
 const SLOTS_MIN: usize = 256;
 
+/// A hash's first slot in a table of `slots` (a power of two): from its
+/// top bits, which FxHash's last multiplication mixes well; its low bits
+/// repeat across small integer keys and made long probe runs.
+#[inline]
+fn home(hash: u64, slots: usize) -> usize {
+    (hash >> (64 - slots.trailing_zeros())) as usize
+}
+
 impl Combiner {
     pub fn new(spec: &AggregateSpec) -> Combiner {
         assert!(
@@ -201,7 +209,7 @@ impl Combiner {
         let hash = h.finish();
         let k = self.keys.len();
         let mask = self.slots.len() - 1;
-        let mut i = (hash as usize) & mask;
+        let mut i = home(hash, self.slots.len());
         let at = loop {
             match self.slots[i] {
                 0 => break None,
@@ -270,7 +278,7 @@ impl Combiner {
         self.slots.resize(slots, 0);
         let mask = slots - 1;
         for (at, p) in self.pending.iter().enumerate() {
-            let mut i = (p.hash as usize) & mask;
+            let mut i = home(p.hash, slots);
             while self.slots[i] != 0 {
                 i = (i + 1) & mask;
             }
