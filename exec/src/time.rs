@@ -642,10 +642,10 @@ mod fixed_tests {
             // and miss.
             let mut cache = DateCache::default();
             for text in texts.iter().flat_map(|t| [t, t]).chain(&texts) {
-                let general = std::str::from_utf8(&text).ok().and_then(|t| parse_timestamp(t).ok());
-                let general_no_fast = parse_datetime(&text);
-                let fixed = parse_timestamp_fixed(&text);
-                prop_assert_eq!(parse_timestamp_fixed_with(&text, &mut cache), fixed);
+                let general = std::str::from_utf8(text).ok().and_then(|t| parse_timestamp(t).ok());
+                let general_no_fast = parse_datetime(text);
+                let fixed = parse_timestamp_fixed(text);
+                prop_assert_eq!(parse_timestamp_fixed_with(text, &mut cache), fixed);
                 match fixed {
                     Some(ms) => {
                         prop_assert_eq!(Some(ms), general_no_fast);
