@@ -41,7 +41,7 @@ use std::hash::{Hash, Hasher};
 
 use fxhash::FxHasher;
 
-use crate::agg::Accumulator;
+use crate::agg::{AggKind, Accumulator};
 use crate::batch::{Batch, Segment, WATERMARK_END};
 use crate::expr::Expr;
 use crate::operators::aggregate::AggregateSpec;
@@ -99,6 +99,9 @@ pub struct Combiner {
     /// Open addressing over `pending`: position + 1, 0 for an empty slot;
     /// a power of two, at least twice the groups.
     slots: Vec<u32>,
+    /// Every call is COUNT(*): a group's accumulators are its row count,
+    /// set when it is let out, not counted row by row.
+    count_only: bool,
 }
 
 /// Slots of a fresh combiner's table.
@@ -135,6 +138,7 @@ impl Combiner {
             pending_keys: Vec::new(),
             pending_accumulators: Vec::new(),
             slots: vec![0; SLOTS_MIN],
+            count_only: spec.calls.iter().all(|c| c.kind == AggKind::CountStar),
         }
     }
 
@@ -256,6 +260,10 @@ impl Combiner {
             }
         };
         self.pending[at].rows += 1;
+        if self.count_only {
+            // `flush` sets the counts from the group's rows.
+            return self.pending[at].dest;
+        }
         let n = self.calls.len();
         // FIRST/LAST_VALUE, the only folds that read the time and arrival
         // number, are not combinable.
@@ -301,9 +309,15 @@ impl Combiner {
         let (k, n) = (self.keys.len(), self.calls.len());
         let mut keys = self.pending_keys.drain(..);
         let mut accumulators = self.pending_accumulators.drain(..);
+        let count_only = self.count_only;
         for p in self.pending.drain(..) {
-            let row = keys.by_ref().take(k).chain([p.time, Value::Int(p.rows)]);
-            out[p.dest].push_partial(row, accumulators.by_ref().take(n));
+            let rows = p.rows;
+            let row = keys.by_ref().take(k).chain([p.time, Value::Int(rows)]);
+            let accumulators = accumulators.by_ref().take(n).map(|a| match a {
+                Accumulator::CountStar { .. } if count_only => Accumulator::CountStar { rows },
+                a => a,
+            });
+            out[p.dest].push_partial(row, accumulators);
         }
         drop((keys, accumulators));
         self.slots.fill(0);
@@ -335,7 +349,6 @@ impl Combiner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agg::AggKind;
     use crate::batch::{Op, WATERMARK_END};
     use crate::operator::Driven;
     use crate::operators::aggregate::Aggregate;
