@@ -208,6 +208,20 @@ fn tune_malloc() {
     }
 }
 
+/// A panic anywhere is a bug in laminar (bad input gets errors, never
+/// panics): the message and backtrace are printed as usual, then the
+/// process ends with status 101, as a panic in `main` would. A shard
+/// thread that died of one left its peers waiting for it forever, since a
+/// peer blocked on a full channel to it has no one to drain it. (A forked
+/// snapshot child installs its own hook; see `reactor::cow`.)
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
+}
+
 /// Drops one known-harmless glommio message: every file opened for direct
 /// I/O (WAL segments, file sinks) is probed for polled I/O, and on a disk
 /// without it (virtio, most cloud disks) glommio logs an ERROR saying the
@@ -244,6 +258,7 @@ fn main() -> ExitCode {
     use tracing_subscriber::layer::{Layer, SubscriberExt};
     use tracing_subscriber::util::SubscriberInitExt;
     tune_malloc();
+    exit_on_panic();
     let levels = tracing_subscriber::EnvFilter::try_from_env("LAMINAR_LOG").unwrap_or_else(|_| "warn".into());
     tracing_subscriber::registry()
         .with(

@@ -128,6 +128,12 @@ impl Batch {
         self.combined
     }
 
+    /// Whether `other` may be appended to this batch: the same width, and
+    /// both rows or both partial aggregates of one shape.
+    pub fn appends(&self, other: &Batch) -> bool {
+        (self.width, self.combined, self.calls) == (other.width, other.combined, other.calls)
+    }
+
     /// Appends a partial aggregate: its row and its accumulators.
     pub fn push_partial(
         &mut self,

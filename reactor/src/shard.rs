@@ -186,7 +186,9 @@ fn merge(msg: &mut MeshMsg, next: MeshMsg) -> Option<MeshMsg> {
         (MeshMsg::Sink { sink, batch }, MeshMsg::Sink { sink: s2, batch: b2 }) if sink == s2 => (batch, b2),
         _ => return Some(next),
     };
-    if into.len() + from.len() > MERGED_ROWS_MAX {
+    // A combined input takes partial aggregates and rows, batch by batch,
+    // but never in one batch.
+    if into.len() + from.len() > MERGED_ROWS_MAX || !into.appends(from) {
         return Some(next);
     }
     into.append(from);
@@ -809,9 +811,10 @@ impl ShardCore {
             match &topo.input_placement[node][input] {
                 Placement::Local => self.feed(node, input, self.id, batch)?,
                 placement => {
+                    let combine = self.combiners[node].as_mut().is_some_and(|c| c.should_combine());
                     let parts = match self.combiners[node].as_mut() {
-                        Some(combiner) => partition_combined(batch, combiner, placement, topo.shards),
-                        None => {
+                        Some(combiner) if combine => partition_combined(batch, combiner, placement, topo.shards),
+                        _ => {
                             let mut key = std::mem::take(&mut self.key);
                             let parts = partition(batch, placement, topo.shards, &mut key);
                             self.key = key;
@@ -2197,4 +2200,58 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         read_ns,
         restore: restore_time,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use laminar_exec::agg::Accumulator;
+    use laminar_exec::batch::Op;
+
+    fn node_msg(batch: Batch) -> MeshMsg {
+        MeshMsg::Node {
+            node: 3,
+            input: 0,
+            batch,
+        }
+    }
+
+    /// Queued batches for one node input merge, but partial aggregates and
+    /// rows never share a batch: an aggregate's combined input carries
+    /// both, batch by batch (`Combiner::should_combine`).
+    #[test]
+    fn merging_keeps_partial_aggregates_and_rows_apart() {
+        let rows = || {
+            let mut b = Batch::new(3);
+            b.push(Op::Insert, &[Value::Int(1), Value::Ts(5), Value::Int(1)]);
+            b
+        };
+        let partials = || {
+            let mut b = Batch::combined(3, 1);
+            b.push_partial(
+                [Value::Int(1), Value::Ts(5), Value::Int(2)],
+                [Accumulator::CountStar { rows: 2 }],
+            );
+            b
+        };
+        let mut msg = node_msg(partials());
+        assert!(
+            merge(&mut msg, node_msg(rows())).is_some(),
+            "rows stay out of a batch of partials"
+        );
+        assert!(
+            merge(&mut msg, node_msg(partials())).is_none(),
+            "partials merge with partials"
+        );
+        let mut msg = node_msg(rows());
+        assert!(
+            merge(&mut msg, node_msg(partials())).is_some(),
+            "partials stay out of a batch of rows"
+        );
+        assert!(merge(&mut msg, node_msg(rows())).is_none(), "rows merge with rows");
+        let MeshMsg::Node { batch, .. } = msg else {
+            unreachable!()
+        };
+        assert_eq!(batch.len(), 2);
+    }
 }
