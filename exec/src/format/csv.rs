@@ -262,6 +262,8 @@ pub struct CsvDecoder {
     /// `targets`' parsed fields in record order: (record field, row
     /// position, schema column).
     parsed: Vec<(usize, usize, usize)>,
+    /// For `dense` rows: per parsed field, its record field and type.
+    kinds: Vec<(usize, DataType)>,
     /// `parsed`'s row positions are 0, 1, 2… in order and fill the row,
     /// so `fill_row` appends values instead of overwriting NULLs.
     dense: bool,
@@ -349,6 +351,7 @@ impl CsvDecoder {
             compact: false,
             targets: Vec::new(),
             parsed: Vec::new(),
+            kinds: Vec::new(),
             dense: false,
             ends: Vec::new(),
             width: 0,
@@ -399,6 +402,9 @@ impl CsvDecoder {
             .filter_map(|(field, t)| t.map(|(position, col)| (field, position, col)))
             .collect();
         self.dense = self.parsed.len() == self.width && self.parsed.iter().enumerate().all(|(i, p)| p.1 == i);
+        self.kinds = (self.parsed.iter())
+            .map(|&(field, _, col)| (field, self.fields[col].data_type))
+            .collect();
     }
 
     /// Whether `line` ends inside a quoted field, with this decoder's
@@ -461,14 +467,13 @@ impl CsvDecoder {
         }
         let base = out.len();
         if self.dense {
-            for &(field, _, col) in &self.parsed {
+            for (i, &(field, data_type)) in self.kinds.iter().enumerate() {
                 let from = if field == 0 { start } else { ends[field - 1] + 1 };
                 let to = ends.get(field).copied().unwrap_or(end);
                 let bytes = &buf[from..to];
-                let field = &self.fields[col];
                 // The common forms first, in registers; anything else
                 // (signs, spaces, NULLs, errors) takes `parse_field`.
-                match field.data_type {
+                match data_type {
                     DataType::Int => {
                         if let Some(v) = plain_digits(bytes) {
                             out.push(Value::Int(v));
@@ -485,6 +490,7 @@ impl CsvDecoder {
                 }
                 out.push(Value::Null);
                 let slot = out.last_mut().expect("just pushed");
+                let field = &self.fields[self.parsed[i].2];
                 if let Err(e) = parse_field(field, bytes, false, &mut self.dates, slot) {
                     out.truncate(base);
                     return Err(e);
