@@ -123,6 +123,19 @@ fn compile(e: &Expr) -> Option<Node> {
 }
 
 impl Node {
+    /// `eval` for an operand: the commonest ones (a column, a literal, a
+    /// column's remainder) taken inline, without a call; the rest by
+    /// `eval`.
+    #[inline(always)]
+    fn operand(&self, row: &[Value]) -> Result<Scalar, Miss> {
+        match *self {
+            Node::Column(i) => row.get(i).map_or(Err(Miss), Scalar::of),
+            Node::Literal(s) => Ok(s),
+            Node::ModColumn(c, k) => k.apply(row.get(c).map_or(Err(Miss), Scalar::of)?),
+            _ => self.eval(row),
+        }
+    }
+
     fn eval(&self, row: &[Value]) -> Result<Scalar, Miss> {
         match self {
             // An index past the row is a plan bug; the general path panics
@@ -141,7 +154,7 @@ impl Node {
                 _ => Err(Miss),
             },
             Node::Arith(op, left, right) => {
-                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let (l, r) = (left.operand(row)?, right.operand(row)?);
                 let done = |r: Result<Scalar, EvalError>| r.map_err(|_| Miss);
                 match (l, r) {
                     (Scalar::Null, _) | (_, Scalar::Null) => Ok(Scalar::Null),
@@ -155,19 +168,10 @@ impl Node {
             Node::ModColumn(c, k) => k.apply(row.get(*c).map_or(Err(Miss), Scalar::of)?),
             Node::ModLiteral(arg, k) => k.apply(arg.eval(row)?),
             Node::Cmp(op, left, right) => {
-                let (l, r) = (left.eval(row)?, right.eval(row)?);
+                let (l, r) = (left.operand(row)?, right.operand(row)?);
                 compare(*op, l, r)
             }
-            Node::CmpLiteral(op, left, r) => {
-                // The commonest filters compare a column or its remainder:
-                // taken here, without a call for the operand.
-                let l = match **left {
-                    Node::Column(i) => row.get(i).map_or(Err(Miss), Scalar::of)?,
-                    Node::ModColumn(c, k) => k.apply(row.get(c).map_or(Err(Miss), Scalar::of)?)?,
-                    _ => left.eval(row)?,
-                };
-                compare(*op, l, *r)
-            }
+            Node::CmpLiteral(op, left, r) => compare(*op, left.operand(row)?, *r),
             Node::And(terms) => kleene(terms, row, false),
             Node::Or(terms) => kleene(terms, row, true),
             Node::IsNull(arg, negated) => Ok(Scalar::Bool((arg.eval(row)? == Scalar::Null) != *negated)),
