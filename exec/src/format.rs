@@ -177,6 +177,10 @@ pub struct Lines {
     /// The largest value of `time_column` (TIMESTAMP or BIGINT) in an
     /// accepted row; `i64::MIN` if none.
     pub max_time: i64,
+    /// Where `max_time` rose, in order: (batch, row in it, the new
+    /// maximum). Only these rows can move a watermark computed from the
+    /// maximum, whatever came before the run.
+    pub advances: Vec<(usize, usize, i64)>,
     /// Lines seen, blank ones included.
     pub lines: u64,
     /// Rows accepted.
@@ -197,6 +201,7 @@ impl Lines {
             time_column,
             record_bytes_max,
             max_time: i64::MIN,
+            advances: Vec::new(),
             lines: 0,
             rows: 0,
             bad: Vec::new(),
@@ -219,7 +224,10 @@ impl Lines {
         if let Some(column) = self.time_column {
             let rows = self.batches.last().expect("one batch at least");
             if let Value::Ts(t) | Value::Int(t) = rows.row(rows.len() - 1)[column] {
-                self.max_time = self.max_time.max(t);
+                if t > self.max_time {
+                    self.max_time = t;
+                    self.advances.push((self.batches.len() - 1, rows.len() - 1, t));
+                }
             }
         }
         self.rows += 1;

@@ -317,6 +317,9 @@ struct Decoded {
     rows: Vec<Batch>,
     lines: u64,
     max_time: i64,
+    /// Where the chunk's own maximum time rose (`Lines::advances`), when
+    /// known: the only rows a watermark mark can follow.
+    advances: Option<Vec<(usize, usize, i64)>>,
     bad: Vec<Bad>,
     counts: ChunkCounts,
 }
@@ -479,25 +482,40 @@ impl SplitReader {
         // The file-order watermark: the prefix's, then every advance,
         // placed among the chunk's rows where they stand.
         let mut max_time = prefix.max_time;
+        let advances = d.advances.take();
         let mut batches = d.rows;
         if let Some(spec) = self.watermark {
             let delay = spec.delay_ms;
+            let current = &mut self.current;
             if max_time > i64::MIN {
                 let w = max_time.saturating_sub(delay);
-                if w > self.current {
-                    self.current = w;
+                if w > *current {
+                    *current = w;
                     batches[0].push_mark_at(0, w);
                 }
             }
-            for batch in &mut batches {
-                for i in 0..batch.len() {
-                    if let Value::Ts(t) | Value::Int(t) = batch.row(i)[spec.column] {
-                        if t > max_time {
-                            max_time = t;
-                            let w = t.saturating_sub(delay);
-                            if w > self.current {
-                                self.current = w;
-                                batch.push_mark_at(i + 1, w);
+            let mut place = |batch: &mut Batch, i: usize, t: i64| {
+                if t > max_time {
+                    max_time = t;
+                    let w = t.saturating_sub(delay);
+                    if w > *current {
+                        *current = w;
+                        batch.push_mark_at(i + 1, w);
+                    }
+                }
+            };
+            match advances {
+                // Only where the chunk's own maximum rose can the file's.
+                Some(advances) => {
+                    for (b, i, t) in advances {
+                        place(&mut batches[b], i, t);
+                    }
+                }
+                None => {
+                    for batch in &mut batches {
+                        for i in 0..batch.len() {
+                            if let Value::Ts(t) | Value::Int(t) = batch.row(i)[spec.column] {
+                                place(batch, i, t);
                             }
                         }
                     }
@@ -559,6 +577,7 @@ impl SplitReader {
             rows: vec![Batch::new(self.width)],
             lines: 0,
             max_time: i64::MIN,
+            advances: None,
             bad: Vec::new(),
             counts: ChunkCounts::default(),
         };
@@ -585,6 +604,7 @@ impl SplitReader {
             d.rows = lines.batches;
             d.lines = lines.lines;
             d.max_time = lines.max_time;
+            d.advances = Some(lines.advances);
             d.counts.rows = lines.rows;
             d.counts.malformed = lines.bad.len() as u64;
             d.bad = (lines.bad.into_iter())

@@ -1117,7 +1117,7 @@ mod one_pass_tests {
                 d.decode_lines(buf.as_bytes(), &mut out);
                 let batches: Vec<Vec<Vec<Value>>> =
                     out.batches.iter().map(|b| b.rows().map(|(_, r)| r.to_vec()).collect()).collect();
-                (batches, out.lines, out.rows, out.max_time, out.bad)
+                (batches, out.lines, out.rows, out.max_time, out.advances, out.bad)
             };
             let one_pass = run(&mut d.clone());
             let by_line = run(&mut LineByLine(&mut d));
