@@ -475,7 +475,7 @@ impl CsvDecoder {
                 // (signs, spaces, NULLs, errors) takes `parse_field`.
                 match data_type {
                     DataType::Int => {
-                        if let Some(v) = plain_digits(bytes) {
+                        if let Some(v) = plain_digits_at(buf, from, to) {
                             out.push(Value::Int(v));
                             continue;
                         }
@@ -615,6 +615,37 @@ impl CsvDecoder {
         }
         Ok(())
     }
+}
+
+/// `plain_digits` of `buf[from..to]`, eight digits at once when the
+/// field is at most eight bytes and eight can be read from its start (a
+/// field is followed by at least its delimiter or line end, so all but
+/// the last few of a chunk can): the bytes after it are shifted out and
+/// the first ones padded with `'0'`, then every byte is checked to be a
+/// digit and the eight are combined in three multiplications (Lemire,
+/// "Faster parsing of integers", 2018). The digit loop was a dependent
+/// multiply-add per digit.
+#[inline(always)]
+fn plain_digits_at(buf: &[u8], from: usize, to: usize) -> Option<i64> {
+    let n = to - from;
+    if n == 0 || n > 8 || from + 8 > buf.len() {
+        return plain_digits(&buf[from..to]);
+    }
+    let word = u64::from_le_bytes(buf[from..from + 8].try_into().expect("eight bytes"));
+    // Little-endian: the field's first byte is the word's lowest. Its `n`
+    // bytes go to the top; `'0'`s fill the bottom (leading zeros).
+    let zeros = 0x3030_3030_3030_3030u64.checked_shr(8 * n as u32).unwrap_or(0);
+    let v = (word << (8 * (8 - n))) | zeros;
+    const HIGH: u64 = 0xF0F0_F0F0_F0F0_F0F0;
+    if v & HIGH != 0x3030_3030_3030_3030 || v.wrapping_add(0x0606_0606_0606_0606) & HIGH != 0x3030_3030_3030_3030 {
+        return None;
+    }
+    let v = v - 0x3030_3030_3030_3030;
+    let v = v * 10 + (v >> 8);
+    let v = ((v & 0x0000_00FF_0000_00FF).wrapping_mul(100 + (1_000_000 << 32))
+        + ((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32)))
+        >> 32;
+    Some(v as u32 as i64)
 }
 
 /// A field of 1 to 18 ASCII digits and nothing else, as a number (which
@@ -1060,6 +1091,19 @@ mod one_pass_tests {
             let b = d.decode_spans(&record, &mut spans);
             prop_assert_eq!(a, b);
             prop_assert_eq!(one, spans);
+        }
+
+        /// Eight digits at once read exactly what the digit loop reads,
+        /// for any bytes around and in the field.
+        #[test]
+        fn digits_at_once_agree_with_the_loop(
+            buf in prop::collection::vec(prop::sample::select(b"0123456789/:x \x80\xff".to_vec()), 0..24),
+            from in 0usize..24,
+            len in 0usize..12,
+        ) {
+            let from = from.min(buf.len());
+            let to = (from + len).min(buf.len());
+            prop_assert_eq!(plain_digits_at(&buf, from, to), plain_digits(&buf[from..to]));
         }
 
         /// The one-pass `decode_lines` gives what decoding line by line
