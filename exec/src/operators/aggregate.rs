@@ -117,6 +117,30 @@ struct AggregateSnapshot {
 
 const UNWINDOWED: i64 = i64::MIN;
 
+impl Group {
+    fn new(calls: &[AggCall], retractable: bool) -> Group {
+        Group {
+            accumulators: new_accumulators(calls, retractable),
+            rows: 0,
+            emitted: None,
+            dirty: false,
+        }
+    }
+}
+
+/// The groups of the window starting at `start`, opened (from the spare
+/// state if there is one) when it is new.
+fn window_groups<'a>(
+    windows: &'a mut BTreeMap<i64, KeyedState<Group>>,
+    spare: &mut Option<KeyedState<Group>>,
+    entries_max: usize,
+    start: i64,
+) -> &'a mut KeyedState<Group> {
+    windows
+        .entry(start)
+        .or_insert_with(|| spare.take().unwrap_or_else(|| KeyedState::new(entries_max)))
+}
+
 impl Aggregate {
     pub fn new(spec: AggregateSpec) -> Aggregate {
         if let Some(w) = spec.window {
@@ -229,20 +253,11 @@ impl Aggregate {
     /// at window close (nothing to emit now).
     fn merge_partial(&mut self, start: i64, accumulators: &[Accumulator], rows: i64) -> Result<(), ExecError> {
         let key = std::mem::take(&mut self.scratch.key);
-        let (spare, entries_max) = (&mut self.spare, self.spec.entries_max);
-        let groups = self
-            .windows
-            .entry(start)
-            .or_insert_with(|| spare.take().unwrap_or_else(|| KeyedState::new(entries_max)));
+        let groups = window_groups(&mut self.windows, &mut self.spare, self.spec.entries_max, start);
         let before = groups.len();
         let live_elsewhere = self.live_groups - before;
         let calls = &self.spec.calls;
-        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group {
-            accumulators: new_accumulators(calls, false),
-            rows: 0,
-            emitted: None,
-            dirty: false,
-        })?;
+        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group::new(calls, false))?;
         for (acc, partial) in group.accumulators.iter_mut().zip(accumulators) {
             acc.merge(partial.clone());
         }
@@ -259,21 +274,13 @@ impl Aggregate {
     fn apply(&mut self, start: i64, row: &[Value], ts: i64, add: bool, out: &mut Batch) -> Result<(), ExecError> {
         let bounds = self.window_bounds(start);
         let key = std::mem::take(&mut self.scratch.key);
-        let (spare, entries_max) = (&mut self.spare, self.spec.entries_max);
-        let groups = self
-            .windows
-            .entry(start)
-            .or_insert_with(|| spare.take().unwrap_or_else(|| KeyedState::new(entries_max)));
+        let groups = window_groups(&mut self.windows, &mut self.spare, self.spec.entries_max, start);
         let before = groups.len();
         let live_elsewhere = self.live_groups - before;
         let retractable = self.spec.retractable;
         let calls = &self.spec.calls;
-        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group {
-            accumulators: new_accumulators(calls, retractable),
-            rows: 0,
-            emitted: None,
-            dirty: false,
-        })?;
+        let group =
+            groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group::new(calls, retractable))?;
         let changes = self.spec.emit == EmitMode::Changes;
         let had_old = changes
             && group.rows > 0
