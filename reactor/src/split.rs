@@ -19,8 +19,8 @@
 //!   only state the shards share for a split; everything else (tokens,
 //!   claims, rows) travels on the mesh.
 //! - In CSV a newline inside a quoted field ends no record, so a bound may
-//!   fall inside one. A reader decodes a chunk without a `"` byte line by
-//!   line, one vectorised pass; a chunk with one, record by record with
+//!   fall inside one. A reader decodes a chunk without a `"` byte in one
+//!   pass (`Decoder::decode_lines`); a chunk with one, record by record with
 //!   the in-order reader's `read_record`, going on past the next bound if
 //!   its last record does. The token (below) says where the chunk's
 //!   records really start: the end of the record before. If that is not
@@ -30,7 +30,9 @@
 //!   quotes before the first byte is decoded (that scan was a serial
 //!   tenth of a 10M-row run).
 //! - A reader decodes a whole chunk (bounded by `chunk_bytes`) before it
-//!   emits it, noting its largest event time and its line count. To emit
+//!   emits it, noting its largest event time, the rows where its own
+//!   maximum rose (the only ones a watermark mark can follow) and its
+//!   line count. To emit
 //!   chunk `c` it needs the *prefix* of the chunks before it: their
 //!   largest event time, their lines, and where their last record ended.
 //!   That comes as a token, a mesh

@@ -37,9 +37,9 @@
 //! - Nothing is kept across batches: a batch is combined on its own, so
 //!   checkpoints see no state here, and a batch may as well go as rows
 //!   (the aggregate takes either): after a batch whose rows did not fold
-//!   at least two to a partial, the next sixteen do, as the table would
-//!   cost more than it saves (the Nexmark generator's bids spread over
-//!   more auctions than a batch holds).
+//!   at least two to a partial, the next sixteen go as rows, as the table
+//!   would cost more than it saves (a key that hardly repeats, such as a
+//!   price).
 
 use std::hash::{Hash, Hasher};
 
