@@ -200,6 +200,7 @@ impl Batch {
     /// Appends a row; `row` must have exactly `width` values.
     #[inline]
     pub fn push(&mut self, op: Op, row: &[Value]) {
+        debug_assert!(!self.combined, "a row in a batch of partial aggregates");
         assert_eq!(row.len(), self.width, "row width does not match the batch");
         self.values.extend_from_slice(row);
         self.ops.push(op);
