@@ -508,7 +508,8 @@ const TS_CALENDAR_MS_MAX: i64 = 253_402_300_799_999;
 /// Writes timestamps as `YYYY-MM-DD HH:MM:SS.fff` (what
 /// `time::format_timestamp` writes) straight into bytes, remembering the
 /// date of the last one: the rows of a stream mostly share a day, and the
-/// calendar conversion is most of the cost.
+/// calendar conversion is most of the cost; and the whole text of the last
+/// one, as a busy stream repeats a millisecond for many rows.
 ///
 /// A timestamp outside years 0000–9999 has no such text (and the calendar
 /// arithmetic would overflow near the ends of i64), so it is written as
@@ -518,6 +519,9 @@ struct TimestampWriter {
     day: i64,
     /// `YYYY-MM-DD ` of `day`.
     date: [u8; 11],
+    /// The last timestamp written in calendar form, and its text.
+    last: i64,
+    text: [u8; 23],
 }
 
 impl TimestampWriter {
@@ -526,12 +530,19 @@ impl TimestampWriter {
         TimestampWriter {
             day: i64::MIN,
             date: [0; 11],
+            // Outside the calendar range, so never matched (checked first).
+            last: i64::MIN,
+            text: [0; 23],
         }
     }
 
     fn write(&mut self, ms: i64, out: &mut Vec<u8>) {
         if !(TS_CALENDAR_MS_MIN..=TS_CALENDAR_MS_MAX).contains(&ms) {
             write_i64(ms, out);
+            return;
+        }
+        if ms == self.last {
+            out.extend_from_slice(&self.text);
             return;
         }
         let day = floor_div(ms, MS_PER_DAY);
@@ -552,8 +563,9 @@ impl TimestampWriter {
         let [s0, s1] = two_digits(time_of_day / 1_000 % 60);
         let millis = time_of_day % 1_000;
         let [f1, f2] = two_digits(millis % 100);
-        out.extend_from_slice(&self.date);
-        out.extend_from_slice(&[
+        let mut text = [0u8; 23];
+        text[..11].copy_from_slice(&self.date);
+        text[11..].copy_from_slice(&[
             h0,
             h1,
             b':',
@@ -567,6 +579,9 @@ impl TimestampWriter {
             f1,
             f2,
         ]);
+        self.last = ms;
+        self.text = text;
+        out.extend_from_slice(&text);
     }
 }
 
