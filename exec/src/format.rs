@@ -145,15 +145,8 @@ pub trait Decoder {
             if record.is_empty() {
                 continue;
             }
-            if record.len() > out.record_bytes_max {
-                out.refuse(too_long_reason(out.record_bytes_max));
-                continue;
-            }
-            let result = out.batch().push_with(Op::Insert, |values| self.decode(record, values));
-            match result {
-                Ok(()) => out.accepted(),
-                Err(reason) => out.refuse(reason),
-            }
+            let line = out.lines;
+            out.record(self, record, record.len() > out.record_bytes_max, line);
         }
     }
 }
@@ -205,6 +198,20 @@ impl Lines {
             lines: 0,
             rows: 0,
             bad: Vec::new(),
+        }
+    }
+
+    /// Decodes one record that began on line `line` of the run (from 1),
+    /// or refuses it unread when it is `too_long` (the caller measured it
+    /// against the limit).
+    pub fn record<D: Decoder + ?Sized>(&mut self, decoder: &mut D, record: &[u8], too_long: bool, line: u64) {
+        if too_long {
+            self.bad.push((line, too_long_reason(self.record_bytes_max)));
+            return;
+        }
+        match self.batch().push_with(Op::Insert, |values| decoder.decode(record, values)) {
+            Ok(()) => self.accepted(),
+            Err(reason) => self.bad.push((line, reason)),
         }
     }
 

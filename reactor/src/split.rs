@@ -69,12 +69,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use laminar_exec::agg::AggKind;
-use laminar_exec::batch::{Batch, Op};
+use laminar_exec::batch::Batch;
 use laminar_exec::format::{Decoder, Format, Lines};
 use laminar_exec::operators::topn::RankKind;
 use laminar_exec::operators::AggCall;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
-use laminar_exec::types::{DataType, Value};
+use laminar_exec::types::DataType;
 
 use crate::source::{io_error, read_record, MalformedRecord, RECORD_BYTES_MAX};
 use crate::RunError;
@@ -301,12 +301,6 @@ pub fn plan(
     }))
 }
 
-/// A malformed record of a decoded chunk, reported once its line is known.
-struct Bad {
-    line_in_chunk: u64,
-    reason: String,
-}
-
 /// A decoded chunk, waiting for its prefix.
 struct Decoded {
     chunk: usize,
@@ -315,15 +309,11 @@ struct Decoded {
     /// next bound).
     start: u64,
     end: u64,
-    /// The rows, in batches of at most `EMIT_ROWS`.
-    rows: Vec<Batch>,
-    lines: u64,
-    max_time: i64,
-    /// Where the chunk's own maximum time rose (`Lines::advances`), when
-    /// known: the only rows a watermark mark can follow.
-    advances: Option<Vec<(usize, usize, i64)>>,
-    bad: Vec<Bad>,
-    counts: ChunkCounts,
+    /// The rows in batches of at most `EMIT_ROWS`, the lines, the largest
+    /// event time and where it rose, and the malformed records by line.
+    lines: Lines,
+    /// Bytes read, up to `end`.
+    bytes: u64,
 }
 
 /// Decoded chunks a reader may hold while it waits for the first one's
@@ -469,23 +459,30 @@ impl SplitReader {
             );
             d = self.decode(d.chunk, prefix.start)?;
         }
-        counts.rows += d.counts.rows;
-        counts.malformed += d.counts.malformed;
-        counts.bytes += d.counts.bytes;
+        let Lines {
+            mut batches,
+            max_time: chunk_max_time,
+            advances,
+            lines,
+            rows,
+            bad,
+            ..
+        } = d.lines;
+        counts.rows += rows;
+        counts.malformed += bad.len() as u64;
+        counts.bytes += d.bytes;
         let location = self.split.path.display().to_string();
-        for bad in &d.bad {
+        for (line_in_chunk, reason) in &bad {
             on_malformed(MalformedRecord {
                 source: source_name,
                 location: &location,
-                line: prefix.lines + bad.line_in_chunk,
-                reason: &bad.reason,
+                line: prefix.lines + line_in_chunk,
+                reason,
             });
         }
         // The file-order watermark: the prefix's, then every advance,
         // placed among the chunk's rows where they stand.
         let mut max_time = prefix.max_time;
-        let advances = d.advances.take();
-        let mut batches = d.rows;
         if let Some(spec) = self.watermark {
             let delay = spec.delay_ms;
             let current = &mut self.current;
@@ -496,30 +493,14 @@ impl SplitReader {
                     batches[0].push_mark_at(0, w);
                 }
             }
-            let mut place = |batch: &mut Batch, i: usize, t: i64| {
+            // Only where the chunk's own maximum rose can the file's.
+            for (b, i, t) in advances {
                 if t > max_time {
                     max_time = t;
                     let w = t.saturating_sub(delay);
                     if w > *current {
                         *current = w;
-                        batch.push_mark_at(i + 1, w);
-                    }
-                }
-            };
-            match advances {
-                // Only where the chunk's own maximum rose can the file's.
-                Some(advances) => {
-                    for (b, i, t) in advances {
-                        place(&mut batches[b], i, t);
-                    }
-                }
-                None => {
-                    for batch in &mut batches {
-                        for i in 0..batch.len() {
-                            if let Value::Ts(t) | Value::Int(t) = batch.row(i)[spec.column] {
-                                place(batch, i, t);
-                            }
-                        }
+                        batches[b].push_mark_at(i + 1, w);
                     }
                 }
             }
@@ -531,8 +512,8 @@ impl SplitReader {
                 self.split.owner(next),
                 next,
                 Prefix {
-                    max_time: prefix.max_time.max(d.max_time),
-                    lines: prefix.lines + d.lines,
+                    max_time: prefix.max_time.max(chunk_max_time),
+                    lines: prefix.lines + lines,
                     start: d.end,
                 },
             )
@@ -572,16 +553,13 @@ impl SplitReader {
     fn decode(&mut self, chunk: usize, start: u64) -> Result<Decoded, RunError> {
         let path = &self.split.path;
         let bound = self.split.bounds[chunk + 1];
+        let (watermark, width) = (self.watermark, self.width);
         let mut d = Decoded {
             chunk,
             start,
             end: start.max(bound),
-            rows: vec![Batch::new(self.width)],
-            lines: 0,
-            max_time: i64::MIN,
-            advances: None,
-            bad: Vec::new(),
-            counts: ChunkCounts::default(),
+            lines: Lines::new(width, EMIT_ROWS, watermark.map(|w| w.column), RECORD_BYTES_MAX),
+            bytes: 0,
         };
         if start >= bound {
             return Ok(d); // a record before ran over the whole chunk
@@ -595,23 +573,12 @@ impl SplitReader {
         self.file.read_exact_at(buf, start).map_err(io_error("reading", path))?;
         let buf = &self.buf[..len];
         let decoder = self.decoder.as_mut();
-        let (watermark, width) = (self.watermark, self.width);
         let quoted = self.format == Format::Csv && memchr::memchr(b'"', buf).is_some();
         if self.format == Format::Csv && !quoted {
             // No quote in these bytes: a record is a line, and the decoder
             // takes them all at once.
-            d.counts.bytes = len as u64;
-            let mut lines = Lines::new(width, EMIT_ROWS, watermark.map(|w| w.column), RECORD_BYTES_MAX);
-            decoder.decode_lines(buf, &mut lines);
-            d.rows = lines.batches;
-            d.lines = lines.lines;
-            d.max_time = lines.max_time;
-            d.advances = Some(lines.advances);
-            d.counts.rows = lines.rows;
-            d.counts.malformed = lines.bad.len() as u64;
-            d.bad = (lines.bad.into_iter())
-                .map(|(line_in_chunk, reason)| Bad { line_in_chunk, reason })
-                .collect();
+            d.bytes = len as u64;
+            decoder.decode_lines(buf, &mut d.lines);
         } else {
             // Records as the in-order reader reads them; a quoted field may
             // carry the last one past the bound, so the file goes on behind
@@ -624,35 +591,6 @@ impl SplitReader {
                 },
             );
             let mut input = buf.chain(rest);
-            let mut decode_one = |d: &mut Decoded, record: &[u8], too_long: bool, first_line: u64| {
-                let result = if too_long {
-                    Err(crate::source::too_long_reason())
-                } else {
-                    if d.rows.last().is_some_and(|b| b.len() >= EMIT_ROWS) {
-                        d.rows.push(Batch::with_capacity(width, EMIT_ROWS));
-                    }
-                    let rows = d.rows.last_mut().expect("one batch at least");
-                    rows.push_with(Op::Insert, |values| decoder.decode(record, values))
-                };
-                match result {
-                    Ok(()) => {
-                        if let Some(spec) = watermark {
-                            let rows = d.rows.last().expect("one batch at least");
-                            if let Value::Ts(t) | Value::Int(t) = rows.row(rows.len() - 1)[spec.column] {
-                                d.max_time = d.max_time.max(t);
-                            }
-                        }
-                        d.counts.rows += 1;
-                    }
-                    Err(reason) => {
-                        d.counts.malformed += 1;
-                        d.bad.push(Bad {
-                            line_in_chunk: first_line,
-                            reason,
-                        });
-                    }
-                }
-            };
             let mut at = start;
             while at < bound {
                 let Some(r) = read_record(&mut input, &mut self.record, self.format, self.delimiter)
@@ -661,13 +599,13 @@ impl SplitReader {
                     break;
                 };
                 at += r.bytes;
-                d.counts.bytes += r.bytes;
-                let first_line = d.lines + 1;
-                d.lines += r.lines;
+                d.bytes += r.bytes;
+                let first_line = d.lines.lines + 1;
+                d.lines.lines += r.lines;
                 if r.blank {
                     continue;
                 }
-                decode_one(&mut d, &self.record, r.too_long, first_line);
+                d.lines.record(decoder, &self.record, r.too_long, first_line);
             }
             d.end = at.max(bound);
         }
