@@ -133,21 +133,25 @@ pub trait Decoder {
     fn decode_lines(&mut self, buf: &[u8], out: &mut Lines) {
         let mut line_start = 0;
         let ends = memchr::memchr_iter(b'\n', buf)
-            .map(|i| (i, i + 1))
-            .chain((!buf.is_empty() && buf.last() != Some(&b'\n')).then_some((buf.len(), buf.len())));
-        for (line_end, next) in ends {
-            out.lines += 1;
-            let mut record = &buf[line_start..line_end];
-            line_start = next;
-            if let (true, [rest @ .., b'\r']) = (next > line_end, record) {
-                record = rest;
-            }
-            if record.is_empty() {
-                continue;
-            }
-            let line = out.lines;
-            out.record(self, record, record.len() > out.record_bytes_max, line);
+            .map(|i| (i, true))
+            .chain((!buf.is_empty() && buf.last() != Some(&b'\n')).then_some((buf.len(), false)));
+        for (line_end, terminated) in ends {
+            let record = &buf[line_start..record_end(buf, line_start, line_end, terminated)];
+            line_start = line_end + 1;
+            out.line(record.len(), |values| self.decode(record, values));
         }
+    }
+}
+
+/// Where the record of the line `buf[start..end]` ends: before a `\r`
+/// that goes with the line's `\n` (`terminated`), as `strip_newline` has
+/// it for every reader.
+#[inline]
+pub(crate) fn record_end(buf: &[u8], start: usize, end: usize, terminated: bool) -> usize {
+    if terminated && end > start && buf[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
     }
 }
 
@@ -201,15 +205,28 @@ impl Lines {
         }
     }
 
-    /// Decodes one record that began on line `line` of the run (from 1),
-    /// or refuses it unread when it is `too_long` (the caller measured it
-    /// against the limit).
-    pub fn record<D: Decoder + ?Sized>(&mut self, decoder: &mut D, record: &[u8], too_long: bool, line: u64) {
+    /// One more line, of a record `len` bytes long that `fill` decodes
+    /// into a row: counted, skipped when blank, refused unread when over
+    /// the limit.
+    #[inline]
+    pub(crate) fn line(&mut self, len: usize, fill: impl FnOnce(&mut Vec<Value>) -> Result<(), String>) {
+        self.lines += 1;
+        if len > 0 {
+            let line = self.lines;
+            self.record(line, len > self.record_bytes_max, fill);
+        }
+    }
+
+    /// One record, which began on line `line` of the run (from 1): `fill`
+    /// decodes it into a row, unless it is `too_long` (the caller measured
+    /// it against the limit), which refuses it unread.
+    #[inline]
+    pub fn record(&mut self, line: u64, too_long: bool, fill: impl FnOnce(&mut Vec<Value>) -> Result<(), String>) {
         if too_long {
             self.bad.push((line, too_long_reason(self.record_bytes_max)));
             return;
         }
-        match self.batch().push_with(Op::Insert, |values| decoder.decode(record, values)) {
+        match self.batch().push_with(Op::Insert, fill) {
             Ok(()) => self.accepted(),
             Err(reason) => self.bad.push((line, reason)),
         }
@@ -238,11 +255,6 @@ impl Lines {
             }
         }
         self.rows += 1;
-    }
-
-    /// The record on the current line was refused.
-    fn refuse(&mut self, reason: String) {
-        self.bad.push((self.lines, reason));
     }
 }
 

@@ -605,7 +605,9 @@ impl SplitReader {
                 if r.blank {
                     continue;
                 }
-                d.lines.record(decoder, &self.record, r.too_long, first_line);
+                let record = &self.record;
+                d.lines
+                    .record(first_line, r.too_long, |values| decoder.decode(record, values));
             }
             d.end = at.max(bound);
         }

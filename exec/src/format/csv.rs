@@ -12,8 +12,8 @@
 //! shifted column.
 
 use super::{
-    column_error, null_for, parse_bool, parse_i64, parse_ts_text, write_scalar, Decoder, Encoder, IntError, Lines,
-    Shown, TimestampWriter, RECORD_FIELDS_MAX,
+    column_error, null_for, parse_bool, parse_i64, parse_ts_text, record_end, write_scalar, Decoder, Encoder, IntError,
+    Lines, Shown, TimestampWriter, RECORD_FIELDS_MAX,
 };
 use crate::batch::Op;
 use crate::time::{parse_timestamp_fixed_with, DateCache};
@@ -522,26 +522,9 @@ impl CsvDecoder {
     /// One line of `decode_lines`: `buf[start..end]`, before its `\n` if
     /// `terminated`, with its delimiters at `ends`.
     #[inline]
-    fn line(&mut self, buf: &[u8], start: usize, mut end: usize, terminated: bool, ends: &[usize], out: &mut Lines) {
-        out.lines += 1;
-        // As `strip_newline`: a `\r` goes only with its `\n`.
-        if terminated && end > start && buf[end - 1] == b'\r' {
-            end -= 1;
-        }
-        if end == start {
-            return;
-        }
-        if end - start > out.record_bytes_max {
-            out.refuse(super::too_long_reason(out.record_bytes_max));
-            return;
-        }
-        match out
-            .batch()
-            .push_with(Op::Insert, |values| self.fill_row(buf, start, end, ends, values))
-        {
-            Ok(()) => out.accepted(),
-            Err(reason) => out.refuse(reason),
-        }
+    fn line(&mut self, buf: &[u8], start: usize, end: usize, terminated: bool, ends: &[usize], out: &mut Lines) {
+        let end = record_end(buf, start, end, terminated);
+        out.line(end - start, |values| self.fill_row(buf, start, end, ends, values));
     }
 }
 
