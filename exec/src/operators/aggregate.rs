@@ -215,14 +215,8 @@ impl Aggregate {
             };
             debug_assert!(rows > 0);
             self.metrics.rows_in += rows as u64;
-            let ts = match self.spec.time_column {
-                Some(_) => match row[k] {
-                    Value::Ts(t) | Value::Int(t) => Some(t),
-                    _ => None,
-                },
-                None => Some(UNWINDOWED),
-            };
-            let Some(ts) = ts else {
+            // The representative time sits after the key.
+            let Some(ts) = row_time(row, self.spec.time_column.map(|_| k)) else {
                 self.metrics.null_time_dropped += rows as u64;
                 continue;
             };
