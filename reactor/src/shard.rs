@@ -811,16 +811,14 @@ impl ShardCore {
             match &topo.input_placement[node][input] {
                 Placement::Local => self.feed(node, input, self.id, batch)?,
                 placement => {
-                    let combine = self.combiners[node].as_mut().is_some_and(|c| c.should_combine());
-                    let parts = match self.combiners[node].as_mut() {
-                        Some(combiner) if combine => partition_combined(batch, combiner, placement, topo.shards),
-                        _ => {
-                            let mut key = std::mem::take(&mut self.key);
-                            let parts = partition(batch, placement, topo.shards, &mut key);
-                            self.key = key;
-                            parts
-                        }
-                    };
+                    let combined = (self.combiners[node].as_mut())
+                        .and_then(|combiner| partition_combined(batch, combiner, placement, topo.shards));
+                    let parts = combined.unwrap_or_else(|| {
+                        let mut key = std::mem::take(&mut self.key);
+                        let parts = partition(batch, placement, topo.shards, &mut key);
+                        self.key = key;
+                        parts
+                    });
                     for (dest, part) in parts.into_iter().enumerate() {
                         if part.is_inert() {
                             continue;
@@ -2218,7 +2216,7 @@ mod tests {
 
     /// Queued batches for one node input merge, but partial aggregates and
     /// rows never share a batch: an aggregate's combined input carries
-    /// both, batch by batch (`Combiner::should_combine`).
+    /// both, batch by batch (`Combiner::partition`).
     #[test]
     fn merging_keeps_partial_aggregates_and_rows_apart() {
         let rows = || {

@@ -334,8 +334,13 @@ pub fn partition(batch: &Batch, placement: &Placement, shards: usize, key: &mut 
 
 /// `partition` for an aggregate's combined input: the rows of `batch`
 /// folded into partial aggregates (`Combiner`), each sent where its key's
-/// rows would go.
-pub fn partition_combined(batch: &Batch, combiner: &mut Combiner, placement: &Placement, shards: usize) -> Vec<Batch> {
+/// rows would go; None when the combiner lets this batch go as rows.
+pub fn partition_combined(
+    batch: &Batch,
+    combiner: &mut Combiner,
+    placement: &Placement,
+    shards: usize,
+) -> Option<Vec<Batch>> {
     let Placement::Keyed(exprs) = placement else {
         unreachable!("only keyed inputs are combined")
     };

@@ -106,7 +106,7 @@ pub struct Combiner {
     /// Every call is COUNT(*): a group's accumulators are its row count,
     /// set when it is let out, not counted row by row.
     count_only: bool,
-    /// Batches still to send as rows (see `should_combine`).
+    /// Batches still to send as rows (see `partition`).
     raw_batches: u32,
 }
 
@@ -165,13 +165,18 @@ impl Combiner {
 
     /// `batch`'s rows as partial aggregates for `shards` destinations,
     /// each row going where `dest_of` sends it; every mark goes to every
-    /// destination.
+    /// destination. None when the batch should go as rows instead: while
+    /// folding has lately not paid.
     pub fn partition(
         &mut self,
         batch: &Batch,
         shards: usize,
         mut dest_of: impl FnMut(&[Value]) -> usize,
-    ) -> Vec<Batch> {
+    ) -> Option<Vec<Batch>> {
+        if self.raw_batches > 0 {
+            self.raw_batches -= 1;
+            return None;
+        }
         let mut out: Vec<Batch> = (0..shards)
             .map(|_| {
                 let mut b = Batch::combined(self.width(), self.calls.len());
@@ -212,17 +217,7 @@ impl Combiner {
         if batch.len() < FOLD_MIN * partials {
             self.raw_batches = RAW_BATCHES;
         }
-        out
-    }
-
-    /// Whether the next batch should be combined (`partition`) rather than
-    /// sent as rows: not while folding has lately not paid.
-    pub fn should_combine(&mut self) -> bool {
-        if self.raw_batches == 0 {
-            return true;
-        }
-        self.raw_batches -= 1;
-        false
+        Some(out)
     }
 
     /// Folds `row` into its pending group; returns the group's
@@ -511,7 +506,8 @@ mod tests {
             ),
             shards in 1usize..4,
             // Per input batch, whether the combining side sends it as rows
-            // instead (`should_combine`): the aggregate takes either.
+            // anyway (as `partition` does when folding does not pay): the
+            // aggregate takes either.
             as_rows in prop::collection::vec(prop::bool::weighted(0.3), 6),
         ) {
             let emit = if final_mode { EmitMode::Final } else { EmitMode::OnWindowClose };
@@ -545,11 +541,11 @@ mod tests {
                 for (d, b) in split(input, shards).into_iter().enumerate() {
                     by_rows[d].push(b);
                 }
-                let parts = if as_rows[i % as_rows.len()] {
-                    split(input, shards)
-                } else {
-                    combiner.partition(input, shards, |row| dest(row, shards))
+                let combined = match as_rows[i % as_rows.len()] {
+                    true => None,
+                    false => combiner.partition(input, shards, |row| dest(row, shards)),
                 };
+                let parts = combined.unwrap_or_else(|| split(input, shards));
                 for (d, b) in parts.into_iter().enumerate() {
                     by_partials[d].push(b);
                 }
