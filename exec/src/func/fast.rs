@@ -77,8 +77,6 @@ enum Node {
     ModColumn(usize, Remainder),
     /// Comparison (`=` … `>=`), on the ordering `sql_cmp` would give.
     Cmp(BinaryOp, Box<Node>, Box<Node>),
-    /// `Cmp` with a literal on the right, held by value.
-    CmpLiteral(BinaryOp, Box<Node>, Scalar),
     And(Vec<Node>),
     Or(Vec<Node>),
     IsNull(Box<Node>, bool),
@@ -110,10 +108,7 @@ fn compile(e: &Expr) -> Option<Node> {
                 Node::Arith(*op, boxed(left)?, boxed(right)?)
             }
             BinaryOp::Concat => return None,
-            _ => match compile(right)? {
-                Node::Literal(r) => Node::CmpLiteral(*op, boxed(left)?, r),
-                r => Node::Cmp(*op, boxed(left)?, Box::new(r)),
-            },
+            _ => Node::Cmp(*op, boxed(left)?, boxed(right)?),
         },
         Expr::And(terms) => Node::And(terms.iter().map(compile).collect::<Option<_>>()?),
         Expr::Or(terms) => Node::Or(terms.iter().map(compile).collect::<Option<_>>()?),
@@ -171,7 +166,6 @@ impl Node {
                 let (l, r) = (left.operand(row)?, right.operand(row)?);
                 compare(*op, l, r)
             }
-            Node::CmpLiteral(op, left, r) => compare(*op, left.operand(row)?, *r),
             Node::And(terms) => kleene(terms, row, false),
             Node::Or(terms) => kleene(terms, row, true),
             Node::IsNull(arg, negated) => Ok(Scalar::Bool((arg.eval(row)? == Scalar::Null) != *negated)),
