@@ -1133,6 +1133,7 @@ mod one_pass_tests {
                 d = d.compact();
             }
             let time = used[1].then_some(if compact { usize::from(used[0]) } else { 1 });
+            let width = d.width;
             struct LineByLine<'a>(&'a mut CsvDecoder);
             impl Decoder for LineByLine<'_> {
                 fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
@@ -1140,7 +1141,7 @@ mod one_pass_tests {
                 }
             }
             let run = |d: &mut dyn Decoder| {
-                let mut out = Lines::new(d_width(&used, compact), batch_rows, time, 60);
+                let mut out = Lines::new(width, batch_rows, time, 60);
                 d.decode_lines(buf.as_bytes(), &mut out);
                 let batches: Vec<Vec<Vec<Value>>> =
                     out.batches.iter().map(|b| b.rows().map(|(_, r)| r.to_vec()).collect()).collect();
@@ -1150,14 +1151,5 @@ mod one_pass_tests {
             let by_line = run(&mut LineByLine(&mut d));
             prop_assert_eq!(one_pass, by_line);
         }
-    }
-}
-
-#[cfg(test)]
-fn d_width(used: &[bool], compact: bool) -> usize {
-    if compact {
-        used.iter().filter(|&&u| u).count()
-    } else {
-        used.len()
     }
 }
