@@ -6,10 +6,13 @@
 #
 #   scripts/fuzz.sh [--scratch] [SECONDS] [TARGET...]   (default: 600 s each, every target)
 #
-# Each target runs SECONDS on its corpus (tests/fuzz/corpus/TARGET, which
-# the run grows: commit what it adds, after `cargo fuzz cmin`). With
-# --scratch (what scripts/test.sh uses) the corpus is only read and new
-# inputs go to a temporary directory, so the checkout stays clean. An input that crashes a target is
+# Each target runs SECONDS on its corpus. A target's minimised corpus is
+# one archive, tests/fuzz/corpus/TARGET.tar.gz (thousands of small files
+# kept as one), unpacked into a temporary directory for the run. Without
+# --scratch the run grows it: the corpus is minimised (`cargo fuzz cmin`)
+# and packed back into the archive, to commit. With --scratch (what
+# scripts/test.sh uses) the archive is only read and new inputs go to a
+# temporary directory, so the checkout stays clean. An input that crashes a target is
 # copied to tests/fuzz/regressions/TARGET/ (commit it: the default test
 # suite replays it forever) and the script fails. Runs without sanitizers
 # (a sanitized build would rebuild RocksDB; the one unsafe block the
@@ -37,13 +40,22 @@ fi
 # cargo-fuzz passes a few -Z flags; this lets the stable compiler take them.
 export RUSTC_BOOTSTRAP=1
 fuzz_target_dir="${LAMINAR_FUZZ_TARGET_DIR:-$HOME/.cache/laminar/fuzz-target}"
+# Packs a corpus directory into its archive, byte for byte the same for
+# the same files (sorted names, no owners or times), so an unchanged
+# corpus leaves the archive unchanged.
+pack_corpus() {
+    tar --sort=name --owner=0 --group=0 --numeric-owner --mtime='2026-01-01 00:00Z' -C "$1" -cf - . | gzip -n -9 >"$2"
+}
 failed=0
 for t in "${targets[@]}"; do
-    mkdir -p "tests/fuzz/corpus/$t" "tests/fuzz/regressions/$t"
+    mkdir -p "tests/fuzz/regressions/$t"
+    archive="tests/fuzz/corpus/$t.tar.gz"
+    corpus="$(mktemp -d /tmp/laminar-fuzz-corpus-$t.XXXXXX)"
+    [ ! -e "$archive" ] || tar -xzf "$archive" -C "$corpus"
     log="$(mktemp /tmp/laminar-fuzz-$t.XXXXXX)"
-    corpora=("tests/fuzz/corpus/$t")
+    corpora=("$corpus")
     if [ -n "$scratch" ]; then
-        corpora=("$(mktemp -d /tmp/laminar-fuzz-corpus-$t.XXXXXX)" "tests/fuzz/corpus/$t")
+        corpora=("$(mktemp -d /tmp/laminar-fuzz-new-$t.XXXXXX)" "$corpus")
     fi
     set +e
     cargo fuzz run --fuzz-dir tests/fuzz --target-dir "$fuzz_target_dir" --sanitizer none "$t" \
@@ -60,9 +72,18 @@ for t in "${targets[@]}"; do
             [ -e "$a" ] && cp "$a" "tests/fuzz/regressions/$t/" && echo "  kept $a in tests/fuzz/regressions/$t/" >&2
         done
     else
-        echo "fuzz $t: ${runs:-no summary}, 0 crashes ($(ls "tests/fuzz/corpus/$t" | wc -l) committed corpus inputs)"
+        echo "fuzz $t: ${runs:-no summary}, 0 crashes ($(ls "$corpus" | wc -l) corpus inputs)"
         rm -f "$log"
-        [ -z "$scratch" ] || rm -rf "${corpora[0]}"
+        if [ -n "$scratch" ]; then
+            rm -rf "${corpora[0]}"
+        else
+            # Minimised in place, then packed.
+            cargo fuzz cmin --fuzz-dir tests/fuzz --target-dir "$fuzz_target_dir" --sanitizer none "$t" "$corpus" -- \
+                -rss_limit_mb=2048 -timeout=10 -max_len=65536 >/dev/null 2>&1 || true
+            pack_corpus "$corpus" "$archive"
+            echo "  packed $(ls "$corpus" | wc -l) inputs into $archive (commit it)"
+        fi
     fi
+    rm -rf "$corpus"
 done
 exit "$failed"
