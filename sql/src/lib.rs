@@ -12,6 +12,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod connector;
 pub mod ddl;
 pub mod error;
 pub mod expr;
