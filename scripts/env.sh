@@ -19,7 +19,7 @@ fi
 
 # Cargo judges our crates fresh by file times, and test binaries bake in
 # their checkout's path (golden files, fuzz corpora; the fuzz crate also
-# includes bin/src/config.rs by path). So artifacts built from another
+# reads the serve config crate by path). So artifacts built from another
 # checkout on this machine can pass for this one's while running that
 # one's files. When the checkout changes, mark this one's sources new:
 # our crates rebuild, dependencies (RocksDB among them) do not.

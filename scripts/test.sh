@@ -3,7 +3,7 @@
 # every test of every crate (unit, golden SQL files, property tests).
 #
 # Slow suites are opt-in through environment variables, documented in the
-# README: LAMINAR_STRESS=N adds N iterations of the multi-shard stress loop;
+# README (Tests): LAMINAR_STRESS=N adds N iterations of the multi-shard stress loop;
 # LAMINAR_FUZZ_SECONDS=N fuzzes each decoder N seconds instead of 15;
 # LAMINAR_STATIC=1 builds and checks the statically linked binary.
 #

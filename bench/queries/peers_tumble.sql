@@ -1,6 +1,6 @@
 -- A 10 s tumbling count per auction over the peer benchmark's 2M-row bid
 -- CSV (191 MB), written by `../shared/peers/run.sh --n 2000000`: large
--- enough to be read by every shard at once. README (Shards) compares
+-- enough to be read by every shard at once. bench/RESULTS.md (Split reading) compares
 --   laminar run --shards 2 bench/queries/peers_tumble.sql
 --   laminar run --shards 2 --split-bytes-min 999999999999 bench/queries/peers_tumble.sql
 -- (split, and read in order by one shard): the same rows either way.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use laminar_exec::plan::PhysicalPlan;
 use laminar_reactor::metrics::sum;
-use laminar_reactor::runner::SharedProgress;
+use laminar_reactor::runner::Control;
 
 /// The bound addresses of tcp sources and sinks, by plan index.
 pub struct Addresses {
@@ -31,7 +31,7 @@ pub fn serve(
     server: tiny_http::Server,
     plan: Arc<PhysicalPlan>,
     addresses: Addresses,
-    cell: Arc<OnceLock<Arc<SharedProgress>>>,
+    cell: Arc<OnceLock<Arc<Control>>>,
     started: Instant,
 ) {
     for request in server.incoming_requests() {
@@ -69,11 +69,12 @@ pub fn serve(
     }
 }
 
-fn health(p: &SharedProgress) -> (u16, &'static str, String) {
+fn health(p: &Control) -> (u16, &'static str, String) {
     // Each shard's watchdog beats every 5 ms.
-    let before: Vec<u64> = p.heartbeats.iter().map(|b| b.load(Relaxed)).collect();
+    let before: Vec<u64> = p.liveness.heartbeats.iter().map(|b| b.load(Relaxed)).collect();
     std::thread::sleep(Duration::from_millis(50));
     let stalled: Vec<String> = p
+        .liveness
         .heartbeats
         .iter()
         .zip(&before)
@@ -92,8 +93,8 @@ fn health(p: &SharedProgress) -> (u16, &'static str, String) {
     }
 }
 
-fn ready(p: &SharedProgress) -> (u16, &'static str, String) {
-    if p.shutdown.load(Relaxed) {
+fn ready(p: &Control) -> (u16, &'static str, String) {
+    if p.stop.shutdown.load(Relaxed) {
         (503, "text/plain", "stopping\n".into())
     } else if p.metrics.ready.load(Relaxed) {
         (200, "text/plain", "ready\n".into())
@@ -107,7 +108,7 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) -> String {
+fn metrics(plan: &PhysicalPlan, p: Option<&Control>, started: Instant) -> String {
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -135,7 +136,7 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
         return out;
     };
     let m = &p.metrics;
-    let ready = m.ready.load(Relaxed) && !p.shutdown.load(Relaxed);
+    let ready = m.ready.load(Relaxed) && !p.stop.shutdown.load(Relaxed);
     family(
         "laminar_ready",
         "gauge",
@@ -341,11 +342,11 @@ fn metrics(plan: &PhysicalPlan, p: Option<&SharedProgress>, started: Instant) ->
     out
 }
 
-fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&SharedProgress>, started: Instant) -> String {
+fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, started: Instant) -> String {
     use serde_json::json;
     let state = match p {
         None => "starting",
-        Some(p) if p.shutdown.load(Relaxed) => "stopping",
+        Some(p) if p.stop.shutdown.load(Relaxed) => "stopping",
         Some(p) if p.metrics.ready.load(Relaxed) => "running",
         Some(_) => "recovering",
     };

@@ -1,13 +1,13 @@
 //! `laminar bench arena|mesh|jitter|wal`: microbenchmarks of the state
 //! arena, the mesh and the write-ahead log, with percentiles from an HDR
 //! histogram, and of the machine's own stalls. The work is done by
-//! `laminar_reactor::microbench` on the real types; this file parses the
+//! `laminar_bench::micro` on the real types; this file parses the
 //! options and prints.
 
 use anyhow::{ensure, Result};
 use clap::Subcommand;
 use hdrhistogram::Histogram;
-use laminar_reactor::microbench::{self, Samples};
+use laminar_bench::micro::{self as microbench, Samples};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {

@@ -3,7 +3,7 @@
 //!
 //! `ingest` sends files (or stdin) line by line over one connection,
 //! half-closes it, and waits for the server's answer: `OK <rows> rows
-//! <malformed> malformed` once a checkpoint holds every line (it then
+//! <malformed> malformed` once the WAL holds every line on disk (it then
 //! survives kill -9). Any other ending means the lines must be sent
 //! again; the exit status says so.
 //!

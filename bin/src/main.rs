@@ -44,7 +44,7 @@ impl HugePages {
 mod admin;
 mod bench;
 mod client;
-mod config;
+use laminar_config as config;
 mod query_bench;
 mod serve;
 
@@ -113,10 +113,10 @@ enum Command {
         join_state_ttl_ms: i64,
         /// Files at least this large (bytes) are read by every shard at
         /// once, in chunks, with the results of reading them in order.
-        #[arg(long, default_value_t = laminar_reactor::split::SPLIT_BYTES_MIN_DEFAULT)]
+        #[arg(long, default_value_t = laminar_reactor::source::split::SPLIT_BYTES_MIN_DEFAULT)]
         split_bytes_min: u64,
         /// The chunk size (bytes) of a file read by every shard.
-        #[arg(long, default_value_t = laminar_reactor::split::SPLIT_CHUNK_BYTES_DEFAULT,
+        #[arg(long, default_value_t = laminar_reactor::source::split::SPLIT_CHUNK_BYTES_DEFAULT,
               value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
         split_chunk_bytes: u64,
         /// Keep state durable in this directory: checkpoints every
@@ -148,7 +148,7 @@ enum Command {
     /// and file sinks, admin HTTP; runs until SIGTERM (then drains, takes
     /// a final checkpoint and exits 0).
     Serve {
-        /// The TOML config (see the README's `laminar serve` section).
+        /// The TOML config (every key: docs/serve.md).
         #[arg(long)]
         config: PathBuf,
         /// Validate the config and its SQL, then exit.

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use laminar_bench::nexmark::{Generator, NexmarkConfig};
 use laminar_exec::plan::{PhysicalPlan, SinkConnector, SourceConnector};
+use laminar_nexmark::{Generator, NexmarkConfig};
 use laminar_reactor::{Pacing, Progress, RunOptions, RunSummary};
 use laminar_sql::PlanOptions;
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use laminar_exec::plan::{PhysicalPlan, SinkConnector, SourceConnector};
-use laminar_reactor::runner::{LiveOptions, SharedProgress};
+use laminar_reactor::runner::{Control, LiveOptions};
 use laminar_sql::PlanOptions;
 
 use crate::config::Config;
@@ -114,8 +114,8 @@ fn bind(plan: &PhysicalPlan, host: IpAddr) -> Result<Listeners> {
 }
 
 /// The live-source limits a config sets.
-fn live_limits(config: &Config) -> laminar_reactor::live::LiveLimits {
-    laminar_reactor::live::LiveLimits {
+fn live_limits(config: &Config) -> laminar_reactor::LiveLimits {
+    laminar_reactor::LiveLimits {
         connections_max: config.limits.connections_per_source,
         line_bytes_max: config.limits.line_bytes_max,
         inbox_bytes_max: config.limits.inbox_bytes_max,
@@ -168,7 +168,7 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop_signal)).context("installing signal handlers")?;
     }
-    let progress_cell: Arc<OnceLock<Arc<SharedProgress>>> = Arc::new(OnceLock::new());
+    let progress_cell: Arc<OnceLock<Arc<Control>>> = Arc::new(OnceLock::new());
     let started = Instant::now();
     let plan_shared = Arc::new(plan.clone());
     let address = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
@@ -194,7 +194,7 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
     }
     let on_started = {
         let cell = Arc::clone(&progress_cell);
-        Box::new(move |p: Arc<SharedProgress>| {
+        Box::new(move |p: Arc<Control>| {
             let _ = cell.set(p);
         })
     };
@@ -257,7 +257,7 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
 }
 
 /// Signals to the run's stop flag, and systemd's notifications.
-fn monitor(cell: Arc<OnceLock<Arc<SharedProgress>>>, stop_signal: Arc<AtomicBool>, shards: usize) {
+fn monitor(cell: Arc<OnceLock<Arc<Control>>>, stop_signal: Arc<AtomicBool>, shards: usize) {
     let watchdog = sd_notify::watchdog_enabled();
     let mut ready_sent = false;
     let mut stopping_sent = false;
@@ -272,7 +272,7 @@ fn monitor(cell: Arc<OnceLock<Arc<SharedProgress>>>, stop_signal: Arc<AtomicBool
         if stop_signal.load(Ordering::Relaxed) && !stopping_sent {
             stopping_sent = true;
             eprintln!("stopping: closing intake, draining, taking a final checkpoint");
-            progress.shutdown.store(true, Ordering::Release);
+            progress.stop.shutdown.store(true, Ordering::Release);
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         }
         if !ready_sent && progress.metrics.ready.load(Ordering::Relaxed) {
@@ -282,7 +282,12 @@ fn monitor(cell: Arc<OnceLock<Arc<SharedProgress>>>, stop_signal: Arc<AtomicBool
         }
         // The systemd watchdog is fed only while every shard's heartbeat
         // moves: a hung executor gets the service restarted.
-        let beats: Vec<u64> = progress.heartbeats.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let beats: Vec<u64> = progress
+            .liveness
+            .heartbeats
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         if beats.iter().zip(&last_beats).all(|(now, before)| now != before) {
             beats_moved_at = Instant::now();
             last_beats = beats;
@@ -303,10 +308,14 @@ mod tests {
     #[test]
     fn the_config_defaults_are_the_engine_defaults() {
         let config = Config::parse("[pipeline]\nsql = 'x'\n", Path::new(".")).unwrap();
-        assert_eq!(live_limits(&config), laminar_reactor::live::LiveLimits::default());
+        assert_eq!(live_limits(&config), laminar_reactor::LiveLimits::default());
         assert_eq!(
             config.limits.state_entries_max,
             laminar_exec::state::STATE_ENTRIES_MAX_DEFAULT
+        );
+        assert_eq!(
+            laminar_config::FORK_SNAPSHOT_MB_DEFAULT << 20,
+            laminar_reactor::checkpoint::FORK_BYTES_MIN_DEFAULT as u64
         );
     }
 }

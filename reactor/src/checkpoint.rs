@@ -3,7 +3,7 @@
 //!
 //! A checkpoint is an *epoch* `e` (1, 2, …). The coordinator (the thread
 //! that started the run) requests it by raising
-//! `SharedProgress::checkpoint_requested`. Every shard's source loop, at
+//! `Control::epochs`. Every shard's source loop, at
 //! its next batch boundary, records where each of its sources stands and
 //! sends *barrier* `e` after the rows it has read, to every consumer, on
 //! the same paths (and mesh channels) the rows take. A node instance
@@ -45,9 +45,9 @@ use laminar_persistence::manifest::{self, Manifest, SinkPosition, SourcePosition
 use laminar_persistence::store::{CheckpointStore, ShardIndex};
 use laminar_persistence::Faults;
 
-use crate::shard::SharedProgress;
+use crate::control::Control;
+use crate::error::RunError;
 use crate::source::{Source, SourceState};
-use crate::RunError;
 
 /// How a run keeps durable state (`laminar run --state-dir`).
 #[derive(Debug, Clone)]
@@ -87,6 +87,8 @@ pub struct Piece {
 /// What a shard restores at start.
 #[derive(Debug, Clone, Default)]
 pub struct ShardRestore {
+    /// The state directory it was read from (for errors).
+    pub dir: PathBuf,
     pub epoch: u64,
     /// Node snapshots as read back, aligned so they decode in place.
     pub parts: laminar_persistence::store::ReadParts,
@@ -283,9 +285,9 @@ impl ShardCheckpoint {
 /// Where `source` (read on `shard`) stands now, encoded for the manifest.
 pub fn source_position(shard: usize, source: &mut Source) -> Result<SourcePosition, RunError> {
     let state = source.position()?;
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&state).map_err(|e| RunError::Recovery {
-        dir: PathBuf::new(),
-        reason: format!("cannot encode the position of source {}: {e}", source.name),
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&state).map_err(|e| RunError::Encode {
+        what: format!("the position of source {}", source.name),
+        reason: e.to_string(),
     })?;
     Ok(SourcePosition {
         name: source.name.clone(),
@@ -499,6 +501,7 @@ impl Coordinator {
                 }
             }
             restores.push(ShardRestore {
+                dir: dir.clone(),
                 epoch: manifest.epoch,
                 parts,
                 sources,
@@ -541,19 +544,18 @@ impl Coordinator {
     /// write a manifest every interval; what a live source did without
     /// reading, such as a watermark moved by an idle timeout, is in its
     /// WAL).
-    pub fn tick(&mut self, progress: &SharedProgress) {
+    pub fn tick(&mut self, progress: &Control) {
         // Shards may have requested one themselves (`every_rows`).
-        self.requested = self
-            .requested
-            .max(progress.checkpoint_requested.load(Ordering::Acquire));
+        self.requested = self.requested.max(progress.epochs.requested.load(Ordering::Acquire));
         if self.stopping {
             return;
         }
-        let live = progress.sources_live.load(Ordering::Relaxed) > 0;
+        let live = progress.alignment.reading.load(Ordering::Relaxed) > 0;
         let activity = progress
+            .run
             .rows_in
             .load(Ordering::Relaxed)
-            .wrapping_add(progress.bytes_read.load(Ordering::Relaxed));
+            .wrapping_add(progress.run.bytes_read.load(Ordering::Relaxed));
         if self.every_rows.is_none()
             && self.requested == self.completed
             && live
@@ -563,31 +565,27 @@ impl Coordinator {
             self.activity_at_request = activity;
             self.requested += 1;
             self.requested_at = Instant::now();
-            progress.checkpoint_requested.store(self.requested, Ordering::Release);
+            progress.epochs.requested.store(self.requested, Ordering::Release);
         }
     }
 
     /// Requests the checkpoint that ends a stopping run, once none is in
     /// flight; no other is requested after it. Returns its epoch.
-    pub fn request_final(&mut self, progress: &SharedProgress) -> Option<u64> {
-        self.requested = self
-            .requested
-            .max(progress.checkpoint_requested.load(Ordering::Acquire));
+    pub fn request_final(&mut self, progress: &Control) -> Option<u64> {
+        self.requested = self.requested.max(progress.epochs.requested.load(Ordering::Acquire));
         if self.requested != self.completed {
             return None;
         }
         self.stopping = true;
         self.requested += 1;
         self.requested_at = Instant::now();
-        progress.checkpoint_requested.store(self.requested, Ordering::Release);
+        progress.epochs.requested.store(self.requested, Ordering::Release);
         Some(self.requested)
     }
 
     /// Takes one shard's piece; completes the checkpoint with the last.
-    pub fn on_piece(&mut self, mut piece: Piece, progress: &SharedProgress) -> Result<(), RunError> {
-        self.requested = self
-            .requested
-            .max(progress.checkpoint_requested.load(Ordering::Acquire));
+    pub fn on_piece(&mut self, mut piece: Piece, progress: &Control) -> Result<(), RunError> {
+        self.requested = self.requested.max(progress.epochs.requested.load(Ordering::Acquire));
         assert_eq!(piece.epoch, self.requested, "pieces of the checkpoint in flight only");
         let shard = piece.shard;
         let serializing = Instant::now();
@@ -623,7 +621,7 @@ impl Coordinator {
         self.pieces[shard] = Some(piece);
         if self.pieces.iter().all(Option::is_some) {
             self.complete()?;
-            progress.checkpoint_completed.store(self.completed, Ordering::Release);
+            progress.epochs.completed.store(self.completed, Ordering::Release);
             let m = &progress.metrics;
             m.checkpoints_completed.store(self.completed, Ordering::Relaxed);
             let last = self.durations.last().map_or(0, |d| d.as_nanos());

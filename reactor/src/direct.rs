@@ -31,7 +31,7 @@ use std::rc::Rc;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use glommio::sync::Semaphore;
 
-use crate::RunError;
+use crate::error::RunError;
 
 /// Bytes per write: large enough that a write's fixed cost is nothing,
 /// small enough that a few in flight are little memory.

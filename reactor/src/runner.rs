@@ -2,6 +2,7 @@
 //! between them, progress and malformed-record reports relayed to the
 //! caller's thread, and the shards' reports merged into one summary.
 
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -9,12 +10,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use laminar_exec::operator::OperatorMetrics;
 use laminar_exec::plan::{PhysicalPlan, SinkConnector};
 
-pub use crate::shard::SharedProgress;
-use crate::shard::{shard_main, Phase, ShardConfig, ShardContext, ShardEvent, ShardLive, ShardReport};
+pub use crate::control::{Control, Phase};
+use crate::error::RunError;
+use crate::shard::{shard_main, ShardConfig, ShardContext, ShardEvent, ShardLive, ShardReport};
+use crate::source::split::SourceSplit;
 use crate::source::MalformedRecord;
-use crate::split::SourceSplit;
 use crate::topology::Topology;
-use crate::RunError;
 
 pub use crate::source::MalformedRecord as Malformed;
 
@@ -70,17 +71,16 @@ impl Kicker {
         }
     }
 
-    fn kick_stalled(&mut self, progress: &SharedProgress) {
-        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+    fn kick_stalled(&mut self, progress: &Control) {
         for id in 0..self.last_beat.len() {
-            let beat = progress.heartbeats[id].load(Relaxed);
+            let beat = progress.liveness.heartbeats[id].load(Relaxed);
             if beat != self.last_beat[id] {
                 self.last_beat[id] = beat;
                 self.beat_seen_at[id] = Instant::now();
                 continue;
             }
-            let tid = progress.thread_ids[id].load(Acquire);
-            let running = Phase::from_u8(progress.phase[id].load(Relaxed)) != Phase::Finished;
+            let tid = progress.liveness.thread_ids[id].load(Acquire);
+            let running = Phase::from_u8(progress.liveness.phase[id].load(Relaxed)) != Phase::Finished;
             // A shard that never ticked is watched from the run's start: an
             // executor was seen to fall asleep before its first tick.
             if tid == 0 || !running || self.beat_seen_at[id].elapsed() < KICK_AFTER {
@@ -133,7 +133,7 @@ pub struct RunOptions<'a> {
     /// last one. None: state stays in memory.
     pub durability: Option<crate::checkpoint::Durability>,
     /// `laminar serve`: listeners of tcp sources and sinks, and what to
-    /// do once running. The run then lasts until `SharedProgress::shutdown`.
+    /// do once running. The run then lasts until `Control::shutdown`.
     pub live: Option<LiveOptions>,
     /// Called for each reported malformed record.
     pub on_malformed: &'a mut dyn FnMut(MalformedRecord<'_>),
@@ -147,12 +147,12 @@ pub struct LiveOptions {
     pub source_listeners: Vec<Option<std::net::TcpListener>>,
     /// By sink index: a bound listener for each tcp sink.
     pub sink_listeners: Vec<Option<std::net::TcpListener>>,
-    pub limits: crate::live::LiveLimits,
+    pub limits: crate::net::ingest::LiveLimits,
     /// What a subscriber may fall behind before it is dropped.
     pub subscriber_buffer_bytes: usize,
     /// Called once the shards are started, with the counters and the
     /// `shutdown` flag.
-    pub on_started: Box<dyn FnOnce(Arc<SharedProgress>) + Send>,
+    pub on_started: Box<dyn FnOnce(Arc<Control>) + Send>,
     /// How long a stop (SIGTERM) may take, from the request to the
     /// final checkpoint's answers; past it the run stops with an error.
     pub stop_timeout: Duration,
@@ -273,7 +273,139 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
     let started = Instant::now();
     let shards = options.shards;
     let cpus = options.cpus.clone().unwrap_or_else(usable_cpus);
-    let mut config = ShardConfig::new(shards, cpus.clone(), options.batch_rows);
+    let mut config = shard_config(&options, cpus);
+    let plan = Arc::new(plan.clone());
+    // The state directory: resume from its checkpoint, if it has one.
+    let (coordinator, mut restores) = match &options.durability {
+        Some(d) => {
+            config.checkpoints = true;
+            config.checkpoint_every_rows = d.every_rows;
+            config.snapshot_fork_bytes_min = d.fork_bytes_min;
+            let (c, r) = crate::checkpoint::Coordinator::open(d, &plan, shards)?;
+            (Some(c), r)
+        }
+        None => (None, None),
+    };
+    let checkpoints = coordinator.is_some();
+    // A checkpoint commits a sink's byte position; a direct file has its
+    // last block in memory until the end (see `direct`).
+    config.direct_file_sinks = !checkpoints;
+    let mut live = options.live.take();
+    assert!(
+        live.is_none() || checkpoints,
+        "`laminar serve` keeps its state durable: a live run needs `durability`"
+    );
+    if let (Some(_), Some(d)) = (&live, &options.durability) {
+        config.wal_dir = Some(d.state_dir.join(crate::checkpoint::WAL_DIR));
+    }
+    let spread_options = crate::source::SpreadOptions {
+        checkpoints,
+        file_bytes_min: options
+            .split_bytes_min
+            .unwrap_or(crate::source::split::SPLIT_BYTES_MIN_DEFAULT),
+        file_chunk_bytes: options
+            .split_chunk_bytes
+            .unwrap_or(crate::source::split::SPLIT_CHUNK_BYTES_DEFAULT),
+        generator_chunk_events: options
+            .split_generator_chunk_events
+            .unwrap_or(crate::source::split::GENERATOR_CHUNK_EVENTS),
+    };
+    let splits: Vec<Option<SourceSplit>> = (0..plan.sources.len())
+        .map(|i| crate::source::spread(&plan, i, shards, &spread_options))
+        .collect::<Result<_, _>>()?;
+    let split_flags: Vec<bool> = splits.iter().map(Option::is_some).collect();
+    let splits = Arc::new(splits);
+    let topo = Arc::new(Topology::new(&plan, shards, &split_flags));
+    let control = Arc::new(Control::with_metrics(
+        shards,
+        plan.sources.len(),
+        plan.nodes.len(),
+        plan.sinks.len(),
+    ));
+    if let Some(c) = &coordinator {
+        control.epochs.requested.store(c.completed, Relaxed);
+        control.epochs.completed.store(c.completed, Relaxed);
+        control.metrics.checkpoints_completed.store(c.completed, Relaxed);
+    }
+    let (events_tx, events_rx) = mpsc::channel();
+    let mesh_ends = crate::mesh::full(shards, config.channel_messages_max);
+    let probes: Vec<(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)> = mesh_ends
+        .iter()
+        .enumerate()
+        .flat_map(|(to, ends)| ends.probes().into_iter().map(move |(from, p)| (from, to, p)))
+        .collect();
+    let bytes_total = plan
+        .sources
+        .iter()
+        .map(|s| match &s.connector {
+            laminar_exec::plan::SourceConnector::File { path, .. } => std::fs::metadata(path).ok().map(|m| m.len()),
+            _ => None,
+        })
+        .sum::<Option<u64>>();
+    let mut mesh_ends = mesh_ends.into_iter();
+    let contexts = (0..shards)
+        .map(|id| ShardContext {
+            id,
+            plan: Arc::clone(&plan),
+            topo: Arc::clone(&topo),
+            config: config.clone(),
+            mesh: mesh_ends.next().filter(|_| shards > 1),
+            progress: Arc::clone(&control),
+            events: events_tx.clone(),
+            splits: Arc::clone(&splits),
+            restore: restores.as_mut().map(|r| std::mem::take(&mut r[id])),
+            live: live.as_mut().map(|l| shard_live(l, &topo, id)),
+        })
+        .collect();
+    let handles = spawn_shards(contexts, &config, &control)?;
+    drop(events_tx);
+    let stop = live.map(|l| {
+        (l.on_started)(Arc::clone(&control));
+        StopSequence::new(l.stop_timeout)
+    });
+    let mut relay = Relay {
+        control: &control,
+        shards,
+        coordinator,
+        stop,
+        probes,
+        started,
+        bytes_total,
+        checkpoint_error: None,
+    };
+    relay.run(&events_rx, &mut options);
+    let Relay {
+        coordinator,
+        stop,
+        checkpoint_error,
+        ..
+    } = relay;
+    let (reports, first_error) = join_shards(handles, checkpoint_error);
+    // A live run that stopped as asked: the shards were told to stop
+    // (`Aborted`) after the final checkpoint, which holds everything.
+    if matches!(first_error, Some(RunError::Aborted)) && stop.as_ref().is_some_and(StopSequence::stopped) {
+        let mut summary = summarize(&plan, &[], started.elapsed());
+        for (s, counters) in summary.sources.iter_mut().zip(&control.metrics.sources) {
+            s.rows = counters.rows.load(Relaxed);
+            s.malformed = counters.malformed.load(Relaxed);
+        }
+        for (s, counters) in summary.sinks.iter_mut().zip(&control.metrics.sinks) {
+            s.rows = counters.rows.load(Relaxed);
+        }
+        summary.checkpoints = coordinator.map(|c| c.summary(Duration::ZERO));
+        return Ok(summary);
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    let mut summary = summarize(&plan, &reports, started.elapsed());
+    summary.checkpoints = coordinator.map(|c| c.summary(reports.iter().map(|r| r.restore).max().unwrap_or_default()));
+    Ok(summary)
+}
+
+/// The shard runtime's knobs for a run.
+fn shard_config(options: &RunOptions<'_>, cpus: Vec<usize>) -> ShardConfig {
+    let mut config = ShardConfig::new(options.shards, cpus, options.batch_rows);
     if let Some(spin) = options.spin_before_park {
         config.spin_before_park = spin;
     }
@@ -297,125 +429,42 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
             deadline_ns,
         });
     }
-    let plan = Arc::new(plan.clone());
-    // The state directory: resume from its checkpoint, if it has one.
-    let (mut coordinator, mut restores) = match &options.durability {
-        Some(d) => {
-            config.checkpoints = true;
-            config.checkpoint_every_rows = d.every_rows;
-            config.snapshot_fork_bytes_min = d.fork_bytes_min;
-            let (c, r) = crate::checkpoint::Coordinator::open(d, &plan, shards)?;
-            (Some(c), r)
-        }
-        None => (None, None),
-    };
-    let checkpoints = coordinator.is_some();
-    // A checkpoint commits a sink's byte position; a direct file has its
-    // last block in memory until the end (see `direct`).
-    config.direct_file_sinks = !checkpoints;
-    let mut live = options.live.take();
-    assert!(
-        live.is_none() || checkpoints,
-        "`laminar serve` keeps its state durable: a live run needs `durability`"
-    );
-    if let (Some(_), Some(d)) = (&live, &options.durability) {
-        config.wal_dir = Some(d.state_dir.join(crate::checkpoint::WAL_DIR));
-    }
-    let splits: Vec<Option<SourceSplit>> = plan
-        .sources
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            // A source split over shards has no single position to resume
-            // from: with checkpoints each source is read by one shard.
-            if shards < 2 || checkpoints || !crate::split::order_insensitive(&plan, i) {
-                return Ok(None);
-            }
-            if crate::split::generator_splittable(s) {
-                return Ok(Some(SourceSplit::Generator {
-                    chunk_events: options
-                        .split_generator_chunk_events
-                        .unwrap_or(crate::split::GENERATOR_CHUNK_EVENTS),
-                }));
-            }
-            crate::split::plan(
-                s,
-                shards,
-                options.split_bytes_min.unwrap_or(crate::split::SPLIT_BYTES_MIN_DEFAULT),
-                options
-                    .split_chunk_bytes
-                    .unwrap_or(crate::split::SPLIT_CHUNK_BYTES_DEFAULT),
-            )
-            .map(|split| split.map(|f| SourceSplit::File(Arc::new(f))))
-        })
-        .collect::<Result<_, _>>()?;
-    let split_flags: Vec<bool> = splits.iter().map(Option::is_some).collect();
-    let splits = Arc::new(splits);
-    let topo = Arc::new(Topology::new(&plan, shards, &split_flags));
-    let progress = Arc::new(SharedProgress::with_metrics(
-        shards,
-        plan.sources.len(),
-        plan.nodes.len(),
-        plan.sinks.len(),
-    ));
-    if let Some(c) = &coordinator {
-        progress
-            .checkpoint_requested
-            .store(c.completed, std::sync::atomic::Ordering::Relaxed);
-        progress
-            .checkpoint_completed
-            .store(c.completed, std::sync::atomic::Ordering::Relaxed);
-        progress
-            .metrics
-            .checkpoints_completed
-            .store(c.completed, std::sync::atomic::Ordering::Relaxed);
-    }
-    let (events_tx, events_rx) = mpsc::channel();
-    let mesh_ends = crate::mesh::full(shards, config.channel_messages_max);
-    let probes: Vec<(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)> = mesh_ends
-        .iter()
-        .enumerate()
-        .flat_map(|(to, ends)| ends.probes().into_iter().map(move |(from, p)| (from, to, p)))
-        .collect();
-    let mut mesh_ends = mesh_ends.into_iter();
-    let bytes_total = plan
-        .sources
-        .iter()
-        .map(|s| match &s.connector {
-            laminar_exec::plan::SourceConnector::File { path, .. } => std::fs::metadata(path).ok().map(|m| m.len()),
-            _ => None,
-        })
-        .sum::<Option<u64>>();
+    config
+}
 
+/// What shard `id` of `laminar serve` listens on: the listeners of the
+/// tcp sources it owns, and on shard 0 those of the tcp sinks.
+fn shard_live(l: &mut LiveOptions, topo: &Topology, id: usize) -> ShardLive {
+    ShardLive {
+        source_listeners: l
+            .source_listeners
+            .iter_mut()
+            .enumerate()
+            .map(|(i, slot)| if topo.source_owner[i] == id { slot.take() } else { None })
+            .collect(),
+        sink_listeners: if id == 0 {
+            std::mem::take(&mut l.sink_listeners)
+        } else {
+            Vec::new()
+        },
+        limits: l.limits,
+        subscriber_buffer_bytes: l.subscriber_buffer_bytes,
+    }
+}
+
+type ShardHandle = glommio::ExecutorJoinHandle<Result<ShardReport, RunError>>;
+
+/// Starts one pinned executor per shard; if one cannot start, stops those
+/// that did.
+fn spawn_shards(
+    contexts: Vec<ShardContext>,
+    config: &ShardConfig,
+    control: &Control,
+) -> Result<Vec<ShardHandle>, RunError> {
     let mut handles = Vec::new();
-    for id in 0..shards {
-        let ctx = ShardContext {
-            id,
-            plan: Arc::clone(&plan),
-            topo: Arc::clone(&topo),
-            config: config.clone(),
-            mesh: mesh_ends.next().filter(|_| shards > 1),
-            progress: Arc::clone(&progress),
-            events: events_tx.clone(),
-            splits: Arc::clone(&splits),
-            restore: restores.as_mut().map(|r| std::mem::take(&mut r[id])),
-            live: live.as_mut().map(|l| ShardLive {
-                source_listeners: l
-                    .source_listeners
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(i, slot)| if topo.source_owner[i] == id { slot.take() } else { None })
-                    .collect(),
-                sink_listeners: if id == 0 {
-                    std::mem::take(&mut l.sink_listeners)
-                } else {
-                    Vec::new()
-                },
-                limits: l.limits,
-                subscriber_buffer_bytes: l.subscriber_buffer_bytes,
-            }),
-        };
-        let cpu = cpus[id % cpus.len()];
+    for ctx in contexts {
+        let id = ctx.id;
+        let cpu = config.cpus[id % config.cpus.len()];
         let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("laminar-shard-{id}"))
             .io_memory(config.io_memory_bytes)
@@ -429,7 +478,7 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
         match handle {
             Ok(h) => handles.push(h),
             Err(e) => {
-                progress.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+                control.run.set_abort();
                 for h in handles {
                     let _ = h.join();
                 }
@@ -437,124 +486,18 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
             }
         }
     }
-    drop(events_tx);
-    let mut stop = live.map(|l| {
-        (l.on_started)(Arc::clone(&progress));
-        StopSequence::new(l.stop_timeout)
-    });
+    Ok(handles)
+}
 
-    // Relay reports and progress until every shard has finished.
-    let mut finished = 0;
-    let mut last_progress = Instant::now();
-    // A run whose input count has not moved for a while is reported once,
-    // with each shard's phase, so a stall is never silent.
-    let (mut last_rows, mut rows_moved_at, mut stall_reported) = (0u64, Instant::now(), false);
-    install_kick_handler();
-    let mut kicker = Kicker::new(shards);
-    // The first failure of the coordinator: the run stops with it.
-    let mut checkpoint_error: Option<RunError> = None;
-    while finished < shards {
-        kicker.kick_stalled(&progress);
-        if let Some(c) = &mut coordinator {
-            if let Some(stop) = &mut stop {
-                if let Err(e) = stop.step(c, &progress, shards) {
-                    checkpoint_error.get_or_insert(e);
-                    progress.abort.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            }
-            c.tick(&progress);
-        }
-        if !progress.metrics.ready.load(std::sync::atomic::Ordering::Relaxed)
-            && progress.replaying.load(std::sync::atomic::Ordering::Acquire) == 0
-            && (0..shards)
-                .all(|i| Phase::from_u8(progress.phase[i].load(std::sync::atomic::Ordering::Relaxed)) >= Phase::Reading)
-        {
-            progress.metrics.ready.store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        match events_rx.recv_timeout(Duration::from_millis(10)) {
-            Ok(ShardEvent::Malformed {
-                source,
-                location,
-                line,
-                reason,
-            }) => (options.on_malformed)(MalformedRecord {
-                source: &source,
-                location: &location,
-                line,
-                reason: &reason,
-            }),
-            Ok(ShardEvent::Finished { .. }) => finished += 1,
-            Ok(ShardEvent::Checkpoint(piece)) => {
-                let c = coordinator.as_mut().expect("pieces come only with checkpoints");
-                if checkpoint_error.is_none() {
-                    if let Err(e) = c.on_piece(piece, &progress) {
-                        // A failed (or, in tests, injected) durable step:
-                        // stop everything; the state directory still holds
-                        // the last complete checkpoint.
-                        progress.abort.store(true, std::sync::atomic::Ordering::Relaxed);
-                        checkpoint_error = Some(e);
-                    }
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        let rows_now = progress.rows_in.load(std::sync::atomic::Ordering::Relaxed);
-        if rows_now != last_rows {
-            (last_rows, rows_moved_at) = (rows_now, Instant::now());
-        } else if !stall_reported && stop.is_none() && rows_moved_at.elapsed() >= STALL_REPORT_AFTER {
-            // (A live run may be quiet for hours: no stall report.)
-            stall_reported = true;
-            let phases: Vec<String> = (0..shards)
-                .map(|i| {
-                    let phase = Phase::from_u8(progress.phase[i].load(std::sync::atomic::Ordering::Relaxed));
-                    format!("shard {i}: {phase:?}")
-                })
-                .collect();
-            let channels: Vec<String> = probes
-                .iter()
-                .map(|(from, to, p)| format!("{from}->{to}: {}", p.describe()))
-                .collect();
-            tracing::warn!(
-                rows_in = rows_now,
-                kicks = kicker.kicks,
-                "no input read for {STALL_REPORT_AFTER:?}; {}; channels {}",
-                phases.join(", "),
-                channels.join("; ")
-            );
-        }
-        if last_progress.elapsed() >= Duration::from_millis(100) {
-            last_progress = Instant::now();
-            (options.on_progress)(&Progress {
-                rows_in: progress.rows_in.load(std::sync::atomic::Ordering::Relaxed),
-                bytes_read: progress.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
-                bytes_total,
-                elapsed: started.elapsed(),
-            });
-        }
-    }
-    // Reports that raced with the last Finished.
-    while let Ok(ShardEvent::Malformed {
-        source,
-        location,
-        line,
-        reason,
-    }) = events_rx.try_recv()
-    {
-        (options.on_malformed)(MalformedRecord {
-            source: &source,
-            location: &location,
-            line,
-            reason: &reason,
-        });
-    }
-
+/// Waits for every shard; returns their reports and the error that
+/// explains the run's failure, if it failed (the first real one, not the
+/// others' `Aborted`).
+fn join_shards(handles: Vec<ShardHandle>, first_error: Option<RunError>) -> (Vec<ShardReport>, Option<RunError>) {
     let mut reports = Vec::new();
-    let mut first_error = checkpoint_error;
+    let mut first_error = first_error;
     for (id, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(report)) => reports.push(report),
-            // The first real failure explains the others' `Aborted`.
             Ok(Err(RunError::Aborted)) => {
                 first_error.get_or_insert(RunError::Aborted);
             }
@@ -571,26 +514,139 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
             }
         }
     }
-    // A live run that stopped as asked: the shards were told to stop
-    // (`Aborted`) after the final checkpoint, which holds everything.
-    if matches!(first_error, Some(RunError::Aborted)) && stop.as_ref().is_some_and(StopSequence::stopped) {
-        let mut summary = summarize(&plan, &[], started.elapsed());
-        for (s, counters) in summary.sources.iter_mut().zip(&progress.metrics.sources) {
-            s.rows = counters.rows.load(std::sync::atomic::Ordering::Relaxed);
-            s.malformed = counters.malformed.load(std::sync::atomic::Ordering::Relaxed);
+    (reports, first_error)
+}
+
+/// The calling thread while the shards run: it relays malformed-record
+/// reports and progress, drives the checkpoint coordinator and the stop
+/// of `laminar serve`, kicks shards that sleep through their timers, and
+/// reports a run that reads nothing for a while.
+struct Relay<'c> {
+    control: &'c Control,
+    shards: usize,
+    coordinator: Option<crate::checkpoint::Coordinator>,
+    stop: Option<StopSequence>,
+    probes: Vec<(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)>,
+    started: Instant,
+    bytes_total: Option<u64>,
+    /// The first failure of the coordinator: the run stops with it.
+    checkpoint_error: Option<RunError>,
+}
+
+impl Relay<'_> {
+    /// Until every shard has finished.
+    fn run(&mut self, events_rx: &mpsc::Receiver<ShardEvent>, options: &mut RunOptions<'_>) {
+        let control = self.control;
+        let mut finished = 0;
+        let mut last_progress = Instant::now();
+        // A run whose input count has not moved for a while is reported
+        // once, with each shard's phase, so a stall is never silent.
+        let (mut last_rows, mut rows_moved_at, mut stall_reported) = (0u64, Instant::now(), false);
+        install_kick_handler();
+        let mut kicker = Kicker::new(self.shards);
+        while finished < self.shards {
+            kicker.kick_stalled(control);
+            self.coordinate();
+            if !control.metrics.ready.load(Relaxed)
+                && control.stop.replaying.load(Acquire) == 0
+                && (0..self.shards).all(|i| control.liveness.phase(i) >= Phase::Reading)
+            {
+                control.metrics.ready.store(true, Relaxed);
+            }
+            match events_rx.recv_timeout(Duration::from_millis(10)) {
+                Ok(ShardEvent::Malformed {
+                    source,
+                    location,
+                    line,
+                    reason,
+                }) => (options.on_malformed)(MalformedRecord {
+                    source: &source,
+                    location: &location,
+                    line,
+                    reason: &reason,
+                }),
+                Ok(ShardEvent::Finished { .. }) => finished += 1,
+                Ok(ShardEvent::Checkpoint(piece)) => self.on_piece(piece),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            let rows_now = control.run.rows_in.load(Relaxed);
+            if rows_now != last_rows {
+                (last_rows, rows_moved_at) = (rows_now, Instant::now());
+            } else if !stall_reported && self.stop.is_none() && rows_moved_at.elapsed() >= STALL_REPORT_AFTER {
+                // (A live run may be quiet for hours: no stall report.)
+                stall_reported = true;
+                self.report_stall(rows_now, kicker.kicks);
+            }
+            if last_progress.elapsed() >= Duration::from_millis(100) {
+                last_progress = Instant::now();
+                (options.on_progress)(&Progress {
+                    rows_in: control.run.rows_in.load(Relaxed),
+                    bytes_read: control.run.bytes_read.load(Relaxed),
+                    bytes_total: self.bytes_total,
+                    elapsed: self.started.elapsed(),
+                });
+            }
         }
-        for (s, counters) in summary.sinks.iter_mut().zip(&progress.metrics.sinks) {
-            s.rows = counters.rows.load(std::sync::atomic::Ordering::Relaxed);
+        // Reports that raced with the last Finished.
+        while let Ok(ShardEvent::Malformed {
+            source,
+            location,
+            line,
+            reason,
+        }) = events_rx.try_recv()
+        {
+            (options.on_malformed)(MalformedRecord {
+                source: &source,
+                location: &location,
+                line,
+                reason: &reason,
+            });
         }
-        summary.checkpoints = coordinator.map(|c| c.summary(Duration::ZERO));
-        return Ok(summary);
     }
-    if let Some(e) = first_error {
-        return Err(e);
+
+    /// The coordinator's turn: the stop sequence, then the next request.
+    fn coordinate(&mut self) {
+        let Some(c) = &mut self.coordinator else { return };
+        if let Some(stop) = &mut self.stop {
+            if let Err(e) = stop.step(c, self.control, self.shards) {
+                self.checkpoint_error.get_or_insert(e);
+                self.control.run.set_abort();
+            }
+        }
+        c.tick(self.control);
     }
-    let mut summary = summarize(&plan, &reports, started.elapsed());
-    summary.checkpoints = coordinator.map(|c| c.summary(reports.iter().map(|r| r.restore).max().unwrap_or_default()));
-    Ok(summary)
+
+    fn on_piece(&mut self, piece: crate::checkpoint::Piece) {
+        let c = self.coordinator.as_mut().expect("pieces come only with checkpoints");
+        if self.checkpoint_error.is_none() {
+            if let Err(e) = c.on_piece(piece, self.control) {
+                // A failed (or, in tests, injected) durable step: stop
+                // everything; the state directory still holds the last
+                // complete checkpoint.
+                self.control.run.set_abort();
+                self.checkpoint_error = Some(e);
+            }
+        }
+    }
+
+    fn report_stall(&self, rows_in: u64, kicks: u64) {
+        let phases: Vec<String> = (0..self.shards)
+            .map(|i| format!("shard {i}: {:?}", self.control.liveness.phase(i)))
+            .collect();
+        let channels: Vec<String> = self
+            .probes
+            .iter()
+            .map(|(from, to, p)| format!("{from}->{to}: {}", p.describe()))
+            .collect();
+        tracing::warn!(
+            rows_in,
+            kicks,
+            "no input read for {STALL_REPORT_AFTER:?}; {}; channels {}",
+            phases.join(", "),
+            channels.join("; ")
+        );
+    }
 }
 
 /// `laminar serve`'s stop, driven by the coordinator's thread: stop
@@ -621,7 +677,7 @@ impl StopSequence {
     fn step(
         &mut self,
         coordinator: &mut crate::checkpoint::Coordinator,
-        progress: &SharedProgress,
+        progress: &Control,
         shards: usize,
     ) -> Result<(), RunError> {
         use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
@@ -629,37 +685,33 @@ impl StopSequence {
             return Ok(());
         }
         let Some(asked_at) = self.asked_at else {
-            if progress.shutdown.load(Acquire) {
+            if progress.stop.shutdown.load(Acquire) {
                 tracing::info!("stopping: intake closed, draining");
                 self.asked_at = Some(Instant::now());
-                progress.intake_stopped.store(true, Release);
+                progress.stop.intake_stopped.store(true, Release);
             }
             return Ok(());
         };
         if asked_at.elapsed() > self.timeout {
-            return Err(RunError::Stop(format!(
-                "it did not finish within {:?} (drained shards {}/{shards}, final checkpoint {}, answered {}/{shards})",
-                self.timeout,
-                progress.drained.load(Acquire),
-                if self.final_epoch == 0 {
-                    "not started".to_string()
-                } else {
-                    format!("epoch {}", self.final_epoch)
-                },
-                progress.ready_to_stop.load(Acquire),
-            )));
+            return Err(RunError::StopTimeout {
+                timeout: self.timeout,
+                shards,
+                drained: progress.stop.drained.load(Acquire),
+                final_epoch: (self.final_epoch != 0).then_some(self.final_epoch),
+                answered: progress.stop.ready_to_stop.load(Acquire),
+            });
         }
         if self.final_epoch == 0 {
-            if progress.drained.load(Acquire) == shards {
+            if progress.stop.drained.load(Acquire) == shards {
                 if let Some(epoch) = coordinator.request_final(progress) {
                     tracing::info!(epoch, "stopping: drained, final checkpoint requested");
                     self.final_epoch = epoch;
-                    progress.final_epoch.store(epoch, Release);
+                    progress.epochs.final_.store(epoch, Release);
                 }
             }
             return Ok(());
         }
-        if coordinator.completed >= self.final_epoch && progress.ready_to_stop.load(Acquire) == shards {
+        if coordinator.completed >= self.final_epoch && progress.stop.ready_to_stop.load(Acquire) == shards {
             tracing::info!(
                 epoch = self.final_epoch,
                 ms = asked_at.elapsed().as_millis() as u64,
@@ -667,7 +719,7 @@ impl StopSequence {
             );
             self.stopped = true;
             // The shards' way out: every wait checks this flag.
-            let _ = progress.abort.fetch_or(true, AcqRel);
+            let _ = progress.run.abort.fetch_or(true, AcqRel);
         }
         Ok(())
     }

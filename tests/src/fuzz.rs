@@ -21,7 +21,7 @@
 //!   pieces; every line then decodes or fails with a reason.
 //! - `config`: any text as `laminar.toml` parses into a config whose
 //!   every value is in range, or fails with one line naming what is wrong.
-//!   It runs the binary's own `bin/src/config.rs`, compiled in here.
+//!   It runs `laminar serve`'s own parser, the `laminar-config` crate.
 
 use laminar_exec::batch::Op;
 use laminar_exec::format::{csv_record_incomplete_with, write_value_text, Format};
@@ -276,11 +276,7 @@ pub fn tcp_framing(data: &[u8]) {
     }
 }
 
-/// The binary's config module, compiled here so the fuzzer runs exactly
-/// the code `laminar serve` does.
-#[path = "../../bin/src/config.rs"]
-#[allow(dead_code)]
-mod config;
+use laminar_config as config;
 
 /// `config`: see the module doc.
 pub fn config(data: &[u8]) {

@@ -1,11 +1,11 @@
 //! Which file sources may be read by every shard at once: only those whose
 //! results cannot depend on the order rows of a key arrive in (see
-//! `laminar_reactor::split::order_insensitive`). That splitting such a
+//! `laminar_reactor::source::split::order_insensitive`). That splitting such a
 //! source changes nothing is checked by every multi-shard golden and
 //! differential test (they split every input into 64-byte chunks) and by
 //! `bin/tests/cli.rs`.
 
-use laminar_reactor::split::order_insensitive;
+use laminar_reactor::source::split::order_insensitive;
 use laminar_sql::{plan_script, PlanOptions};
 
 const SOURCE: &str = "CREATE SOURCE t (k VARCHAR, v BIGINT, d DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)

@@ -15,8 +15,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use laminar_exec::state::KeyedState;
 use laminar_exec::types::Value;
 
-use crate::mesh;
-use crate::RunError;
+use laminar_reactor::mesh;
+
+use crate::BenchError;
 
 /// What a microbenchmark measured.
 #[derive(Debug, Clone)]
@@ -167,14 +168,14 @@ fn executor<T: Send + 'static>(
     name: &str,
     cpu: usize,
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
-) -> Result<glommio::ExecutorJoinHandle<T>, RunError> {
+) -> Result<glommio::ExecutorJoinHandle<T>, BenchError> {
     LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(name)
         .io_memory(512 << 10)
-        .spin_before_park(crate::shard::SPIN_BEFORE_PARK)
+        .spin_before_park(laminar_reactor::shard::SPIN_BEFORE_PARK)
         .spawn(move || async move { f().await })
-        .map_err(|e| RunError::Executor {
-            shard: cpu,
+        .map_err(|e| BenchError::Executor {
+            cpu,
             reason: e.to_string(),
         })
 }
@@ -184,7 +185,12 @@ fn executor<T: Send + 'static>(
 /// batches are) through a channel of `capacity` messages to an executor on
 /// `cpus.1`, which sums them. A sample is the time per message over each
 /// 1% of the run.
-pub fn mesh_throughput(cpus: (usize, usize), capacity: usize, rows: usize, messages: u64) -> Result<Samples, RunError> {
+pub fn mesh_throughput(
+    cpus: (usize, usize),
+    capacity: usize,
+    rows: usize,
+    messages: u64,
+) -> Result<Samples, BenchError> {
     assert!(capacity > 0 && rows > 0 && messages >= 100);
     let (tx, rx) = mesh::channel::<Vec<u64>>(capacity);
     let started = Instant::now();
@@ -214,8 +220,8 @@ pub fn mesh_throughput(cpus: (usize, usize), capacity: usize, rows: usize, messa
             (n, sum, samples)
         })
     })?;
-    sender.join().map_err(|e| RunError::Mesh(e.to_string()))?;
-    let (n, sum, samples_ns) = receiver.join().map_err(|e| RunError::Mesh(e.to_string()))?;
+    sender.join().map_err(|e| BenchError::Thread(e.to_string()))?;
+    let (n, sum, samples_ns) = receiver.join().map_err(|e| BenchError::Thread(e.to_string()))?;
     let elapsed = started.elapsed();
     let expected = (0..messages).fold(0u64, |s, i| s.wrapping_add(i).wrapping_add(rows as u64));
     assert_eq!((n, sum), (messages, expected), "every message arrives once");
@@ -229,7 +235,7 @@ pub fn mesh_throughput(cpus: (usize, usize), capacity: usize, rows: usize, messa
 /// Mesh round trip: a message from `cpus.0` to `cpus.1` and back, one at a
 /// time, so every message finds the other side parked and pays the full
 /// cross-core wake. A sample is one round trip.
-pub fn mesh_round_trip(cpus: (usize, usize), rounds: u64) -> Result<Samples, RunError> {
+pub fn mesh_round_trip(cpus: (usize, usize), rounds: u64) -> Result<Samples, BenchError> {
     assert!(rounds > 0);
     let (ping_tx, ping_rx) = mesh::channel::<u64>(1);
     let (pong_tx, pong_rx) = mesh::channel::<u64>(1);
@@ -259,11 +265,11 @@ pub fn mesh_round_trip(cpus: (usize, usize), rounds: u64) -> Result<Samples, Run
             samples
         })
     })?;
-    let samples_ns = driver.join().map_err(|e| RunError::Mesh(e.to_string()))?;
-    echo.join().map_err(|e| RunError::Mesh(e.to_string()))?;
+    let samples_ns = driver.join().map_err(|e| BenchError::Thread(e.to_string()))?;
+    echo.join().map_err(|e| BenchError::Thread(e.to_string()))?;
     let elapsed = started.elapsed();
     if samples_ns.len() as u64 != rounds {
-        return Err(RunError::Mesh(format!(
+        return Err(BenchError::Incomplete(format!(
             "{} of {rounds} round trips completed",
             samples_ns.len()
         )));
@@ -339,7 +345,7 @@ impl Jitter {
 
 /// Spins on core `cpu` for `duration`, reading the monotonic clock, and
 /// records every stall.
-pub fn jitter(cpu: usize, duration: Duration) -> Result<Jitter, RunError> {
+pub fn jitter(cpu: usize, duration: Duration) -> Result<Jitter, BenchError> {
     let thread = executor("bench-jitter", cpu, move || {
         Box::pin(async move {
             let mut stalls_ns = Vec::new();
@@ -364,7 +370,7 @@ pub fn jitter(cpu: usize, duration: Duration) -> Result<Jitter, RunError> {
             }
         })
     })?;
-    thread.join().map_err(|e| RunError::Mesh(e.to_string()))
+    thread.join().map_err(|e| BenchError::Thread(e.to_string()))
 }
 
 #[cfg(test)]
@@ -408,7 +414,7 @@ pub fn wal(
     record_bytes: usize,
     records: u64,
     group_bytes: usize,
-) -> Result<WalBench, RunError> {
+) -> Result<WalBench, BenchError> {
     use laminar_persistence::wal::{RecordKind, WalConfig, WalWriter};
     assert!(records > 0 && record_bytes > 0);
     let config = WalConfig {
@@ -419,8 +425,8 @@ pub fn wal(
     let handle = executor("bench-wal", cpu, move || {
         Box::pin(async move {
             let mut wal = WalWriter::open(config, 0, laminar_persistence::Faults::none()).await?;
-            wal.sync_latency = Some(crate::pace::latency_histogram());
-            let mut group_ns = crate::pace::latency_histogram();
+            wal.sync_latency = Some(laminar_reactor::pace::latency_histogram());
+            let mut group_ns = laminar_reactor::pace::latency_histogram();
             let payload = vec![0x5au8; record_bytes];
             let started = Instant::now();
             let mut group_started = Instant::now();
@@ -447,5 +453,5 @@ pub fn wal(
             })
         })
     })?;
-    Ok(handle.join().map_err(|e| RunError::Mesh(e.to_string()))??)
+    Ok(handle.join().map_err(|e| BenchError::Thread(e.to_string()))??)
 }

@@ -76,8 +76,12 @@ use laminar_exec::operators::AggCall;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
 use laminar_exec::types::DataType;
 
-use crate::source::{io_error, read_record, MalformedRecord, RECORD_BYTES_MAX};
-use crate::RunError;
+use super::reader::{
+    io_error, ChunkCounts, Handoff, MalformedRecord, Prefix, ReadState, Reader, ReaderPosition, SourceState,
+    RECORD_BYTES_MAX,
+};
+use super::record::{read_record, strip_newline};
+use crate::error::RunError;
 
 /// Files smaller than this are read by one shard (`RunOptions` can say
 /// otherwise): splitting costs a scan of the file and a token per chunk.
@@ -109,12 +113,12 @@ pub fn generator_splittable(node: &SourceNode) -> bool {
     let SourceConnector::Nexmark { kind, columns, .. } = &node.connector else {
         return false;
     };
-    let Some(kind) = laminar_bench::nexmark::EventKind::from_name(kind) else {
+    let Some(kind) = laminar_nexmark::EventKind::from_name(kind) else {
         return false;
     };
     match node.watermark {
         None => true,
-        Some(w) => laminar_bench::nexmark::schema(kind).index_of("date_time") == Some(columns[w.column]),
+        Some(w) => laminar_nexmark::schema(kind).index_of("date_time") == Some(columns[w.column]),
     }
 }
 
@@ -160,19 +164,6 @@ impl FileSplit {
     pub fn owner(&self, chunk: usize) -> Option<usize> {
         self.owners[chunk].load(Ordering::Acquire).checked_sub(1)
     }
-}
-
-/// What the chunks before one chunk add up to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Prefix {
-    /// Their largest event time (`i64::MIN` if none).
-    pub max_time: i64,
-    /// Their physical lines, header included.
-    pub lines: u64,
-    /// Where this chunk's first record really starts: its bound, unless
-    /// the last record before it (a quoted field holding newlines) ran
-    /// past the bound.
-    pub start: u64,
 }
 
 /// Whether everything reading source `source` gives the same results
@@ -249,7 +240,7 @@ pub fn plan(
     let (header_bytes, data_start) = if *header && *format == Format::Csv {
         let mut h = Vec::new();
         let n = reader.read_until(b'\n', &mut h).map_err(io_error("reading", path))?;
-        crate::source::strip_newline(&mut h);
+        strip_newline(&mut h);
         (Some(h), n as u64)
     } else {
         (None, 0)
@@ -339,7 +330,7 @@ pub const TAKE_CHUNKS: usize = 4;
 pub const EMIT_ROWS: usize = 2048;
 
 /// One shard's part of a split file.
-pub(crate) struct SplitReader {
+pub struct SplitReader {
     split: Arc<FileSplit>,
     /// This shard.
     me: usize,
@@ -369,14 +360,6 @@ pub(crate) struct SplitReader {
     record: Vec<u8>,
     /// The watermark this reader last placed (for the source loop).
     pub current: i64,
-}
-
-/// What decoding a chunk adds to the source's counters.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct ChunkCounts {
-    pub rows: u64,
-    pub malformed: u64,
-    pub bytes: u64,
 }
 
 impl SplitReader {
@@ -420,7 +403,7 @@ impl SplitReader {
 
     /// The first chunk of a block this reader took since the last call:
     /// the shard tells its peers, one of which may hold that chunk's token
-    /// (see `Source::split_accept`).
+    /// (see `Source::accept_token`).
     pub fn take_claim(&mut self) -> Option<usize> {
         self.claimed.take()
     }
@@ -524,7 +507,7 @@ impl SplitReader {
     /// inert one after decoding another chunk ahead (the caller then asks
     /// `wants_token`) or while waiting. None once every chunk of this
     /// reader is out.
-    pub fn next(&mut self) -> Result<Option<Batch>, RunError> {
+    pub fn next_batch(&mut self) -> Result<Option<Batch>, RunError> {
         if let Some(b) = self.emitting.pop_front() {
             return Ok(Some(b));
         }
@@ -612,6 +595,86 @@ impl SplitReader {
             d.end = at.max(bound);
         }
         Ok(d)
+    }
+}
+
+impl Reader for SplitReader {
+    fn capacity(&self, _rows_max: usize, _index_limit: u64) -> usize {
+        0
+    }
+
+    fn read(
+        &mut self,
+        st: &mut ReadState,
+        batch: &mut Batch,
+        _rows_max: usize,
+        _index_limit: u64,
+        _on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Result<(), RunError> {
+        // Rows, counts and malformed records come with each chunk's token
+        // (`Source::accept_token`); here a chunk is decoded ahead or its
+        // rows handed out.
+        match self.next_batch()? {
+            Some(b) => *batch = b,
+            None => st.exhausted = true,
+        }
+        Ok(())
+    }
+
+    fn watermark(&self) -> i64 {
+        self.current
+    }
+
+    fn spread(&self) -> bool {
+        true
+    }
+
+    fn position(&mut self, st: &ReadState) -> Result<ReaderPosition, RunError> {
+        Err(RunError::Source {
+            source_name: st.name.clone(),
+            path: self.split.path.clone(),
+            reason: "a file read in parallel by several shards cannot be checkpointed".into(),
+        })
+    }
+
+    fn resume(&mut self, name: &str, _state: &SourceState) -> Result<(), RunError> {
+        Err(RunError::Source {
+            source_name: name.to_string(),
+            path: self.split.path.clone(),
+            reason: "a file read in parallel by several shards cannot be resumed".into(),
+        })
+    }
+
+    fn handoff(&mut self) -> Option<&mut dyn Handoff> {
+        Some(self)
+    }
+
+    fn handoff_ref(&self) -> Option<&dyn Handoff> {
+        Some(self)
+    }
+}
+
+impl Handoff for SplitReader {
+    fn wants_token(&self) -> Option<usize> {
+        SplitReader::wants_token(self)
+    }
+
+    fn can_read_ahead(&self) -> bool {
+        SplitReader::can_read_ahead(self)
+    }
+
+    fn take_claim(&mut self) -> Option<usize> {
+        SplitReader::take_claim(self)
+    }
+
+    fn accept(
+        &mut self,
+        prefix: Prefix,
+        source_name: &str,
+        counts: &mut ChunkCounts,
+        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Result<Option<(Option<usize>, usize, Prefix)>, RunError> {
+        SplitReader::accept(self, prefix, source_name, counts, on_malformed)
     }
 }
 

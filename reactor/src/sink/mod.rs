@@ -23,9 +23,9 @@ use laminar_exec::plan::{SinkConnector, SinkNode};
 use hdrhistogram::Histogram;
 
 use crate::direct::DirectFile;
+use crate::error::RunError;
+use crate::net::subscribe::Hub;
 use crate::pace::{self, latency_histogram, Pace};
-use crate::subscribe::Hub;
-use crate::RunError;
 
 enum Target {
     File {

@@ -1,16 +1,16 @@
 //! Rough single-core speed of the Nexmark generator and the record codecs:
 //! generates N bids (default 1,000,000), encodes them as CSV and JSON
 //! lines, and decodes them back, printing ns per row for each step.
-//! `cargo run --release -p laminar-bench --example format_speed [rows]`.
+//! `cargo run --release -p laminar-nexmark --example format_speed [rows]`.
 //!
 //! Back of the envelope: a bid row is 7 fields and ~90 bytes; splitting and
 //! parsing should cost a few ns per byte, so expect 100–300 ns per row.
 
 use std::time::Instant;
 
-use laminar_bench::nexmark::{schema, EventKind, Generator, NexmarkConfig};
 use laminar_exec::format::{CsvDecoder, CsvEncoder, Decoder, Encoder, JsonDecoder, JsonEncoder};
 use laminar_exec::{Op, Value};
+use laminar_nexmark::{schema, EventKind, Generator, NexmarkConfig};
 
 fn main() {
     let rows: u64 = std::env::args()

@@ -102,9 +102,9 @@ impl Hub {
 pub async fn accept_loop(listener: glommio::net::TcpListener, hub: Rc<RefCell<Hub>>, queue: glommio::TaskQueueHandle) {
     let what = format!("sink {}", hub.borrow().sink);
     loop {
-        let (mut stream, peer) = crate::live::accept(&listener, &what).await;
+        let (mut stream, peer) = crate::net::ingest::accept(&listener, &what).await;
         if hub.borrow().subscribers.len() >= SUBSCRIBERS_MAX {
-            crate::live::refuse(
+            crate::net::ingest::refuse(
                 stream,
                 format!("ERR this sink has {SUBSCRIBERS_MAX} subscribers, its limit\n"),
             );

@@ -1,0 +1,82 @@
+//! The knobs of the shard runtime, in one place, units in the names.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use laminar_exec::time::Clock;
+
+use crate::clock::SystemClock;
+use crate::pace::Pace;
+
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub shards: usize,
+    /// Core of each shard (shard i runs on `cpus[i % cpus.len()]`).
+    pub cpus: Vec<usize>,
+    pub batch_rows: usize,
+    /// Messages each mesh channel holds before the sender waits.
+    pub channel_messages_max: usize,
+    /// Outbox messages at which a shard stops reading its sources.
+    pub outbox_messages_max: usize,
+    /// Shares of the event queue (sources, operators, exchanges).
+    pub event_shares: usize,
+    /// Shares of the main queue (sink flushes and housekeeping).
+    pub main_shares: usize,
+    /// Preemption target of the event queue.
+    pub event_latency_ms: u64,
+    /// Memory glommio registers for io_uring, per executor.
+    pub io_memory_bytes: usize,
+    pub ring_depth: usize,
+    /// How long an idle executor polls before it parks. Parking costs a
+    /// `membarrier` and the next cross-core wake an eventfd round trip
+    /// (tens of microseconds on a VM); a shard that is about to get a
+    /// message back from its peers should not pay that.
+    pub spin_before_park: Duration,
+    /// Processing time for `EMIT EVERY` ticks.
+    pub clock: Arc<dyn Clock>,
+    /// `laminar bench`: generator sources paced in real time, latency
+    /// recorded at the sinks (see `pace`).
+    pub pace: Option<Pace>,
+    /// Checkpoints are taken (`laminar run --state-dir`): barriers flow
+    /// and nodes align on them (see `checkpoint`).
+    pub checkpoints: bool,
+    /// See `Durability::every_rows`.
+    pub checkpoint_every_rows: Option<u64>,
+    /// See `Durability::fork_bytes_min`.
+    pub snapshot_fork_bytes_min: Option<usize>,
+    /// `laminar serve`: where the shards that own tcp sources keep their
+    /// WALs (see `live`).
+    pub wal_dir: Option<std::path::PathBuf>,
+    /// File sinks write with `O_DIRECT` where the file system allows (see
+    /// `direct`); only for bounded runs without checkpoints.
+    pub direct_file_sinks: bool,
+}
+
+impl ShardConfig {
+    pub fn new(shards: usize, cpus: Vec<usize>, batch_rows: usize) -> ShardConfig {
+        assert!(shards >= 1 && !cpus.is_empty() && batch_rows >= 1);
+        ShardConfig {
+            shards,
+            cpus,
+            batch_rows,
+            channel_messages_max: 64,
+            outbox_messages_max: 256,
+            event_shares: 1000,
+            main_shares: 100,
+            event_latency_ms: 1,
+            io_memory_bytes: 512 << 10,
+            ring_depth: 64,
+            spin_before_park: if shards > 1 { SPIN_BEFORE_PARK } else { Duration::ZERO },
+            clock: Arc::new(SystemClock::default()),
+            pace: None,
+            checkpoints: false,
+            checkpoint_every_rows: None,
+            snapshot_fork_bytes_min: None,
+            wal_dir: None,
+            direct_file_sinks: false,
+        }
+    }
+}
+
+/// `ShardConfig::spin_before_park` for multi-shard runs.
+pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);

@@ -1,0 +1,208 @@
+//! Record reading shared by the connectors that read bytes: records (a
+//! line, or a CSV record over several lines), the per-partition watermark
+//! tracker, and the dead-letter file.
+
+use std::fs::File;
+use std::io::{BufRead, BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use laminar_exec::format::{csv_record_incomplete_with, Decoder, Format};
+use laminar_exec::plan::WatermarkSpec;
+use laminar_exec::types::Value;
+
+use super::reader::{io_error, RECORD_BYTES_MAX};
+use crate::error::RunError;
+
+/// Tracks `max(event time) - delay` for one partition.
+pub(crate) struct WatermarkTracker {
+    pub spec: Option<WatermarkSpec>,
+    pub max_time: i64,
+    pub current: i64,
+}
+
+impl WatermarkTracker {
+    pub fn new(spec: Option<WatermarkSpec>) -> WatermarkTracker {
+        WatermarkTracker {
+            spec,
+            max_time: i64::MIN,
+            current: i64::MIN,
+        }
+    }
+
+    /// Takes `time` as the largest event time seen so far (events before
+    /// this reader's part of a split source); returns the new watermark
+    /// if it advanced.
+    pub fn advance_to(&mut self, time: i64) -> Option<i64> {
+        let spec = self.spec?;
+        if time <= self.max_time {
+            return None;
+        }
+        self.max_time = time;
+        let w = time.saturating_sub(spec.delay_ms);
+        (w > self.current).then(|| {
+            self.current = w;
+            w
+        })
+    }
+
+    /// Observes a row; returns the new watermark if it advanced.
+    pub fn observe(&mut self, row: &[Value]) -> Option<i64> {
+        match row[self.spec?.column] {
+            Value::Ts(t) | Value::Int(t) => self.advance_to(t),
+            _ => None,
+        }
+    }
+}
+
+/// A source's dead-letter file: every malformed record, one per line.
+pub(crate) struct DeadLetter {
+    pub path: PathBuf,
+    writer: BufWriter<File>,
+}
+
+impl DeadLetter {
+    /// Creates (or, resuming, opens without truncating: `cut_to` then
+    /// cuts it back) the file.
+    pub fn open(path: &Path, resuming: bool) -> Result<DeadLetter, RunError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(io_error("creating dead-letter directory", parent))?;
+        }
+        let file = if resuming {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+        } else {
+            File::create(path)
+        }
+        .map_err(io_error("creating dead-letter file", path))?;
+        Ok(DeadLetter {
+            path: path.to_path_buf(),
+            writer: BufWriter::new(file),
+        })
+    }
+
+    pub fn write(&mut self, record: &[u8]) -> Result<(), RunError> {
+        self.writer
+            .write_all(record)
+            .and_then(|_| self.writer.write_all(b"\n"))
+            .map_err(io_error("writing dead-letter file", &self.path))
+    }
+
+    pub fn flush(&mut self) -> Result<(), RunError> {
+        self.writer
+            .flush()
+            .map_err(io_error("writing dead-letter file", &self.path))
+    }
+
+    /// Flushes and returns the length on disk (what a checkpoint commits).
+    pub fn committed_len(&mut self) -> Result<u64, RunError> {
+        self.flush()?;
+        Ok(self
+            .writer
+            .get_ref()
+            .metadata()
+            .map_err(io_error("writing dead-letter file", &self.path))?
+            .len())
+    }
+
+    /// Cuts the file back to a checkpoint's committed length.
+    pub fn cut_to(&mut self, len: u64) -> Result<(), RunError> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(io_error("opening dead-letter file", &self.path))?;
+        file.set_len(len)
+            .and_then(|()| file.seek(SeekFrom::End(0)).map(drop))
+            .map_err(io_error("writing dead-letter file", &self.path))?;
+        self.writer = BufWriter::new(file);
+        Ok(())
+    }
+}
+
+/// What `read_record` read.
+pub(crate) struct RecordRead {
+    /// Physical lines it spans.
+    pub lines: u64,
+    pub bytes: u64,
+    /// Empty (or, in JSON, only whitespace): not a record.
+    pub blank: bool,
+    /// Longer than `RECORD_BYTES_MAX`: malformed.
+    pub too_long: bool,
+}
+
+impl RecordRead {
+    /// Decodes the record read into `out` (cleared first), or says why it
+    /// is malformed.
+    pub fn decode(&self, record: &[u8], decoder: &mut dyn Decoder, out: &mut Vec<Value>) -> Result<(), String> {
+        if self.too_long {
+            return Err(too_long_reason());
+        }
+        out.clear();
+        decoder.decode(record, out)
+    }
+}
+
+/// Why a record over `RECORD_BYTES_MAX` is malformed.
+pub(crate) fn too_long_reason() -> String {
+    laminar_exec::format::too_long_reason(RECORD_BYTES_MAX)
+}
+
+/// Reads the next record into `record` (without its final newline): one
+/// line, or for CSV as many as a quoted field spans (bounded by
+/// `RECORD_BYTES_MAX`). None at the end of input. Every reader of a file
+/// goes through here, so that records and line numbers are the same
+/// whichever shard reads which part (see `split`).
+pub(crate) fn read_record(
+    reader: &mut impl BufRead,
+    record: &mut Vec<u8>,
+    format: Format,
+    delimiter: u8,
+) -> std::io::Result<Option<RecordRead>> {
+    record.clear();
+    let n = reader.read_until(b'\n', record)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut read = RecordRead {
+        lines: 1,
+        bytes: n as u64,
+        blank: false,
+        too_long: false,
+    };
+    // A quoted CSV field may span lines: keep reading until the quotes
+    // balance.
+    if format == Format::Csv {
+        while csv_record_incomplete_with(trimmed(record), delimiter) {
+            if record.len() > RECORD_BYTES_MAX {
+                read.too_long = true;
+                break;
+            }
+            let more = reader.read_until(b'\n', record)?;
+            if more == 0 {
+                break;
+            }
+            read.lines += 1;
+            read.bytes += more as u64;
+        }
+    }
+    strip_newline(record);
+    read.too_long |= record.len() > RECORD_BYTES_MAX;
+    read.blank = record.is_empty() || (format == Format::Json && record.iter().all(u8::is_ascii_whitespace));
+    Ok(Some(read))
+}
+
+pub(crate) fn strip_newline(v: &mut Vec<u8>) {
+    if v.last() == Some(&b'\n') {
+        v.pop();
+        if v.last() == Some(&b'\r') {
+            v.pop();
+        }
+    }
+}
+
+fn trimmed(v: &[u8]) -> &[u8] {
+    let v = v.strip_suffix(b"\n").unwrap_or(v);
+    v.strip_suffix(b"\r").unwrap_or(v)
+}
