@@ -762,14 +762,14 @@ impl LiveReader {
                 }
                 Ok(())
             }
-            Err(reason) => {
+            Err(error) => {
                 conn.counts.malformed += 1;
                 *malformed += 1;
                 on_bad(BadLine {
                     peer: &conn.peer,
                     conn: id,
                     line: line_no,
-                    reason,
+                    reason: self.decoder.explain(&self.line, error),
                     bytes: &self.line,
                 })
             }

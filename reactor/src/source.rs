@@ -278,10 +278,10 @@ impl Source {
                     }
                     (h, _) => node.decoder(*format, h.as_deref(), *delimiter),
                 }
-                .map_err(|reason| RunError::Source {
+                .map_err(|e| RunError::Source {
                     source_name: node.name.clone(),
                     path: path.clone(),
-                    reason,
+                    reason: e.to_string(),
                 })?;
                 let dead_letter = dead_letter
                     .as_deref()
@@ -357,13 +357,11 @@ impl Source {
         else {
             panic!("open_live takes a tcp source");
         };
-        let decoder = node
-            .decoder(*format, None, *delimiter)
-            .map_err(|reason| RunError::Source {
-                source_name: node.name.clone(),
-                path: PathBuf::from(&location),
-                reason,
-            })?;
+        let decoder = node.decoder(*format, None, *delimiter).map_err(|e| RunError::Source {
+            source_name: node.name.clone(),
+            path: PathBuf::from(&location),
+            reason: e.to_string(),
+        })?;
         let dead_letter = dead_letter
             .as_deref()
             .map(|p| DeadLetter::open(p, resume.is_some()))
@@ -885,13 +883,14 @@ pub(crate) struct RecordRead {
 
 impl RecordRead {
     /// Decodes the record read into `out` (cleared first), or says why it
-    /// is malformed.
+    /// is malformed (the decoder's error rendered into its message: the
+    /// caller reports it).
     pub fn decode(&self, record: &[u8], decoder: &mut dyn Decoder, out: &mut Vec<Value>) -> Result<(), String> {
         if self.too_long {
             return Err(too_long_reason());
         }
         out.clear();
-        decoder.decode(record, out)
+        decoder.decode(record, out).map_err(|e| decoder.explain(record, e))
     }
 }
 
