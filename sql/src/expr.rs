@@ -198,7 +198,7 @@ pub fn interval_ms(i: &ast::Interval, span: Span) -> PlanResult<i64> {
         }
     };
     let unit = i.leading_field.as_ref().map(|f| f.to_string());
-    laminar_exec::time::parse_interval(&text, unit.as_deref()).map_err(|m| PlanError::at(span, m))
+    laminar_exec::time::parse_interval(&text, unit.as_deref()).map_err(|e| PlanError::at(span, e.to_string()))
 }
 
 /// SQL type name → DataType.
@@ -291,7 +291,7 @@ impl<'a> ExprPlanner<'a> {
                     other => return Err(PlanError::at(span, format!("expected a quoted literal, found {other}"))),
                 };
                 let v = match t {
-                    DataType::Ts => Value::Ts(parse_timestamp(&text).map_err(|m| PlanError::at(span, m))?),
+                    DataType::Ts => Value::Ts(parse_timestamp(&text).map_err(|e| PlanError::at(span, e.to_string()))?),
                     _ => laminar_exec::func::cast_value(&Value::str(&text), t)
                         .map_err(|m| PlanError::at(span, m.to_string()))?,
                 };

@@ -459,7 +459,7 @@ pub fn plan_function(name: &str, args: Vec<(Expr, DataType)>) -> Result<(Expr, D
         "date_trunc" => {
             let args = call.typed(&[Str, Ts], 2)?;
             let unit = match str_literal(&args[0]) {
-                Some(u) => Some(trunc_unit(u)?),
+                Some(u) => Some(trunc_unit(u).map_err(|e| e.to_string())?),
                 None => None,
             };
             func(F::DateTrunc(unit), args, Ts)
