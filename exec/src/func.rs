@@ -51,6 +51,7 @@ pub use datetime::{DateFormat, DateFormatError, ExtractField, UnknownTruncUnit};
 pub use fast::FastExpr;
 pub use ops::sql_cmp;
 pub use plan::{plan_binary, plan_cast, plan_function, plan_unary, unify};
+pub use string::GroupError;
 
 use crate::error::EvalError;
 use crate::expr::Expr;
