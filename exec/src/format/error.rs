@@ -16,9 +16,10 @@
 //! column). It happens once, at planning or open time, so it carries
 //! owned text.
 //!
-//! Byte positions are `u32`: every reader refuses records over a mebibyte
-//! (`source::RECORD_BYTES_MAX`) unread, far below 4 GiB; a longer record
-//! would show a saturated position, never a wrong row.
+//! Byte positions are `u32`: every reader in the reactor refuses records
+//! over a mebibyte (its `RECORD_BYTES_MAX`) unread, far below 4 GiB; a
+//! longer record would show a saturated position in its message, never a
+//! wrong row.
 
 use std::borrow::Cow;
 use std::fmt;
