@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 
 use fxhash::FxHashMap;
 
+use crate::error::TypeError;
 use crate::types::{DataType, Value};
 
 /// An aggregate function.
@@ -97,13 +98,16 @@ impl AggKind {
 
 /// The result type of an aggregate over `input`; an error for aggregates
 /// that do not apply to the type (SUM of VARCHAR).
-pub fn agg_output_type(kind: AggKind, input: DataType) -> Result<DataType, String> {
+pub fn agg_output_type(kind: AggKind, input: DataType) -> Result<DataType, TypeError> {
     match kind {
         AggKind::CountStar | AggKind::Count | AggKind::CountDistinct => Ok(DataType::Int),
         AggKind::Sum | AggKind::Avg => match input {
             DataType::Int | DataType::Null if kind == AggKind::Sum => Ok(DataType::Int),
             DataType::Int | DataType::Double | DataType::Null => Ok(DataType::Double),
-            other => Err(format!("{} expects BIGINT or DOUBLE, got {other}", kind.sql_name())),
+            other => Err(TypeError::Aggregate {
+                aggregate: kind.sql_name(),
+                input: other,
+            }),
         },
         AggKind::Min | AggKind::Max | AggKind::FirstValue | AggKind::LastValue => Ok(input),
     }
@@ -726,7 +730,7 @@ mod tests {
         assert_eq!(agg_output_type(AggKind::Count, DataType::Str), Ok(DataType::Int));
         assert_eq!(agg_output_type(AggKind::Max, DataType::Ts), Ok(DataType::Ts));
         assert_eq!(
-            agg_output_type(AggKind::Sum, DataType::Str).unwrap_err(),
+            agg_output_type(AggKind::Sum, DataType::Str).unwrap_err().to_string(),
             "SUM expects BIGINT or DOUBLE, got VARCHAR"
         );
         assert!(agg_output_type(AggKind::Avg, DataType::Ts).is_err());

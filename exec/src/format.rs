@@ -10,11 +10,13 @@
 //! whether a quoted field runs on to the next line; or, for a run of bytes
 //! known to hold no quote, hands over the whole run (`decode_lines`), which
 //! CSV splits into lines and fields in one pass.
-//! Every decoder is total: any input bytes give a row or an error message
-//! naming the column and the reason, never a panic, because decoders face
-//! whatever arrives on a socket.
+//! Every decoder is total: any input bytes give a row or an error naming
+//! the column and the reason, never a panic, because decoders face
+//! whatever arrives on a socket. The error is a small `Copy` value; its
+//! message is rendered only for a record that is reported (`error`).
 
 mod csv;
+mod error;
 mod framing;
 mod json;
 
@@ -29,6 +31,9 @@ use crate::types::{DataType, Field, Schema, Value};
 #[cfg(test)]
 mod fixtures;
 
+use self::error::TIMESTAMP_TEXT_BYTES_MAX;
+pub use self::error::{DecodeError, Expected, FormatError, Found, JsonError, NullInput, SplitError, ValueError};
+
 pub use self::csv::{csv_record_incomplete, csv_record_incomplete_with, CsvDecoder, CsvEncoder};
 pub use self::framing::{Framed, LineFramer};
 pub use self::json::{JsonDecoder, JsonEncoder};
@@ -37,9 +42,6 @@ pub use self::json::{JsonDecoder, JsonEncoder};
 /// a hostile line of commas must not make the decoder allocate without
 /// bound). A schema may not be wider either.
 pub const RECORD_FIELDS_MAX: usize = 4096;
-
-/// How much of an offending input value an error message quotes.
-const ERROR_TEXT_CHARS_MAX: usize = 40;
 
 /// The record format of a file or socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,13 +54,13 @@ pub enum Format {
 
 impl Format {
     /// Parses the `format` option of a connector (case-insensitive).
-    pub fn parse(name: &str) -> Result<Format, String> {
+    pub fn parse(name: &str) -> Result<Format, FormatError> {
         if name.eq_ignore_ascii_case("csv") {
             Ok(Format::Csv)
         } else if name.eq_ignore_ascii_case("json") {
             Ok(Format::Json)
         } else {
-            Err(format!("unknown format '{name}' (expected 'csv' or 'json')"))
+            Err(FormatError::UnknownFormat { name: name.to_string() })
         }
     }
 
@@ -82,7 +84,7 @@ impl Format {
         delimiter: u8,
         used: &[bool],
         compact: bool,
-    ) -> Result<Box<dyn Decoder>, String> {
+    ) -> Result<Box<dyn Decoder>, FormatError> {
         Ok(match self {
             Format::Csv => {
                 let d = CsvDecoder::new(schema, header, delimiter)?.with_projection(used);
@@ -103,9 +105,9 @@ impl Format {
 }
 
 impl FromStr for Format {
-    type Err = String;
+    type Err = FormatError;
 
-    fn from_str(s: &str) -> Result<Format, String> {
+    fn from_str(s: &str) -> Result<Format, FormatError> {
         Format::parse(s)
     }
 }
@@ -121,7 +123,12 @@ pub trait Decoder {
     /// Decodes one record (one line; the caller strips the trailing `\n` /
     /// `\r\n`) into row values appended to `out`: exactly `schema.len()`
     /// values on success; on error `out` is left as it was before the call.
-    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String>;
+    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError>;
+
+    /// The message for `error`, which `decode` returned for `record`: what
+    /// a report of the malformed record shows. Only refused records pay
+    /// for the text (see `DecodeError`).
+    fn explain(&self, record: &[u8], error: DecodeError) -> String;
 
     /// Decodes a run of whole lines, each a record: `buf` holds no quote
     /// (so no record spans lines) and its last line may lack its `\n`. A
@@ -138,7 +145,9 @@ pub trait Decoder {
         for (line_end, terminated) in ends {
             let record = &buf[line_start..record_end(buf, line_start, line_end, terminated)];
             line_start = line_end + 1;
-            out.line(record.len(), |values| self.decode(record, values));
+            out.line(record.len(), |values| {
+                self.decode(record, values).map_err(|e| self.explain(record, e))
+            });
         }
     }
 }
@@ -162,7 +171,8 @@ pub fn too_long_reason(record_bytes_max: usize) -> String {
 
 /// What `Decoder::decode_lines` made of a run of lines: the rows in
 /// batches, the watermark column's maximum, and the refused records with
-/// their line numbers.
+/// their line numbers and messages (rendered as they are refused, while
+/// their bytes are at hand: the run's buffer is reused before the report).
 #[derive(Debug)]
 pub struct Lines {
     /// The rows, in batches of at most `batch_rows`.
@@ -206,8 +216,8 @@ impl Lines {
     }
 
     /// One more line, of a record `len` bytes long that `fill` decodes
-    /// into a row: counted, skipped when blank, refused unread when over
-    /// the limit.
+    /// into a row (or says why not, in words): counted, skipped when
+    /// blank, refused unread when over the limit.
     #[inline]
     pub(crate) fn line(&mut self, len: usize, fill: impl FnOnce(&mut Vec<Value>) -> Result<(), String>) {
         self.lines += 1;
@@ -279,12 +289,17 @@ impl<D: Decoder> Compact<D> {
 }
 
 impl<D: Decoder> Decoder for Compact<D> {
-    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
+    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError> {
         self.row.clear();
         self.inner.decode(record, &mut self.row)?;
         debug_assert_eq!(self.row.len(), self.width);
         out.extend(self.row.drain(..).zip(&self.used).filter(|(_, &u)| u).map(|(v, _)| v));
         Ok(())
+    }
+
+    /// The inner decoder's columns are the schema's, as are the error's.
+    fn explain(&self, record: &[u8], error: DecodeError) -> String {
+        self.inner.explain(record, error)
     }
 }
 
@@ -683,52 +698,29 @@ fn parse_bool(text: &[u8]) -> Option<bool> {
     }
 }
 
-/// A bounded, printable rendering of offending input for error messages.
-struct Shown<'a>(&'a [u8]);
-
-impl fmt::Display for Shown<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = String::from_utf8_lossy(self.0);
-        let mut chars = text.chars();
-        let head: String = chars.by_ref().take(ERROR_TEXT_CHARS_MAX).collect();
-        if chars.next().is_some() {
-            write!(f, "{:?}…", head)
-        } else {
-            write!(f, "{:?}", head)
-        }
-    }
-}
-
-/// `column 'name' (TYPE): reason`, the prefix every value error carries.
-fn column_error(field: &Field, reason: fmt::Arguments<'_>) -> String {
-    format!("column '{}' ({}): {}", field.name, field.data_type.sql_name(), reason)
-}
-
-/// The value for a NULL input in `field`, or the NOT NULL error. `what`
-/// says what the input was ("empty", "null", "missing").
-fn null_for(field: &Field, what: &str) -> Result<Value, String> {
+/// The value for a NULL input in `field`, or the NOT NULL error. `input`
+/// says what the input was.
+#[inline]
+fn null_for(field: &Field, input: NullInput) -> Result<Value, ValueError> {
     if field.nullable || field.data_type == DataType::Null {
         Ok(Value::Null)
     } else {
-        Err(format!("column '{}' is NOT NULL but the value is {what}", field.name))
+        Err(ValueError::NotNull(input))
     }
 }
 
-/// Timestamps longer than this are refused before parsing, so the error
-/// message (which quotes the input) stays short.
-const TIMESTAMP_TEXT_BYTES_MAX: usize = 64;
-
 /// Parses TIMESTAMP text (already trimmed or not) with `time::parse_timestamp`.
-fn parse_ts_text(field: &Field, text: &[u8], cache: &mut crate::time::DateCache) -> Result<i64, String> {
+/// The error's message, quoting the parser's reason, is rendered later from
+/// the same text (see `DecodeError::render`).
+fn parse_ts_text(text: &[u8], cache: &mut crate::time::DateCache) -> Result<i64, ValueError> {
     if let Some(ms) = crate::time::parse_timestamp_fixed_with(text, cache) {
         return Ok(ms);
     }
     if text.len() > TIMESTAMP_TEXT_BYTES_MAX {
-        return Err(column_error(field, format_args!("invalid timestamp {}", Shown(text))));
+        return Err(ValueError::InvalidTimestamp);
     }
-    let s = std::str::from_utf8(text)
-        .map_err(|_| column_error(field, format_args!("invalid timestamp {}", Shown(text))))?;
-    crate::time::parse_timestamp(s).map_err(|e| column_error(field, format_args!("{e}")))
+    let s = std::str::from_utf8(text).map_err(|_| ValueError::InvalidTimestamp)?;
+    crate::time::parse_timestamp(s).map_err(|_| ValueError::InvalidTimestamp)
 }
 
 #[cfg(test)]

@@ -47,10 +47,11 @@ mod sweep;
 use std::borrow::Cow;
 
 pub use cast::{can_cast, cast_value};
-pub use datetime::{DateFormat, ExtractField};
+pub use datetime::{DateFormat, DateFormatError, ExtractField, UnknownTruncUnit};
 pub use fast::FastExpr;
 pub use ops::sql_cmp;
 pub use plan::{plan_binary, plan_cast, plan_function, plan_unary, unify};
+pub use string::GroupError;
 
 use crate::error::EvalError;
 use crate::expr::Expr;
@@ -453,9 +454,9 @@ fn eval_func(func: &ScalarFunc, args: &[Expr], row: &[Value]) -> Result<Value, E
                 None => {
                     let name = arg("date_trunc", args, 0, row)?;
                     let name = get!("date_trunc", name, Str);
-                    let unit = datetime::trunc_unit(name).map_err(|reason| EvalError::Function {
+                    let unit = datetime::trunc_unit(name).map_err(|e| EvalError::Function {
                         function: "date_trunc",
-                        reason,
+                        reason: e.to_string(),
                     })?;
                     datetime::date_trunc(unit, &ts)
                 }
@@ -468,9 +469,9 @@ fn eval_func(func: &ScalarFunc, args: &[Expr], row: &[Value]) -> Result<Value, E
                 None => {
                     let fmt = arg("date_format", args, 1, row)?;
                     let fmt = get!("date_format", fmt, Str);
-                    let f = DateFormat::parse(fmt).map_err(|reason| EvalError::Function {
+                    let f = DateFormat::parse(fmt).map_err(|e| EvalError::Function {
                         function: "date_format",
-                        reason,
+                        reason: e.to_string(),
                     })?;
                     datetime::date_format(&f, &ts)
                 }

@@ -27,5 +27,5 @@ pub mod types;
 pub mod window;
 
 pub use batch::{Batch, Mark, Op};
-pub use error::{EvalError, ExecError};
+pub use error::{EvalError, ExecError, TypeError};
 pub use types::{DataType, Field, Schema, Value};

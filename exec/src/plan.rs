@@ -100,7 +100,7 @@ impl SourceNode {
         format: Format,
         header: Option<&[u8]>,
         delimiter: u8,
-    ) -> Result<Box<dyn crate::format::Decoder>, String> {
+    ) -> Result<Box<dyn crate::format::Decoder>, crate::format::FormatError> {
         format.decoder(&self.declared, header, delimiter, &self.used_columns, self.narrowed())
     }
 }

@@ -8,6 +8,8 @@
 //! accept (years 0000–9999 on input), and every division floors, so times
 //! before 1970 land in the right window.
 
+use thiserror::Error;
+
 /// Processing time in epoch milliseconds, passed into the runtime so that
 /// `EMIT EVERY` can be driven by a test. Must never go backwards. `exec`
 /// only names it; the wall clock lives in the reactor.
@@ -303,14 +305,25 @@ fn milliseconds(b: &[u8]) -> Option<u32> {
     Some(byte(1) * 100 + byte(2) * 10 + byte(3))
 }
 
+/// Why text is not a TIMESTAMP. `text` is the input, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TimestampError {
+    #[error("empty timestamp")]
+    Empty,
+    #[error("epoch milliseconds out of range: {text:?}")]
+    EpochOutOfRange { text: String },
+    #[error("invalid timestamp {text:?} (expected YYYY-MM-DD HH:MM:SS[.fff], RFC 3339, or epoch milliseconds)")]
+    Invalid { text: String },
+}
+
 /// Parses a TIMESTAMP in any of the accepted input forms.
-pub fn parse_timestamp(text: &str) -> Result<i64, String> {
+pub fn parse_timestamp(text: &str) -> Result<i64, TimestampError> {
     if let Some(ms) = parse_timestamp_fixed(text.as_bytes()) {
         return Ok(ms);
     }
     let t = text.trim();
     if t.is_empty() {
-        return Err("empty timestamp".into());
+        return Err(TimestampError::Empty);
     }
     let bytes = t.as_bytes();
     // Integer epoch milliseconds: digits with an optional sign and nothing
@@ -319,11 +332,9 @@ pub fn parse_timestamp(text: &str) -> Result<i64, String> {
     if !body.is_empty() && body.iter().all(u8::is_ascii_digit) {
         return t
             .parse::<i64>()
-            .map_err(|_| format!("epoch milliseconds out of range: {t:?}"));
+            .map_err(|_| TimestampError::EpochOutOfRange { text: t.to_string() });
     }
-    parse_datetime(bytes).ok_or_else(|| {
-        format!("invalid timestamp {t:?} (expected YYYY-MM-DD HH:MM:SS[.fff], RFC 3339, or epoch milliseconds)")
-    })
+    parse_datetime(bytes).ok_or_else(|| TimestampError::Invalid { text: t.to_string() })
 }
 
 fn parse_datetime(bytes: &[u8]) -> Option<i64> {
@@ -460,41 +471,58 @@ impl TimeUnit {
     }
 }
 
+/// Why the text of an INTERVAL literal is not an interval. `text` is the
+/// whole literal; `unit` and `amount` the offending word of it.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IntervalError {
+    #[error("interval {text:?}: expected a single number before the unit")]
+    NotOneNumber { text: String },
+    #[error("interval {text:?}: expected '<number> <unit>' (e.g. '10 seconds')")]
+    NotPairs { text: String },
+    #[error("unknown interval unit {unit:?}")]
+    UnknownUnit { unit: String },
+    #[error("interval unit {unit} has no fixed length; use days or smaller")]
+    NoFixedLength { unit: String },
+    #[error("interval amount {amount:?} is not a number")]
+    NotANumber { amount: String },
+    #[error("interval {text:?} is not a whole number of milliseconds in range")]
+    NotWholeMilliseconds { text: String },
+    #[error("interval {text:?} overflows")]
+    Overflow { text: String },
+}
+
 /// Parses the body of an INTERVAL literal into milliseconds: either
 /// `'<amount>'` with a separate unit (`INTERVAL '4' SECOND`), or
 /// `'<amount> <unit>'` pairs (`INTERVAL '1 minute 30 seconds'`). Fractions
 /// are allowed (`'1.5' SECOND`) as long as the result is whole
 /// milliseconds. Months and years are refused: windows need fixed sizes.
-pub fn parse_interval(text: &str, unit: Option<&str>) -> Result<i64, String> {
+pub fn parse_interval(text: &str, unit: Option<&str>) -> Result<i64, IntervalError> {
     let words: Vec<&str> = text.split_whitespace().collect();
+    let whole = || text.to_string();
     let pairs: Vec<(&str, &str)> = match (unit, words.as_slice()) {
         (Some(u), [amount]) => vec![(*amount, u)],
-        (Some(_), _) => return Err(format!("interval {text:?}: expected a single number before the unit")),
+        (Some(_), _) => return Err(IntervalError::NotOneNumber { text: whole() }),
         (None, w) if !w.is_empty() && w.len() % 2 == 0 => w.chunks(2).map(|p| (p[0], p[1])).collect(),
-        (None, _) => {
-            return Err(format!(
-                "interval {text:?}: expected '<number> <unit>' (e.g. '10 seconds')"
-            ))
-        }
+        (None, _) => return Err(IntervalError::NotPairs { text: whole() }),
     };
     let mut total: i64 = 0;
     for (amount, unit_name) in pairs {
-        let unit = TimeUnit::parse(unit_name).ok_or_else(|| format!("unknown interval unit {unit_name:?}"))?;
-        let unit_ms = unit
-            .fixed_ms()
-            .ok_or_else(|| format!("interval unit {unit_name} has no fixed length; use days or smaller"))?;
-        let amount_f: f64 = amount
-            .parse()
-            .map_err(|_| format!("interval amount {amount:?} is not a number"))?;
+        let unit = TimeUnit::parse(unit_name).ok_or_else(|| IntervalError::UnknownUnit {
+            unit: unit_name.to_string(),
+        })?;
+        let unit_ms = unit.fixed_ms().ok_or_else(|| IntervalError::NoFixedLength {
+            unit: unit_name.to_string(),
+        })?;
+        let amount_f: f64 = amount.parse().map_err(|_| IntervalError::NotANumber {
+            amount: amount.to_string(),
+        })?;
         let ms = amount_f * unit_ms as f64;
         if !ms.is_finite() || ms.fract() != 0.0 || ms.abs() > 1e15 {
-            return Err(format!(
-                "interval {text:?} is not a whole number of milliseconds in range"
-            ));
+            return Err(IntervalError::NotWholeMilliseconds { text: whole() });
         }
         total = total
             .checked_add(ms as i64)
-            .ok_or_else(|| format!("interval {text:?} overflows"))?;
+            .ok_or_else(|| IntervalError::Overflow { text: whole() })?;
     }
     Ok(total)
 }
@@ -519,6 +547,42 @@ pub fn truncate(ms: i64, unit: TimeUnit) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The messages reach users as SQL errors: their text must not drift.
+    #[test]
+    fn error_messages() {
+        let ts = |t: &str| parse_timestamp(t).unwrap_err().to_string();
+        assert_eq!(ts("  "), "empty timestamp");
+        assert_eq!(
+            ts(" 99999999999999999999 "),
+            "epoch milliseconds out of range: \"99999999999999999999\""
+        );
+        assert_eq!(
+            ts(" yester\"day "),
+            "invalid timestamp \"yester\\\"day\" (expected YYYY-MM-DD HH:MM:SS[.fff], RFC 3339, or epoch milliseconds)"
+        );
+        let iv = |t: &str, u: Option<&str>| parse_interval(t, u).unwrap_err().to_string();
+        assert_eq!(
+            iv("1 2", Some("SECOND")),
+            "interval \"1 2\": expected a single number before the unit"
+        );
+        assert_eq!(
+            iv("1 2 3", None),
+            "interval \"1 2 3\": expected '<number> <unit>' (e.g. '10 seconds')"
+        );
+        assert_eq!(iv("1 eon", None), "unknown interval unit \"eon\"");
+        assert_eq!(
+            iv("1", Some("Months")),
+            "interval unit Months has no fixed length; use days or smaller"
+        );
+        assert_eq!(iv("x", Some("SECOND")), "interval amount \"x\" is not a number");
+        assert_eq!(
+            iv("0.0001 second", None),
+            "interval \"0.0001 second\" is not a whole number of milliseconds in range"
+        );
+        let many = "11574074 days ".repeat(10_000);
+        assert_eq!(iv(&many, None), format!("interval {many:?} overflows"));
+    }
 
     #[test]
     fn parses_the_three_input_forms() {

@@ -9,6 +9,8 @@
 //! A window `[start, end)` is closed when the watermark `W >= end +
 //! lateness`. A record is late when every window it belongs to is closed.
 
+use thiserror::Error;
+
 use crate::time::{floor_div, floor_to};
 
 /// The window of a windowed aggregate.
@@ -24,25 +26,36 @@ pub enum WindowSpec {
 /// of multiplying every record by 86 million.
 pub const HOP_WINDOWS_PER_ROW_MAX: i64 = 1_000;
 
+/// Window sizes that `WindowSpec::validate` refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum WindowError {
+    #[error("window size must be positive")]
+    TumbleSize,
+    #[error("HOP slide and size must be positive")]
+    HopSizes,
+    #[error("HOP size / slide is {windows}; at most {HOP_WINDOWS_PER_ROW_MAX} windows per row are allowed")]
+    HopWindows { windows: i64 },
+    #[error("SESSION gap must be positive")]
+    SessionGap,
+}
+
 impl WindowSpec {
     /// Checks sizes; the planner reports the error against the SQL.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), WindowError> {
         match *self {
-            WindowSpec::Tumble { size_ms } if size_ms <= 0 => Err("window size must be positive".into()),
+            WindowSpec::Tumble { size_ms } if size_ms <= 0 => Err(WindowError::TumbleSize),
             WindowSpec::Hop { slide_ms, size_ms } => {
                 if slide_ms <= 0 || size_ms <= 0 {
-                    return Err("HOP slide and size must be positive".into());
+                    return Err(WindowError::HopSizes);
                 }
                 // Windows per row: ceil(size / slide), both positive.
                 let per_row = (size_ms - 1) / slide_ms + 1;
                 if per_row > HOP_WINDOWS_PER_ROW_MAX {
-                    return Err(format!(
-                        "HOP size / slide is {per_row}; at most {HOP_WINDOWS_PER_ROW_MAX} windows per row are allowed"
-                    ));
+                    return Err(WindowError::HopWindows { windows: per_row });
                 }
                 Ok(())
             }
-            WindowSpec::Session { gap_ms } if gap_ms <= 0 => Err("SESSION gap must be positive".into()),
+            WindowSpec::Session { gap_ms } if gap_ms <= 0 => Err(WindowError::SessionGap),
             _ => Ok(()),
         }
     }
@@ -177,6 +190,28 @@ mod tests {
         };
         assert_eq!(starts(h, 9), [9, 6, 3, 0]);
         assert_eq!(starts(h, 10), [9, 6, 3]);
+    }
+
+    /// The messages reach users as SQL errors: their text must not drift.
+    #[test]
+    fn size_error_texts() {
+        let e = |w: WindowSpec| w.validate().unwrap_err().to_string();
+        assert_eq!(e(WindowSpec::Tumble { size_ms: 0 }), "window size must be positive");
+        assert_eq!(
+            e(WindowSpec::Hop {
+                slide_ms: -1,
+                size_ms: 5
+            }),
+            "HOP slide and size must be positive"
+        );
+        assert_eq!(
+            e(WindowSpec::Hop {
+                slide_ms: 1,
+                size_ms: 1_001
+            }),
+            "HOP size / slide is 1001; at most 1000 windows per row are allowed"
+        );
+        assert_eq!(e(WindowSpec::Session { gap_ms: 0 }), "SESSION gap must be positive");
     }
 
     #[test]

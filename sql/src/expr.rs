@@ -198,7 +198,7 @@ pub fn interval_ms(i: &ast::Interval, span: Span) -> PlanResult<i64> {
         }
     };
     let unit = i.leading_field.as_ref().map(|f| f.to_string());
-    laminar_exec::time::parse_interval(&text, unit.as_deref()).map_err(|m| PlanError::at(span, m))
+    laminar_exec::time::parse_interval(&text, unit.as_deref()).map_err(|e| PlanError::at(span, e.to_string()))
 }
 
 /// SQL type name → DataType.
@@ -291,7 +291,7 @@ impl<'a> ExprPlanner<'a> {
                     other => return Err(PlanError::at(span, format!("expected a quoted literal, found {other}"))),
                 };
                 let v = match t {
-                    DataType::Ts => Value::Ts(parse_timestamp(&text).map_err(|m| PlanError::at(span, m))?),
+                    DataType::Ts => Value::Ts(parse_timestamp(&text).map_err(|e| PlanError::at(span, e.to_string()))?),
                     _ => laminar_exec::func::cast_value(&Value::str(&text), t)
                         .map_err(|m| PlanError::at(span, m.to_string()))?,
                 };
@@ -370,7 +370,7 @@ impl<'a> ExprPlanner<'a> {
                         (Expr::Literal(Value::Bool(false)), DataType::Bool),
                     ],
                 )
-                .map_err(|m| PlanError::at(span, m))?;
+                .map_err(|e| PlanError::at(span, e.to_string()))?;
                 if negated {
                     Ok((
                         Expr::Unary {
@@ -398,7 +398,7 @@ impl<'a> ExprPlanner<'a> {
                     let planned = self.plan(item)?;
                     // Coerce each item against the probe with the `=` rules.
                     let (eq, _) = plan_binary(BinaryOp::Eq, (a.clone(), t), planned)
-                        .map_err(|m| PlanError::at(item.span(), m))?;
+                        .map_err(|e| PlanError::at(item.span(), e.to_string()))?;
                     match eq {
                         Expr::Binary { right, .. } => items.push(*right),
                         other => items.push(other),
@@ -422,8 +422,9 @@ impl<'a> ExprPlanner<'a> {
                 let x = self.plan(expr)?;
                 let lo = self.plan(low)?;
                 let hi = self.plan(high)?;
-                let (ge, _) = plan_binary(BinaryOp::GtEq, x.clone(), lo).map_err(|m| PlanError::at(span, m))?;
-                let (le, _) = plan_binary(BinaryOp::LtEq, x, hi).map_err(|m| PlanError::at(span, m))?;
+                let (ge, _) =
+                    plan_binary(BinaryOp::GtEq, x.clone(), lo).map_err(|e| PlanError::at(span, e.to_string()))?;
+                let (le, _) = plan_binary(BinaryOp::LtEq, x, hi).map_err(|e| PlanError::at(span, e.to_string()))?;
                 let both = Expr::And(vec![ge, le]);
                 if *negated {
                     Ok((
@@ -503,7 +504,7 @@ impl<'a> ExprPlanner<'a> {
                 let x = self.plan(expr)?;
                 let name = field.to_string();
                 plan_function("extract", vec![(Expr::Literal(Value::str(&name)), DataType::Str), x])
-                    .map_err(|m| PlanError::at(span, m))
+                    .map_err(|e| PlanError::at(span, e.to_string()))
             }
             A::Substring {
                 expr,
@@ -519,7 +520,7 @@ impl<'a> ExprPlanner<'a> {
                 if let Some(f) = substring_for {
                     args.push(self.plan(f)?);
                 }
-                plan_function("substring", args).map_err(|m| PlanError::at(span, m))
+                plan_function("substring", args).map_err(|e| PlanError::at(span, e.to_string()))
             }
             A::Trim {
                 expr,
@@ -539,7 +540,7 @@ impl<'a> ExprPlanner<'a> {
                     _ => "trim",
                 };
                 let x = self.plan(expr)?;
-                plan_function(name, vec![x]).map_err(|m| PlanError::at(span, m))
+                plan_function(name, vec![x]).map_err(|e| PlanError::at(span, e.to_string()))
             }
             A::Floor { expr, field } | A::Ceil { expr, field } => {
                 let name = if matches!(e, A::Floor { .. }) { "floor" } else { "ceil" };
@@ -553,12 +554,12 @@ impl<'a> ExprPlanner<'a> {
                     }
                 }
                 let x = self.plan(expr)?;
-                plan_function(name, vec![x]).map_err(|m| PlanError::at(span, m))
+                plan_function(name, vec![x]).map_err(|e| PlanError::at(span, e.to_string()))
             }
             A::Position { expr, r#in } => {
                 let needle = self.plan(expr)?;
                 let hay = self.plan(r#in)?;
-                plan_function("strpos", vec![hay, needle]).map_err(|m| PlanError::at(span, m))
+                plan_function("strpos", vec![hay, needle]).map_err(|e| PlanError::at(span, e.to_string()))
             }
             A::Function(f) => self.function(f, span),
             other => Err(PlanError::at(span, format!("unsupported expression: {other}"))),
@@ -653,7 +654,7 @@ impl<'a> ExprPlanner<'a> {
                     "__ts_add_ms",
                     vec![(l, lt), (Expr::Literal(Value::Int(ms)), DataType::Int)],
                 )
-                .map_err(|m| PlanError::at(span, m));
+                .map_err(|e| PlanError::at(span, e.to_string()));
             }
             if let (ast::Expr::Interval(i), B::Plus) = (left, op) {
                 let ms = interval_ms(i, left.span())?;
@@ -668,7 +669,7 @@ impl<'a> ExprPlanner<'a> {
                     "__ts_add_ms",
                     vec![(r, rt), (Expr::Literal(Value::Int(ms)), DataType::Int)],
                 )
-                .map_err(|m| PlanError::at(span, m));
+                .map_err(|e| PlanError::at(span, e.to_string()));
             }
         }
         match op {
@@ -705,9 +706,9 @@ impl<'a> ExprPlanner<'a> {
                 let l = self.plan(left)?;
                 let r = self.plan(right)?;
                 if bop == BinaryOp::Sub && l.1 == DataType::Ts && r.1 == DataType::Ts {
-                    return plan_function("__ts_diff_ms", vec![l, r]).map_err(|m| PlanError::at(span, m));
+                    return plan_function("__ts_diff_ms", vec![l, r]).map_err(|e| PlanError::at(span, e.to_string()));
                 }
-                plan_binary(bop, l, r).map_err(|m| PlanError::at(span, m))
+                plan_binary(bop, l, r).map_err(|e| PlanError::at(span, e.to_string()))
             }
         }
     }
@@ -726,8 +727,8 @@ impl<'a> ExprPlanner<'a> {
             let cond = match &operand {
                 Some(o) => {
                     let c = self.plan(&w.condition)?;
-                    let (eq, _) =
-                        plan_binary(BinaryOp::Eq, o.clone(), c).map_err(|m| PlanError::at(w.condition.span(), m))?;
+                    let (eq, _) = plan_binary(BinaryOp::Eq, o.clone(), c)
+                        .map_err(|e| PlanError::at(w.condition.span(), e.to_string()))?;
                     match eq {
                         Expr::Binary { right, .. } => *right,
                         other => other,
@@ -742,7 +743,7 @@ impl<'a> ExprPlanner<'a> {
             results.push(self.plan(o)?);
         }
         // The result type: COALESCE's common-type rule over the branches.
-        let (probe, t) = plan_function("coalesce", results.clone()).map_err(|m| PlanError::at(span, m))?;
+        let (probe, t) = plan_function("coalesce", results.clone()).map_err(|e| PlanError::at(span, e.to_string()))?;
         let coerced: Vec<Expr> = match probe {
             Expr::Func { args, .. } if args.len() == results.len() => args,
             _ => results.into_iter().map(|(x, _)| x).collect(),
@@ -805,7 +806,7 @@ impl<'a> ExprPlanner<'a> {
         }
         // date_trunc('unit', ts) and friends take a unit literal; both
         // orders of naming are left to exec's function table.
-        plan_function(&name, planned).map_err(|m| PlanError::at(span, m))
+        plan_function(&name, planned).map_err(|e| PlanError::at(span, e.to_string()))
     }
 }
 
@@ -857,7 +858,7 @@ pub fn plan_aggregate_call(
     if f.over.is_some() {
         return Err(PlanError::at(span, "aggregate OVER (…) windows are not supported"));
     }
-    let out = agg_output_type(kind, input_type).map_err(|m| PlanError::at(span, m))?;
+    let out = agg_output_type(kind, input_type).map_err(|e| PlanError::at(span, e.to_string()))?;
     Ok((
         AggCall {
             kind,

@@ -113,7 +113,7 @@ fn window_spec(kind: &str, sizes: &[&ast::Expr], span: Span) -> PlanResult<Windo
         ("HOP", _) => return Err(PlanError::at(span, "HOP takes (time column, slide, size)")),
         _ => return Err(PlanError::at(span, "SESSION takes (time column, gap)")),
     };
-    spec.validate().map_err(|m| PlanError::at(span, m))?;
+    spec.validate().map_err(|e| PlanError::at(span, e.to_string()))?;
     Ok(spec)
 }
 

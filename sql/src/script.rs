@@ -356,7 +356,7 @@ fn interval_at(tokens: &[TokenWithSpan], sig: &[usize], k: usize, st: &Statement
         _ => None,
     };
     let ms = laminar_exec::time::parse_interval(&text, unit.as_deref())
-        .map_err(|m| st.error(Some(at(k + 1).map_or(here, |t| t.span.start)), m))?;
+        .map_err(|e| st.error(Some(at(k + 1).map_or(here, |t| t.span.start)), e.to_string()))?;
     if ms < 0 {
         return Err(st.error(Some(here), "interval must not be negative"));
     }

@@ -104,8 +104,9 @@ fn records(data: &[u8], format: Format) {
         again.clear();
         decoder.decode(line, &mut again).unwrap_or_else(|e| {
             panic!(
-                "{row:?} encoded as {:?} does not decode: {e}",
-                String::from_utf8_lossy(line)
+                "{row:?} encoded as {:?} does not decode: {}",
+                String::from_utf8_lossy(line),
+                decoder.explain(line, e)
             )
         });
         assert_eq!(

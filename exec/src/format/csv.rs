@@ -11,22 +11,24 @@
 //! "expected 7 fields, found 6" rather than a confusing type error on the
 //! shifted column.
 
+use std::borrow::Cow;
+
+use super::error::{position, NullInput, ValueError};
 use super::{
-    column_error, null_for, parse_bool, parse_i64, parse_ts_text, record_end, write_scalar, Decoder, Encoder, IntError,
-    Lines, Shown, TimestampWriter, RECORD_FIELDS_MAX,
+    null_for, parse_bool, parse_i64, parse_ts_text, record_end, write_scalar, DecodeError, Decoder, Encoder,
+    FormatError, IntError, Lines, SplitError, TimestampWriter, RECORD_FIELDS_MAX,
 };
 use crate::batch::Op;
 use crate::time::{parse_timestamp_fixed_with, DateCache};
 use crate::types::{DataType, Field, Schema, Str, Value};
 
-/// How many header names an error message lists before eliding the rest.
-const ERROR_HEADER_NAMES_MAX: usize = 32;
-
 /// Where a field's bytes are: a range of the record, or (for quoted fields
 /// that contained `""` and had to be unescaped) a range of the scratch
-/// buffer.
+/// buffer; and where the field begins in the record (its opening quote if
+/// quoted), which an error about its value names (see `field_text`).
 #[derive(Debug, Clone, Copy)]
 struct Span {
+    at: usize,
     start: usize,
     end: usize,
     quoted: bool,
@@ -119,22 +121,24 @@ fn for_each_field_end(hay: &[u8], delimiter: u8, mut f: impl FnMut(usize, bool))
 /// to `scratch`; both buffers are cleared first. Records without a quote
 /// take `CsvDecoder::decode_unquoted` instead; this serves the rest and the
 /// header line.
-fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &mut Vec<u8>) -> Result<(), String> {
+fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &mut Vec<u8>) -> Result<(), SplitError> {
     spans.clear();
     scratch.clear();
     let len = record.len();
     let mut pos = 0;
     loop {
         if spans.len() == RECORD_FIELDS_MAX {
-            return Err(format!("record has more than {RECORD_FIELDS_MAX} fields"));
+            return Err(SplitError::TooManyFields);
         }
+        // Below RECORD_FIELDS_MAX, so it fits.
+        let field = spans.len() as u32 + 1;
         if record.get(pos) == Some(&b'"') {
             let content_start = pos + 1;
             let mut i = content_start;
             let mut escaped = false;
             let content_end = loop {
                 let Some(offset) = record[i..].iter().position(|&b| b == b'"') else {
-                    return Err(format!("field {}: unterminated quoted field", spans.len() + 1));
+                    return Err(SplitError::UnterminatedQuote { field });
                 };
                 let quote = i + offset;
                 if record.get(quote + 1) == Some(&b'"') {
@@ -152,10 +156,7 @@ fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &m
                 i += 1;
             }
             if i < len && record[i] != delimiter {
-                return Err(format!(
-                    "field {}: unexpected character after the closing quote",
-                    spans.len() + 1
-                ));
+                return Err(SplitError::AfterClosingQuote { field });
             }
             let span = if escaped {
                 let start = scratch.len();
@@ -167,6 +168,7 @@ fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &m
                     j += if content[j] == b'"' { 2 } else { 1 };
                 }
                 Span {
+                    at: pos,
                     start,
                     end: scratch.len(),
                     quoted: true,
@@ -174,6 +176,7 @@ fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &m
                 }
             } else {
                 Span {
+                    at: pos,
                     start: content_start,
                     end: content_end,
                     quoted: true,
@@ -191,6 +194,7 @@ fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &m
                 .position(|&b| b == delimiter)
                 .map_or(len, |o| pos + o);
             spans.push(Span {
+                at: pos,
                 start: pos,
                 end,
                 quoted: false,
@@ -284,15 +288,12 @@ impl CsvDecoder {
     /// match preferred), extra header columns are ignored, and a schema
     /// column missing from the header is an error. `None` = positional: a
     /// record must have exactly `schema.len()` fields.
-    pub fn new(schema: &Schema, header: Option<&[u8]>, delimiter: u8) -> Result<CsvDecoder, String> {
+    pub fn new(schema: &Schema, header: Option<&[u8]>, delimiter: u8) -> Result<CsvDecoder, FormatError> {
         if matches!(delimiter, b'"' | b'\n' | b'\r') || !delimiter.is_ascii() {
-            return Err(format!("invalid CSV delimiter {:?}", delimiter as char));
+            return Err(FormatError::InvalidDelimiter { delimiter });
         }
         if schema.len() > RECORD_FIELDS_MAX {
-            return Err(format!(
-                "schema has {} columns; at most {RECORD_FIELDS_MAX} are supported",
-                schema.len()
-            ));
+            return Err(FormatError::SchemaTooWide { columns: schema.len() });
         }
         let mut spans = Vec::new();
         let mut scratch = Vec::new();
@@ -302,7 +303,7 @@ impl CsvDecoder {
                 // A UTF-8 byte order mark is common at the start of files
                 // written by spreadsheets; it is not part of the first name.
                 let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
-                split_record(line, delimiter, &mut spans, &mut scratch).map_err(|e| format!("header: {e}"))?;
+                split_record(line, delimiter, &mut spans, &mut scratch).map_err(FormatError::Header)?;
                 let names: Vec<String> = spans
                     .iter()
                     .map(|s| {
@@ -328,16 +329,10 @@ impl CsvDecoder {
                     match found {
                         Some(i) => slots[i] = Some(col),
                         None => {
-                            let mut listed = names
-                                .iter()
-                                .take(ERROR_HEADER_NAMES_MAX)
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join(", ");
-                            if names.len() > ERROR_HEADER_NAMES_MAX {
-                                listed.push_str(", …");
-                            }
-                            return Err(format!("header has no column '{}' (columns: {listed})", field.name));
+                            return Err(FormatError::HeaderLacksColumn {
+                                column: field.name.clone(),
+                                names,
+                            })
                         }
                     }
                 }
@@ -424,7 +419,7 @@ impl CsvDecoder {
     /// delimiters, then only the used fields are parsed, so unread fields
     /// cost only the scan. None (and `out` untouched) if the record holds
     /// a quote.
-    fn decode_unquoted(&mut self, record: &[u8], out: &mut Vec<Value>) -> Option<Result<(), String>> {
+    fn decode_unquoted(&mut self, record: &[u8], out: &mut Vec<Value>) -> Option<Result<(), DecodeError>> {
         // First every delimiter's position (a tight loop the scan inlines),
         // then only the parsed fields: a call per field, parsed or not,
         // cost more than the parsing.
@@ -457,13 +452,13 @@ impl CsvDecoder {
         end: usize,
         ends: &[usize],
         out: &mut Vec<Value>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecodeError> {
         if ends.len() == RECORD_FIELDS_MAX {
-            return Err(format!("record has more than {RECORD_FIELDS_MAX} fields"));
+            return Err(SplitError::TooManyFields.into());
         }
         let found = ends.len() + 1;
         if found != self.slots.len() {
-            return Err(format!("expected {} fields, found {found}", self.slots.len()));
+            return Err(self.field_count(found));
         }
         let base = out.len();
         if self.dense {
@@ -490,10 +485,10 @@ impl CsvDecoder {
                 }
                 out.push(Value::Null);
                 let slot = out.last_mut().expect("just pushed");
-                let field = &self.fields[self.parsed[i].2];
-                if let Err(e) = parse_field(field, bytes, false, &mut self.dates, slot) {
+                let column = self.parsed[i].2;
+                if let Err(error) = parse_field(&self.fields[column], bytes, false, &mut self.dates, slot) {
                     out.truncate(base);
-                    return Err(e);
+                    return Err(value_error(column, from - start, error));
                 }
             }
             return Ok(());
@@ -505,7 +500,7 @@ impl CsvDecoder {
             // last runs to the end of the record).
             let from = if field == 0 { start } else { ends[field - 1] + 1 };
             let to = ends.get(field).copied().unwrap_or(end);
-            if let Err(e) = parse_field(
+            if let Err(error) = parse_field(
                 &self.fields[col],
                 &buf[from..to],
                 false,
@@ -513,7 +508,7 @@ impl CsvDecoder {
                 &mut row[position],
             ) {
                 out.truncate(base);
-                return Err(e);
+                return Err(value_error(col, from - start, error));
             }
         }
         Ok(())
@@ -524,16 +519,70 @@ impl CsvDecoder {
     #[inline]
     fn line(&mut self, buf: &[u8], start: usize, end: usize, terminated: bool, ends: &[usize], out: &mut Lines) {
         let end = record_end(buf, start, end, terminated);
-        out.line(end - start, |values| self.fill_row(buf, start, end, ends, values));
+        out.line(end - start, |values| {
+            (self.fill_row(buf, start, end, ends, values)).map_err(|e| self.explain(&buf[start..end], e))
+        });
+    }
+
+    /// The error for a record of `found` fields.
+    #[cold]
+    fn field_count(&self, found: usize) -> DecodeError {
+        // Both are at most RECORD_FIELDS_MAX.
+        DecodeError::FieldCount {
+            expected: self.slots.len() as u32,
+            found: found as u32,
+        }
     }
 }
 
+/// The error for the value of schema column `column`, whose field begins
+/// at byte `at` of the record.
+#[cold]
+fn value_error(column: usize, at: usize, error: ValueError) -> DecodeError {
+    DecodeError::Value {
+        // A schema is at most RECORD_FIELDS_MAX columns wide.
+        column: column as u32,
+        at: position(at),
+        error,
+    }
+}
+
+/// The text of the field that begins at byte `at` of `record`, as
+/// `parse_field` saw it when it refused the value: unquoted, and trimmed
+/// (the only fields whose text an error quotes are of the types that
+/// trim). The record split into fields when it was decoded, so a quoted
+/// field there has its closing quote.
+fn field_text(record: &[u8], at: usize, delimiter: u8) -> Cow<'_, [u8]> {
+    let rest = record.get(at..).unwrap_or_default();
+    let Some(quoted) = rest.strip_prefix(b"\"") else {
+        let end = memchr::memchr(delimiter, rest).unwrap_or(rest.len());
+        return Cow::Borrowed(rest[..end].trim_ascii());
+    };
+    let mut text = Vec::new();
+    let mut i = 0;
+    while i < quoted.len() {
+        if quoted[i] == b'"' {
+            if quoted.get(i + 1) != Some(&b'"') {
+                break;
+            }
+            i += 1;
+        }
+        text.push(quoted[i]);
+        i += 1;
+    }
+    Cow::Owned(text.trim_ascii().to_vec())
+}
+
 impl Decoder for CsvDecoder {
-    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
+    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError> {
         match self.decode_unquoted(record, out) {
             Some(result) => result,
             None => self.decode_spans(record, out),
         }
+    }
+
+    fn explain(&self, record: &[u8], error: DecodeError) -> String {
+        error.render(&self.fields, |at| field_text(record, at, self.delimiter))
     }
 
     /// One pass over the whole run finds every delimiter and line end,
@@ -566,14 +615,10 @@ impl Decoder for CsvDecoder {
 
 impl CsvDecoder {
     /// `decode` by way of field spans: any record, quoted fields included.
-    fn decode_spans(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
+    fn decode_spans(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError> {
         split_record(record, self.delimiter, &mut self.spans, &mut self.scratch)?;
         if self.spans.len() != self.slots.len() {
-            return Err(format!(
-                "expected {} fields, found {}",
-                self.slots.len(),
-                self.spans.len()
-            ));
+            return Err(self.field_count(self.spans.len()));
         }
         let base = out.len();
         // Constructed in place: `resize` clones a template value per slot.
@@ -585,7 +630,7 @@ impl CsvDecoder {
             } else {
                 &record[span.start..span.end]
             };
-            if let Err(e) = parse_field(
+            if let Err(error) = parse_field(
                 &self.fields[col],
                 bytes,
                 span.quoted,
@@ -593,7 +638,7 @@ impl CsvDecoder {
                 &mut out[base + position],
             ) {
                 out.truncate(base);
-                return Err(e);
+                return Err(value_error(col, span.at, error));
             }
         }
         Ok(())
@@ -653,56 +698,44 @@ fn plain_digits(bytes: &[u8]) -> Option<i64> {
 /// Parses one field's (unescaped) bytes as the column's type into `slot`.
 /// In place, not returned: moving a `Result<Value, String>` out through
 /// memory cost a store-forwarding stall per field, the largest single cost
-/// of decoding.
+/// of decoding. The error is a byte: the caller adds the column and the
+/// field's place, and the message quotes the text only when rendered.
 fn parse_field(
     field: &Field,
     bytes: &[u8],
     quoted: bool,
     dates: &mut DateCache,
     slot: &mut Value,
-) -> Result<(), String> {
+) -> Result<(), ValueError> {
     if field.data_type == DataType::Str {
         if bytes.is_empty() && !quoted {
-            *slot = null_for(field, "empty")?;
+            *slot = null_for(field, NullInput::Empty)?;
             return Ok(());
         }
         *slot = match std::str::from_utf8(bytes) {
             Ok(s) => Value::Str(Str::new(s)),
-            Err(_) => return Err(column_error(field, format_args!("invalid UTF-8"))),
+            Err(_) => return Err(ValueError::InvalidUtf8),
         };
         return Ok(());
     }
     let text = bytes.trim_ascii();
     if text.is_empty() {
-        *slot = null_for(field, "empty")?;
+        *slot = null_for(field, NullInput::Empty)?;
         return Ok(());
     }
     *slot = match field.data_type {
         DataType::Int => match parse_i64(text) {
             Ok(v) => Value::Int(v),
-            Err(IntError::Invalid) => return Err(column_error(field, format_args!("invalid integer {}", Shown(text)))),
-            Err(IntError::Overflow) => {
-                return Err(column_error(
-                    field,
-                    format_args!("integer out of range {}", Shown(text)),
-                ))
-            }
+            Err(IntError::Invalid) => return Err(ValueError::InvalidInteger),
+            Err(IntError::Overflow) => return Err(ValueError::IntegerOutOfRange),
         },
         DataType::Double => std::str::from_utf8(text)
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
             .map(Value::Double)
-            .ok_or_else(|| column_error(field, format_args!("invalid number {}", Shown(text))))?,
-        DataType::Bool => parse_bool(text).map(Value::Bool).ok_or_else(|| {
-            column_error(
-                field,
-                format_args!(
-                    "invalid boolean {} (expected true/false, t/f, 1/0 or yes/no)",
-                    Shown(text)
-                ),
-            )
-        })?,
-        DataType::Ts => Value::Ts(parse_ts_text(field, text, dates)?),
+            .ok_or(ValueError::InvalidNumber)?,
+        DataType::Bool => parse_bool(text).map(Value::Bool).ok_or(ValueError::InvalidBoolean)?,
+        DataType::Ts => Value::Ts(parse_ts_text(text, dates)?),
         DataType::Null | DataType::Str => Value::Null,
     };
     Ok(())
@@ -818,6 +851,12 @@ mod tests {
         crate::format::fixtures::decode_checked(d, line)
     }
 
+    /// The message of the error decoding `record` gives.
+    fn explained(d: &mut CsvDecoder, record: &[u8]) -> String {
+        let e = d.decode(record, &mut Vec::new()).unwrap_err();
+        d.explain(record, e)
+    }
+
     #[test]
     fn decodes_every_type_with_trimming_and_nulls() {
         let mut d = CsvDecoder::new(&schema(), None, b',').unwrap();
@@ -886,6 +925,12 @@ mod tests {
             ),
             ("1,,,\"abc,", "field 4: unterminated quoted field"),
             ("1,,,\"abc\"d,", "field 4: unexpected character after the closing quote"),
+            // The message quotes a quoted field's text unescaped and trimmed.
+            (
+                "1,,\" ma\"\"ybe \" ,,",
+                "column 'ok' (BOOLEAN): invalid boolean \"ma\\\"ybe\" (expected true/false, t/f, 1/0 or yes/no)",
+            ),
+            ("\"1x\",,,,", "column 'auction' (BIGINT): invalid integer \"1x\""),
         ];
         for (line, want) in cases {
             assert_eq!(decode(&mut d, line).unwrap_err(), want, "line {line:?}");
@@ -906,11 +951,9 @@ mod tests {
         bad_utf8.extend_from_slice(&[0xff, 0xfe]);
         bad_utf8.push(b',');
         let mut out = Vec::new();
-        assert_eq!(
-            d.decode(&bad_utf8, &mut out).unwrap_err(),
-            "column 'name' (VARCHAR): invalid UTF-8"
-        );
+        assert!(d.decode(&bad_utf8, &mut out).is_err());
         assert!(out.is_empty());
+        assert_eq!(explained(&mut d, &bad_utf8), "column 'name' (VARCHAR): invalid UTF-8");
     }
 
     #[test]
@@ -948,11 +991,20 @@ mod tests {
             "expected 6 fields, found 5"
         );
         let err = CsvDecoder::new(&schema(), Some(b"auction,price,ok,ts"), b',').unwrap_err();
-        assert_eq!(err, "header has no column 'name' (columns: auction, price, ok, ts)");
-        assert!(CsvDecoder::new(&schema(), None, b'"').is_err());
-        assert!(CsvDecoder::new(&schema(), Some(b"\"auction"), b',')
-            .unwrap_err()
-            .starts_with("header: "));
+        assert_eq!(
+            err.to_string(),
+            "header has no column 'name' (columns: auction, price, ok, ts)"
+        );
+        assert_eq!(
+            CsvDecoder::new(&schema(), None, b'"').unwrap_err().to_string(),
+            "invalid CSV delimiter '\"'"
+        );
+        assert_eq!(
+            CsvDecoder::new(&schema(), Some(b"\"auction"), b',')
+                .unwrap_err()
+                .to_string(),
+            "header: field 1: unterminated quoted field"
+        );
     }
 
     #[test]
@@ -1136,8 +1188,12 @@ mod one_pass_tests {
             let width = d.width;
             struct LineByLine<'a>(&'a mut CsvDecoder);
             impl Decoder for LineByLine<'_> {
-                fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
+                fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError> {
                     self.0.decode(record, out)
+                }
+
+                fn explain(&self, record: &[u8], error: DecodeError) -> String {
+                    self.0.explain(record, error)
                 }
             }
             let run = |d: &mut dyn Decoder| {

@@ -25,12 +25,12 @@ pub fn sample_schema() -> Schema {
 }
 
 /// Decodes one record into a fresh row; on error, asserts the output
-/// buffer was left exactly as it was.
+/// buffer was left exactly as it was, and gives the error's message.
 pub fn decode_checked(d: &mut dyn Decoder, line: &str) -> Result<Vec<Value>, String> {
     let mut out = vec![Value::Int(-7)];
     let r = d.decode(line.as_bytes(), &mut out);
     if r.is_err() {
         assert_eq!(out, vec![Value::Int(-7)], "out must be untouched on error");
     }
-    r.map(|()| out[1..].to_vec())
+    r.map(|()| out[1..].to_vec()).map_err(|e| d.explain(line.as_bytes(), e))
 }

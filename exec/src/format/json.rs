@@ -11,15 +11,18 @@
 //! control characters in strings, no lone surrogates), so that what we
 //! accept any other JSON tool accepts too.
 
+use std::borrow::Cow;
+
+use super::error::{position, NullInput, ValueError};
 use super::{
-    column_error, null_for, parse_i64, parse_ts_text, write_i64, write_scalar, Decoder, Encoder, IntError, Shown,
-    TimestampWriter,
+    null_for, parse_i64, parse_ts_text, write_i64, write_scalar, DecodeError, Decoder, Encoder, Expected, Found,
+    IntError, JsonError, TimestampWriter,
 };
 use crate::batch::Op;
 use crate::types::{DataType, Field, Schema, Str, Value};
 
 /// How deeply arrays and objects may nest inside a record.
-const NESTING_DEPTH_MAX: usize = 128;
+pub(super) const NESTING_DEPTH_MAX: usize = 128;
 
 /// The largest magnitude up to which every integer is an exact f64: a JSON
 /// number like `3.0` or `1e3` is accepted for BIGINT only below it.
@@ -42,14 +45,18 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn error(&self, expected: &str) -> String {
+    #[cold]
+    fn error(&self, expected: Expected) -> JsonError {
         match self.peek() {
-            None => format!("invalid JSON: unexpected end of record, expected {expected}"),
-            Some(_) => format!("invalid JSON at byte {}: expected {expected}", self.pos),
+            None => JsonError::EndOfRecord { expected },
+            Some(_) => JsonError::Unexpected {
+                at: position(self.pos),
+                expected,
+            },
         }
     }
 
-    fn expect(&mut self, b: u8, expected: &str) -> Result<(), String> {
+    fn expect(&mut self, b: u8, expected: Expected) -> Result<(), JsonError> {
         if self.peek() == Some(b) {
             self.pos += 1;
             Ok(())
@@ -58,18 +65,18 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Result<(), String> {
+    fn literal(&mut self, word: &[u8]) -> Result<(), JsonError> {
         if self.bytes[self.pos..].starts_with(word) {
             self.pos += word.len();
             Ok(())
         } else {
-            Err(self.error("a JSON value"))
+            Err(self.error(Expected::Value))
         }
     }
 
     /// Scans a number token, validating the JSON grammar; returns its text
     /// and whether it is an integer (no fraction, no exponent).
-    fn number(&mut self) -> Result<(&'a [u8], bool), String> {
+    fn number(&mut self) -> Result<(&'a [u8], bool), JsonError> {
         let start = self.pos;
         let digits = |c: &mut Self| {
             let from = c.pos;
@@ -86,14 +93,14 @@ impl<'a> Cursor<'a> {
             Some(b'1'..=b'9') => {
                 digits(self);
             }
-            _ => return Err(self.error("a digit")),
+            _ => return Err(self.error(Expected::Digit)),
         }
         let mut integer = true;
         if self.peek() == Some(b'.') {
             self.pos += 1;
             integer = false;
             if !digits(self) {
-                return Err(self.error("a digit after '.'"));
+                return Err(self.error(Expected::DigitAfterPoint));
             }
         }
         if let Some(b'e' | b'E') = self.peek() {
@@ -103,7 +110,7 @@ impl<'a> Cursor<'a> {
                 self.pos += 1;
             }
             if !digits(self) {
-                return Err(self.error("a digit in the exponent"));
+                return Err(self.error(Expected::DigitInExponent));
             }
         }
         Ok((&self.bytes[start..self.pos], integer))
@@ -113,19 +120,19 @@ impl<'a> Cursor<'a> {
 /// Parses a string whose opening quote has been consumed. Strings without
 /// escapes are returned as a slice of the record; others are unescaped
 /// into `scratch`.
-fn parse_string<'a: 's, 's>(c: &mut Cursor<'a>, scratch: &'s mut Vec<u8>) -> Result<&'s [u8], String> {
+fn parse_string<'a: 's, 's>(c: &mut Cursor<'a>, scratch: &'s mut Vec<u8>) -> Result<&'s [u8], JsonError> {
     let bytes = c.bytes;
     let start = c.pos;
     let mut i = start;
     loop {
         match bytes.get(i) {
-            None => return Err("invalid JSON: unterminated string".into()),
+            None => return Err(JsonError::UnterminatedString),
             Some(b'"') => {
                 c.pos = i + 1;
                 return Ok(&bytes[start..i]);
             }
             Some(b'\\') => break,
-            Some(&b) if b < 0x20 => return Err(format!("invalid JSON at byte {i}: control character in a string")),
+            Some(&b) if b < 0x20 => return Err(JsonError::ControlCharacter { at: position(i) }),
             Some(_) => i += 1,
         }
     }
@@ -133,7 +140,7 @@ fn parse_string<'a: 's, 's>(c: &mut Cursor<'a>, scratch: &'s mut Vec<u8>) -> Res
     scratch.extend_from_slice(&bytes[start..i]);
     loop {
         match bytes.get(i) {
-            None => return Err("invalid JSON: unterminated string".into()),
+            None => return Err(JsonError::UnterminatedString),
             Some(b'"') => {
                 c.pos = i + 1;
                 return Ok(scratch);
@@ -157,9 +164,9 @@ fn parse_string<'a: 's, 's>(c: &mut Cursor<'a>, scratch: &'s mut Vec<u8>) -> Res
                     continue;
                 }
                 if escape != Some(b'u') {
-                    return Err(format!("invalid JSON at byte {i}: invalid escape"));
+                    return Err(JsonError::InvalidEscape { at: position(i) });
                 }
-                let unit = hex4(bytes, i + 2).ok_or_else(|| format!("invalid JSON at byte {i}: invalid \\u escape"))?;
+                let unit = hex4(bytes, i + 2).ok_or(JsonError::InvalidUnicodeEscape { at: position(i) })?;
                 i += 6;
                 let code = match unit {
                     0xD800..=0xDBFF => {
@@ -168,18 +175,18 @@ fn parse_string<'a: 's, 's>(c: &mut Cursor<'a>, scratch: &'s mut Vec<u8>) -> Res
                             .then(|| hex4(bytes, i + 2))
                             .flatten()
                             .filter(|low| (0xDC00..=0xDFFF).contains(low))
-                            .ok_or_else(|| format!("invalid JSON at byte {i}: lone surrogate in \\u escape"))?;
+                            .ok_or(JsonError::LoneSurrogate { at: position(i) })?;
                         i += 6;
                         0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
                     }
-                    0xDC00..=0xDFFF => return Err(format!("invalid JSON at byte {i}: lone surrogate in \\u escape")),
+                    0xDC00..=0xDFFF => return Err(JsonError::LoneSurrogate { at: position(i) }),
                     _ => unit,
                 };
-                let ch = char::from_u32(code).ok_or_else(|| format!("invalid JSON at byte {i}: invalid \\u escape"))?;
+                let ch = char::from_u32(code).ok_or(JsonError::InvalidUnicodeEscape { at: position(i) })?;
                 let mut buf = [0u8; 4];
                 scratch.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
             }
-            Some(&b) if b < 0x20 => return Err(format!("invalid JSON at byte {i}: control character in a string")),
+            Some(&b) if b < 0x20 => return Err(JsonError::ControlCharacter { at: position(i) }),
             Some(&b) => {
                 scratch.push(b);
                 i += 1;
@@ -199,11 +206,9 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u32> {
 }
 
 /// Validates and skips one JSON value of a key no column wants.
-fn skip_value(c: &mut Cursor<'_>, scratch: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+fn skip_value(c: &mut Cursor<'_>, scratch: &mut Vec<u8>, depth: usize) -> Result<(), JsonError> {
     if depth > NESTING_DEPTH_MAX {
-        return Err(format!(
-            "invalid JSON: nested more than {NESTING_DEPTH_MAX} levels deep"
-        ));
+        return Err(JsonError::TooDeep);
     }
     match c.peek() {
         Some(b'"') => {
@@ -218,10 +223,10 @@ fn skip_value(c: &mut Cursor<'_>, scratch: &mut Vec<u8>, depth: usize) -> Result
                 return Ok(());
             }
             loop {
-                c.expect(b'"', "a key string")?;
+                c.expect(b'"', Expected::KeyString)?;
                 parse_string(c, scratch)?;
                 c.skip_whitespace();
-                c.expect(b':', "':'")?;
+                c.expect(b':', Expected::Colon)?;
                 c.skip_whitespace();
                 skip_value(c, scratch, depth + 1)?;
                 c.skip_whitespace();
@@ -234,7 +239,7 @@ fn skip_value(c: &mut Cursor<'_>, scratch: &mut Vec<u8>, depth: usize) -> Result
                         c.pos += 1;
                         return Ok(());
                     }
-                    _ => return Err(c.error("',' or '}'")),
+                    _ => return Err(c.error(Expected::CommaOrBrace)),
                 }
             }
         }
@@ -257,7 +262,7 @@ fn skip_value(c: &mut Cursor<'_>, scratch: &mut Vec<u8>, depth: usize) -> Result
                         c.pos += 1;
                         return Ok(());
                     }
-                    _ => return Err(c.error("',' or ']'")),
+                    _ => return Err(c.error(Expected::CommaOrBracket)),
                 }
             }
         }
@@ -265,52 +270,42 @@ fn skip_value(c: &mut Cursor<'_>, scratch: &mut Vec<u8>, depth: usize) -> Result
         Some(b'f') => c.literal(b"false"),
         Some(b'n') => c.literal(b"null"),
         Some(b'-' | b'0'..=b'9') => c.number().map(|_| ()),
-        _ => Err(c.error("a JSON value")),
+        _ => Err(c.error(Expected::Value)),
     }
 }
 
-/// What a column of each type wants, for type-mismatch errors.
-fn expected_kind(data_type: DataType) -> &'static str {
-    match data_type {
-        DataType::Int => "an integer",
-        DataType::Double => "a number",
-        DataType::Bool => "a boolean",
-        DataType::Str => "a string",
-        DataType::Ts => "a timestamp string or epoch milliseconds",
-        DataType::Null => "null",
-    }
-}
-
-fn mismatch(field: &Field, found: &str) -> String {
-    column_error(
-        field,
-        format_args!("expected {}, found {found}", expected_kind(field.data_type)),
-    )
-}
-
-/// Parses the value for `field` at the cursor.
-fn parse_typed(c: &mut Cursor<'_>, field: &Field, scratch: &mut Vec<u8>) -> Result<Value, String> {
+/// Parses the value for `field`, schema column `column`, at the cursor.
+fn parse_typed(c: &mut Cursor<'_>, column: usize, field: &Field, scratch: &mut Vec<u8>) -> Result<Value, DecodeError> {
     if field.data_type == DataType::Null {
         skip_value(c, scratch, 1)?;
         return Ok(Value::Null);
     }
+    // Where the value starts: an error about it is rendered from there.
+    let at = c.pos;
+    let value_error = |error| DecodeError::Value {
+        // Schemas come from SQL column lists, far below 2^32 columns.
+        column: column as u32,
+        at: position(at),
+        error,
+    };
+    let mismatch = |found| value_error(ValueError::Mismatch(found));
     match c.peek() {
         Some(b'n') => {
             c.literal(b"null")?;
-            null_for(field, "null")
+            null_for(field, NullInput::Null).map_err(value_error)
         }
         Some(b't') => {
             c.literal(b"true")?;
             match field.data_type {
                 DataType::Bool => Ok(Value::Bool(true)),
-                _ => Err(mismatch(field, "a boolean")),
+                _ => Err(mismatch(Found::Boolean)),
             }
         }
         Some(b'f') => {
             c.literal(b"false")?;
             match field.data_type {
                 DataType::Bool => Ok(Value::Bool(false)),
-                _ => Err(mismatch(field, "a boolean")),
+                _ => Err(mismatch(Found::Boolean)),
             }
         }
         Some(b'"') => {
@@ -319,10 +314,12 @@ fn parse_typed(c: &mut Cursor<'_>, field: &Field, scratch: &mut Vec<u8>) -> Resu
             match field.data_type {
                 DataType::Str => match std::str::from_utf8(text) {
                     Ok(s) => Ok(Value::Str(Str::new(s))),
-                    Err(_) => Err(column_error(field, format_args!("invalid UTF-8"))),
+                    Err(_) => Err(value_error(ValueError::InvalidUtf8)),
                 },
-                DataType::Ts => parse_ts_text(field, text, &mut crate::time::DateCache::default()).map(Value::Ts),
-                _ => Err(mismatch(field, "a string")),
+                DataType::Ts => (parse_ts_text(text, &mut crate::time::DateCache::default()))
+                    .map(Value::Ts)
+                    .map_err(value_error),
+                _ => Err(mismatch(Found::String)),
             }
         }
         Some(b'-' | b'0'..=b'9') => {
@@ -333,10 +330,7 @@ fn parse_typed(c: &mut Cursor<'_>, field: &Field, scratch: &mut Vec<u8>) -> Resu
                         match parse_i64(text) {
                             Ok(v) => v,
                             Err(IntError::Overflow | IntError::Invalid) => {
-                                return Err(column_error(
-                                    field,
-                                    format_args!("integer out of range {}", Shown(text)),
-                                ))
+                                return Err(value_error(ValueError::IntegerOutOfRange))
                             }
                         }
                     } else {
@@ -344,7 +338,7 @@ fn parse_typed(c: &mut Cursor<'_>, field: &Field, scratch: &mut Vec<u8>) -> Resu
                         // `1.5` is not.
                         match parse_f64(text) {
                             Some(f) if f.fract() == 0.0 && f.abs() <= F64_EXACT_INT_MAX => f as i64,
-                            _ => return Err(mismatch(field, &Shown(text).to_string())),
+                            _ => return Err(mismatch(Found::Token)),
                         }
                     };
                     Ok(if field.data_type == DataType::Int {
@@ -359,15 +353,36 @@ fn parse_typed(c: &mut Cursor<'_>, field: &Field, scratch: &mut Vec<u8>) -> Resu
                     // decoded to inf, which JSON output can only write as
                     // null).
                     Some(f) if f.is_finite() => Ok(Value::Double(f)),
-                    Some(_) => Err(column_error(field, format_args!("number out of range {}", Shown(text)))),
-                    None => Err(column_error(field, format_args!("invalid number {}", Shown(text)))),
+                    Some(_) => Err(value_error(ValueError::NumberOutOfRange)),
+                    None => Err(value_error(ValueError::InvalidNumber)),
                 },
-                _ => Err(mismatch(field, "a number")),
+                _ => Err(mismatch(Found::Number)),
             }
         }
-        Some(b'{') => Err(mismatch(field, "an object")),
-        Some(b'[') => Err(mismatch(field, "an array")),
-        _ => Err(c.error("a JSON value")),
+        Some(b'{') => Err(mismatch(Found::Object)),
+        Some(b'[') => Err(mismatch(Found::Array)),
+        _ => Err(c.error(Expected::Value).into()),
+    }
+}
+
+/// The text of the value that starts at byte `at` of `record`, as
+/// `parse_typed` saw it when it refused the value: a string's contents,
+/// unescaped, or a number's token. The record parsed up to and through
+/// that value when it was decoded, so both parse again.
+fn value_text(record: &[u8], at: usize) -> Cow<'_, [u8]> {
+    let mut c = Cursor { bytes: record, pos: at };
+    if c.peek() == Some(b'"') {
+        c.pos += 1;
+        let mut scratch = Vec::new();
+        return Cow::Owned(
+            parse_string(&mut c, &mut scratch)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
+        );
+    }
+    match c.number() {
+        Ok((token, _)) => Cow::Borrowed(token),
+        Err(_) => Cow::Borrowed(&[]),
     }
 }
 
@@ -391,13 +406,13 @@ impl JsonDecoder {
     }
 
     /// Parses one record into `row` (pre-filled with NULLs).
-    fn decode_into(&mut self, record: &[u8], row: &mut [Value]) -> Result<(), String> {
+    fn decode_into(&mut self, record: &[u8], row: &mut [Value]) -> Result<(), DecodeError> {
         let mut c = Cursor { bytes: record, pos: 0 };
         c.skip_whitespace();
         match c.peek() {
-            None => return Err("empty record".into()),
+            None => return Err(JsonError::EmptyRecord.into()),
             Some(b'{') => c.pos += 1,
-            Some(_) => return Err("expected a JSON object".into()),
+            Some(_) => return Err(JsonError::NotAnObject.into()),
         }
         c.skip_whitespace();
         if c.peek() == Some(b'}') {
@@ -405,15 +420,15 @@ impl JsonDecoder {
         } else {
             let mut next_column = 0;
             loop {
-                c.expect(b'"', "a key string")?;
+                c.expect(b'"', Expected::KeyString)?;
                 let key = parse_string(&mut c, &mut self.scratch)?;
                 let column = lookup(&self.fields, next_column, key);
                 c.skip_whitespace();
-                c.expect(b':', "':'")?;
+                c.expect(b':', Expected::Colon)?;
                 c.skip_whitespace();
                 match column {
                     Some(col) => {
-                        row[col] = parse_typed(&mut c, &self.fields[col], &mut self.scratch)?;
+                        row[col] = parse_typed(&mut c, col, &self.fields[col], &mut self.scratch)?;
                         next_column = col + 1;
                     }
                     None => skip_value(&mut c, &mut self.scratch, 1)?,
@@ -428,22 +443,23 @@ impl JsonDecoder {
                         c.pos += 1;
                         break;
                     }
-                    _ => return Err(c.error("',' or '}'")),
+                    _ => return Err(c.error(Expected::CommaOrBrace).into()),
                 }
             }
         }
         c.skip_whitespace();
         if c.pos != record.len() {
-            return Err(format!(
-                "invalid JSON at byte {}: trailing characters after the object",
-                c.pos
-            ));
+            return Err(JsonError::TrailingCharacters { at: position(c.pos) }.into());
         }
         // An explicit null was refused where it was met; a NULL left in a
         // NOT NULL column now can only be a key that never appeared.
-        for (field, v) in self.fields.iter().zip(row.iter()) {
+        for (column, (field, v)) in self.fields.iter().zip(row.iter()).enumerate() {
             if v.is_null() {
-                null_for(field, "missing")?;
+                null_for(field, NullInput::Missing).map_err(|error| DecodeError::Value {
+                    column: column as u32,
+                    at: position(record.len()),
+                    error,
+                })?;
             }
         }
         Ok(())
@@ -463,7 +479,7 @@ fn lookup(fields: &[Field], hint: usize, key: &[u8]) -> Option<usize> {
 }
 
 impl Decoder for JsonDecoder {
-    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), String> {
+    fn decode(&mut self, record: &[u8], out: &mut Vec<Value>) -> Result<(), DecodeError> {
         let base = out.len();
         out.extend(std::iter::repeat_with(|| Value::Null).take(self.fields.len()));
         let result = self.decode_into(record, &mut out[base..]);
@@ -471,6 +487,10 @@ impl Decoder for JsonDecoder {
             out.truncate(base);
         }
         result
+    }
+
+    fn explain(&self, record: &[u8], error: DecodeError) -> String {
+        error.render(&self.fields, |at| value_text(record, at))
     }
 }
 
@@ -569,7 +589,9 @@ mod tests {
         let schema = crate::types::Schema::new(vec![crate::types::Field::new("d", DataType::Double)]);
         let mut d = JsonDecoder::new(&schema);
         let mut out = Vec::new();
-        let e = crate::format::Decoder::decode(&mut d, b"{\"d\": 1e999}", &mut out).unwrap_err();
+        let record = b"{\"d\": 1e999}";
+        let e = crate::format::Decoder::decode(&mut d, record, &mut out).unwrap_err();
+        let e = d.explain(record, e);
         assert!(e.contains("number out of range"), "{e}");
         assert!(out.is_empty());
         crate::format::Decoder::decode(&mut d, b"{\"d\": -1.5e300}", &mut out).unwrap();
@@ -722,13 +744,16 @@ mod tests {
             ts.starts_with("column 'ts' (TIMESTAMP): invalid timestamp \"yesterday\""),
             "{ts}"
         );
+        // The message quotes a string's contents unescaped.
+        let ts = decode(&mut d, r#"{"auction": 1, "ts": "yes\u0022terday"}"#).unwrap_err();
+        assert!(
+            ts.starts_with(r#"column 'ts' (TIMESTAMP): invalid timestamp "yes\"terday""#),
+            "{ts}"
+        );
         let mut bad = br#"{"auction": 1, "name": ""#.to_vec();
         bad.extend_from_slice(&[0xff, b'"', b'}']);
-        let mut out = Vec::new();
-        assert_eq!(
-            d.decode(&bad, &mut out).unwrap_err(),
-            "column 'name' (VARCHAR): invalid UTF-8"
-        );
+        let e = d.decode(&bad, &mut Vec::new()).unwrap_err();
+        assert_eq!(d.explain(&bad, e), "column 'name' (VARCHAR): invalid UTF-8");
     }
 
     #[test]

@@ -29,6 +29,8 @@
 
 use std::fmt::Write;
 
+use thiserror::Error;
+
 use super::get;
 use crate::error::EvalError;
 use crate::time::{self, floor_div, Civil, TimeUnit};
@@ -133,14 +135,18 @@ pub(super) fn extract(field: ExtractField, ts: &Value) -> Result<Value, EvalErro
     Ok(Value::Int(v))
 }
 
+/// A `date_trunc` unit name that names no unit.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error(
+    "unknown date_trunc unit {name:?} (expected millisecond, second, minute, hour, day, week, month, quarter or year)"
+)]
+pub struct UnknownTruncUnit {
+    pub name: String,
+}
+
 /// Parses a `date_trunc` unit name.
-pub(crate) fn trunc_unit(name: &str) -> Result<TimeUnit, String> {
-    TimeUnit::parse(name).ok_or_else(|| {
-        format!(
-            "unknown date_trunc unit {name:?} (expected millisecond, second, minute, hour, day, week, month, \
-             quarter or year)"
-        )
-    })
+pub(crate) fn trunc_unit(name: &str) -> Result<TimeUnit, UnknownTruncUnit> {
+    TimeUnit::parse(name).ok_or_else(|| UnknownTruncUnit { name: name.to_string() })
 }
 
 pub(super) fn date_trunc(unit: TimeUnit, ts: &Value) -> Result<Value, EvalError> {
@@ -217,9 +223,23 @@ const WEEKDAYS: [&str; 7] = [
 /// this; it also bounds the work per row.
 const PAD_WIDTH_MAX: usize = 9;
 
+/// Why a `DATE_FORMAT` pattern does not compile. `format` is the whole
+/// pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DateFormatError {
+    #[error("date format {format:?} ends with a lone '%'")]
+    LonePercent { format: String },
+    #[error("unsupported date format specifier %{specifier} in {format:?}")]
+    UnsupportedSpecifier { specifier: char, format: String },
+    #[error("unterminated quote in date format {format:?}")]
+    UnterminatedQuote { format: String },
+    #[error("unsupported pattern letters {letters:?} in date format {format:?} (quote literal text with '…')")]
+    UnsupportedLetters { letters: String, format: String },
+}
+
 impl DateFormat {
     /// Compiles a strftime-style (contains `%`) or Java-style pattern.
-    pub fn parse(format: &str) -> Result<DateFormat, String> {
+    pub fn parse(format: &str) -> Result<DateFormat, DateFormatError> {
         let items = if format.contains('%') {
             parse_strftime(format)?
         } else {
@@ -279,7 +299,7 @@ fn push_text(items: &mut Vec<Item>, c: char) {
     }
 }
 
-fn parse_strftime(format: &str) -> Result<Vec<Item>, String> {
+fn parse_strftime(format: &str) -> Result<Vec<Item>, DateFormatError> {
     let mut items = Vec::new();
     let mut chars = format.chars();
     while let Some(c) = chars.next() {
@@ -287,9 +307,9 @@ fn parse_strftime(format: &str) -> Result<Vec<Item>, String> {
             push_text(&mut items, c);
             continue;
         }
-        let spec = chars
-            .next()
-            .ok_or_else(|| format!("date format {format:?} ends with a lone '%'"))?;
+        let spec = chars.next().ok_or_else(|| DateFormatError::LonePercent {
+            format: format.to_string(),
+        })?;
         match spec {
             'Y' => items.push(Item::Year(4)),
             'y' => items.push(Item::Year2),
@@ -312,13 +332,18 @@ fn parse_strftime(format: &str) -> Result<Vec<Item>, String> {
             'F' => items.extend(parse_strftime("%Y-%m-%d")?),
             'T' => items.extend(parse_strftime("%H:%M:%S")?),
             '%' => push_text(&mut items, '%'),
-            other => return Err(format!("unsupported date format specifier %{other} in {format:?}")),
+            other => {
+                return Err(DateFormatError::UnsupportedSpecifier {
+                    specifier: other,
+                    format: format.to_string(),
+                })
+            }
         }
     }
     Ok(items)
 }
 
-fn parse_java(format: &str) -> Result<Vec<Item>, String> {
+fn parse_java(format: &str) -> Result<Vec<Item>, DateFormatError> {
     let chars: Vec<char> = format.chars().collect();
     let mut items = Vec::new();
     let mut i = 0;
@@ -334,7 +359,11 @@ fn parse_java(format: &str) -> Result<Vec<Item>, String> {
             let mut j = i + 1;
             loop {
                 match chars.get(j) {
-                    None => return Err(format!("unterminated quote in date format {format:?}")),
+                    None => {
+                        return Err(DateFormatError::UnterminatedQuote {
+                            format: format.to_string(),
+                        })
+                    }
                     Some('\'') if chars.get(j + 1) == Some(&'\'') => {
                         push_text(&mut items, '\'');
                         j += 2;
@@ -374,10 +403,10 @@ fn parse_java(format: &str) -> Result<Vec<Item>, String> {
             ('E', 1..=3) => Item::WeekdayName { full: false },
             ('E', _) => Item::WeekdayName { full: true },
             _ => {
-                let letters: String = std::iter::repeat_n(c, run).collect();
-                return Err(format!(
-                    "unsupported pattern letters {letters:?} in date format {format:?} (quote literal text with '…')"
-                ));
+                return Err(DateFormatError::UnsupportedLetters {
+                    letters: std::iter::repeat_n(c, run).collect(),
+                    format: format.to_string(),
+                });
             }
         });
     }
@@ -387,6 +416,23 @@ fn parse_java(format: &str) -> Result<Vec<Item>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The messages reach users as SQL errors: their text must not drift.
+    #[test]
+    fn error_messages() {
+        assert_eq!(
+            trunc_unit("eon").unwrap_err().to_string(),
+            "unknown date_trunc unit \"eon\" (expected millisecond, second, minute, hour, day, week, month, quarter or year)"
+        );
+        let f = |p: &str| DateFormat::parse(p).err().unwrap().to_string();
+        assert_eq!(f("abc %"), "date format \"abc %\" ends with a lone '%'");
+        assert_eq!(f("%Y %Q"), "unsupported date format specifier %Q in \"%Y %Q\"");
+        assert_eq!(f("yyyy 'x"), "unterminated quote in date format \"yyyy 'x\"");
+        assert_eq!(
+            f("yyyy-MM-dd QQ"),
+            "unsupported pattern letters \"QQ\" in date format \"yyyy-MM-dd QQ\" (quote literal text with '…')"
+        );
+    }
     use crate::time::parse_timestamp;
 
     fn ts(s: &str) -> Value {

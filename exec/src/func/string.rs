@@ -12,6 +12,7 @@
 use std::cell::RefCell;
 
 use regex::{Regex, RegexBuilder};
+use thiserror::Error;
 
 use super::{cast, eval_arg, get};
 use crate::error::EvalError;
@@ -22,11 +23,8 @@ use crate::types::{Str, Value};
 /// evaluation allocate without bound.
 const REGEX_SIZE_BYTES_MAX: usize = 4 << 20;
 
-pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_BYTES_MAX)
-        .build()
-        .map_err(|e| e.to_string())
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern).size_limit(REGEX_SIZE_BYTES_MAX).build()
 }
 
 thread_local! {
@@ -263,15 +261,25 @@ pub(crate) fn default_group(re: &Regex) -> i64 {
     }
 }
 
+/// A `regexp_extract` group number that its pattern does not have.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("group {group} does not exist in pattern {pattern:?} (it has {groups} capture groups)")]
+pub struct GroupError {
+    pub group: i64,
+    pub pattern: String,
+    /// Capture groups, not counting the whole match.
+    pub groups: usize,
+}
+
 /// Checks a group number against a pattern.
-pub(crate) fn check_group(re: &Regex, group: i64) -> Result<usize, String> {
+pub(crate) fn check_group(re: &Regex, group: i64) -> Result<usize, GroupError> {
     match usize::try_from(group) {
         Ok(g) if g < re.captures_len() => Ok(g),
-        _ => Err(format!(
-            "group {group} does not exist in pattern {:?} (it has {} capture groups)",
-            re.as_str(),
-            re.captures_len() - 1
-        )),
+        _ => Err(GroupError {
+            group,
+            pattern: re.as_str().to_string(),
+            groups: re.captures_len() - 1,
+        }),
     }
 }
 
@@ -283,9 +291,9 @@ pub(super) fn regexp_extract(s: &Value, re: &Regex, group: Option<&Value>) -> Re
         None => default_group(re),
         Some(g) => get!("regexp_extract", g, Int),
     };
-    let group = check_group(re, group).map_err(|reason| EvalError::Function {
+    let group = check_group(re, group).map_err(|e| EvalError::Function {
         function: "regexp_extract",
-        reason,
+        reason: e.to_string(),
     })?;
     let found = if group == 0 {
         re.find(s).map(|m| m.as_str())

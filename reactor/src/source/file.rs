@@ -59,10 +59,10 @@ pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<(FileReader, Opt
     let header_bytes = header_bytes.filter(|h| !h.is_empty());
     let decoder = node
         .decoder(*format, header_bytes.as_deref(), *delimiter)
-        .map_err(|reason| RunError::Source {
+        .map_err(|e| RunError::Source {
             source_name: node.name.clone(),
             path: path.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
     let dead_letter = dead_letter
         .as_deref()

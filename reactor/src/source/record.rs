@@ -134,13 +134,14 @@ pub(crate) struct RecordRead {
 
 impl RecordRead {
     /// Decodes the record read into `out` (cleared first), or says why it
-    /// is malformed.
+    /// is malformed (the decoder's error rendered into its message: the
+    /// caller reports it).
     pub fn decode(&self, record: &[u8], decoder: &mut dyn Decoder, out: &mut Vec<Value>) -> Result<(), String> {
         if self.too_long {
             return Err(too_long_reason());
         }
         out.clear();
-        decoder.decode(record, out)
+        decoder.decode(record, out).map_err(|e| decoder.explain(record, e))
     }
 }
 

@@ -375,10 +375,10 @@ impl SplitReader {
         };
         let decoder = node
             .decoder(*format, split.header.as_deref(), *delimiter)
-            .map_err(|reason| RunError::Source {
+            .map_err(|e| RunError::Source {
                 source_name: node.name.clone(),
                 path: path.clone(),
-                reason,
+                reason: e.to_string(),
             })?;
         let file = File::open(path).map_err(io_error("opening source file", path))?;
         Ok(SplitReader {
@@ -589,8 +589,9 @@ impl SplitReader {
                     continue;
                 }
                 let record = &self.record;
-                d.lines
-                    .record(first_line, r.too_long, |values| decoder.decode(record, values));
+                d.lines.record(first_line, r.too_long, |values| {
+                    decoder.decode(record, values).map_err(|e| decoder.explain(record, e))
+                });
             }
             d.end = at.max(bound);
         }

@@ -545,14 +545,14 @@ impl LiveReader {
                 }
                 Ok(())
             }
-            Err(reason) => {
+            Err(error) => {
                 conn.counts.malformed += 1;
                 *malformed += 1;
                 on_bad(BadLine {
                     peer: &conn.peer,
                     conn: id,
                     line: line_no,
-                    reason,
+                    reason: self.decoder.explain(&self.line, error),
                     bytes: &self.line,
                 })
             }
@@ -585,13 +585,11 @@ pub(crate) fn open(
     let location = listener
         .local_addr()
         .map_or_else(|_| "tcp".to_string(), |a| format!("tcp {a}"));
-    let decoder = node
-        .decoder(*format, None, *delimiter)
-        .map_err(|reason| RunError::Source {
-            source_name: node.name.clone(),
-            path: std::path::PathBuf::from(&location),
-            reason,
-        })?;
+    let decoder = node.decoder(*format, None, *delimiter).map_err(|e| RunError::Source {
+        source_name: node.name.clone(),
+        path: std::path::PathBuf::from(&location),
+        reason: e.to_string(),
+    })?;
     let dead_letter = dead_letter
         .as_deref()
         .map(|p| DeadLetter::open(p, resuming))
