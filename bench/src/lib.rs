@@ -1,13 +1,15 @@
 //! laminar's benchmark harness, above the runtime: the microbenchmarks
-//! behind `laminar bench arena|mesh|jitter|wal` (`micro`). The query
-//! benchmark's options and report live in the binary (`bin/src/query_bench.rs`);
-//! the open-loop pacing it drives is the runtime's own (`laminar_reactor::pace`),
-//! since every shard and sink takes part in it. Nothing in the runtime
-//! depends on this crate.
+//! behind `laminar bench arena|mesh|jitter|wal` (`micro`), and the query
+//! benchmark's built-in queries, measurements and reports (`query`). The
+//! binary parses the options and drives the runs (`bin/src/bench.rs`,
+//! `bin/src/query_bench.rs`); the open-loop pacing a query run uses is the
+//! runtime's own (`laminar_reactor::pace`), since every shard and sink
+//! takes part in it. Nothing in the runtime depends on this crate.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod micro;
+pub mod query;
 
 use thiserror::Error;
 

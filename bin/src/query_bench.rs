@@ -16,24 +16,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use laminar_bench::query::{
+    generator_capacity_eps, hdr_text, measured, names, plot_svg, round_rate, Measured, PERCENTILES, QUERIES,
+};
 use laminar_exec::plan::{PhysicalPlan, SinkConnector, SourceConnector};
-use laminar_nexmark::{Generator, NexmarkConfig};
-use laminar_reactor::{Pacing, Progress, RunOptions, RunSummary};
+use laminar_reactor::{Pacing, Progress, RunOptions};
 use laminar_sql::PlanOptions;
-
-/// The queries shipped in `bench/queries/`, compiled in so the binary
-/// needs no checkout.
-const QUERIES: &[(&str, &str)] = &[
-    ("q0", include_str!("../../bench/queries/q0.sql")),
-    ("q1", include_str!("../../bench/queries/q1.sql")),
-    ("q2", include_str!("../../bench/queries/q2.sql")),
-    ("q3", include_str!("../../bench/queries/q3.sql")),
-    ("q5", include_str!("../../bench/queries/q5.sql")),
-    ("q7", include_str!("../../bench/queries/q7.sql")),
-    ("q8", include_str!("../../bench/queries/q8.sql")),
-];
 
 /// A limit on everything: an hour of load at most.
 pub(crate) const DURATION_S_MAX: u64 = 3_600;
@@ -101,68 +90,6 @@ pub struct QueryArgs {
     #[arg(long)]
     sweep: bool,
 }
-
-/// What one run measured.
-struct Measured {
-    target_eps: Option<u64>,
-    events: u64,
-    /// From the start until the sources had read every event.
-    read_elapsed: Duration,
-    /// The whole run, including the final flush and shutdown.
-    elapsed: Duration,
-    result_rows: u64,
-    behind_schedule: u64,
-    latency_ns: Histogram<u64>,
-    shard_busy: Vec<f64>,
-}
-
-impl Measured {
-    /// Open loop: the rate events were sent at. Closed loop: events over
-    /// the whole run, final flush included, since that is work the events
-    /// caused (in a short closed-loop run event time moves too little for
-    /// windows to close before the end).
-    fn throughput_eps(&self) -> f64 {
-        let time = match self.target_eps {
-            Some(_) => self.read_elapsed,
-            None => self.elapsed,
-        };
-        self.events as f64 / time.as_secs_f64().max(1e-9)
-    }
-
-    fn us_at(&self, q: f64) -> f64 {
-        self.latency_ns.value_at_quantile(q) as f64 / 1e3
-    }
-
-    fn json_fields(&self, out: &mut String) {
-        let target = self.target_eps.map_or("null".to_string(), |r| r.to_string());
-        let _ = write!(
-            out,
-            "\"target_rate_eps\":{target},\"throughput_eps\":{:.0},\"events\":{},\"read_s\":{:.3},\"elapsed_s\":{:.3},\
-             \"behind_schedule_events\":{},\"result_rows\":{},\"latency_samples\":{}",
-            self.throughput_eps(),
-            self.events,
-            self.read_elapsed.as_secs_f64(),
-            self.elapsed.as_secs_f64(),
-            self.behind_schedule,
-            self.result_rows,
-            self.latency_ns.len()
-        );
-        for (name, q) in PERCENTILES {
-            let _ = write!(out, ",\"{name}_us\":{:.3}", self.us_at(*q));
-        }
-        let _ = write!(out, ",\"max_us\":{:.3}", self.latency_ns.max() as f64 / 1e3);
-        let busy: Vec<String> = self.shard_busy.iter().map(|b| format!("{b:.4}")).collect();
-        let _ = write!(out, ",\"shard_busy_share\":[{}]", busy.join(","));
-    }
-}
-
-const PERCENTILES: &[(&str, f64)] = &[
-    ("p50", 0.5),
-    ("p90", 0.9),
-    ("p99", 0.99),
-    ("p99_9", 0.999),
-    ("p99_99", 0.9999),
-];
 
 pub fn run(args: QueryArgs) -> Result<()> {
     args.huge_pages.apply();
@@ -358,7 +285,11 @@ impl Ctx<'_> {
             Rate::Fixed(_) => events,
             Rate::Max => summary.events_generated,
         };
-        Ok(measured(rate, events, elapsed, summary))
+        let target_eps = match rate {
+            Rate::Fixed(r) => Some(r),
+            Rate::Max => None,
+        };
+        Ok(measured(target_eps, events, elapsed, summary))
     }
 
     fn sweep(&self, name: &str) -> Result<()> {
@@ -422,43 +353,6 @@ impl Ctx<'_> {
     }
 }
 
-fn measured(rate: Rate, events: u64, elapsed: Duration, summary: RunSummary) -> Measured {
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    Measured {
-        target_eps: match rate {
-            Rate::Fixed(r) => Some(r),
-            Rate::Max => None,
-        },
-        events,
-        read_elapsed: if summary.read_elapsed.is_zero() {
-            elapsed
-        } else {
-            summary.read_elapsed
-        },
-        elapsed,
-        result_rows: summary.sinks.iter().map(|s| s.rows).sum(),
-        behind_schedule: summary.behind_schedule,
-        latency_ns: summary
-            .latency_ns
-            .clone()
-            .unwrap_or_else(laminar_reactor::pace::latency_histogram),
-        shard_busy: summary.shard_busy.iter().map(|b| b.as_secs_f64() / secs).collect(),
-    }
-}
-
-/// Three significant digits: 1,234,567 → 1,230,000.
-fn round_rate(r: f64) -> u64 {
-    if r < 1.0 {
-        return 0;
-    }
-    let magnitude = 10f64.powi(r.log10().floor() as i32 - 2);
-    ((r / magnitude).round() * magnitude) as u64
-}
-
-fn names() -> String {
-    QUERIES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
-}
-
 /// Plans a built-in query by name, or a SQL file, and checks its sources.
 fn load_query(query: &str) -> Result<(String, PhysicalPlan)> {
     let (name, text) = match QUERIES.iter().find(|(n, _)| n.eq_ignore_ascii_case(query)) {
@@ -482,27 +376,6 @@ fn load_query(query: &str) -> Result<(String, PhysicalPlan)> {
     }
     ensure!(!plan.sinks.is_empty(), "{name}: the query has no stream to measure");
     Ok((name, plan))
-}
-
-/// Events per second the generator makes alone on this core: the ceiling
-/// of any paced rate (measured for 50 ms, all kinds).
-fn generator_capacity_eps(seed: u64) -> f64 {
-    let generator = Generator::new(NexmarkConfig {
-        seed,
-        events: u64::MAX,
-        ..NexmarkConfig::default()
-    });
-    let mut row = Vec::new();
-    let started = Instant::now();
-    let mut i = 0u64;
-    while started.elapsed() < Duration::from_millis(50) {
-        for _ in 0..1_000 {
-            row.clear();
-            std::hint::black_box(generator.fill_event(i, &mut row));
-            i += 1;
-        }
-    }
-    i as f64 / started.elapsed().as_secs_f64()
 }
 
 fn report_text(name: &str, args: &QueryArgs, rate: Rate, m: &Measured) -> String {
@@ -555,125 +428,6 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// The percentile distribution in HdrHistogram's text (`.hgrm`) format,
-/// values in microseconds.
-fn hdr_text(h: &Histogram<u64>) -> String {
-    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
-    for v in h.iter_quantiles(5) {
-        let q = v.quantile_iterated_to();
-        let inverse = if q < 1.0 {
-            format!("{:.2}", 1.0 / (1.0 - q))
-        } else {
-            "inf".to_string()
-        };
-        let _ = writeln!(
-            out,
-            "{:>12.3} {:>14.12} {:>10} {:>14}",
-            v.value_iterated_to() as f64 / 1e3,
-            q,
-            v.count_since_last_iteration(),
-            inverse
-        );
-    }
-    let _ = writeln!(
-        out,
-        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
-        h.mean() / 1e3,
-        h.stdev() / 1e3
-    );
-    let _ = writeln!(
-        out,
-        "#[Max     = {:>12.3}, Total count    = {:>12}]",
-        h.max() as f64 / 1e3,
-        h.len()
-    );
-    out
-}
-
-/// The latency percentile curve: x is the percentile on the usual
-/// `1/(1-p)` log scale (0% to 99.999%), y the latency in microseconds.
-fn plot_svg(h: &Histogram<u64>, title: &str) -> String {
-    const W: f64 = 800.0;
-    const H: f64 = 480.0;
-    const LEFT: f64 = 70.0;
-    const BOTTOM: f64 = 50.0;
-    const TOP: f64 = 40.0;
-    const NINES: f64 = 5.0;
-    let x_of = |q: f64| {
-        let nines = if q >= 1.0 {
-            NINES
-        } else {
-            (-(1.0 - q).log10()).min(NINES)
-        };
-        LEFT + (W - LEFT - 20.0) * nines / NINES
-    };
-    let y_max = (h.value_at_quantile(0.99999).max(1) as f64 / 1e3).max(0.001) * 1.1;
-    let y_of = |us: f64| TOP + (H - TOP - BOTTOM) * (1.0 - (us / y_max).min(1.0));
-    let mut points = Vec::new();
-    if !h.is_empty() {
-        for v in h.iter_quantiles(4) {
-            let q = v.quantile_iterated_to();
-            if q > 0.99999 {
-                break;
-            }
-            points.push(format!(
-                "{:.1},{:.1}",
-                x_of(q),
-                y_of(v.value_iterated_to() as f64 / 1e3)
-            ));
-        }
-    }
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{LEFT}\" y=\"24\" font-size=\"15\">{}</text>\n",
-        xml_escape(title)
-    );
-    for (label, q) in [
-        ("0%", 0.0),
-        ("90%", 0.9),
-        ("99%", 0.99),
-        ("99.9%", 0.999),
-        ("99.99%", 0.9999),
-        ("99.999%", 0.99999),
-    ] {
-        let x = x_of(q);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
-            H - BOTTOM,
-            H - BOTTOM + 18.0
-        );
-    }
-    for k in 0..=4 {
-        let us = y_max * f64::from(k) / 4.0;
-        let y = y_of(us);
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{us:.1}</text>",
-            W - 20.0,
-            LEFT - 6.0,
-            y + 4.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">percentile</text>\n\
-         <text x=\"16\" y=\"{:.1}\" transform=\"rotate(-90 16 {:.1})\" text-anchor=\"middle\">latency (µs)</text>\n\
-         <polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"{}\"/>\n</svg>",
-        (LEFT + W) / 2.0,
-        H - 12.0,
-        H / 2.0,
-        H / 2.0,
-        points.join(" ")
-    );
-    svg
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -687,25 +441,5 @@ mod tests {
         }
         let err = load_query("q4").unwrap_err().to_string();
         assert!(err.contains("unknown query") && err.contains("q0 q1 q2"), "{err}");
-    }
-
-    #[test]
-    fn rates_round_to_three_digits() {
-        assert_eq!(round_rate(1_234_567.0), 1_230_000);
-        assert_eq!(round_rate(999.6), 1_000);
-        assert_eq!(round_rate(0.5), 0);
-    }
-
-    #[test]
-    fn the_distribution_and_the_plot_cover_the_samples() {
-        let mut h = laminar_reactor::pace::latency_histogram();
-        for v in 1..=10_000u64 {
-            h.record(v * 1_000).unwrap();
-        }
-        let text = hdr_text(&h);
-        assert!(text.starts_with("       Value     Percentile"));
-        assert!(text.contains("Total count    =        10000"), "{text}");
-        let svg = plot_svg(&h, "t<1>");
-        assert!(svg.contains("<polyline") && svg.contains("t&lt;1&gt;") && svg.trim_end().ends_with("</svg>"));
     }
 }
