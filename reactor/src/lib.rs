@@ -12,7 +12,6 @@ pub mod checkpoint;
 pub mod clock;
 pub mod control;
 pub mod cow;
-pub mod direct;
 pub mod error;
 pub mod mesh;
 pub mod metrics;

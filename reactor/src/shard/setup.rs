@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use laminar_exec::operator::Driven;
-use laminar_exec::plan::{Input, PhysicalPlan, SinkConnector};
+use laminar_exec::plan::{Input, PhysicalPlan};
 
 use super::config::ShardConfig;
 use super::core::Sinks;
@@ -16,7 +16,6 @@ use crate::checkpoint::{Align, ShardCheckpoint, ShardRestore, SinkAlign};
 use crate::error::RunError;
 use crate::net::ingest::LiveLimits;
 use crate::net::subscribe::Hub;
-use crate::sink::Sink;
 use crate::source::split::SourceSplit;
 use crate::source::Source;
 use crate::topology::Topology;
@@ -78,31 +77,22 @@ pub(super) async fn open_sinks(
     if id != 0 {
         return Ok((Sinks::remote(), Vec::new()));
     }
-    let stdout_sinks = plan
-        .sinks
-        .iter()
-        .filter(|s| s.connector == SinkConnector::Stdout)
-        .count();
+    let stdout_sinks = crate::sink::stdout_sinks(&plan.sinks);
     let mut hubs = Vec::new();
     let mut sinks = Vec::with_capacity(plan.sinks.len());
     for (k, s) in plan.sinks.iter().enumerate() {
-        let resume = restore.and_then(|r| r.sinks[k].as_ref()).map(|p| (p.bytes, p.rows));
-        if let SinkConnector::Tcp { .. } = s.connector {
-            let listener = listening
-                .sink_listeners
-                .get_mut(k)
-                .and_then(Option::take)
-                .ok_or_else(|| RunError::Source {
-                    source_name: s.name.clone(),
-                    path: "tcp".into(),
-                    reason: "a tcp sink needs `laminar serve`".into(),
-                })?;
-            let hub = Rc::new(RefCell::new(Hub::new(&s.name, listening.subscriber_buffer_bytes)));
-            hubs.push((k, Rc::clone(&hub), listener));
-            sinks.push(Sink::open_tcp(s, hub, resume.map(|(_, rows)| rows)));
-            continue;
+        let cx = crate::sink::SinkContext {
+            stdout_sinks,
+            pace: config.pace,
+            resume: restore.and_then(|r| r.sinks[k].as_ref()).map(|p| (p.bytes, p.rows)),
+            listener: listening.sink_listeners.get_mut(k).and_then(Option::take),
+            subscriber_buffer_bytes: listening.subscriber_buffer_bytes,
+        };
+        let (sink, subscribers) = crate::sink::open(s, cx)?;
+        if let Some((hub, listener)) = subscribers {
+            hubs.push((k, hub, listener));
         }
-        sinks.push(Sink::open_at(s, stdout_sinks, config.pace, resume)?);
+        sinks.push(sink);
     }
     if config.direct_file_sinks {
         for s in &mut sinks {

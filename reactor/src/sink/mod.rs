@@ -10,6 +10,8 @@
 //! name. The discard sink (`laminar bench`) only counts; in a paced run
 //! every sink records the latency of the rows it receives (see `pace`).
 
+mod direct;
+
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -22,10 +24,10 @@ use laminar_exec::plan::{SinkConnector, SinkNode};
 
 use hdrhistogram::Histogram;
 
-use crate::direct::DirectFile;
 use crate::error::RunError;
 use crate::net::subscribe::Hub;
 use crate::pace::{self, latency_histogram, Pace};
+use direct::DirectFile;
 
 enum Target {
     File {
@@ -53,6 +55,44 @@ pub struct Sink {
     /// In a paced run (`laminar bench`): the run's clock and the latency
     /// of every row received (see `pace`).
     latency: Option<(Pace, Histogram<u64>)>,
+}
+
+/// What opening a sink may need besides its plan node.
+pub struct SinkContext {
+    /// Sinks of the plan that print to stdout (more than one: each line
+    /// is prefixed with its stream's name).
+    pub stdout_sinks: usize,
+    pub pace: Option<Pace>,
+    /// Its committed position at a checkpoint (bytes, rows).
+    pub resume: Option<(u64, u64)>,
+    /// `laminar serve`: the listener bound for a tcp sink.
+    pub listener: Option<std::net::TcpListener>,
+    pub subscriber_buffer_bytes: usize,
+}
+
+/// A tcp sink's subscribers and the listener they connect to: the shard
+/// runs the accept loop.
+pub type Subscribers = (Rc<RefCell<Hub>>, std::net::TcpListener);
+
+/// Opens sink `node` (on shard 0): the sink connector registry, the only
+/// code besides the planner's options that names sink connectors.
+pub fn open(node: &SinkNode, cx: SinkContext) -> Result<(Sink, Option<Subscribers>), RunError> {
+    if let SinkConnector::Tcp { .. } = node.connector {
+        let listener = cx.listener.ok_or_else(|| RunError::Source {
+            source_name: node.name.clone(),
+            path: "tcp".into(),
+            reason: "a tcp sink needs `laminar serve`".into(),
+        })?;
+        let hub = Rc::new(RefCell::new(Hub::new(&node.name, cx.subscriber_buffer_bytes)));
+        let sink = Sink::open_tcp(node, Rc::clone(&hub), cx.resume.map(|(_, rows)| rows));
+        return Ok((sink, Some((hub, listener))));
+    }
+    Ok((Sink::open_at(node, cx.stdout_sinks, cx.pace, cx.resume)?, None))
+}
+
+/// How many sinks of `sinks` print to stdout.
+pub fn stdout_sinks(sinks: &[SinkNode]) -> usize {
+    sinks.iter().filter(|s| s.connector == SinkConnector::Stdout).count()
 }
 
 /// Bytes buffered before a write to the target.
