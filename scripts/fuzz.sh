@@ -53,9 +53,11 @@ for t in "${targets[@]}"; do
     corpus="$(mktemp -d /tmp/laminar-fuzz-corpus-$t.XXXXXX)"
     [ ! -e "$archive" ] || tar -xzf "$archive" -C "$corpus"
     log="$(mktemp /tmp/laminar-fuzz-$t.XXXXXX)"
-    corpora=("$corpus")
+    # New inputs go to the first directory; the regressions come last, so
+    # the overflow-checked fuzz build replays every one of them first.
+    corpora=("$corpus" "tests/fuzz/regressions/$t")
     if [ -n "$scratch" ]; then
-        corpora=("$(mktemp -d /tmp/laminar-fuzz-new-$t.XXXXXX)" "$corpus")
+        corpora=("$(mktemp -d /tmp/laminar-fuzz-new-$t.XXXXXX)" "$corpus" "tests/fuzz/regressions/$t")
     fi
     set +e
     cargo fuzz run --fuzz-dir tests/fuzz --target-dir "$fuzz_target_dir" --sanitizer none "$t" \

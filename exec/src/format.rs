@@ -471,9 +471,13 @@ fn write_f64_short(d: f64, out: &mut Vec<u8>) -> Short {
         if d < 0.0 {
             out.push(b'-');
         }
-        let unit = 10u64.pow(k as u32);
-        write_i64((m / unit) as i64, out);
-        let mut frac = m % unit;
+        // 10^k overflows a u64 from k = 20; m < 10^15 is then all
+        // fraction.
+        let (int, mut frac) = match 10u64.checked_pow(k as u32) {
+            Some(unit) => (m / unit, m % unit),
+            None => (0, m),
+        };
+        write_i64(int as i64, out);
         if frac != 0 {
             let mut digits = k;
             while frac.is_multiple_of(10) {

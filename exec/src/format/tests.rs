@@ -284,6 +284,11 @@ fn doubles_at_the_edges_are_written_as_display_writes_them() {
         0.1 + 0.2,
         1e-22,
         1.5e-22,
+        // Exact at 10^-20 and below: 10^k no longer fits a u64 there (an
+        // overflow the fuzzer found, tests/fuzz/regressions/json/).
+        1e-20,
+        3e-21,
+        90723e-43,
         123_456.000_000_001,
         1e16,
         // A failure once found at random (proptest-regressions/format):
