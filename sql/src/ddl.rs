@@ -28,7 +28,9 @@ pub struct SourceDef {
 }
 
 pub fn plan_source(st: &Statement, ddl: &DdlOptions) -> Result<SourceDef, SqlError> {
-    let statement = st.parser().parse_statement().map_err(|e| st.parser_error(e))?;
+    let mut p = st.parser();
+    let statement = p.parse_statement().map_err(|e| st.parser_error(e))?;
+    st.expect_end(&mut p, "the source's WITH options")?;
     let ast::Statement::CreateTable(ct) = statement else {
         return Err(st.error(None, "expected CREATE SOURCE name (columns…) WITH (…)"));
     };
@@ -186,12 +188,10 @@ pub fn plan_sink(st: &Statement, ddl: &DdlOptions) -> Result<SinkDef, SqlError> 
         } else {
             p.parse_options(Keyword::WITH)?
         };
-        if p.peek_token().token != Token::EOF {
-            return p.expected("end of statement", p.peek_token());
-        }
         Ok((name, from, from_location, options))
     })();
     let (name, from, from_location, options) = parsed.map_err(|e| st.parser_error(e))?;
+    st.expect_end(&mut p, "the sink's WITH options")?;
     let mut opts = Options::from_sql(&options, st)?;
     let connector_name = opts
         .require("connector", st, "'file' or 'stdout'")?

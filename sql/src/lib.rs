@@ -323,10 +323,7 @@ impl Planner {
                 let mut p = st.parser();
                 let name = parse_stream_head(&mut p, st)?;
                 let q = p.parse_query().map_err(|e| st.parser_error(e))?;
-                if p.peek_token().token != sqlparser::tokenizer::Token::EOF {
-                    let t = p.peek_token();
-                    return Err(st.error(Some(t.span.start), format!("unexpected {} after the query", t.token)));
-                }
+                st.expect_end(&mut p, "the query")?;
                 let clauses = StreamClauses {
                     emit: st.emit.map(|(c, l)| (c, Span::new(l, l))),
                     lateness_ms: st.lateness.map(|(ms, l)| (ms, Span::new(l, l))),

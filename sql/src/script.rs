@@ -87,6 +87,28 @@ impl Statement {
         Parser::new(&DIALECT).with_tokens_with_locations(self.tokens.clone())
     }
 
+    /// Checks that `p` has taken the whole statement: anything after `what`
+    /// is an error at its first token. A statement keyword there means
+    /// the `;` before it is missing (the two were read as one statement).
+    pub fn expect_end(&self, p: &mut Parser<'_>, what: &str) -> Result<(), SqlError> {
+        let t = p.peek_token();
+        match &t.token {
+            Token::EOF => Ok(()),
+            Token::Word(w)
+                if w.quote_style.is_none()
+                    && ["CREATE", "INSERT", "SELECT", "DROP"]
+                        .iter()
+                        .any(|k| w.value.eq_ignore_ascii_case(k)) =>
+            {
+                Err(self.error(
+                    Some(t.span.start),
+                    format!("expected ';' before {}", w.value.to_ascii_uppercase()),
+                ))
+            }
+            other => Err(self.error(Some(t.span.start), format!("unexpected {other} after {what}"))),
+        }
+    }
+
     /// Converts a sqlparser error into a located statement error.
     pub fn parser_error(&self, e: sqlparser::parser::ParserError) -> SqlError {
         let (message, location) = split_parser_location(&e.to_string());
