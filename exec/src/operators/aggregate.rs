@@ -215,8 +215,10 @@ impl Aggregate {
             };
             debug_assert!(rows > 0);
             self.metrics.rows_in += rows as u64;
-            // The representative time sits after the key.
-            let Some(ts) = row_time(row, self.spec.time_column.map(|_| k)) else {
+            // The representative time sits after the key. Rows without
+            // one count in an unwindowed aggregate (they need no window).
+            let time = row_time(row, self.spec.time_column.map(|_| k));
+            let Some(ts) = time.or(self.spec.window.is_none().then_some(i64::MIN)) else {
                 self.metrics.null_time_dropped += rows as u64;
                 continue;
             };
@@ -404,7 +406,13 @@ impl Operator for Aggregate {
                     continue;
                 }
             }
-            let Some(ts) = row_time(row, self.spec.time_column) else {
+            // A row whose event time is NULL has no window, so a windowed
+            // aggregate drops it (counted, or to `LATE DATA TO`); an
+            // unwindowed one needs no time and counts it, ordered before
+            // every timed row for FIRST_VALUE/LAST_VALUE (as rows of a
+            // source without event time are).
+            let time = row_time(row, self.spec.time_column);
+            let Some(ts) = time.or(self.spec.window.is_none().then_some(i64::MIN)) else {
                 if !self.late.divert(op, row, REASON_NULL_TIME) {
                     self.metrics.null_time_dropped += 1;
                 }
