@@ -5,13 +5,20 @@
 //! event at `t` joins every open session `[s, e)` of its key with
 //! `s - gap <= t <= e`; when it joins several, they merge into one (this
 //! can only happen when the event arrives out of order). A session closes
-//! when `W >= e + lateness`. An event is late when no open session takes it
-//! and its own session `[t, t + gap)` would already be closed; it is
-//! dropped and counted, or with `LATE DATA TO` sent to that stream (see
-//! `late`), as is an event whose time is NULL.
+//! when `W >= e + lateness`. An event is late when it falls in a closed
+//! session of its key (`s - gap <= t <= e`: it would have extended a
+//! session that is already out), or when no open session takes it and its
+//! own session `[t, t + gap)` would already be closed; it is dropped and
+//! counted, or with `LATE DATA TO` sent to that stream (see `late`), as is
+//! an event whose time is NULL. So a key never has two overlapping
+//! sessions in the output.
 //!
-//! Closing order is kept in a `BTreeSet` of `(end, session id)`, so closing
-//! is a pop from the front; the ids map back to their key.
+//! A closed session stays listed under its key as a *tombstone* (no rows,
+//! no accumulators: only its extent) while an event that is not late by
+//! its own time could still fall in it, that is until `W >= e + gap +
+//! lateness`; then it is forgotten. Closing order is kept in a `BTreeSet`
+//! of `(end, session id)`, forgetting order in another, so both are pops
+//! from the front; the ids map back to their key.
 
 use std::collections::BTreeSet;
 
@@ -50,8 +57,17 @@ struct Session {
     id: u64,
     start: i64,
     end: i64,
+    /// Rows in the session; 0 for a tombstone (an open session with no
+    /// rows left is removed, so 0 means closed).
     rows: i64,
     accumulators: Vec<Accumulator>,
+}
+
+impl Session {
+    /// A closed session kept only for its extent (see the module doc).
+    fn is_tombstone(&self) -> bool {
+        self.rows == 0
+    }
 }
 
 /// What a checkpoint keeps of a `SessionAggregate`; the close queue and
@@ -72,6 +88,9 @@ pub struct SessionAggregate {
     /// few open at once).
     sessions: KeyedState<Vec<Session>>,
     closing: BTreeSet<(i64, u64)>,
+    /// Tombstones by the watermark at which they are forgotten: `(end +
+    /// gap, id)`, judged with the lateness like a close.
+    forgetting: BTreeSet<(i64, u64)>,
     keys_by_id: FxHashMap<u64, GroupKey>,
     next_id: u64,
     live_sessions: usize,
@@ -93,6 +112,7 @@ impl SessionAggregate {
             spec,
             sessions: KeyedState::new(entries_max),
             closing: BTreeSet::new(),
+            forgetting: BTreeSet::new(),
             keys_by_id: FxHashMap::default(),
             next_id: 0,
             live_sessions: 0,
@@ -115,12 +135,26 @@ impl SessionAggregate {
         let gap = self.spec.gap_ms;
         let key = std::mem::take(&mut self.scratch.key);
         let list = self.sessions.get_or_insert_with(&key, 0, &self.spec.name, Vec::new)?;
-        // Sessions this event belongs to.
+        let falls_in = |s: &Session| s.start.saturating_sub(gap) <= ts && ts <= s.end;
+        // A session closed at this row's watermark is out, whether or not
+        // the operator's own watermark (the minimum over its inputs, which
+        // may lag behind a row's) has emitted it yet: the answer must not
+        // depend on which shard read what.
+        let lateness = self.spec.lateness_ms;
+        let out_at = |s: &Session| s.is_tombstone() || is_closed(s.end, lateness, watermark);
+        if list.iter().any(|s| out_at(s) && falls_in(s)) {
+            // It would extend (or bridge into) a session that is out: late.
+            if !self.late.divert(op, row, REASON_WINDOW_CLOSED) {
+                self.metrics.late_rows_dropped += op.is_addition() as u64;
+            }
+            self.scratch.key = key;
+            return Ok(());
+        }
+        // Sessions this event belongs to (all open).
         let mut hits: Vec<Session> = Vec::new();
         let mut i = 0;
         while i < list.len() {
-            let s = &list[i];
-            if s.start.saturating_sub(gap) <= ts && ts <= s.end {
+            if falls_in(&list[i]) {
                 hits.push(list.swap_remove(i));
             } else {
                 i += 1;
@@ -220,6 +254,30 @@ impl SessionAggregate {
     }
 }
 
+impl SessionAggregate {
+    /// Drops the tombstones no event that is not late could fall in any
+    /// more (`W >= end + gap + lateness`).
+    fn forget(&mut self, watermark: i64) {
+        while let Some(&(at, id)) = self.forgetting.first() {
+            if !is_closed(at, self.spec.lateness_ms, watermark) {
+                break;
+            }
+            self.forgetting.pop_first();
+            let key = self.keys_by_id.remove(&id).expect("every tombstone has a key");
+            let list = self.sessions.get_mut(&key).expect("every tombstone is listed");
+            let at = list
+                .iter()
+                .position(|s| s.id == id)
+                .expect("tombstone listed under its key");
+            debug_assert!(list[at].is_tombstone());
+            list.swap_remove(at);
+            if list.is_empty() {
+                self.sessions.remove(&key);
+            }
+        }
+    }
+}
+
 impl Operator for SessionAggregate {
     fn name(&self) -> &'static str {
         "session_aggregate"
@@ -266,16 +324,28 @@ impl Operator for SessionAggregate {
                 .iter()
                 .position(|s| s.id == id)
                 .expect("session listed under its key");
-            let session = list.swap_remove(at);
-            if list.is_empty() {
-                self.sessions.remove(&key);
-            }
+            let session = &mut list[at];
             self.live_sessions -= 1;
-            if self.spec.emit != EmitMode::Changes && self.visible(&key, &session, true) {
-                out.push(Op::Insert, &self.new_row);
-                self.metrics.rows_out += 1;
+            let (start, end) = (session.start, session.end);
+            let rows = std::mem::take(&mut session.rows);
+            let accumulators = std::mem::take(&mut session.accumulators);
+            self.forgetting.insert((end.saturating_add(self.spec.gap_ms), id));
+            self.keys_by_id.insert(id, key.clone());
+            if self.spec.emit != EmitMode::Changes {
+                let closed = Session {
+                    id,
+                    start,
+                    end,
+                    rows,
+                    accumulators,
+                };
+                if self.visible(&key, &closed, true) {
+                    out.push(Op::Insert, &self.new_row);
+                    self.metrics.rows_out += 1;
+                }
             }
         }
+        self.forget(watermark);
         self.metrics.eval_errors = self.scratch.eval_errors;
         Ok(())
     }
@@ -300,17 +370,24 @@ impl Operator for SessionAggregate {
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
         let s: SessionSnapshot = crate::snapshot::decode(&self.spec.name, bytes)?;
         self.closing.clear();
+        self.forgetting.clear();
         self.keys_by_id.clear();
         self.live_sessions = 0;
         for (key, list) in &s.sessions {
             for session in list {
-                if session.id > s.next_id || !self.closing.insert((session.end, session.id)) {
+                let queued = if session.is_tombstone() {
+                    self.forgetting
+                        .insert((session.end.saturating_add(self.spec.gap_ms), session.id))
+                } else {
+                    self.closing.insert((session.end, session.id))
+                };
+                if session.id > s.next_id || !queued {
                     return Err(ExecError::Restore {
                         reason: format!("{}: session ids in the snapshot are inconsistent", self.spec.name),
                     });
                 }
                 self.keys_by_id.insert(session.id, key.clone());
-                self.live_sessions += 1;
+                self.live_sessions += usize::from(!session.is_tombstone());
             }
         }
         self.sessions = crate::snapshot::rebuild(s.sessions, self.spec.entries_max, &self.spec.name)?;
