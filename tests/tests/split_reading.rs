@@ -51,7 +51,8 @@ fn only_order_insensitive_pipelines_split_their_files() {
                ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY v DESC) AS r
                FROM TUMBLE(t, ts, INTERVAL '1' SECOND)) WHERE r <= 2;"
                 .to_string(),
-            false,
+            // A window's top rows: ties go by the rows' values, not arrival.
+            true,
         ),
         // An order-insensitive node whose reader is not.
         (

@@ -59,8 +59,9 @@ fn model(rows: &[Row], size: i64, delay: i64, n: i64, rank: bool) -> (Vec<String
     }
     let mut out = Vec::new();
     for (start, mut ids) in windows {
-        // Stable: ties keep arrival order.
-        ids.sort_by_key(|&i| std::cmp::Reverse(rows[i].value));
+        // Ties by the rest of the row, never by arrival: the row's first
+        // column is its id, `r{i}` (compared as text).
+        ids.sort_by_key(|&i| (std::cmp::Reverse(rows[i].value), format!("r{i}")));
         for (pos, &i) in ids.iter().enumerate() {
             let number = if rank {
                 ids.iter().position(|&j| rows[j].value == rows[i].value).unwrap() as i64 + 1
@@ -182,5 +183,24 @@ proptest! {
         let mut actual = fold(&text);
         actual.sort();
         prop_assert_eq!(&actual, &expected, "changelog:\n{}", text);
+    }
+}
+
+/// ROW_NUMBER over a changelog whose rows all tie in the ORDER BY keys: the
+/// folded answer is the row whose other columns sort first, at every shard
+/// count (it once followed arrival: `a` on one shard, `d` on two and four).
+#[test]
+fn row_number_ties_are_broken_by_the_rows_values_at_every_shard_count() {
+    for shards in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in.csv"), "k\na\nb\nc\nd\n").unwrap();
+        let sql = "CREATE SOURCE t (k VARCHAR) WITH (connector = 'file', path = '{dir}/in.csv', header = 'true');
+             CREATE STREAM cnt AS SELECT 1 AS one, k, COUNT(*) AS n FROM t GROUP BY k;
+             CREATE STREAM top AS SELECT k, n FROM (
+               SELECT one, k, n, ROW_NUMBER() OVER (PARTITION BY one ORDER BY n DESC) AS rn FROM cnt) WHERE rn = 1;
+             CREATE SINK o FROM top WITH (connector = 'file', path = '{dir}/out.csv');";
+        run_sql(sql, dir.path(), 4096, shards).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
+        assert_eq!(fold(&text), vec!["a,1".to_string()], "{shards} shards:\n{text}");
     }
 }

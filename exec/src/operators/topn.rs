@@ -12,8 +12,11 @@
 //!   partition's top-n whose row or number changed emits `-U`/`+U` (or
 //!   `+I` when the position was empty, `-D` when it empties).
 //!
-//! Ties: ROW_NUMBER orders equal rows by arrival; RANK gives them one rank
-//! and keeps every row whose rank is at most n.
+//! Ties: rows equal in the ORDER BY keys are ordered by the values of the
+//! whole row, column by column, never by arrival, so ROW_NUMBER picks the
+//! same rows whatever order they come in and however many shards there
+//! are. RANK gives tied rows one rank and keeps every row whose rank is at
+//! most n (in the same order).
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -94,6 +97,13 @@ fn compare(order: &[(Expr, bool)], a: &[Value], b: &[Value]) -> Ordering {
         }
     }
     Ordering::Equal
+}
+
+/// Where a kept row stands against a new one (`sort`, `row`): by the
+/// ORDER BY keys, then by the whole row, a total order up to equal rows
+/// (which are indistinguishable).
+fn compare_ranked(order: &[(Expr, bool)], kept: &Ranked, sort: &[Value], row: &[Value]) -> Ordering {
+    compare(order, &kept.sort, sort).then_with(|| kept.row.as_ref().cmp(row))
 }
 
 impl TopN {
@@ -232,9 +242,9 @@ impl Operator for TopN {
             if changelog {
                 TopN::visible(&self.spec, list, &mut self.before);
             }
-            // After every row that sorts before or equal to it: ties keep
-            // arrival order.
-            let at = list.partition_point(|r| compare(&self.spec.order, &r.sort, &sort) != Ordering::Greater);
+            // After every row that sorts before or equal to it, in the
+            // total order (ties by the row's values, not arrival).
+            let at = list.partition_point(|r| compare_ranked(&self.spec.order, r, &sort, row) != Ordering::Greater);
             let n = self.spec.n;
             // A row beyond position n (and, for RANK, not tied with the
             // n-th) can never become visible: it is not kept.

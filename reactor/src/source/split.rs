@@ -71,7 +71,6 @@ use std::sync::Arc;
 use laminar_exec::agg::AggKind;
 use laminar_exec::batch::Batch;
 use laminar_exec::format::{Decoder, Format, Lines};
-use laminar_exec::operators::topn::RankKind;
 use laminar_exec::operators::AggCall;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
 use laminar_exec::types::DataType;
@@ -172,11 +171,13 @@ impl FileSplit {
 /// only when nothing downstream can tell (every node reachable from it,
 /// since a node's output order follows its input's): projections and
 /// window annotation, joins (which emit every matching pair),
-/// windowed RANK top-N (ties all kept), sinks (compared as multisets), and
+/// windowed top-N (ties broken by the rows' values), sinks (compared as
+/// multisets), and
 /// aggregates that emit final rows only and whose aggregates do not care
 /// about order (COUNT, MIN, MAX, and SUM/AVG over integers, which sum in
 /// i128). Not: changelog aggregates (their intermediate rows follow the
-/// order), FIRST/LAST_VALUE and ROW_NUMBER (ties by arrival), floating
+/// order) and unwindowed top-N (a changelog, likewise), FIRST/LAST_VALUE
+/// (ties by arrival), floating
 /// sums (rounding follows the order), tables (the latest row wins) and
 /// ASOF joins (the latest right row wins).
 pub fn order_insensitive(plan: &PhysicalPlan, source: usize) -> bool {
@@ -190,7 +191,9 @@ pub fn order_insensitive(plan: &PhysicalPlan, source: usize) -> bool {
                 | OperatorSpec::WindowTvf(_)
                 | OperatorSpec::IntervalJoin(_)
                 | OperatorSpec::LateStream(_) => true,
-                OperatorSpec::TopN(t) => t.kind == RankKind::Rank && t.window_end.is_some(),
+                // A window's top rows, ties by the rows' values: final rows
+                // that no arrival order changes.
+                OperatorSpec::TopN(t) => t.window_end.is_some(),
                 OperatorSpec::Aggregate(a) => !a.emit.is_changelog() && a.calls.iter().all(exact),
                 OperatorSpec::Session(s) => !s.emit.is_changelog() && s.calls.iter().all(exact),
                 OperatorSpec::Upsert(_) | OperatorSpec::AsofJoin(_) => false,
