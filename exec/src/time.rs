@@ -496,6 +496,10 @@ pub enum IntervalError {
 /// `'<amount> <unit>'` pairs (`INTERVAL '1 minute 30 seconds'`). Fractions
 /// are allowed (`'1.5' SECOND`) as long as the result is whole
 /// milliseconds. Months and years are refused: windows need fixed sizes.
+/// Milliseconds from which an f64 no longer holds every whole number
+/// (2^53): a fractional interval amount must stay below.
+const F64_EXACT_MS: f64 = 9_007_199_254_740_992.0;
+
 pub fn parse_interval(text: &str, unit: Option<&str>) -> Result<i64, IntervalError> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let whole = || text.to_string();
@@ -513,15 +517,25 @@ pub fn parse_interval(text: &str, unit: Option<&str>) -> Result<i64, IntervalErr
         let unit_ms = unit.fixed_ms().ok_or_else(|| IntervalError::NoFixedLength {
             unit: unit_name.to_string(),
         })?;
-        let amount_f: f64 = amount.parse().map_err(|_| IntervalError::NotANumber {
-            amount: amount.to_string(),
-        })?;
-        let ms = amount_f * unit_ms as f64;
-        if !ms.is_finite() || ms.fract() != 0.0 || ms.abs() > 1e15 {
-            return Err(IntervalError::NotWholeMilliseconds { text: whole() });
-        }
+        // A whole amount is exact in 64-bit milliseconds as far as they
+        // go; a fractional one goes through f64, exact below 2^53 ms.
+        let ms = match amount.parse::<i64>() {
+            Ok(whole_amount) => whole_amount
+                .checked_mul(unit_ms)
+                .ok_or_else(|| IntervalError::Overflow { text: whole() })?,
+            Err(_) => {
+                let amount_f: f64 = amount.parse().map_err(|_| IntervalError::NotANumber {
+                    amount: amount.to_string(),
+                })?;
+                let ms = amount_f * unit_ms as f64;
+                if !ms.is_finite() || ms.fract() != 0.0 || ms.abs() >= F64_EXACT_MS {
+                    return Err(IntervalError::NotWholeMilliseconds { text: whole() });
+                }
+                ms as i64
+            }
+        };
         total = total
-            .checked_add(ms as i64)
+            .checked_add(ms)
             .ok_or_else(|| IntervalError::Overflow { text: whole() })?;
     }
     Ok(total)
@@ -622,6 +636,20 @@ mod tests {
         assert_eq!(parse_interval("1 minute 30 seconds", None).unwrap(), 90_000);
         assert!(parse_interval("1", Some("MONTH")).is_err());
         assert!(parse_interval("x", Some("SECOND")).is_err());
+        // Whole amounts are exact as far as 64-bit milliseconds go.
+        assert_eq!(
+            parse_interval("300000000", Some("DAY")).unwrap(),
+            300_000_000 * 86_400_000
+        );
+        assert_eq!(
+            parse_interval("-300000000", Some("DAY")).unwrap(),
+            -300_000_000 * 86_400_000
+        );
+        assert!(matches!(
+            parse_interval("300000000000", Some("DAY")),
+            Err(IntervalError::Overflow { .. })
+        ));
+        assert!(parse_interval("0.0001", Some("SECOND")).is_err());
     }
 
     #[test]

@@ -61,7 +61,18 @@ impl Scope {
         match matches.as_slice() {
             [i] => Ok(*i),
             [] => {
-                let known: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+                // Over a join the same name may stand on both sides: list
+                // them qualified, each once.
+                let qualifiers: std::collections::BTreeSet<Option<&str>> =
+                    self.columns.iter().map(|c| c.qualifier.as_deref()).collect();
+                let known: Vec<String> = self
+                    .columns
+                    .iter()
+                    .map(|c| match (&c.qualifier, qualifiers.len() > 1) {
+                        (Some(q), true) => format!("{q}.{}", c.name),
+                        _ => c.name.clone(),
+                    })
+                    .collect();
                 let what = match qualifier {
                     Some(q) => format!("{}.{}", q.value, name.value),
                     None => name.value.clone(),

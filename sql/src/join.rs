@@ -542,12 +542,34 @@ fn join_inputs(left: &Relation, right: &Relation, span: Span, what: &str) -> Pla
             ));
         }
     }
+    let side = |rel: &Relation| {
+        rel.scope
+            .columns
+            .first()
+            .and_then(|c| c.qualifier.clone())
+            .unwrap_or_else(|| "that input".to_string())
+    };
     match (left.time_column, right.time_column) {
         (Some(l), Some(r)) => Ok((l, r)),
-        _ => Err(PlanError::at(
-            span,
-            format!("both inputs of {what} need an event-time column (a source with WATERMARK FOR …)"),
-        )),
+        (l, r) => {
+            let missing: Vec<String> = [(l, left), (r, right)]
+                .into_iter()
+                .filter(|(t, _)| t.is_none())
+                .map(|(_, rel)| side(rel))
+                .collect();
+            Err(PlanError::at(
+                span,
+                format!(
+                    "both inputs of {what} need an event-time column, so that its state can be bounded; \
+                     {}: declare WATERMARK FOR <timestamp column> on the source, \
+                     or make the right side a TABLE with a PRIMARY KEY to look rows up in it",
+                    match missing.as_slice() {
+                        [one] => format!("{one} has none"),
+                        _ => format!("neither {} has one", missing.join(" nor ")),
+                    }
+                ),
+            ))
+        }
     }
 }
 

@@ -105,6 +105,11 @@ impl Statement {
                     format!("expected ';' before {}", w.value.to_ascii_uppercase()),
                 ))
             }
+            // `CASE END` parses as a column named CASE, then an END.
+            Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("END") => Err(self.error(
+                Some(t.span.start),
+                "END without CASE … WHEN: a CASE needs at least one WHEN (CASE WHEN condition THEN value [ELSE value] END)",
+            )),
             other => Err(self.error(Some(t.span.start), format!("unexpected {other} after {what}"))),
         }
     }
