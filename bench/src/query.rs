@@ -50,6 +50,14 @@ impl Measured {
         self.events as f64 / time.as_secs_f64().max(1e-9)
     }
 
+    /// Why a run has no latency samples, for the report: no result row
+    /// reached a sink while events were read (a windowed query whose
+    /// windows close only after the run's end, whose flush is not a
+    /// result of any event).
+    pub const NO_SAMPLES: &'static str = "no samples: no result reached a sink while events were read \
+         (windows that close only at the end of the run are not measured); run longer, \
+         e.g. --duration 30";
+
     pub fn us_at(&self, q: f64) -> f64 {
         self.latency_ns.value_at_quantile(q) as f64 / 1e3
     }
@@ -68,10 +76,24 @@ impl Measured {
             self.result_rows,
             self.latency_ns.len()
         );
+        // No samples: the percentiles are unknown, not 0.
+        let samples = !self.latency_ns.is_empty();
         for (name, q) in PERCENTILES {
-            let _ = write!(out, ",\"{name}_us\":{:.3}", self.us_at(*q));
+            match samples {
+                true => {
+                    let _ = write!(out, ",\"{name}_us\":{:.3}", self.us_at(*q));
+                }
+                false => {
+                    let _ = write!(out, ",\"{name}_us\":null");
+                }
+            }
         }
-        let _ = write!(out, ",\"max_us\":{:.3}", self.latency_ns.max() as f64 / 1e3);
+        match samples {
+            true => {
+                let _ = write!(out, ",\"max_us\":{:.3}", self.latency_ns.max() as f64 / 1e3);
+            }
+            false => out.push_str(",\"max_us\":null"),
+        }
         let busy: Vec<String> = self.shard_busy.iter().map(|b| format!("{b:.4}")).collect();
         let _ = write!(out, ",\"shard_busy_share\":[{}]", busy.join(","));
     }

@@ -41,8 +41,10 @@ pub struct QueryArgs {
     /// Default 1000000.
     #[arg(long)]
     rate: Option<String>,
-    /// Seconds of load (event time advances at the same pace).
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of load (event time advances at the same pace). The
+    /// default lets every built-in query's windows (10 s, closed 4 s
+    /// after their end) close while events are still read.
+    #[arg(long, default_value_t = 20)]
     duration: u64,
     /// Shards (pinned executors).
     #[arg(long, default_value_t = 1)]
@@ -409,11 +411,15 @@ fn report_text(name: &str, args: &QueryArgs, rate: Rate, m: &Measured) -> String
         );
     }
     let _ = writeln!(out, "  results: {} rows", m.result_rows);
-    let _ = write!(out, "  latency (µs, {} samples):", m.latency_ns.len());
-    for (n, q) in PERCENTILES {
-        let _ = write!(out, " {} {:.1}", n.replace('_', "."), m.us_at(*q));
+    if m.latency_ns.is_empty() {
+        let _ = writeln!(out, "  latency: {}", Measured::NO_SAMPLES);
+    } else {
+        let _ = write!(out, "  latency (µs, {} samples):", m.latency_ns.len());
+        for (n, q) in PERCENTILES {
+            let _ = write!(out, " {} {:.1}", n.replace('_', "."), m.us_at(*q));
+        }
+        let _ = writeln!(out, " max {:.1}", m.latency_ns.max() as f64 / 1e3);
     }
-    let _ = writeln!(out, " max {:.1}", m.latency_ns.max() as f64 / 1e3);
     let busy: Vec<String> = m
         .shard_busy
         .iter()

@@ -908,6 +908,35 @@ fn bench_query_paces_the_engine_and_reports_latency() {
     );
     assert!(read(dir.path(), "q2.svg").contains("<polyline"));
 
+    // A windowed query whose windows (10 s, closed 4 s after their end)
+    // cannot close in one second: no samples, said so, not zeros.
+    let o = laminar(
+        dir.path(),
+        &[
+            "bench",
+            "--query",
+            "q7",
+            "--rate",
+            "100000",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    );
+    assert_success(&o);
+    let json = stdout(&o);
+    assert_eq!(json_number(&json, "latency_samples"), 0.0, "{json}");
+    assert!(
+        json.contains("\"p99_us\":null") && json.contains("\"max_us\":null"),
+        "{json}"
+    );
+    let o = laminar(
+        dir.path(),
+        &["bench", "--query", "q7", "--rate", "100000", "--duration", "1"],
+    );
+    assert_success(&o);
+    assert!(stdout(&o).contains("latency: no samples"), "{}", stdout(&o));
+
     // Closed loop on two shards: a saturation figure and the text report.
     let o = laminar(
         dir.path(),
