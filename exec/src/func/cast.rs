@@ -4,8 +4,10 @@
 //! TIMESTAMP (epoch milliseconds), BIGINT ↔ BOOLEAN (0 is false, anything
 //! else true), and NULL to anything. Text is trimmed before it is parsed;
 //! booleans accept `true/false/t/f/1/0/yes/no/y/n/on/off` in any case, as
-//! PostgreSQL does. DOUBLE → BIGINT truncates toward zero (like Rust's
-//! `as`) and fails on NaN or out-of-range values instead of saturating.
+//! PostgreSQL does. DOUBLE → BIGINT rounds to the nearest integer, halves
+//! away from zero (`2.5` → 3, `-2.5` → -3, as DuckDB and PostgreSQL's
+//! NUMERIC do), and fails on NaN or out-of-range values instead of
+//! saturating.
 //! To text: a TIMESTAMP is `YYYY-MM-DD HH:MM:SS.fff`, a DOUBLE uses Rust's
 //! `Display` (the shortest text that parses back to the same number, e.g.
 //! `0.1`, `1e21` printed in full, `NaN`, `inf`), a BOOLEAN is `true`/`false`.
@@ -76,14 +78,16 @@ fn cast_error(v: &Value, to: DataType) -> EvalError {
     }
 }
 
-/// Truncates toward zero; `None` for NaN and values outside i64.
+/// Rounds to the nearest integer, halves away from zero; `None` for NaN
+/// and values outside i64.
 pub(crate) fn f64_to_i64(d: f64) -> Option<i64> {
     // -2^63 is representable and in range, 2^63 is the first value out.
     const TWO_63: f64 = 9_223_372_036_854_775_808.0;
-    if !(-TWO_63..TWO_63).contains(&d) {
+    let r = d.round();
+    if !(-TWO_63..TWO_63).contains(&r) {
         return None;
     }
-    Some(d as i64)
+    Some(r as i64)
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -164,8 +168,13 @@ mod tests {
     #[test]
     fn numbers_and_times() {
         assert_eq!(cast(Value::Int(3), T::Double), Ok(Value::Double(3.0)));
-        assert_eq!(cast(Value::Double(-2.9), T::Int), Ok(Value::Int(-2)));
-        assert_eq!(cast(Value::Double(2.9), T::Int), Ok(Value::Int(2)));
+        assert_eq!(cast(Value::Double(-2.9), T::Int), Ok(Value::Int(-3)));
+        assert_eq!(cast(Value::Double(2.9), T::Int), Ok(Value::Int(3)));
+        assert_eq!(cast(Value::Double(2.4), T::Int), Ok(Value::Int(2)));
+        // Halves go away from zero, as in DuckDB and PostgreSQL's NUMERIC.
+        assert_eq!(cast(Value::Double(2.5), T::Int), Ok(Value::Int(3)));
+        assert_eq!(cast(Value::Double(-2.5), T::Int), Ok(Value::Int(-3)));
+        assert_eq!(cast(Value::Double(0.5), T::Int), Ok(Value::Int(1)));
         assert_eq!(cast(Value::Double(-(2f64.powi(63))), T::Int), Ok(Value::Int(i64::MIN)));
         assert!(cast(Value::Double(9.3e18), T::Int).is_err());
         assert!(cast(Value::Double(f64::NAN), T::Int).is_err());

@@ -748,7 +748,7 @@ mod tests {
         assert!(plan_cast(col(0, DataType::Ts), DataType::Double).is_err());
         let (e, t) = plan_cast(col(0, DataType::Double), DataType::Int).unwrap();
         assert_eq!(t, DataType::Int);
-        assert_eq!(e.eval(&[Value::Double(2.7)]).unwrap(), Value::Int(2));
+        assert_eq!(e.eval(&[Value::Double(2.7)]).unwrap(), Value::Int(3));
     }
 
     #[test]
