@@ -84,10 +84,14 @@ impl Format {
         delimiter: u8,
         used: &[bool],
         compact: bool,
+        check_unused: bool,
     ) -> Result<Box<dyn Decoder>, FormatError> {
         Ok(match self {
             Format::Csv => {
-                let d = CsvDecoder::new(schema, header, delimiter)?.with_projection(used);
+                let mut d = CsvDecoder::new(schema, header, delimiter)?.with_projection(used);
+                if check_unused {
+                    d = d.checking_unused();
+                }
                 Box::new(if compact { d.compact() } else { d })
             }
             Format::Json if compact => Box::new(Compact::new(JsonDecoder::new(schema), schema.len(), used)),

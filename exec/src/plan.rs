@@ -80,8 +80,9 @@ pub struct SourceNode {
     pub watermark: Option<WatermarkSpec>,
     /// Columns some query reads; a decoder may skip the others.
     pub used_columns: Vec<bool>,
-    /// Decode every column whether read or not (`validate = 'all'`), so
-    /// a bad value anywhere makes a record malformed.
+    /// Check every declared column whether read or not (`validate =
+    /// 'all'`, the default), so a bad value anywhere makes a record
+    /// malformed; the columns nothing reads are checked, not kept.
     pub validate_all: bool,
 }
 
@@ -101,7 +102,14 @@ impl SourceNode {
         header: Option<&[u8]>,
         delimiter: u8,
     ) -> Result<Box<dyn crate::format::Decoder>, crate::format::FormatError> {
-        format.decoder(&self.declared, header, delimiter, &self.used_columns, self.narrowed())
+        format.decoder(
+            &self.declared,
+            header,
+            delimiter,
+            &self.used_columns,
+            self.narrowed(),
+            self.validate_all,
+        )
     }
 }
 
@@ -299,9 +307,6 @@ impl PhysicalPlan {
             }
         }
         for (source, mut needed) in self.sources.iter_mut().zip(needed_sources) {
-            if source.validate_all {
-                needed.iter_mut().for_each(|c| *c = true);
-            }
             if let Some(w) = source.watermark {
                 needed[w.column] = true;
             }

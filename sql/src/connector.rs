@@ -358,13 +358,15 @@ fn port_option(opts: &mut Options, st: &Statement) -> Result<u16, SqlError> {
     })
 }
 
-/// The `validate` option of a file or tcp source: `'read'` (the default)
-/// parses and checks only the columns some query reads, so a bad value in
-/// a column nothing reads does not make its record malformed (as in
-/// DuckDB's and Flink's projected CSV scans); `'all'` checks every column.
+/// The `validate` option of a file or tcp source: `'all'` (the default)
+/// checks every declared column of every record (type, NOT NULL, UTF-8),
+/// so whether a record is malformed never depends on what the queries
+/// read; `'read'`, an opt-in for speed, parses and checks only the
+/// columns some query reads (as DuckDB's and Flink's projected CSV scans
+/// do), so a bad value elsewhere goes unnoticed.
 pub(crate) fn validate_option(opts: &mut Options, st: &Statement) -> Result<bool, SqlError> {
     match opts.get("validate").map(|v| v.to_ascii_lowercase()) {
-        None => Ok(false),
+        None => Ok(true),
         Some(v) if v == "read" => Ok(false),
         Some(v) if v == "all" => Ok(true),
         Some(v) => Err(st.error(

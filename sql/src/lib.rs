@@ -572,13 +572,19 @@ mod used_columns_tests {
     }
 
     #[test]
-    fn validate_all_reads_every_column() {
-        let plan = plan_script(
-            "CREATE SOURCE t (a BIGINT, b VARCHAR) WITH (connector = 'file', path = 't.csv', validate = 'all');
-             CREATE STREAM q AS SELECT a FROM t;",
-            PlanOptions::default(),
-        )
-        .expect("plans");
-        assert_eq!(plan.sources[0].used_columns, [true, true]);
+    fn every_column_is_checked_unless_validate_read() {
+        for (option, all) in [("", true), (", validate = 'all'", true), (", validate = 'read'", false)] {
+            let plan = plan_script(
+                &format!(
+                    "CREATE SOURCE t (a BIGINT, b VARCHAR) WITH (connector = 'file', path = 't.csv'{option});
+                     CREATE STREAM q AS SELECT a FROM t;"
+                ),
+                PlanOptions::default(),
+            )
+            .expect("plans");
+            // b is checked, not kept: the rows stay narrow either way.
+            assert_eq!(plan.sources[0].used_columns, [true, false], "{option}");
+            assert_eq!(plan.sources[0].validate_all, all, "{option}");
+        }
     }
 }

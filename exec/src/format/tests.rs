@@ -202,7 +202,7 @@ fn format_builds_working_codecs() {
         let mut encoder = format.encoder(&schema, false);
         let mut bytes = Vec::new();
         encoder.row(Op::Insert, &[Value::Int(3), Value::str("x y")], &mut bytes);
-        let mut decoder = format.decoder(&schema, None, b',', &[], false).unwrap();
+        let mut decoder = format.decoder(&schema, None, b',', &[], false, false).unwrap();
         let mut out = Vec::new();
         decoder.decode(bytes.strip_suffix(b"\n").unwrap(), &mut out).unwrap();
         assert_eq!(out, vec![Value::Int(3), Value::str("x y")]);
