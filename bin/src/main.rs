@@ -496,7 +496,17 @@ fn print_summary(file: &Path, s: &RunSummary) {
         s.rows_in() as f64 / secs.max(1e-9)
     );
     for src in &s.sources {
-        eprintln!("  source {}: {} rows, {} malformed", src.name, src.rows, src.malformed);
+        eprintln!(
+            "  source {}: {} rows, {} malformed{}",
+            src.name,
+            src.rows,
+            src.malformed,
+            if src.header_detected {
+                " (line 1 names the declared columns: read as the header; header = 'false' reads it as data)"
+            } else {
+                ""
+            }
+        );
     }
     for st in &s.streams {
         let m = &st.metrics;

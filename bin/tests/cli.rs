@@ -172,6 +172,39 @@ fn a_stream_without_a_sink_prints_csv_with_a_header_to_stdout() {
 }
 
 #[test]
+fn a_first_line_naming_the_columns_is_the_header_unless_header_false() {
+    // No header option: bids.csv's first line names the declared columns,
+    // so it is the header, and the summary says so. header = 'false'
+    // reads it as data: a malformed record.
+    let dir = setup(
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP)
+         WITH (connector = 'file', path = 'bids.csv');
+         CREATE STREAM big AS SELECT auction, price FROM bids WHERE price > 100;",
+    );
+    let o = laminar(dir.path(), &["run", "pipeline.sql"]);
+    assert_success(&o);
+    assert_eq!(stdout(&o), "auction,price\n2,250\n1,120\n1,300\n");
+    let err = stderr(&o);
+    assert!(
+        err.contains("line 1 names the declared columns: read as the header"),
+        "{err}"
+    );
+    assert!(!err.contains("malformed record skipped"), "{err}");
+    write(
+        dir.path(),
+        "pipeline.sql",
+        "CREATE SOURCE bids (auction BIGINT, price BIGINT, ts TIMESTAMP)
+         WITH (connector = 'file', path = 'bids.csv', header = 'false');
+         CREATE STREAM big AS SELECT auction, price FROM bids WHERE price > 100;",
+    );
+    let o = laminar(dir.path(), &["run", "pipeline.sql"]);
+    assert_success(&o);
+    let err = stderr(&o);
+    assert!(err.contains(":1: malformed record skipped"), "{err}");
+    assert!(!err.contains("read as the header"), "{err}");
+}
+
+#[test]
 fn two_streams_without_sinks_prefix_every_stdout_line_with_the_stream_name() {
     // With two printing streams every stdout line says which stream it
     // belongs to, and each stream's own lines (header first) stay in order.

@@ -34,7 +34,7 @@ mod fixtures;
 use self::error::TIMESTAMP_TEXT_BYTES_MAX;
 pub use self::error::{DecodeError, Expected, FormatError, Found, JsonError, NullInput, SplitError, ValueError};
 
-pub use self::csv::{csv_record_incomplete, csv_record_incomplete_with, CsvDecoder, CsvEncoder};
+pub use self::csv::{csv_record_incomplete, csv_record_incomplete_with, names_columns, CsvDecoder, CsvEncoder};
 pub use self::framing::{Framed, LineFramer};
 pub use self::json::{JsonDecoder, JsonEncoder};
 

@@ -43,7 +43,10 @@ pub enum SourceConnector {
     File {
         path: PathBuf,
         format: Format,
-        header: bool,
+        /// CSV: the first line is a header (`Some(true)`), data
+        /// (`Some(false)`), or, without the option, a header exactly when
+        /// it names the declared columns (see `format::names_columns`).
+        header: Option<bool>,
         delimiter: u8,
         dead_letter: Option<PathBuf>,
     },

@@ -182,6 +182,9 @@ pub struct SourceSummary {
     pub name: String,
     pub rows: u64,
     pub malformed: u64,
+    /// No `header` option, and the file's first line, which names the
+    /// declared columns, was read as its header.
+    pub header_detected: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -733,6 +736,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
             name: s.name.clone(),
             rows: 0,
             malformed: 0,
+            header_detected: false,
         })
         .collect();
     let mut node_metrics = vec![OperatorMetrics::default(); plan.nodes.len()];
@@ -741,6 +745,9 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
         for (i, _, rows, malformed) in &r.sources {
             sources[*i].rows += rows;
             sources[*i].malformed += malformed;
+        }
+        for &i in &r.headers_detected {
+            sources[i].header_detected = true;
         }
         for (total, m) in node_metrics.iter_mut().zip(&r.nodes) {
             total.rows_in += m.rows_in;

@@ -176,7 +176,12 @@ fn file_source(schema: Schema, opts: &mut Options, st: &Statement) -> Result<(So
     }
     let path = PathBuf::from(opts.require("path", st, "the file to read")?);
     let format = format_option(opts, st)?;
-    let header = opts.bool("header", false, st)?;
+    // Without the option: a first line naming the declared columns is the
+    // header (decided when the file is read).
+    let header = match opts.get("header") {
+        Some(_) => Some(opts.bool("header", false, st)?),
+        None => None,
+    };
     let delimiter = delimiter_option(opts, st)?;
     let dead_letter = opts.get("dead_letter").map(PathBuf::from);
     if opts.bool("follow", false, st)? {

@@ -231,6 +231,27 @@ fn split_record(record: &[u8], delimiter: u8, spans: &mut Vec<Span>, scratch: &m
 /// caller must append the next line before decoding. Join the lines with
 /// exactly the terminator that was stripped (`\n` or `\r\n`): it is part of
 /// the quoted value.
+/// Whether the CSV line `line` (without its newline) is a header naming
+/// `schema`'s columns: as many fields, each the column's name in order
+/// (case-insensitive, trimmed, a leading byte order mark ignored). A file
+/// source without a `header` option takes such a first line as its
+/// header.
+pub fn names_columns(line: &[u8], delimiter: u8, schema: &Schema) -> bool {
+    let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+    let (mut spans, mut scratch) = (Vec::new(), Vec::new());
+    if split_record(line, delimiter, &mut spans, &mut scratch).is_err() || spans.len() != schema.len() {
+        return false;
+    }
+    spans.iter().zip(&schema.fields).all(|(s, f)| {
+        let bytes = if s.in_scratch {
+            &scratch[s.start..s.end]
+        } else {
+            &line[s.start..s.end]
+        };
+        std::str::from_utf8(bytes).is_ok_and(|name| name.trim().eq_ignore_ascii_case(&f.name))
+    })
+}
+
 pub fn csv_record_incomplete(line: &[u8]) -> bool {
     csv_record_incomplete_with(line, b',')
 }

@@ -73,6 +73,9 @@ pub use support::ShardEvent;
 #[derive(Debug, Default)]
 pub struct ShardReport {
     pub sources: Vec<(usize, String, u64, u64)>,
+    /// Sources (plan index) whose first line was taken as the header
+    /// because it names the declared columns.
+    pub headers_detected: Vec<usize>,
     pub nodes: Vec<OperatorMetrics>,
     pub sinks: Vec<(usize, String, u64)>,
     /// Time spent processing (source batches, mesh messages, ticks).
@@ -496,6 +499,11 @@ async fn flush(
         sources: sources
             .iter()
             .map(|(i, s)| (*i, s.name.clone(), s.rows(), s.malformed()))
+            .collect(),
+        headers_detected: sources
+            .iter()
+            .filter(|(_, s)| s.header_detected())
+            .map(|(i, _)| *i)
             .collect(),
         nodes: nodes.iter().map(|d| d.operator().metrics()).collect(),
         sinks: sinks

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use laminar_exec::batch::{Batch, Op};
-use laminar_exec::format::{Decoder, Format};
+use laminar_exec::format::{names_columns, Decoder, Format};
 use laminar_exec::plan::{SourceConnector, SourceNode};
 
 use super::reader::{io_error, MalformedRecord, ReadState, Reader, ReaderPosition, SourceState, MALFORMED_REPORTS_MAX};
@@ -26,6 +26,8 @@ pub(crate) struct FileReader {
     watermark: WatermarkTracker,
     /// The record being decoded.
     record: Vec<u8>,
+    /// No `header` option, and line 1 named the declared columns.
+    header_detected: bool,
 }
 
 /// Opens a file source (`resuming`: its dead-letter file is kept, to be
@@ -46,12 +48,20 @@ pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<(FileReader, Opt
     let bytes_total = file.metadata().ok().map(|m| m.len());
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = 0u64;
-    let header_bytes = if *header && *format == Format::Csv {
+    let mut header_detected = false;
+    let header_bytes = if *header != Some(false) && *format == Format::Csv {
         let mut h = Vec::new();
         reader.read_until(b'\n', &mut h).map_err(io_error("reading", path))?;
-        line += 1;
         strip_newline(&mut h);
-        Some(h)
+        if header.is_none() && !names_columns(&h, *delimiter, &node.declared) {
+            // No header option and a first line of data: read it as such.
+            reader.seek(SeekFrom::Start(0)).map_err(io_error("reading", path))?;
+            None
+        } else {
+            header_detected = header.is_none();
+            line += 1;
+            Some(h)
+        }
     } else {
         None
     };
@@ -78,6 +88,7 @@ pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<(FileReader, Opt
         dead_letter,
         watermark: WatermarkTracker::new(node.watermark),
         record: Vec::new(),
+        header_detected,
     };
     Ok((reader, bytes_total))
 }
@@ -186,5 +197,9 @@ impl Reader for FileReader {
 
     fn dead_letter_path(&self) -> Option<&Path> {
         self.dead_letter.as_ref().map(|d| d.path.as_path())
+    }
+
+    fn header_detected(&self) -> bool {
+        self.header_detected
     }
 }

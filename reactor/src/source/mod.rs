@@ -280,6 +280,11 @@ impl Source {
         self.reader.next_event_index()
     }
 
+    /// See `Reader::header_detected`.
+    pub fn header_detected(&self) -> bool {
+        self.reader.header_detected()
+    }
+
     /// The dead-letter file, if it has one.
     pub fn dead_letter_path(&self) -> Option<&Path> {
         self.reader.dead_letter_path()

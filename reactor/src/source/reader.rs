@@ -117,6 +117,12 @@ pub trait Reader {
         None
     }
 
+    /// Whether the input's first line was taken as its header because it
+    /// names the declared columns (no `header` option), for the summary.
+    fn header_detected(&self) -> bool {
+        false
+    }
+
     /// Whether the input ends by itself (a file, a generator) or only
     /// when the service stops (a tcp source may be silent for hours).
     fn bounded(&self) -> bool {

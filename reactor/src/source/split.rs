@@ -70,7 +70,7 @@ use std::sync::Arc;
 
 use laminar_exec::agg::AggKind;
 use laminar_exec::batch::Batch;
-use laminar_exec::format::{Decoder, Format, Lines};
+use laminar_exec::format::{names_columns, Decoder, Format, Lines};
 use laminar_exec::operators::AggCall;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
 use laminar_exec::types::DataType;
@@ -129,6 +129,8 @@ pub struct FileSplit {
     pub bounds: Vec<u64>,
     /// The CSV header line (without its newline), when the file has one.
     pub header: Option<Vec<u8>>,
+    /// No `header` option, and line 1 named the declared columns.
+    pub header_detected: bool,
     /// Lines before the first chunk.
     pub header_lines: u64,
     /// The chunk dispenser: the next chunk nobody has taken.
@@ -225,7 +227,7 @@ pub fn plan(
         path,
         format,
         header,
-        delimiter: _,
+        delimiter,
         dead_letter,
     } = &node.connector
     else {
@@ -240,14 +242,19 @@ pub fn plan(
     let chunk_bytes = chunk_bytes.max(1);
     let file = File::open(path).map_err(io_error("opening source file", path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let (header_bytes, data_start) = if *header && *format == Format::Csv {
+    let (header_bytes, data_start) = if *header != Some(false) && *format == Format::Csv {
         let mut h = Vec::new();
         let n = reader.read_until(b'\n', &mut h).map_err(io_error("reading", path))?;
         strip_newline(&mut h);
-        (Some(h), n as u64)
+        match header.is_some() || names_columns(&h, *delimiter, &node.declared) {
+            true => (Some(h), n as u64),
+            // No header option and a first line of data.
+            false => (None, 0),
+        }
     } else {
         (None, 0)
     };
+    let header_detected = header.is_none() && header_bytes.is_some();
     // Bounds go after the first newline at or past each target. In CSV a
     // newline inside a quoted field is no record end, so a bound can fall
     // inside a record: readers find out and correct it (see `accept`), so
@@ -288,8 +295,9 @@ pub fn plan(
     Ok(Some(FileSplit {
         path: path.clone(),
         bounds,
+        header_lines: u64::from(header_bytes.is_some()),
         header: header_bytes,
-        header_lines: u64::from(*header && *format == Format::Csv),
+        header_detected,
         next: AtomicUsize::new(0),
         owners,
     }))
@@ -633,6 +641,10 @@ impl Reader for SplitReader {
         true
     }
 
+    fn header_detected(&self) -> bool {
+        self.split.header_detected
+    }
+
     fn position(&mut self, st: &ReadState) -> Result<ReaderPosition, RunError> {
         Err(RunError::Source {
             source_name: st.name.clone(),
@@ -709,7 +721,7 @@ mod tests {
             connector: SourceConnector::File {
                 path: path.to_path_buf(),
                 format: Format::Csv,
-                header,
+                header: Some(header),
                 delimiter: b',',
                 dead_letter: None,
             },

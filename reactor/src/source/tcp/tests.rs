@@ -29,7 +29,7 @@ struct Fixture {
 impl Fixture {
     fn new(limits: LiveLimits) -> Fixture {
         let schema = Schema::new(vec![Field::new("k", DataType::Int), Field::new("ts", DataType::Int)]);
-        let decoder = Format::Csv.decoder(&schema, None, b',', &[], false).unwrap();
+        let decoder = Format::Csv.decoder(&schema, None, b',', &[], false, false).unwrap();
         let clock = Arc::new(ManualClock::default());
         let reader = LiveReader::new(
             0,
