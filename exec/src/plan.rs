@@ -454,6 +454,13 @@ impl PhysicalPlan {
                     .collect();
                 let skipped = match src.connector {
                     SourceConnector::Nexmark { .. } => "dropped as generated",
+                    SourceConnector::File {
+                        format: Format::Json, ..
+                    }
+                    | SourceConnector::Tcp {
+                        format: Format::Json, ..
+                    } => "checked, not kept",
+                    _ if src.validate_all => "checked, not kept",
                     _ => "not parsed",
                 };
                 let _ = writeln!(
