@@ -134,6 +134,29 @@ fn rank_bound(e: &ast::Expr, alias: &str, qualifier: &str) -> PlanResult<Option<
 }
 
 impl Planner {
+    /// Whether the rows of `input` come from windows of one fixed size:
+    /// through projections back to a TUMBLE or HOP aggregate or window
+    /// annotation (a session's start does not fix its end).
+    fn fixed_size_windows(&self, input: laminar_exec::plan::Input) -> bool {
+        use laminar_exec::plan::Input;
+        use laminar_exec::window::WindowSpec;
+        let fixed = |w: &WindowSpec| !matches!(w, WindowSpec::Session { .. });
+        let mut at = input;
+        loop {
+            let Input::Node(n) = at else { return false };
+            let node = &self.plan.nodes[n];
+            match &node.spec {
+                OperatorSpec::Map(_) => match node.inputs.as_slice() {
+                    [only] => at = *only,
+                    _ => return false,
+                },
+                OperatorSpec::Aggregate(a) => return a.window.as_ref().is_some_and(fixed),
+                OperatorSpec::WindowTvf(w) => return fixed(&w.window),
+                _ => return false,
+            }
+        }
+    }
+
     /// Plans `s` if it is a top-N query; None if it is not one.
     pub(crate) fn plan_top_n(
         &mut self,
@@ -185,8 +208,36 @@ impl Planner {
         let mut plain = (**inner).clone();
         plain.projection.remove(rank.index);
         let mut plain_query = (**subquery).clone();
-        *plain_query.body = ast::SetExpr::Select(Box::new(plain));
-        let rel = self.plan_query(&plain_query, name, StreamClauses::NONE)?;
+        *plain_query.body = ast::SetExpr::Select(Box::new(plain.clone()));
+        let mut rel = self.plan_query(&plain_query, name, StreamClauses::NONE)?;
+        // Partitioned by window_start alone over fixed-size windows (TUMBLE,
+        // HOP): window_start fixes the window, and its end, which the node
+        // closes partitions at, comes along as a column of its own.
+        let names = |column: &str| {
+            rank.spec.partition_by.iter().any(|e| match e {
+                ast::Expr::Identifier(id) => ident_eq(id, column),
+                ast::Expr::CompoundIdentifier(p) => p.last().is_some_and(|id| ident_eq(id, column)),
+                _ => false,
+            })
+        };
+        let has_end = |rel: &Relation| {
+            rel.scope
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case("window_end"))
+        };
+        if names("window_start") && !names("window_end") && !has_end(&rel) && self.fixed_size_windows(rel.input) {
+            let mut with_end = plain;
+            with_end
+                .projection
+                .push(ast::SelectItem::UnnamedExpr(ast::Expr::Identifier(ast::Ident::new(
+                    "window_end",
+                ))));
+            *plain_query.body = ast::SetExpr::Select(Box::new(with_end));
+            if let Ok(r) = self.plan_query(&plain_query, name, StreamClauses::NONE) {
+                rel = r;
+            }
+        }
 
         let partition = rank
             .spec
