@@ -76,7 +76,7 @@ fn records(data: &[u8], format: Format) {
     let delimiter = [b',', b';', b'\t', b'|'][usize::from(first % 4)];
     let schema = schema();
     let input = &rest[..rest.len().min(INPUT_BYTES_MAX)];
-    let Ok(mut decoder) = format.decoder(&schema, None, delimiter, &[], false) else {
+    let Ok(mut decoder) = format.decoder(&schema, None, delimiter, &[], false, false) else {
         return;
     };
     let mut encoder = format.encoder(&schema, false);
@@ -216,7 +216,7 @@ pub fn tcp_framing(data: &[u8]) {
         Field::new("t", DataType::Ts),
     ]);
     let mut decoder = Format::Csv
-        .decoder(&schema, None, b',', &[], false)
+        .decoder(&schema, None, b',', &[], false, false)
         .expect("a plain schema");
     let mut framed_lines: Vec<(bool, Vec<u8>)> = Vec::new();
     let mut take = |framed: Framed<'_>, framed_lines: &mut Vec<(bool, Vec<u8>)>| {
