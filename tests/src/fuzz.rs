@@ -7,7 +7,9 @@
 //! of whatever it was given:
 //! - `sql`: a script plans or fails with a located error; a plan explains.
 //! - `csv`, `json`: a record decodes to exactly one value per column or to
-//!   an error; a decoded row encodes and decodes back to itself.
+//!   an error; a decoded row encodes and decodes back to itself; a decoder
+//!   that keeps only some columns but checks every one (`validate =
+//!   'all'`) accepts exactly the records the full decoder accepts.
 //! - `scalars`: a parsed timestamp, written as a sink writes it, parses
 //!   back to itself; intervals parse or fail.
 //! - `wal`: any bytes as the last WAL segment (after a valid header, or
@@ -80,13 +82,30 @@ fn records(data: &[u8], format: Format) {
         return;
     };
     let mut encoder = format.encoder(&schema, false);
+    // The same schema with only some columns kept but every one checked
+    // (`validate = 'all'`, the default): it must accept exactly the
+    // records the full decoder accepts. The first byte's upper bits pick
+    // the kept columns.
+    let used: Vec<bool> = (0..schema.len()).map(|i| (first >> (2 + i)) & 1 == 1).collect();
+    let Ok(mut checking) = format.decoder(&schema, None, delimiter, &used, true, true) else {
+        return;
+    };
+    let mut narrow = Vec::new();
     let mut row = Vec::new();
     let mut encoded = Vec::new();
     let mut again = Vec::new();
     for line in input.split(|&b| b == b'\n') {
         let _ = csv_record_incomplete_with(line, delimiter);
         row.clear();
-        if decoder.decode(line, &mut row).is_err() {
+        narrow.clear();
+        let full = decoder.decode(line, &mut row);
+        assert_eq!(
+            checking.decode(line, &mut narrow).is_ok(),
+            full.is_ok(),
+            "checking every column accepts what decoding every column does: {:?}",
+            String::from_utf8_lossy(line)
+        );
+        if full.is_err() {
             assert!(row.is_empty(), "a failed decode leaves no partial row");
             continue;
         }
