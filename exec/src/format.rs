@@ -356,6 +356,11 @@ const UNIQUE_DIGITS_MAX: usize = 15;
 /// `ryu`; longer ones go through `fmt` (a property test holds all of it to
 /// `Display`'s text).
 pub(crate) fn write_f64(d: f64, out: &mut Vec<u8>) {
+    let a = d.abs();
+    if d.is_finite() && a != 0.0 && !(EXPONENT_BELOW..EXPONENT_FROM).contains(&a) {
+        write_f64_exponent(d, out);
+        return;
+    }
     match write_f64_short(d, out) {
         Short::Written => return,
         Short::Long => {
@@ -432,6 +437,27 @@ const POW10_EXACT: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
     1e21, 1e22,
 ];
+
+/// Magnitudes written with an exponent, as PostgreSQL and DuckDB do: a
+/// decimal exponent below -4 or from 15 on (`1e-05`, `1.5e+15`); plain
+/// decimals between, so the common values read as people write them.
+const EXPONENT_BELOW: f64 = 1e-4;
+const EXPONENT_FROM: f64 = 1e15;
+
+/// `d` as its shortest round-trip digits with a decimal exponent, in
+/// PostgreSQL's form: `5e-324`, `1.7976931348623157e+308`, `-1e-05` (a
+/// sign, at least two digits). Rare magnitudes: `fmt` finds the digits.
+fn write_f64_exponent(d: f64, out: &mut Vec<u8>) {
+    let text = format!("{d:e}");
+    let (mantissa, exponent) = text.split_once('e').expect("LowerExp writes an exponent");
+    let exponent: i32 = exponent.parse().expect("a decimal exponent");
+    let _ = write!(
+        out,
+        "{mantissa}e{}{:02}",
+        if exponent < 0 { '-' } else { '+' },
+        exponent.unsigned_abs()
+    );
+}
 
 /// What `write_f64_short` found.
 enum Short {

@@ -1259,7 +1259,7 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "op,a,b c,n,d,t,f\n\
              -U,plain,\"a,b\",-12,0.1,2015-07-15 00:00:00.123,true\n\
-             +I,\"\",\"say \"\"hi\"\"\",,1000000000000000000000,,\n\
+             +I,\"\",\"say \"\"hi\"\"\",,1e+21,,\n\
              -D,\" x\",\"a\r\nb\",,,1969-12-31 23:59:59.999,\n"
         );
         let mut plain = Vec::new();

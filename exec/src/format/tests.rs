@@ -264,8 +264,44 @@ proptest! {
         for d in [f64::from_bits(bits), 0.908 * int as f64, int as f64 / 10f64.powi(scale as i32), decimal, near] {
             let mut out = Vec::new();
             write_f64(d, &mut out);
-            prop_assert_eq!(String::from_utf8(out).unwrap(), d.to_string());
+            prop_assert_eq!(String::from_utf8(out).unwrap(), postgres_text(d));
         }
+    }
+}
+
+/// The text a DOUBLE is written as, from `fmt`'s shortest digits: plain
+/// (`Display`) for decimal exponents -4 to 14, else `LowerExp`'s digits
+/// with a signed exponent of at least two digits, as PostgreSQL writes.
+fn postgres_text(d: f64) -> String {
+    let a = d.abs();
+    if !d.is_finite() || a == 0.0 || (1e-4..1e15).contains(&a) {
+        return d.to_string();
+    }
+    let e = format!("{d:e}");
+    let (mantissa, exp) = e.split_once('e').unwrap();
+    let exp: i32 = exp.parse().unwrap();
+    format!(
+        "{mantissa}e{}{:02}",
+        if exp < 0 { '-' } else { '+' },
+        exp.unsigned_abs()
+    )
+}
+
+#[test]
+fn very_small_and_large_doubles_take_an_exponent() {
+    for (d, text) in [
+        (5e-324, "5e-324"),
+        (1e-5, "1e-05"),
+        (-1.5e-7, "-1.5e-07"),
+        (0.0001, "0.0001"),
+        (1e15, "1e+15"),
+        (999_999_999_999_999.0, "999999999999999"),
+        (f64::MAX, "1.7976931348623157e+308"),
+        (1e22, "1e+22"),
+    ] {
+        let mut out = Vec::new();
+        write_f64(d, &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), text);
     }
 }
 
@@ -310,7 +346,7 @@ fn doubles_at_the_edges_are_written_as_display_writes_them() {
     ] {
         let mut out = Vec::new();
         write_f64(d, &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), d.to_string(), "{d:e}");
+        assert_eq!(String::from_utf8(out).unwrap(), postgres_text(d), "{d:e}");
     }
 }
 

@@ -8,9 +8,10 @@
 //! away from zero (`2.5` → 3, `-2.5` → -3, as DuckDB and PostgreSQL's
 //! NUMERIC do), and fails on NaN or out-of-range values instead of
 //! saturating.
-//! To text: a TIMESTAMP is `YYYY-MM-DD HH:MM:SS.fff`, a DOUBLE uses Rust's
-//! `Display` (the shortest text that parses back to the same number, e.g.
-//! `0.1`, `1e21` printed in full, `NaN`, `inf`), a BOOLEAN is `true`/`false`.
+//! To text: a TIMESTAMP is `YYYY-MM-DD HH:MM:SS.fff`, a DOUBLE is written
+//! as sinks write it (the shortest text that parses back to the same
+//! number, with an exponent below 1e-4 and from 1e15: `0.1`, `1e+21`,
+//! `5e-324`, `NaN`, `inf`), a BOOLEAN is `true`/`false`.
 
 use std::fmt::Write;
 
@@ -112,7 +113,10 @@ pub(crate) fn push_text(v: &Value, out: &mut Str) {
             let _ = write!(out, "{i}");
         }
         Value::Double(d) => {
-            let _ = write!(out, "{d}");
+            // As sinks write it (with an exponent outside 1e-4..1e15).
+            let mut bytes = Vec::with_capacity(24);
+            crate::format::write_f64(*d, &mut bytes);
+            out.push_str(std::str::from_utf8(&bytes).expect("digits are ASCII"));
         }
         Value::Str(s) => out.push_str(s),
         Value::Ts(t) => {
@@ -193,6 +197,8 @@ mod tests {
     fn to_text() {
         assert_eq!(cast(Value::Ts(-1), T::Str), Ok(Value::str("1969-12-31 23:59:59.999")));
         assert_eq!(cast(Value::Double(0.1), T::Str), Ok(Value::str("0.1")));
+        assert_eq!(cast(Value::Double(1e21), T::Str), Ok(Value::str("1e+21")));
+        assert_eq!(cast(Value::Double(5e-324), T::Str), Ok(Value::str("5e-324")));
         assert_eq!(cast(Value::Double(1.0), T::Str), Ok(Value::str("1")));
         assert_eq!(cast(Value::Double(f64::NAN), T::Str), Ok(Value::str("NaN")));
         assert_eq!(
