@@ -286,11 +286,11 @@ impl ShardCheckpoint {
 pub fn source_position(shard: usize, source: &mut Source) -> Result<SourcePosition, RunError> {
     let state = source.position()?;
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&state).map_err(|e| RunError::Encode {
-        what: format!("the position of source {}", source.name),
+        what: format!("the position of source {}", source.name()),
         reason: e.to_string(),
     })?;
     Ok(SourcePosition {
-        name: source.name.clone(),
+        name: source.name().to_string(),
         shard: shard as u32,
         offset: state.offset,
         records: state.rows,

@@ -318,7 +318,8 @@ impl Operator for SessionAggregate {
                 break;
             }
             self.closing.pop_first();
-            let key = self.keys_by_id.remove(&id).expect("every open session has a key");
+            // The id keeps its key: the session stays as a tombstone.
+            let key = self.keys_by_id.get(&id).expect("every open session has a key").clone();
             let list = self.sessions.get_mut(&key).expect("every open session is listed");
             let at = list
                 .iter()
@@ -330,7 +331,6 @@ impl Operator for SessionAggregate {
             let rows = std::mem::take(&mut session.rows);
             let accumulators = std::mem::take(&mut session.accumulators);
             self.forgetting.insert((end.saturating_add(self.spec.gap_ms), id));
-            self.keys_by_id.insert(id, key.clone());
             if self.spec.emit != EmitMode::Changes {
                 let closed = Session {
                     id,

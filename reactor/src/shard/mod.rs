@@ -121,7 +121,7 @@ pub struct ShardLive {
 }
 
 fn failed(progress: &Control, e: RunError) -> RunError {
-    progress.run.abort.store(true, Ordering::Relaxed);
+    progress.run.set_abort();
     e
 }
 
@@ -498,7 +498,7 @@ async fn flush(
     Ok(ShardReport {
         sources: sources
             .iter()
-            .map(|(i, s)| (*i, s.name.clone(), s.rows(), s.malformed()))
+            .map(|(i, s)| (*i, s.name().to_string(), s.rows(), s.malformed()))
             .collect(),
         headers_detected: sources
             .iter()

@@ -375,7 +375,7 @@ impl SourceLoop {
             // Logged before its rows travel on; answered once the group
             // that holds it is on disk.
             let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&logged).map_err(|e| RunError::Encode {
-                what: format!("a WAL record of source {}", source.name),
+                what: format!("a WAL record of source {}", source.name()),
                 reason: e.to_string(),
             })?;
             w.append(self.injected, laminar_persistence::wal::RecordKind::Rows, &payload)

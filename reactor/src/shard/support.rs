@@ -1,8 +1,6 @@
 //! What every room of a shard uses: what a shard reports to the thread
 //! that started the run, the failure helpers, and the preemption yield.
 
-use std::sync::atomic::Ordering;
-
 use laminar_exec::plan::PhysicalPlan;
 
 use crate::checkpoint::Piece;
@@ -45,7 +43,7 @@ pub(crate) async fn yield_if_preempted() {
 }
 
 pub(crate) fn check_abort(progress: &Control) -> Result<(), RunError> {
-    if progress.run.abort.load(Ordering::Relaxed) {
+    if progress.run.aborted() {
         return Err(RunError::Aborted);
     }
     Ok(())

@@ -31,9 +31,8 @@ pub(crate) struct FileReader {
 }
 
 /// Opens a file source (`resuming`: its dead-letter file is kept, to be
-/// cut back to the checkpoint's length). Returns the reader and the
-/// file's size.
-pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<(FileReader, Option<u64>), RunError> {
+/// cut back to the checkpoint's length).
+pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<FileReader, RunError> {
     let SourceConnector::File {
         path,
         format,
@@ -45,7 +44,6 @@ pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<(FileReader, Opt
         unreachable!("the registry opens files only here");
     };
     let file = File::open(path).map_err(io_error("opening source file", path))?;
-    let bytes_total = file.metadata().ok().map(|m| m.len());
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut line = 0u64;
     let mut header_detected = false;
@@ -90,7 +88,7 @@ pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<(FileReader, Opt
         record: Vec::new(),
         header_detected,
     };
-    Ok((reader, bytes_total))
+    Ok(reader)
 }
 
 impl Reader for FileReader {

@@ -67,22 +67,17 @@ pub struct OpenContext<'a> {
 /// shard when it is spread).
 pub fn open(node: &SourceNode, cx: OpenContext<'_>) -> Result<Source, RunError> {
     let resuming = cx.resume.is_some();
-    let (reader, bytes_total): (Box<dyn Reader>, Option<u64>) = match (&node.connector, cx.split) {
+    let reader: Box<dyn Reader> = match (&node.connector, cx.split) {
         (SourceConnector::File { .. }, Some(SourceSplit::File(split))) => {
-            let bytes_total = std::fs::metadata(&split.path).ok().map(|m| m.len());
-            let reader = split::SplitReader::open(node, Arc::clone(split), cx.shard)?;
-            (Box::new(reader), bytes_total)
+            Box::new(split::SplitReader::open(node, Arc::clone(split), cx.shard)?)
         }
-        (SourceConnector::File { .. }, _) => {
-            let (reader, bytes_total) = file::open(node, resuming)?;
-            (Box::new(reader), bytes_total)
-        }
+        (SourceConnector::File { .. }, _) => Box::new(file::open(node, resuming)?),
         (SourceConnector::Nexmark { .. }, split) => {
             let spread = match split {
                 Some(SourceSplit::Generator { chunk_events }) => Some((cx.shard, cx.shards, *chunk_events)),
                 _ => None,
             };
-            (Box::new(nexmark::open(node, spread)), None)
+            Box::new(nexmark::open(node, spread))
         }
         (SourceConnector::Tcp { .. }, _) => {
             let Some(listener) = cx.listener else {
@@ -92,11 +87,12 @@ pub fn open(node: &SourceNode, cx: OpenContext<'_>) -> Result<Source, RunError> 
                     reason: "a tcp source needs `laminar serve`".into(),
                 });
             };
-            let reader = tcp::open(node, cx.index, listener, cx.limits, cx.clock, cx.logged, resuming)?;
-            (Box::new(reader), None)
+            Box::new(tcp::open(
+                node, cx.index, listener, cx.limits, cx.clock, cx.logged, resuming,
+            )?)
         }
     };
-    let mut source = Source::new(node, reader, bytes_total);
+    let mut source = Source::new(node, reader);
     if let Some(state) = cx.resume {
         source.resume(state)?;
     }
@@ -142,12 +138,9 @@ pub struct SpreadOptions {
 /// A running source on one shard: the counters and end-of-input rule
 /// every connector shares, around its connector's reader.
 pub struct Source {
-    pub name: String,
     st: ReadState,
     reader: Box<dyn Reader>,
     has_watermark: bool,
-    /// Total input size where known (files), for progress.
-    pub bytes_total: Option<u64>,
     /// The end-of-input mark has been returned.
     done: bool,
     /// Return the end-of-input mark in a batch of its own (paced runs:
@@ -156,10 +149,9 @@ pub struct Source {
 }
 
 impl Source {
-    fn new(node: &SourceNode, reader: Box<dyn Reader>, bytes_total: Option<u64>) -> Source {
+    fn new(node: &SourceNode, reader: Box<dyn Reader>) -> Source {
         let width = node.schema.len();
         Source {
-            name: node.name.clone(),
             st: ReadState {
                 name: node.name.clone(),
                 width,
@@ -171,10 +163,13 @@ impl Source {
             },
             reader,
             has_watermark: node.watermark.is_some(),
-            bytes_total,
             done: false,
             end_apart: false,
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.st.name
     }
 
     pub fn rows(&self) -> u64 {
@@ -243,7 +238,7 @@ impl Source {
             panic!("a token for a source that takes none");
         };
         let mut counts = ChunkCounts::default();
-        let next = handoff.accept(prefix, &self.name, &mut counts, on_malformed)?;
+        let next = handoff.accept(prefix, &self.st.name, &mut counts, on_malformed)?;
         self.st.rows += counts.rows;
         self.st.malformed += counts.malformed;
         self.st.bytes_read += counts.bytes;
@@ -314,7 +309,7 @@ impl Source {
     /// the same input): the reader seeks past what was read and restores
     /// its watermark and dead-letter file; the counters come back here.
     pub fn resume(&mut self, state: &SourceState) -> Result<(), RunError> {
-        self.reader.resume(&self.name, state)?;
+        self.reader.resume(&self.st.name, state)?;
         self.st.rows = state.rows;
         self.st.malformed = state.malformed;
         self.st.bytes_read = state.bytes_read;

@@ -412,108 +412,6 @@ impl SplitReader {
         })
     }
 
-    /// The first chunk of a block this reader took since the last call:
-    /// the shard tells its peers, one of which may hold that chunk's token
-    /// (see `Source::accept_token`).
-    pub fn take_claim(&mut self) -> Option<usize> {
-        self.claimed.take()
-    }
-
-    /// The chunk whose prefix token this reader waits for, if it does.
-    pub fn wants_token(&self) -> Option<usize> {
-        self.decoded.front().map(|d| d.chunk)
-    }
-
-    /// Whether `next` would take and decode another chunk.
-    pub fn can_read_ahead(&self) -> bool {
-        self.emitting.is_empty() && !self.taken_all && self.decoded.len() < READ_AHEAD_CHUNKS
-    }
-
-    /// Takes the prefix of the awaited chunk: places the marks, reports
-    /// the chunk's malformed records, and returns the token for the next
-    /// chunk with the shard that reads it (None after the last chunk).
-    pub fn accept(
-        &mut self,
-        prefix: Prefix,
-        source_name: &str,
-        counts: &mut ChunkCounts,
-        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
-    ) -> Result<Option<(Option<usize>, usize, Prefix)>, RunError> {
-        let Some(mut d) = self.decoded.pop_front() else {
-            panic!("a token arrived for a chunk this reader does not wait for");
-        };
-        if d.start != prefix.start {
-            // The record before this chunk ran past its bound (a quoted
-            // field with newlines): the chunk was decoded from a point
-            // inside a record. Decode it again from where records really
-            // start. Rare, and bounded by the chunk's size.
-            debug_assert!(
-                prefix.start > d.start,
-                "a record cannot end before the bound it ran past"
-            );
-            d = self.decode(d.chunk, prefix.start)?;
-        }
-        let Lines {
-            mut batches,
-            max_time: chunk_max_time,
-            advances,
-            lines,
-            rows,
-            bad,
-            ..
-        } = d.lines;
-        counts.rows += rows;
-        counts.malformed += bad.len() as u64;
-        counts.bytes += d.bytes;
-        let location = self.split.path.display().to_string();
-        for (line_in_chunk, reason) in &bad {
-            on_malformed(MalformedRecord {
-                source: source_name,
-                location: &location,
-                line: prefix.lines + line_in_chunk,
-                reason,
-            });
-        }
-        // The file-order watermark: the prefix's, then every advance,
-        // placed among the chunk's rows where they stand.
-        let mut max_time = prefix.max_time;
-        if let Some(spec) = self.watermark {
-            let delay = spec.delay_ms;
-            let current = &mut self.current;
-            if max_time > i64::MIN {
-                let w = max_time.saturating_sub(delay);
-                if w > *current {
-                    *current = w;
-                    batches[0].push_mark_at(0, w);
-                }
-            }
-            // Only where the chunk's own maximum rose can the file's.
-            for (b, i, t) in advances {
-                if t > max_time {
-                    max_time = t;
-                    let w = t.saturating_sub(delay);
-                    if w > *current {
-                        *current = w;
-                        batches[b].push_mark_at(i + 1, w);
-                    }
-                }
-            }
-        }
-        self.emitting.extend(batches.into_iter().filter(|b| !b.is_inert()));
-        let next = d.chunk + 1;
-        Ok((next < self.split.chunks()).then(|| {
-            (
-                self.split.owner(next),
-                next,
-                Prefix {
-                    max_time: prefix.max_time.max(chunk_max_time),
-                    lines: prefix.lines + lines,
-                    start: d.end,
-                },
-            )
-        }))
-    }
-
     /// The next batch to emit: a chunk's rows once its token came, else an
     /// inert one after decoding another chunk ahead (the caller then asks
     /// `wants_token`) or while waiting. None once every chunk of this
@@ -671,18 +569,26 @@ impl Reader for SplitReader {
 }
 
 impl Handoff for SplitReader {
-    fn wants_token(&self) -> Option<usize> {
-        SplitReader::wants_token(self)
-    }
-
-    fn can_read_ahead(&self) -> bool {
-        SplitReader::can_read_ahead(self)
-    }
-
+    /// The first chunk of a block this reader took since the last call:
+    /// the shard tells its peers, one of which may hold that chunk's token
+    /// (see `Source::accept_token`).
     fn take_claim(&mut self) -> Option<usize> {
-        SplitReader::take_claim(self)
+        self.claimed.take()
     }
 
+    /// The chunk whose prefix token this reader waits for, if it does.
+    fn wants_token(&self) -> Option<usize> {
+        self.decoded.front().map(|d| d.chunk)
+    }
+
+    /// Whether `next_batch` would take and decode another chunk.
+    fn can_read_ahead(&self) -> bool {
+        self.emitting.is_empty() && !self.taken_all && self.decoded.len() < READ_AHEAD_CHUNKS
+    }
+
+    /// Takes the prefix of the awaited chunk: places the marks, reports
+    /// the chunk's malformed records, and returns the token for the next
+    /// chunk with the shard that reads it (None after the last chunk).
     fn accept(
         &mut self,
         prefix: Prefix,
@@ -690,7 +596,79 @@ impl Handoff for SplitReader {
         counts: &mut ChunkCounts,
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
     ) -> Result<Option<(Option<usize>, usize, Prefix)>, RunError> {
-        SplitReader::accept(self, prefix, source_name, counts, on_malformed)
+        let Some(mut d) = self.decoded.pop_front() else {
+            panic!("a token arrived for a chunk this reader does not wait for");
+        };
+        if d.start != prefix.start {
+            // The record before this chunk ran past its bound (a quoted
+            // field with newlines): the chunk was decoded from a point
+            // inside a record. Decode it again from where records really
+            // start. Rare, and bounded by the chunk's size.
+            debug_assert!(
+                prefix.start > d.start,
+                "a record cannot end before the bound it ran past"
+            );
+            d = self.decode(d.chunk, prefix.start)?;
+        }
+        let Lines {
+            mut batches,
+            max_time: chunk_max_time,
+            advances,
+            lines,
+            rows,
+            bad,
+            ..
+        } = d.lines;
+        counts.rows += rows;
+        counts.malformed += bad.len() as u64;
+        counts.bytes += d.bytes;
+        let location = self.split.path.display().to_string();
+        for (line_in_chunk, reason) in &bad {
+            on_malformed(MalformedRecord {
+                source: source_name,
+                location: &location,
+                line: prefix.lines + line_in_chunk,
+                reason,
+            });
+        }
+        // The file-order watermark: the prefix's, then every advance,
+        // placed among the chunk's rows where they stand.
+        let mut max_time = prefix.max_time;
+        if let Some(spec) = self.watermark {
+            let delay = spec.delay_ms;
+            let current = &mut self.current;
+            if max_time > i64::MIN {
+                let w = max_time.saturating_sub(delay);
+                if w > *current {
+                    *current = w;
+                    batches[0].push_mark_at(0, w);
+                }
+            }
+            // Only where the chunk's own maximum rose can the file's.
+            for (b, i, t) in advances {
+                if t > max_time {
+                    max_time = t;
+                    let w = t.saturating_sub(delay);
+                    if w > *current {
+                        *current = w;
+                        batches[b].push_mark_at(i + 1, w);
+                    }
+                }
+            }
+        }
+        self.emitting.extend(batches.into_iter().filter(|b| !b.is_inert()));
+        let next = d.chunk + 1;
+        Ok((next < self.split.chunks()).then(|| {
+            (
+                self.split.owner(next),
+                next,
+                Prefix {
+                    max_time: prefix.max_time.max(chunk_max_time),
+                    lines: prefix.lines + lines,
+                    start: d.end,
+                },
+            )
+        }))
     }
 }
 
