@@ -365,7 +365,12 @@ fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, start
                         Some(Some(a)) => format!("tcp {a}"),
                         _ => format!("tcp port {port}"),
                     },
-                    laminar_exec::plan::SourceConnector::File { path, .. } => format!("file {}", path.display()),
+                    laminar_exec::plan::SourceConnector::File { path, follow: None, .. } => {
+                        format!("file {}", path.display())
+                    }
+                    laminar_exec::plan::SourceConnector::File {
+                        path, follow: Some(_), ..
+                    } => format!("file {} (followed)", path.display()),
                     laminar_exec::plan::SourceConnector::Nexmark { .. } => "nexmark".to_string(),
                 },
                 "rows": c.map_or(0, |c| c.rows.load(Relaxed)),

@@ -517,6 +517,12 @@ fn print_summary(file: &Path, s: &RunSummary) {
         if m.null_time_dropped > 0 {
             line += &format!(", {} rows without event time dropped", m.null_time_dropped);
         }
+        if m.rows_in_no_window > 0 {
+            line += &format!(
+                ", {} rows in no window (between HOP windows: slide > size)",
+                m.rows_in_no_window
+            );
+        }
         if m.late_rows_diverted > 0 {
             line += &format!(", {} late rows sent to its LATE DATA stream", m.late_rows_diverted);
         }

@@ -41,7 +41,7 @@ pub fn plan(config: &Config) -> Result<PhysicalPlan> {
         }
     }
     let options = PlanOptions {
-        allow_tcp: true,
+        serve: true,
         state_entries_max: config.limits.state_entries_max,
         ..PlanOptions::default()
     };

@@ -511,17 +511,31 @@ fn check_says_ok_for_a_good_script_and_locates_the_error_in_a_bad_one() {
 
 #[test]
 fn explain_prints_the_source_and_the_operators() {
-    // `explain` prints the plan: the source with its connector, the window
-    // aggregate and the sink, without running anything.
+    // `explain` prints the plan in words and SQL, without running
+    // anything: the source, the window aggregate with its keys,
+    // aggregates, emit mode and shard spread, and the sink.
     let dir = setup(PIPELINE_SQL);
     let o = laminar(dir.path(), &["explain", "pipeline.sql"]);
     assert_success(&o);
     let out = stdout(&o);
-    assert!(out.contains("source bids"), "{out}");
-    assert!(out.contains("bids.csv"), "{out}");
-    assert!(out.contains("Aggregate"), "{out}");
-    assert!(out.contains("Tumble"), "{out}");
-    assert!(out.contains("sink out"), "{out}");
+    for expected in [
+        "source bids: file bids.csv (csv, header, delimiter ',')",
+        "    columns: auction BIGINT, price BIGINT, ts TIMESTAMP",
+        "    watermark: ts - 1 s",
+        "#0 totals <- bids: window aggregate over TUMBLE 5 s on ts",
+        "    GROUP BY auction",
+        "    aggregates: COUNT(*), SUM(price)",
+        "    SELECT auction, COUNT(*), SUM(price), window_start",
+        "    EMIT ON WINDOW CLOSE (final rows)",
+        "    shards: every shard, rows exchanged by hash of (auction)",
+        "sink out <- #0 (totals): file out.csv (csv), written by shard 0",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in\n{out}");
+    }
+    // No Rust Debug output.
+    for debug in ["Some(", "{ ", "Tumble {", "delimiter: 44"] {
+        assert!(!out.contains(debug), "{debug:?} in\n{out}");
+    }
     assert!(
         !dir.path().join("out.csv").exists(),
         "explain must not run the pipeline"
@@ -1272,4 +1286,64 @@ fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("MANIFEST") && err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn rows_between_hop_windows_are_counted_as_in_no_window_not_late() {
+    // HOP(slide 10 s, size 5 s): [0, 5), [10, 15), … Rows at 7 s and 8 s
+    // fall in no window; none is late. The same on 1 and 2 shards (the
+    // second exchanges partial aggregates).
+    let dir = setup(
+        "CREATE SOURCE t (k VARCHAR, ts BIGINT, WATERMARK FOR ts AS ts)
+         WITH (connector = 'file', path = 't.csv', header = 'true');
+         CREATE STREAM s AS SELECT k, COUNT(*) AS n, window_start
+         FROM HOP(t, ts, INTERVAL '10' SECOND, INTERVAL '5' SECOND) GROUP BY k, window_start, window_end;
+         CREATE SINK o FROM s WITH (connector = 'file', path = 'out.csv');",
+    );
+    write(dir.path(), "t.csv", "k,ts\na,1000\na,7000\nb,8000\na,12000\n");
+    for shards in ["1", "2"] {
+        let o = laminar(dir.path(), &["run", "--shards", shards, "pipeline.sql"]);
+        assert_success(&o);
+        let err = stderr(&o);
+        assert!(
+            err.contains("stream s: 4 rows in, 2 rows out, 2 rows in no window (between HOP windows: slide > size)"),
+            "{err}"
+        );
+        assert!(!err.contains("late"), "{err}");
+        assert_eq!(
+            read_rows(dir.path(), "out.csv"),
+            "k,n,window_start\na,1,1970-01-01 00:00:00.000\na,1,1970-01-01 00:00:10.000\n"
+        );
+    }
+}
+
+#[test]
+fn explain_names_join_kinds_conditions_and_tables() {
+    let dir = setup(
+        "CREATE TABLE names (id BIGINT, name VARCHAR, PRIMARY KEY (id))
+         WITH (connector = 'file', path = 'names.csv', header = 'true');
+         CREATE SOURCE a (k BIGINT, v VARCHAR, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH (connector = 'file', path = 'a.csv', header = 'true');
+         CREATE SOURCE b (k BIGINT, w VARCHAR, ts TIMESTAMP, WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+         WITH (connector = 'file', path = 'b.csv', header = 'true');
+         CREATE STREAM named_left AS SELECT a.v, n.name FROM a LEFT JOIN names n ON a.k = n.id;
+         CREATE STREAM left_j AS SELECT a.v, b.w FROM a LEFT JOIN b
+         ON b.k = a.k AND b.ts >= a.ts - INTERVAL '1' SECOND AND b.ts <= a.ts + INTERVAL '5' SECOND AND b.w <> a.v;
+         CREATE SINK s2 FROM named_left WITH (connector = 'file', path = 'named_left.csv');
+         CREATE SINK l FROM left_j WITH (connector = 'file', path = 'left.csv');",
+    );
+    let o = laminar(dir.path(), &["explain", "pipeline.sql"]);
+    assert_success(&o);
+    let out = stdout(&o);
+    for expected in [
+        "#0 names <- names: table: the latest row per PRIMARY KEY (id), as a changelog",
+        "#1 named_left <- a, #0 (names): left lookup join on a table (l: a, r: #0 (names))",
+        "    ON l.k = r.id",
+        "#3 left_j <- a, b: left outer join (l: a, r: b)",
+        "    r.ts - l.ts in [-1 s, 5 s]",
+        "    AND (r.w <> l.v)",
+        "sink l <- #4 (left_j): file left.csv (csv), written by shard 0",
+    ] {
+        assert!(out.contains(expected), "no {expected:?} in\n{out}");
+    }
 }

@@ -1062,3 +1062,66 @@ fn json_lines_in_and_a_changelog_to_a_subscriber() {
     let (exit, log) = server.stop();
     assert!(exit.success(), "{}", log.join("\n"));
 }
+
+/// Waits until source `name` has read `rows` rows (its metric).
+fn wait_for_rows(server: &Server, name: &str, rows: u64) {
+    let key = format!("laminar_source_rows_total{{source=\"{name}\"}}");
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let seen = metric(&server.get("/metrics").1, &key);
+        if seen == rows as f64 {
+            return;
+        }
+        assert!(
+            seen < rows as f64 && Instant::now() < until,
+            "source {name}: {seen} rows read, waiting for {rows}"
+        );
+        // A poll of the server's counters, not a synchronisation.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+#[test]
+fn a_followed_file_is_tailed_through_rotation_and_truncation_and_resumes_exactly_once() {
+    let dir = tempdir();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "k,v\n1,10\n2,20\n3,3").unwrap();
+    let sql = "CREATE SOURCE ev (k BIGINT, v BIGINT)
+                 WITH (connector = 'file', path = 'in.csv', follow = 'true', poll_ms = '5');
+               CREATE STREAM s AS SELECT k, v FROM ev;
+               CREATE SINK out FROM s WITH (connector = 'file', path = 'out/rows.csv', format = 'csv');\n";
+    write_config(dir.path(), sql, "");
+    let mut server = Server::start(dir.path());
+    wait_for_rows(&server, "ev", 2);
+    // The partial last line waited for its end.
+    append(&input, "0\n4,40\n");
+    wait_for_rows(&server, "ev", 4);
+    // Rotation: a last line in the old file, then a new file (its header
+    // detected again).
+    append(&input, "5,50\n");
+    std::fs::rename(&input, dir.path().join("in.csv.1")).unwrap();
+    std::fs::write(&input, "k,v\n6,60\n").unwrap();
+    wait_for_rows(&server, "ev", 6);
+    // Truncation: read again from the start.
+    std::fs::write(&input, "").unwrap();
+    server.wait_for("truncated");
+    append(&input, "7,70\n");
+    wait_for_rows(&server, "ev", 7);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    // While it is stopped: a line more, a rotation, a new file.
+    append(&input, "8,80\n");
+    std::fs::rename(&input, dir.path().join("in.csv.2")).unwrap();
+    std::fs::write(&input, "9,90\n").unwrap();
+    let server = Server::start(dir.path());
+    wait_for_rows(&server, "ev", 9);
+    let (status, log) = server.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    let expected: Vec<String> = (1..=9).map(|k| format!("{k},{}", k * 10)).collect();
+    assert_eq!(sorted_rows(&dir.path().join("out/rows.csv")), expected);
+}

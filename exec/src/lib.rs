@@ -14,6 +14,7 @@ pub mod agg;
 pub mod arena;
 pub mod batch;
 pub mod error;
+pub mod explain;
 pub mod expr;
 pub mod format;
 pub mod func;

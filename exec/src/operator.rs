@@ -30,6 +30,10 @@ pub struct OperatorMetrics {
     /// Late (or NULL-time) rows sent to the `LATE DATA TO` stream instead
     /// of being dropped.
     pub late_rows_diverted: u64,
+    /// Rows in no window at all: a HOP whose slide exceeds its size has
+    /// gaps between its windows, and a row there belongs to none (it is
+    /// not late: no window of it ever existed).
+    pub rows_in_no_window: u64,
 }
 
 impl OperatorMetrics {
@@ -42,6 +46,7 @@ impl OperatorMetrics {
         self.eval_errors += other.eval_errors;
         self.state_entries += other.state_entries;
         self.state_evicted += other.state_evicted;
+        self.rows_in_no_window += other.rows_in_no_window;
     }
 }
 

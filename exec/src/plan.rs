@@ -9,6 +9,7 @@
 
 use std::path::PathBuf;
 
+use crate::agg::AggKind;
 use crate::expr::Expr;
 use crate::format::Format;
 use crate::operator::Operator;
@@ -22,7 +23,7 @@ use crate::operators::topn::{TopN, TopNSpec};
 use crate::operators::upsert::{Upsert, UpsertSpec};
 use crate::operators::window_tvf::{WindowTvf, WindowTvfSpec};
 use crate::operators::AggCall;
-use crate::types::Schema;
+use crate::types::{DataType, Schema};
 
 /// Where a node reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,6 +50,9 @@ pub enum SourceConnector {
         header: Option<bool>,
         delimiter: u8,
         dead_letter: Option<PathBuf>,
+        /// `follow = 'true'` (`laminar serve`): read to the end, then keep
+        /// reading what is appended, through rotation and truncation.
+        follow: Option<Follow>,
     },
     Nexmark {
         kind: String,
@@ -68,6 +72,14 @@ pub enum SourceConnector {
         delimiter: u8,
         dead_letter: Option<PathBuf>,
     },
+}
+
+/// How a followed file is watched (see `SourceConnector::File`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Follow {
+    /// How often the end of the file is looked at again once reached
+    /// (`poll_ms`): new lines, rotation, truncation.
+    pub poll_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,60 +156,6 @@ impl OperatorSpec {
             OperatorSpec::LateStream(s) => Box::new(LateStream::new(s.clone())),
         }
     }
-
-    /// One line for EXPLAIN.
-    pub fn describe(&self) -> String {
-        match self {
-            OperatorSpec::Map(s) => format!(
-                "Map(filter: {}, projection: {})",
-                s.filter.is_some(),
-                s.projection
-                    .as_ref()
-                    .map_or("pass-through".to_string(), |p| format!("{} columns", p.len()))
-            ),
-            OperatorSpec::WindowTvf(s) => format!("WindowTvf({:?}, time column #{})", s.window, s.time_column),
-            OperatorSpec::Aggregate(s) => format!(
-                "Aggregate(keys: {}, aggregates: {}, window: {:?}, emit: {:?}, lateness: {} ms, having: {})",
-                s.keys.len(),
-                s.calls.len(),
-                s.window,
-                s.emit,
-                s.lateness_ms,
-                s.output.having.is_some()
-            ),
-            OperatorSpec::Session(s) => format!(
-                "SessionAggregate(keys: {}, aggregates: {}, gap: {} ms, emit: {:?}, lateness: {} ms)",
-                s.keys.len(),
-                s.calls.len(),
-                s.gap_ms,
-                s.emit,
-                s.lateness_ms
-            ),
-            OperatorSpec::Upsert(s) => format!("Upsert(primary key columns {:?})", s.key_columns),
-            OperatorSpec::IntervalJoin(s) => format!(
-                "IntervalJoin({:?}, keys: {}, right time - left time in [{}, {}] ms, residual: {})",
-                s.kind,
-                s.left_keys.len(),
-                s.lower_ms,
-                s.upper_ms,
-                s.residual.is_some()
-            ),
-            OperatorSpec::AsofJoin(s) => format!(
-                "AsofJoin(keys: {}, right time {} left time)",
-                s.left_keys.len(),
-                if s.strict { "<" } else { "<=" }
-            ),
-            OperatorSpec::LateStream(s) => format!("LateStream({}: the late rows of its input)", s.name),
-            OperatorSpec::TopN(s) => format!(
-                "TopN({:?} <= {}, partition keys: {}, order keys: {}, windowed: {})",
-                s.kind,
-                s.n,
-                s.partition.len(),
-                s.order.len(),
-                s.window_end.is_some()
-            ),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +168,51 @@ pub struct OperatorNode {
     pub schema: Schema,
     /// Whether the output is a changelog (carries -U/+U/-D rows).
     pub changelog: bool,
+}
+
+/// Where an operator's input rows must be, over the shards (the
+/// reactor's topology follows this; `explain` shows it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placement {
+    /// Wherever the producer runs.
+    Local,
+    /// On the shard that owns the hash of these expressions over the row.
+    Keyed(Vec<Expr>),
+    /// On shard 0.
+    Single,
+}
+
+impl OperatorNode {
+    /// Per input, where its rows must be: a node that keeps keyed state
+    /// (a GROUP BY with keys, a session window, a table, a partitioned
+    /// top-N, a join) by its keys; one without keys on shard 0; stateless
+    /// nodes where their input is. Only a join keys its inputs
+    /// differently (each side by its own key columns).
+    pub fn input_placements(&self) -> Vec<Placement> {
+        let one = match &self.spec {
+            OperatorSpec::Map(_) | OperatorSpec::WindowTvf(_) | OperatorSpec::LateStream(_) => Placement::Local,
+            OperatorSpec::Aggregate(a) if a.keys.is_empty() => Placement::Single,
+            OperatorSpec::Aggregate(a) => Placement::Keyed(a.keys.clone()),
+            OperatorSpec::Session(s) if s.keys.is_empty() => Placement::Single,
+            OperatorSpec::Session(s) => Placement::Keyed(s.keys.clone()),
+            OperatorSpec::Upsert(u) => Placement::Keyed(u.key_columns.iter().map(|&c| Expr::Column(c)).collect()),
+            OperatorSpec::TopN(t) if t.partition.is_empty() => Placement::Single,
+            OperatorSpec::TopN(t) => Placement::Keyed(t.partition.clone()),
+            OperatorSpec::AsofJoin(j) => {
+                return vec![
+                    Placement::Keyed(j.left_keys.clone()),
+                    Placement::Keyed(j.right_keys.clone()),
+                ]
+            }
+            OperatorSpec::IntervalJoin(j) => {
+                return vec![
+                    Placement::Keyed(j.left_keys.clone()),
+                    Placement::Keyed(j.right_keys.clone()),
+                ]
+            }
+        };
+        vec![one; self.inputs.len()]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -413,81 +416,59 @@ impl PhysicalPlan {
         of
     }
 
+    /// Whether everything reading source `source` gives the same results
+    /// whatever order the rows of one key arrive in. In-order reading makes
+    /// arrival order file order; split reading does not, so a source is split
+    /// only when nothing downstream can tell (every node reachable from it,
+    /// since a node's output order follows its input's): projections and
+    /// window annotation, joins (which emit every matching pair),
+    /// windowed top-N (ties broken by the rows' values), sinks (compared as
+    /// multisets), and
+    /// aggregates that emit final rows only and whose aggregates do not care
+    /// about order (COUNT, MIN, MAX, and SUM/AVG over integers, which sum in
+    /// i128). Not: changelog aggregates (their intermediate rows follow the
+    /// order) and unwindowed top-N (a changelog, likewise), FIRST/LAST_VALUE
+    /// (ties by arrival), floating
+    /// sums (rounding follows the order), tables (the latest row wins) and
+    /// ASOF joins (the latest right row wins).
+    pub fn order_insensitive(&self, source: usize) -> bool {
+        fn readers_ok(plan: &PhysicalPlan, from: Input) -> bool {
+            plan.nodes.iter().enumerate().all(|(i, node)| {
+                if !node.inputs.contains(&from) {
+                    return true;
+                }
+                let itself = match &node.spec {
+                    OperatorSpec::Map(_)
+                    | OperatorSpec::WindowTvf(_)
+                    | OperatorSpec::IntervalJoin(_)
+                    | OperatorSpec::LateStream(_) => true,
+                    // A window's top rows, ties by the rows' values: final rows
+                    // that no arrival order changes.
+                    OperatorSpec::TopN(t) => t.window_end.is_some(),
+                    OperatorSpec::Aggregate(a) => !a.emit.is_changelog() && a.calls.iter().all(exact),
+                    OperatorSpec::Session(s) => !s.emit.is_changelog() && s.calls.iter().all(exact),
+                    OperatorSpec::Upsert(_) | OperatorSpec::AsofJoin(_) => false,
+                };
+                // Its output comes in another order too: its readers must not
+                // care either.
+                itself && readers_ok(plan, Input::Node(i))
+            })
+        }
+        fn exact(call: &AggCall) -> bool {
+            match call.kind {
+                AggKind::CountStar | AggKind::Count | AggKind::CountDistinct | AggKind::Min | AggKind::Max => true,
+                AggKind::Sum | AggKind::Avg => matches!(call.input_type, DataType::Int),
+                AggKind::FirstValue | AggKind::LastValue => false,
+            }
+        }
+        readers_ok(self, Input::Source(source))
+    }
+
     pub fn schema_of(&self, input: Input) -> &Schema {
         match input {
             Input::Source(s) => &self.sources[s].schema,
             Input::Node(n) => &self.nodes[n].schema,
         }
-    }
-
-    /// A human-readable plan for `laminar explain`.
-    pub fn explain(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::new();
-        let name_of = |input: Input| match input {
-            Input::Source(i) => format!("source {}", self.sources[i].name),
-            Input::Node(n) => format!("#{n}"),
-        };
-        for src in &self.sources {
-            let cols: Vec<String> = src
-                .declared
-                .fields
-                .iter()
-                .map(|f| format!("{} {}", f.name, f.data_type))
-                .collect();
-            let _ = writeln!(s, "source {} ({}) via {:?}", src.name, cols.join(", "), src.connector);
-            if let Some(w) = src.watermark {
-                let _ = writeln!(
-                    s,
-                    "  watermark: max({}) - {} ms",
-                    src.schema.fields[w.column].name, w.delay_ms
-                );
-            }
-            if src.used_columns.contains(&false) {
-                let read: Vec<&str> = src
-                    .declared
-                    .fields
-                    .iter()
-                    .zip(&src.used_columns)
-                    .filter(|(_, &u)| u)
-                    .map(|(f, _)| f.name.as_str())
-                    .collect();
-                let skipped = match src.connector {
-                    SourceConnector::Nexmark { .. } => "dropped as generated",
-                    SourceConnector::File {
-                        format: Format::Json, ..
-                    }
-                    | SourceConnector::Tcp {
-                        format: Format::Json, ..
-                    } => "checked, not kept",
-                    _ if src.validate_all => "checked, not kept",
-                    _ => "not parsed",
-                };
-                let _ = writeln!(
-                    s,
-                    "  reads: {} (the other columns are {skipped}{})",
-                    read.join(", "),
-                    if src.narrowed() { "; rows carry only these" } else { "" }
-                );
-            }
-        }
-        for (i, node) in self.nodes.iter().enumerate() {
-            let inputs: Vec<String> = node.inputs.iter().map(|&x| name_of(x)).collect();
-            let cols: Vec<&str> = node.schema.fields.iter().map(|f| f.name.as_str()).collect();
-            let _ = writeln!(
-                s,
-                "#{i} {} <- {}: {}{}\n    columns: {}",
-                node.name,
-                inputs.join(", "),
-                node.spec.describe(),
-                if node.changelog { " [changelog]" } else { "" },
-                cols.join(", ")
-            );
-        }
-        for sink in &self.sinks {
-            let _ = writeln!(s, "sink {} <- {}: {:?}", sink.name, name_of(sink.input), sink.connector);
-        }
-        s
     }
 }
 

@@ -27,16 +27,7 @@ use laminar_exec::operators::combine::{self, Combiner};
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan};
 use laminar_exec::types::Value;
 
-/// Where a node's input rows must be.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Placement {
-    /// Wherever the producer runs.
-    Local,
-    /// On the shard that owns the hash of these expressions over the row.
-    Keyed(Vec<Expr>),
-    /// On shard 0.
-    Single,
-}
+pub use laminar_exec::plan::Placement;
 
 /// The ports of one node input: `base + k` is the port of the k-th
 /// sending shard in `senders` (a local edge has one port, `base`).
@@ -110,37 +101,7 @@ impl Topology {
         assert!(shards >= 1);
         // Per node, per input: where that input's rows must be. Only a join
         // keys its inputs differently (each side by its own key columns).
-        let input_placement: Vec<Vec<Placement>> = plan
-            .nodes
-            .iter()
-            .map(|n| {
-                let one = match &n.spec {
-                    OperatorSpec::Map(_) | OperatorSpec::WindowTvf(_) | OperatorSpec::LateStream(_) => Placement::Local,
-                    OperatorSpec::Aggregate(a) if a.keys.is_empty() => Placement::Single,
-                    OperatorSpec::Aggregate(a) => Placement::Keyed(a.keys.clone()),
-                    OperatorSpec::Session(s) if s.keys.is_empty() => Placement::Single,
-                    OperatorSpec::Session(s) => Placement::Keyed(s.keys.clone()),
-                    OperatorSpec::Upsert(u) => {
-                        Placement::Keyed(u.key_columns.iter().map(|&c| Expr::Column(c)).collect())
-                    }
-                    OperatorSpec::TopN(t) if t.partition.is_empty() => Placement::Single,
-                    OperatorSpec::TopN(t) => Placement::Keyed(t.partition.clone()),
-                    OperatorSpec::AsofJoin(j) => {
-                        return vec![
-                            Placement::Keyed(j.left_keys.clone()),
-                            Placement::Keyed(j.right_keys.clone()),
-                        ]
-                    }
-                    OperatorSpec::IntervalJoin(j) => {
-                        return vec![
-                            Placement::Keyed(j.left_keys.clone()),
-                            Placement::Keyed(j.right_keys.clone()),
-                        ]
-                    }
-                };
-                vec![one; n.inputs.len()]
-            })
-            .collect();
+        let input_placement: Vec<Vec<Placement>> = plan.nodes.iter().map(|n| n.input_placements()).collect();
         // Where each node's instances run: as its first input's rows.
         let placement: Vec<&Placement> = input_placement.iter().map(|p| &p[0]).collect();
         let source_owner: Vec<usize> = (0..plan.sources.len()).map(|i| i % shards).collect();

@@ -122,8 +122,9 @@ impl Options {
 }
 
 pub struct DdlOptions {
-    /// `laminar run` has no TCP connectors; `serve` will.
-    pub allow_tcp: bool,
+    /// `laminar serve`: connectors that never end (tcp, a followed file)
+    /// are allowed; `laminar run` reads bounded inputs only.
+    pub serve: bool,
 }
 
 /// The source connector `connector` (lower case) over the declared
@@ -137,7 +138,7 @@ pub(crate) fn source(
     ddl: &DdlOptions,
 ) -> Result<(SourceConnector, Schema), SqlError> {
     match connector {
-        "file" => file_source(schema, opts, st),
+        "file" => file_source(schema, opts, st, ddl),
         "nexmark" => nexmark_source(name, schema, opts, st),
         "tcp" => tcp_source(schema, opts, st, ddl),
         other => Err(st.error(
@@ -169,8 +170,19 @@ pub(crate) fn sink(
     }
 }
 
-/// `connector = 'file'`: path, format, header, delimiter, dead_letter.
-fn file_source(schema: Schema, opts: &mut Options, st: &Statement) -> Result<(SourceConnector, Schema), SqlError> {
+/// How often a followed file's end is looked at, by default, and at most
+/// (milliseconds).
+pub const FOLLOW_POLL_MS_DEFAULT: u64 = 10;
+const FOLLOW_POLL_MS_MAX: u64 = 60_000;
+
+/// `connector = 'file'`: path, format, header, delimiter, dead_letter,
+/// follow and poll_ms.
+fn file_source(
+    schema: Schema,
+    opts: &mut Options,
+    st: &Statement,
+    ddl: &DdlOptions,
+) -> Result<(SourceConnector, Schema), SqlError> {
     if schema.is_empty() {
         return Err(st.error(None, "a file source needs a column list"));
     }
@@ -184,12 +196,28 @@ fn file_source(schema: Schema, opts: &mut Options, st: &Statement) -> Result<(So
     };
     let delimiter = delimiter_option(opts, st)?;
     let dead_letter = opts.get("dead_letter").map(PathBuf::from);
-    if opts.bool("follow", false, st)? {
-        return Err(st.error(
-            opts.location("follow"),
-            "follow = 'true' tails the file forever; `laminar run` needs bounded inputs (use `laminar serve`)",
-        ));
-    }
+    let follow = if opts.bool("follow", false, st)? {
+        if !ddl.serve {
+            return Err(st.error(
+                opts.location("follow"),
+                "follow = 'true' reads the file until the service stops, and `laminar run` reads every \
+                 input to its end: serve this pipeline with `laminar serve`, or drop follow",
+            ));
+        }
+        let poll_ms = opts.u64("poll_ms", FOLLOW_POLL_MS_DEFAULT, st)?;
+        if !(1..=FOLLOW_POLL_MS_MAX).contains(&poll_ms) {
+            return Err(st.error(
+                opts.location("poll_ms"),
+                format!("poll_ms must be between 1 and {FOLLOW_POLL_MS_MAX}, found {poll_ms}"),
+            ));
+        }
+        Some(laminar_exec::plan::Follow { poll_ms })
+    } else {
+        if opts.location("poll_ms").is_some() {
+            return Err(st.error(opts.location("poll_ms"), "poll_ms is an option of follow = 'true'"));
+        }
+        None
+    };
     Ok((
         SourceConnector::File {
             path,
@@ -197,6 +225,7 @@ fn file_source(schema: Schema, opts: &mut Options, st: &Statement) -> Result<(So
             header,
             delimiter,
             dead_letter,
+            follow,
         },
         schema,
     ))
@@ -285,7 +314,7 @@ fn tcp_source(
     st: &Statement,
     ddl: &DdlOptions,
 ) -> Result<(SourceConnector, Schema), SqlError> {
-    if !ddl.allow_tcp {
+    if !ddl.serve {
         return Err(st.error(
             opts.location("connector"),
             "connector 'tcp' is served by `laminar serve`; `laminar run` reads files and the nexmark generator",
@@ -311,7 +340,7 @@ fn tcp_source(
 
 /// A tcp sink (`laminar serve`): port; it sends JSON lines.
 fn tcp_sink(opts: &mut Options, st: &Statement, ddl: &DdlOptions) -> Result<SinkConnector, SqlError> {
-    if !ddl.allow_tcp {
+    if !ddl.serve {
         return Err(st.error(
             opts.location("connector"),
             "connector 'tcp' is served by `laminar serve`; `laminar run` writes files and stdout",

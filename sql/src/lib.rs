@@ -42,8 +42,9 @@ use script::{Statement, StatementKind};
 pub struct PlanOptions {
     /// Limit on live groups/windows/sessions per stateful operator.
     pub state_entries_max: usize,
-    /// Whether TCP connectors may be used (serve mode).
-    pub allow_tcp: bool,
+    /// `laminar serve`: connectors that never end (tcp, a followed file)
+    /// may be used.
+    pub serve: bool,
     /// The retention bound of a regular (unbounded) stream join: rows
     /// more than this far apart in event time never meet, and leave state.
     pub join_state_ttl_ms: i64,
@@ -56,7 +57,7 @@ impl Default for PlanOptions {
     fn default() -> Self {
         PlanOptions {
             state_entries_max: STATE_ENTRIES_MAX_DEFAULT,
-            allow_tcp: false,
+            serve: false,
             join_state_ttl_ms: JOIN_STATE_TTL_MS_DEFAULT,
         }
     }
@@ -241,7 +242,7 @@ impl Planner {
 
     fn statement(&mut self, st: &Statement) -> Result<(), SqlError> {
         let ddl = ddl::DdlOptions {
-            allow_tcp: self.options.allow_tcp,
+            serve: self.options.serve,
         };
         let located = |e: PlanError| st.error(e.location, e.message);
         match st.kind {

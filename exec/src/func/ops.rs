@@ -102,25 +102,8 @@ fn arithmetic(op: BinaryOp, l: &Value, r: &Value) -> Result<Value, EvalError> {
         (Value::Int(a), Value::Int(b)) => int_arithmetic(op, *a, *b).map(Value::Int),
         _ => match (l.as_f64(), r.as_f64()) {
             (Some(a), Some(b)) => float_arithmetic(op, a, b).map(Value::Double),
-            _ => Err(mismatch(op_name(op), if l.as_f64().is_none() { l } else { r })),
+            _ => Err(mismatch(op.symbol(), if l.as_f64().is_none() { l } else { r })),
         },
-    }
-}
-
-fn op_name(op: BinaryOp) -> &'static str {
-    match op {
-        BinaryOp::Add => "+",
-        BinaryOp::Sub => "-",
-        BinaryOp::Mul => "*",
-        BinaryOp::Div => "/",
-        BinaryOp::Mod => "%",
-        BinaryOp::Eq => "=",
-        BinaryOp::NotEq => "<>",
-        BinaryOp::Lt => "<",
-        BinaryOp::LtEq => "<=",
-        BinaryOp::Gt => ">",
-        BinaryOp::GtEq => ">=",
-        BinaryOp::Concat => "||",
     }
 }
 

@@ -119,23 +119,6 @@ fn unify_with(
     Ok((exprs, target))
 }
 
-fn op_symbol(op: BinaryOp) -> &'static str {
-    match op {
-        BinaryOp::Add => "+",
-        BinaryOp::Sub => "-",
-        BinaryOp::Mul => "*",
-        BinaryOp::Div => "/",
-        BinaryOp::Mod => "%",
-        BinaryOp::Eq => "=",
-        BinaryOp::NotEq => "<>",
-        BinaryOp::Lt => "<",
-        BinaryOp::LtEq => "<=",
-        BinaryOp::Gt => ">",
-        BinaryOp::GtEq => ">=",
-        BinaryOp::Concat => "||",
-    }
-}
-
 fn binary(op: BinaryOp, l: Expr, r: Expr) -> Expr {
     Expr::Binary {
         op,
@@ -154,7 +137,7 @@ pub fn plan_binary(
     right: (Expr, DataType),
 ) -> Result<(Expr, DataType), TypeError> {
     let (lt, rt) = (left.1, right.1);
-    let sym = op_symbol(op);
+    let sym = op.symbol();
     match op {
         BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod => {
             if !lt.is_numeric() || !rt.is_numeric() {

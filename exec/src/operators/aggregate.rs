@@ -62,6 +62,16 @@ pub struct AggregateSpec {
     pub late_rows: bool,
 }
 
+/// The windows a row falls in, as `open_windows` finds them.
+enum Windows {
+    /// This many are open (their starts written out).
+    Open(usize),
+    /// Every one has closed: the row is late.
+    Closed,
+    /// None at all: the row is in a gap between HOP windows.
+    None,
+}
+
 #[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Group {
     accumulators: Vec<Accumulator>,
@@ -183,11 +193,13 @@ impl Aggregate {
         watermark: i64,
         open: &mut [i64; 8],
         overflow: &mut Vec<i64>,
-    ) -> usize {
+    ) -> Windows {
         let size = window.size_ms().expect("fixed window");
         let lateness = self.spec.lateness_ms;
         let mut open_count = 0;
+        let mut any = false;
         window.for_each_start_cached(ts, &mut self.floors, |start| {
+            any = true;
             if !is_closed(window_end(start, size), lateness, watermark) {
                 if open_count < open.len() {
                     open[open_count] = start;
@@ -197,7 +209,11 @@ impl Aggregate {
                 }
             }
         });
-        open_count
+        match open_count {
+            _ if !any => Windows::None,
+            0 => Windows::Closed,
+            n => Windows::Open(n),
+        }
     }
 
     /// Partial aggregates from a combined input (see `combine`): each
@@ -231,11 +247,17 @@ impl Aggregate {
                 Some(window) => {
                     let mut open = [0i64; 8];
                     let mut overflow = Vec::new();
-                    let open_count = self.open_windows(window, ts, watermark, &mut open, &mut overflow);
-                    if open_count == 0 {
-                        self.metrics.late_rows_dropped += rows as u64;
-                        continue;
-                    }
+                    let open_count = match self.open_windows(window, ts, watermark, &mut open, &mut overflow) {
+                        Windows::Open(n) => n,
+                        Windows::Closed => {
+                            self.metrics.late_rows_dropped += rows as u64;
+                            continue;
+                        }
+                        Windows::None => {
+                            self.metrics.rows_in_no_window += rows as u64;
+                            continue;
+                        }
+                    };
                     for &start in open[..open_count].iter().chain(overflow.iter()) {
                         self.merge_partial(start, accumulators, rows)?;
                     }
@@ -431,13 +453,19 @@ impl Operator for Aggregate {
                 Some(window) => {
                     let mut open = [0i64; 8];
                     let mut overflow = Vec::new();
-                    let open_count = self.open_windows(window, ts, watermark, &mut open, &mut overflow);
-                    if open_count == 0 {
-                        if !self.late.divert(op, row, REASON_WINDOW_CLOSED) {
-                            self.metrics.late_rows_dropped += 1;
+                    let open_count = match self.open_windows(window, ts, watermark, &mut open, &mut overflow) {
+                        Windows::Open(n) => n,
+                        Windows::Closed => {
+                            if !self.late.divert(op, row, REASON_WINDOW_CLOSED) {
+                                self.metrics.late_rows_dropped += 1;
+                            }
+                            continue;
                         }
-                        continue;
-                    }
+                        Windows::None => {
+                            self.metrics.rows_in_no_window += 1;
+                            continue;
+                        }
+                    };
                     for &start in open[..open_count].iter().chain(overflow.iter()) {
                         self.apply(start, row, ts, add, out)?;
                     }

@@ -49,6 +49,7 @@ impl Operator for WindowTvf {
                 }
             };
             let (scratch, metrics) = (&mut self.row, &mut self.metrics);
+            let before = metrics.rows_out;
             self.spec.window.for_each_start(ts, |start| {
                 scratch.clear();
                 scratch.extend_from_slice(row);
@@ -57,6 +58,10 @@ impl Operator for WindowTvf {
                 out.push(op, scratch);
                 metrics.rows_out += 1;
             });
+            if metrics.rows_out == before {
+                // Between two HOP windows (slide > size).
+                metrics.rows_in_no_window += 1;
+            }
         }
         Ok(())
     }

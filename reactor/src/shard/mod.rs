@@ -310,6 +310,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         injected: restored_epoch,
         metrics_read,
         inbound: mesh_tasks.inbound.clone(),
+        intake_closed: false,
     };
     let done = glommio::spawn_local_into(source_loop.run(), event_queue)
         .expect("the event queue exists")

@@ -77,6 +77,8 @@ pub(super) struct SourceLoop {
     /// are only seen when the executor polls (up to the 1 ms preemption
     /// slice later: a multi-shard bench showed p99 1.1 ms until this).
     pub inbound: Vec<Option<Rc<MeshReceiver<MeshMsg>>>>,
+    /// The sources were told that intake stopped (`Source::close`).
+    pub intake_closed: bool,
 }
 
 /// Counters of one run of the loop.
@@ -252,6 +254,12 @@ impl SourceLoop {
     /// those that can go on (a handoff reader waiting for a token that
     /// has not come cannot, unless it can decode ahead).
     async fn pick(&mut self, tally: &mut Tally) -> Result<Step, RunError> {
+        if !self.intake_closed && self.control.stop.intake_stopped.load(Ordering::Acquire) {
+            // `laminar serve` is stopping: a followed file reads no more
+            // (a tcp source's inbox is closed by the watchdog).
+            self.intake_closed = true;
+            self.sources.iter_mut().for_each(|(_, s)| s.close());
+        }
         let pick = {
             let c = self.core.borrow();
             let sources = &self.sources;

@@ -6,24 +6,22 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use laminar_exec::batch::{Batch, Op};
-use laminar_exec::format::{names_columns, Decoder, Format};
+use laminar_exec::batch::Batch;
+use laminar_exec::format::{names_columns, Format};
 use laminar_exec::plan::{SourceConnector, SourceNode};
 
-use super::reader::{io_error, MalformedRecord, ReadState, Reader, ReaderPosition, SourceState, MALFORMED_REPORTS_MAX};
-use super::record::{read_record, strip_newline, DeadLetter, WatermarkTracker};
+use super::reader::{io_error, MalformedRecord, ReadState, Reader, ReaderPosition, SourceState};
+use super::record::{read_record, strip_newline, DeadLetter, RecordDecoding, WatermarkTracker};
 use crate::error::RunError;
 
 pub(crate) struct FileReader {
     path: PathBuf,
     reader: BufReader<File>,
-    decoder: Box<dyn Decoder>,
     delimiter: u8,
     format: Format,
     /// Physical lines consumed (for the line numbers of errors).
     line: u64,
-    dead_letter: Option<DeadLetter>,
-    watermark: WatermarkTracker,
+    records: RecordDecoding,
     /// The record being decoded.
     record: Vec<u8>,
     /// No `header` option, and line 1 named the declared columns.
@@ -39,9 +37,10 @@ pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<FileReader, RunE
         header,
         delimiter,
         dead_letter,
+        follow: None,
     } = &node.connector
     else {
-        unreachable!("the registry opens files only here");
+        unreachable!("the registry opens unfollowed files only here");
     };
     let file = File::open(path).map_err(io_error("opening source file", path))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -79,12 +78,15 @@ pub(crate) fn open(node: &SourceNode, resuming: bool) -> Result<FileReader, RunE
     let reader = FileReader {
         path: path.clone(),
         reader,
-        decoder,
         delimiter: *delimiter,
         format: *format,
         line,
-        dead_letter,
-        watermark: WatermarkTracker::new(node.watermark),
+        records: RecordDecoding {
+            decoder: Some(decoder),
+            watermark: WatermarkTracker::new(node.watermark),
+            dead_letter,
+            location: path.display().to_string(),
+        },
         record: Vec::new(),
         header_detected,
     };
@@ -101,67 +103,34 @@ impl Reader for FileReader {
         on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
     ) -> Result<(), RunError> {
         while batch.len() < rows_max {
-            let Some(record) = read_record(&mut self.reader, &mut self.record, self.format, self.delimiter)
+            let Some(read) = read_record(&mut self.reader, &mut self.record, self.format, self.delimiter)
                 .map_err(io_error("reading", &self.path))?
             else {
                 st.exhausted = true;
+                self.records.flush_dead_letters()?;
                 break;
             };
             let first_line = self.line + 1;
-            self.line += record.lines;
-            st.bytes_read += record.bytes;
-            if record.blank {
-                continue; // blank lines are not records
-            }
-            match record.decode(&self.record, self.decoder.as_mut(), &mut st.scratch) {
-                Ok(()) => {
-                    debug_assert_eq!(st.scratch.len(), st.width);
-                    // Moved, not cloned, into the batch.
-                    let advanced = self.watermark.observe(&st.scratch);
-                    batch.push_owned(Op::Insert, st.scratch.drain(..));
-                    st.rows += 1;
-                    if let Some(w) = advanced {
-                        batch.push_mark(w);
-                    }
-                }
-                Err(reason) => {
-                    st.malformed += 1;
-                    let location = self.path.display().to_string();
-                    if st.malformed <= MALFORMED_REPORTS_MAX {
-                        on_malformed(MalformedRecord {
-                            source: &st.name,
-                            location: &location,
-                            line: first_line,
-                            reason: &reason,
-                        });
-                    }
-                    if let Some(d) = &mut self.dead_letter {
-                        d.write(&self.record)?;
-                    }
-                }
-            }
-        }
-        if st.exhausted {
-            if let Some(d) = &mut self.dead_letter {
-                d.flush()?;
-            }
+            self.line += read.lines;
+            self.records
+                .apply(&read, &self.record, first_line, st, batch, on_malformed)?;
         }
         Ok(())
     }
 
     fn watermark(&self) -> i64 {
-        self.watermark.current
+        self.records.watermark.current
     }
 
     fn position(&mut self, _st: &ReadState) -> Result<ReaderPosition, RunError> {
         let offset = self.reader.stream_position().map_err(io_error("reading", &self.path))?;
-        let dl = self.dead_letter.as_mut().map(DeadLetter::committed_len).transpose()?;
         Ok(ReaderPosition {
             offset,
             line: self.line,
-            dead_letter_bytes: dl.unwrap_or(0),
-            max_time: self.watermark.max_time,
+            dead_letter_bytes: self.records.dead_letter_len()?,
+            max_time: self.records.watermark.max_time,
             live_connections: Vec::new(),
+            follow: None,
         })
     }
 
@@ -185,16 +154,11 @@ impl Reader for FileReader {
             .seek(SeekFrom::Start(state.offset))
             .map_err(io_error("reading", &self.path))?;
         self.line = state.line;
-        if let Some(d) = &mut self.dead_letter {
-            d.cut_to(state.dead_letter_bytes)?;
-        }
-        self.watermark.max_time = state.max_time;
-        self.watermark.current = state.watermark;
-        Ok(())
+        self.records.resume(state)
     }
 
     fn dead_letter_path(&self) -> Option<&Path> {
-        self.dead_letter.as_ref().map(|d| d.path.as_path())
+        self.records.dead_letter.as_ref().map(|d| d.path.as_path())
     }
 
     fn header_detected(&self) -> bool {

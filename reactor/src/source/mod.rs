@@ -14,8 +14,8 @@
 //!
 //! **Connectors.** Each connector is one module with a `Reader`: `file`
 //! (one shard, in order), `split` (a large file read by every shard at
-//! once), `nexmark` (the generator) and `tcp` (`laminar serve`'s live
-//! intake). `open` and `spread` below are the registry: the only places
+//! once), `follow` (a file tailed under `laminar serve`), `nexmark` (the
+//! generator) and `tcp` (`laminar serve`'s live intake). `open` and `spread` below are the registry: the only places
 //! that name connectors. The shard's source loop drives every source
 //! through `Source` and the capabilities a reader may offer (`Handoff`:
 //! chunks passed between shards in order; `Intake`: arrivals logged to
@@ -23,6 +23,7 @@
 //! ARCHITECTURE.md, "Adding a connector".
 
 pub mod file;
+pub mod follow;
 pub mod nexmark;
 pub mod reader;
 pub(crate) mod record;
@@ -39,8 +40,8 @@ use crate::error::RunError;
 use crate::net::ingest::LiveLimits;
 pub use reader::ReaderPosition;
 pub use reader::{
-    ChunkCounts, ConnState, Handoff, Intake, LoggedBatch, MalformedRecord, Prefix, ReadState, Reader, SourceState,
-    MALFORMED_REPORTS_MAX, RECORD_BYTES_MAX,
+    ChunkCounts, ConnState, FollowState, Handoff, Intake, LoggedBatch, MalformedRecord, Prefix, ReadState, Reader,
+    SourceState, MALFORMED_REPORTS_MAX, RECORD_BYTES_MAX,
 };
 use split::SourceSplit;
 
@@ -71,6 +72,7 @@ pub fn open(node: &SourceNode, cx: OpenContext<'_>) -> Result<Source, RunError> 
         (SourceConnector::File { .. }, Some(SourceSplit::File(split))) => {
             Box::new(split::SplitReader::open(node, Arc::clone(split), cx.shard)?)
         }
+        (SourceConnector::File { follow: Some(_), .. }, _) => Box::new(follow::open(node, cx.clock, cx.resume)?),
         (SourceConnector::File { .. }, _) => Box::new(file::open(node, resuming)?),
         (SourceConnector::Nexmark { .. }, split) => {
             let spread = match split {
@@ -270,6 +272,11 @@ impl Source {
         self.reader.stop();
     }
 
+    /// See `Reader::close`.
+    pub fn close(&mut self) {
+        self.reader.close();
+    }
+
     /// See `Reader::next_event_index`.
     pub fn next_event_index(&self) -> Option<u64> {
         self.reader.next_event_index()
@@ -302,6 +309,7 @@ impl Source {
             done: self.done,
             dead_letter_bytes: p.dead_letter_bytes,
             live_connections: p.live_connections,
+            follow: p.follow,
         })
     }
 

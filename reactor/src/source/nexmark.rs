@@ -147,6 +147,7 @@ impl Reader for NexmarkReader {
             dead_letter_bytes: 0,
             max_time: self.watermark.max_time,
             live_connections: Vec::new(),
+            follow: None,
         })
     }
 

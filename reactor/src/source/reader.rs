@@ -56,6 +56,24 @@ pub struct SourceState {
     /// tcp: the connections open at the checkpoint, so that the WAL after
     /// it replays onto them (see `tcp`).
     pub live_connections: Vec<ConnState>,
+    /// A followed file: which file `offset` is in, and how its records
+    /// were being read (see `follow`).
+    pub follow: Option<FollowState>,
+}
+
+/// Where a followed file stands besides its offset: the file it was
+/// reading (rotation renames it; a checkpoint must find it again) and
+/// what it had decided about that file's first line.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct FollowState {
+    /// The file's device and inode numbers (`st_dev`, `st_ino`).
+    pub device: u64,
+    pub inode: u64,
+    /// CSV: the file's header line, if its first line was one (a resumed
+    /// reader decodes by it without reading the line again).
+    pub header: Option<Vec<u8>>,
+    /// Inside a record over `RECORD_BYTES_MAX`, skipping to its end.
+    pub skipping: bool,
 }
 
 /// What a reader contributes to its source's `SourceState`.
@@ -65,6 +83,7 @@ pub struct ReaderPosition {
     pub dead_letter_bytes: u64,
     pub max_time: i64,
     pub live_connections: Vec<ConnState>,
+    pub follow: Option<FollowState>,
 }
 
 /// What every reader of a source shares with it: the counters a
@@ -150,6 +169,12 @@ pub trait Reader {
 
     /// Ends a paced reader at its next event (a closed-loop deadline).
     fn stop(&mut self) {}
+
+    /// `laminar serve` is stopping: an unbounded reader without intake of
+    /// its own (a followed file) reads nothing more, so that nothing is
+    /// read after the final checkpoint. It does not end: its windows stay
+    /// open in the state for the next start.
+    fn close(&mut self) {}
 
     fn handoff(&mut self) -> Option<&mut dyn Handoff> {
         None

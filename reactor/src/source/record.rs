@@ -1,17 +1,106 @@
 //! Record reading shared by the connectors that read bytes: records (a
-//! line, or a CSV record over several lines), the per-partition watermark
-//! tracker, and the dead-letter file.
+//! line, or a CSV record over several lines), what a file reader does
+//! with each (`RecordDecoding`), the per-partition watermark tracker, and
+//! the dead-letter file.
 
 use std::fs::File;
 use std::io::{BufRead, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use laminar_exec::batch::{Batch, Op};
 use laminar_exec::format::{csv_record_incomplete_with, Decoder, Format};
 use laminar_exec::plan::WatermarkSpec;
 use laminar_exec::types::Value;
 
-use super::reader::{io_error, RECORD_BYTES_MAX};
+use super::reader::{io_error, MalformedRecord, ReadState, MALFORMED_REPORTS_MAX, RECORD_BYTES_MAX};
 use crate::error::RunError;
+
+/// What a reader of one file partition (`file`, `follow`) does with each
+/// record it reads: decodes it into the batch, with the watermark mark
+/// after it when it advanced, or reports, dead-letters and counts it.
+pub(crate) struct RecordDecoding {
+    /// None until a followed file's first line says whether it is a
+    /// header (see `follow`); a record is decoded only after.
+    pub decoder: Option<Box<dyn Decoder>>,
+    pub watermark: WatermarkTracker,
+    pub dead_letter: Option<DeadLetter>,
+    /// The path, as reports name it.
+    pub location: String,
+}
+
+impl RecordDecoding {
+    /// Takes one record (`record`, read as `read` says, starting at
+    /// physical line `first_line`).
+    pub fn apply(
+        &mut self,
+        read: &RecordRead,
+        record: &[u8],
+        first_line: u64,
+        st: &mut ReadState,
+        batch: &mut Batch,
+        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Result<(), RunError> {
+        st.bytes_read += read.bytes;
+        if read.blank {
+            return Ok(()); // blank lines are not records
+        }
+        let decoder = self
+            .decoder
+            .as_deref_mut()
+            .expect("a record is decoded once its file's header is decided");
+        match read.decode(record, decoder, &mut st.scratch) {
+            Ok(()) => {
+                debug_assert_eq!(st.scratch.len(), st.width);
+                // Moved, not cloned, into the batch.
+                let advanced = self.watermark.observe(&st.scratch);
+                batch.push_owned(Op::Insert, st.scratch.drain(..));
+                st.rows += 1;
+                if let Some(w) = advanced {
+                    batch.push_mark(w);
+                }
+            }
+            Err(reason) => {
+                st.malformed += 1;
+                if st.malformed <= MALFORMED_REPORTS_MAX {
+                    on_malformed(MalformedRecord {
+                        source: &st.name,
+                        location: &self.location,
+                        line: first_line,
+                        reason: &reason,
+                    });
+                }
+                if let Some(d) = &mut self.dead_letter {
+                    d.write(record)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flush_dead_letters(&mut self) -> Result<(), RunError> {
+        self.dead_letter.as_mut().map_or(Ok(()), DeadLetter::flush)
+    }
+
+    /// The dead-letter file's committed length (0 without one).
+    pub fn dead_letter_len(&mut self) -> Result<u64, RunError> {
+        Ok(self
+            .dead_letter
+            .as_mut()
+            .map(DeadLetter::committed_len)
+            .transpose()?
+            .unwrap_or(0))
+    }
+
+    /// Continues from a checkpoint: its watermark and dead-letter length.
+    pub fn resume(&mut self, state: &super::reader::SourceState) -> Result<(), RunError> {
+        if let Some(d) = &mut self.dead_letter {
+            d.cut_to(state.dead_letter_bytes)?;
+        }
+        self.watermark.max_time = state.max_time;
+        self.watermark.current = state.watermark;
+        Ok(())
+    }
+}
 
 /// Tracks `max(event time) - delay` for one partition.
 pub(crate) struct WatermarkTracker {

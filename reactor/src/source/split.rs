@@ -68,12 +68,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use laminar_exec::agg::AggKind;
 use laminar_exec::batch::Batch;
 use laminar_exec::format::{names_columns, Decoder, Format, Lines};
-use laminar_exec::operators::AggCall;
-use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
-use laminar_exec::types::DataType;
+use laminar_exec::plan::{PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
 
 use super::reader::{
     io_error, ChunkCounts, Handoff, MalformedRecord, Prefix, ReadState, Reader, ReaderPosition, SourceState,
@@ -167,52 +164,9 @@ impl FileSplit {
     }
 }
 
-/// Whether everything reading source `source` gives the same results
-/// whatever order the rows of one key arrive in. In-order reading makes
-/// arrival order file order; split reading does not, so a source is split
-/// only when nothing downstream can tell (every node reachable from it,
-/// since a node's output order follows its input's): projections and
-/// window annotation, joins (which emit every matching pair),
-/// windowed top-N (ties broken by the rows' values), sinks (compared as
-/// multisets), and
-/// aggregates that emit final rows only and whose aggregates do not care
-/// about order (COUNT, MIN, MAX, and SUM/AVG over integers, which sum in
-/// i128). Not: changelog aggregates (their intermediate rows follow the
-/// order) and unwindowed top-N (a changelog, likewise), FIRST/LAST_VALUE
-/// (ties by arrival), floating
-/// sums (rounding follows the order), tables (the latest row wins) and
-/// ASOF joins (the latest right row wins).
+/// See `PhysicalPlan::order_insensitive`.
 pub fn order_insensitive(plan: &PhysicalPlan, source: usize) -> bool {
-    fn readers_ok(plan: &PhysicalPlan, from: Input) -> bool {
-        plan.nodes.iter().enumerate().all(|(i, node)| {
-            if !node.inputs.contains(&from) {
-                return true;
-            }
-            let itself = match &node.spec {
-                OperatorSpec::Map(_)
-                | OperatorSpec::WindowTvf(_)
-                | OperatorSpec::IntervalJoin(_)
-                | OperatorSpec::LateStream(_) => true,
-                // A window's top rows, ties by the rows' values: final rows
-                // that no arrival order changes.
-                OperatorSpec::TopN(t) => t.window_end.is_some(),
-                OperatorSpec::Aggregate(a) => !a.emit.is_changelog() && a.calls.iter().all(exact),
-                OperatorSpec::Session(s) => !s.emit.is_changelog() && s.calls.iter().all(exact),
-                OperatorSpec::Upsert(_) | OperatorSpec::AsofJoin(_) => false,
-            };
-            // Its output comes in another order too: its readers must not
-            // care either.
-            itself && readers_ok(plan, Input::Node(i))
-        })
-    }
-    fn exact(call: &AggCall) -> bool {
-        match call.kind {
-            AggKind::CountStar | AggKind::Count | AggKind::CountDistinct | AggKind::Min | AggKind::Max => true,
-            AggKind::Sum | AggKind::Avg => matches!(call.input_type, DataType::Int),
-            AggKind::FirstValue | AggKind::LastValue => false,
-        }
-    }
-    readers_ok(plan, Input::Source(source))
+    plan.order_insensitive(source)
 }
 
 /// Cuts a file source into chunks for `readers` shards, or None when it is
@@ -229,10 +183,15 @@ pub fn plan(
         header,
         delimiter,
         dead_letter,
+        follow,
     } = &node.connector
     else {
         return Ok(None);
     };
+    // A followed file has no end to split at, and is read in order.
+    if follow.is_some() {
+        return Ok(None);
+    }
     let len = std::fs::metadata(path)
         .map_err(io_error("opening source file", path))?
         .len();
@@ -702,6 +661,7 @@ mod tests {
                 header: Some(header),
                 delimiter: b',',
                 dead_letter: None,
+                follow: None,
             },
             watermark: Some(WatermarkSpec { column: 1, delay_ms: 0 }),
             used_columns: vec![true, true],

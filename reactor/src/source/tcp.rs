@@ -690,6 +690,7 @@ impl Reader for TcpReader {
             dead_letter_bytes: dl.unwrap_or(0),
             max_time: self.reader.max_seen,
             live_connections: self.reader.connection_states(),
+            follow: None,
         })
     }
 
