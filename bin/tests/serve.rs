@@ -1125,3 +1125,118 @@ fn a_followed_file_is_tailed_through_rotation_and_truncation_and_resumes_exactly
     let expected: Vec<String> = (1..=9).map(|k| format!("{k},{}", k * 10)).collect();
     assert_eq!(sorted_rows(&dir.path().join("out/rows.csv")), expected);
 }
+
+/// Makes the kernel keep little of what `s` sends (so what a client has
+/// written is close to what the server has read).
+fn small_send_buffer(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let bytes: libc::c_int = 16 << 10;
+    // SAFETY: a valid socket descriptor, and a pointer to a c_int of the
+    // size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn connections_pushing_at_once_are_served_fairly() {
+    const CONNECTIONS: usize = 4;
+    let dir = tempdir();
+    write_config(dir.path(), &serve_sql(), "[limits]\ninbox_bytes_max = 1048576\n");
+    let server = Server::start(dir.path());
+    let (lines, last) = bids(2_000_000, 11);
+    let parts: Vec<Vec<u8>> = (0..CONNECTIONS)
+        .map(|c| {
+            let mut text: String = lines
+                .iter()
+                .skip(c)
+                .step_by(CONNECTIONS)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if c == 0 {
+                text += &closer(last);
+                text.push('\n');
+            }
+            text.into_bytes()
+        })
+        .collect();
+    let total: usize = parts.iter().map(Vec::len).sum();
+    let streams: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let s = TcpStream::connect(server.addr("bid")).unwrap();
+            small_send_buffer(&s);
+            s
+        })
+        .collect();
+    let until = Instant::now() + DEADLINE;
+    while metric(&server.get("/metrics").1, "laminar_source_connections{source=\"bid\"}") < CONNECTIONS as f64 {
+        assert!(Instant::now() < until, "connections not seen open");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sent: std::sync::Arc<Vec<std::sync::atomic::AtomicUsize>> = std::sync::Arc::new(
+        (0..CONNECTIONS)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect(),
+    );
+    let handles: Vec<_> = streams
+        .into_iter()
+        .zip(parts)
+        .enumerate()
+        .map(|(c, (mut s, part))| {
+            let sent = std::sync::Arc::clone(&sent);
+            std::thread::spawn(move || {
+                for chunk in part.chunks(16 << 10) {
+                    s.write_all(chunk).unwrap();
+                    sent[c].fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+                s.shutdown(Shutdown::Write).unwrap();
+                s.set_read_timeout(Some(DEADLINE)).unwrap();
+                let mut answer = String::new();
+                let _ = s.read_to_string(&mut answer);
+                answer
+            })
+        })
+        .collect();
+    // At each quarter of the push, what each connection has sent.
+    let mut quarters = Vec::new();
+    while quarters.len() < 3 {
+        let now: Vec<usize> = sent
+            .iter()
+            .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        if now.iter().sum::<usize>() * 4 >= total * (quarters.len() + 1) {
+            quarters.push(now);
+        } else {
+            assert!(Instant::now() < until, "the push did not finish");
+            // A sample of the senders' counters, not a synchronisation.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    for h in handles {
+        let answer = h.join().unwrap();
+        assert!(answer.starts_with("OK "), "{answer}");
+    }
+    assert_eq!(
+        metric(&server.get("/metrics").1, "laminar_source_rows_total{source=\"bid\"}"),
+        2_000_001.0
+    );
+    let (status, log) = server.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    eprintln!("bytes sent per connection at each quarter of the push: {quarters:?}");
+    for (q, at) in quarters.iter().enumerate() {
+        let mean = at.iter().sum::<usize>() as f64 / CONNECTIONS as f64;
+        let least = *at.iter().min().unwrap() as f64;
+        assert!(
+            least >= 0.5 * mean,
+            "at quarter {} of the push a connection had sent {least} bytes, the mean {mean:.0}: {at:?}",
+            q + 1
+        );
+    }
+}

@@ -14,6 +14,14 @@
 //! **Backpressure.** The inbox holds at most `inbox_bytes_max` bytes; a
 //! connection that finds it full stops reading its socket, so TCP flow
 //! control slows the client instead of memory growing.
+//!
+//! **Fair service.** Each open connection may hold at most its share of
+//! the inbox (`inbox_bytes_max / open connections`, at least one read's
+//! worth) queued: a connection over its share stops reading until the
+//! source has applied half of what it holds, whatever the others do. So
+//! connections that push at once are read, and applied, in turn, a slow
+//! one is not starved by a fast one, and the watermark, the minimum over
+//! the open connections, moves for all of them.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -103,9 +111,12 @@ pub struct Inbox {
     pub(crate) logged: VecDeque<(u64, u64)>,
     /// Everything before this LSN of the shard's WAL is on disk.
     pub(crate) synced_lsn: u64,
+    /// Bytes of `Bytes` arrivals in the queue, per connection (those
+    /// with any).
+    pub(crate) conn_bytes: FxHashMap<u64, usize>,
     /// Connections waiting for room (backpressure), and how many times
     /// one had to.
-    pub(crate) room_waiters: Vec<Rc<Signal>>,
+    pub(crate) room_waiters: Vec<(u64, Rc<Signal>)>,
     pub(crate) backpressure_waits: u64,
     /// Finished connections waiting for the log to reach the disk.
     pub(crate) ack_waiters: Vec<Rc<Signal>>,
@@ -124,8 +135,9 @@ impl Inbox {
         if self.closed {
             return None;
         }
-        if let Arrival::Bytes { bytes, .. } = &arrival {
+        if let Arrival::Bytes { conn, bytes } = &arrival {
             self.bytes += bytes.len();
+            *self.conn_bytes.entry(*conn).or_default() += bytes.len();
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -139,9 +151,23 @@ impl Inbox {
     /// Stops intake: later arrivals are refused.
     pub fn close(&mut self) {
         self.closed = true;
-        for w in self.room_waiters.drain(..) {
+        for (_, w) in self.room_waiters.drain(..) {
             w.notify();
         }
+    }
+
+    /// The most bytes one connection may hold queued: its share of the
+    /// inbox, at least one read.
+    fn share(&self, inbox_bytes_max: usize) -> usize {
+        (inbox_bytes_max / self.open.max(1)).max(READ_BYTES)
+    }
+
+    /// Whether connection `conn` must wait before reading more: the inbox
+    /// is full, or the connection holds its share.
+    pub(crate) fn must_wait(&self, conn: u64, inbox_bytes_max: usize) -> bool {
+        !self.closed
+            && (self.bytes >= inbox_bytes_max
+                || self.conn_bytes.get(&conn).copied().unwrap_or(0) >= self.share(inbox_bytes_max))
     }
 
     /// Intake has stopped and every accepted arrival is applied.
@@ -205,19 +231,33 @@ impl Inbox {
 
     pub(crate) fn pop_front(&mut self) {
         let (seq, arrival) = self.queue.pop_front().expect("an arrival to pop");
-        if let Arrival::Bytes { bytes, .. } = &arrival {
+        if let Arrival::Bytes { conn, bytes } = &arrival {
             self.bytes -= bytes.len();
+            let held = self.conn_bytes.get_mut(conn).expect("a connection's bytes are counted");
+            *held -= bytes.len();
+            if *held == 0 {
+                self.conn_bytes.remove(conn);
+            }
         }
         self.front_offset = 0;
         self.applied_seq = seq + 1;
     }
 
+    /// Wakes the connections that may read again: the inbox is under
+    /// half full and the connection holds under half its share (or
+    /// nothing is queued at all).
     pub(crate) fn notify_room(&mut self, inbox_bytes_max: usize) {
-        if self.bytes < inbox_bytes_max / 2 || self.queue.is_empty() {
-            for w in self.room_waiters.drain(..) {
+        let half_share = self.share(inbox_bytes_max) / 2;
+        let (bytes, empty) = (self.bytes, self.queue.is_empty());
+        let conn_bytes = &self.conn_bytes;
+        self.room_waiters.retain(|(conn, w)| {
+            let room =
+                empty || (bytes < inbox_bytes_max / 2 && conn_bytes.get(conn).copied().unwrap_or(0) < half_share);
+            if room {
                 w.notify();
             }
-        }
+            !room
+        });
     }
 }
 
@@ -299,16 +339,17 @@ async fn connection(mut stream: glommio::net::TcpStream, conn: u64, inbox: Rc<Re
     let room = Rc::new(Signal::default());
     let mut buf = vec![0u8; READ_BYTES];
     let ended_well = loop {
-        // Backpressure: a full inbox is not read into; the socket's
-        // buffers fill and TCP slows the client.
+        // Backpressure: a full inbox, or this connection's full share of
+        // it, is not read into; the socket's buffers fill and TCP slows
+        // the client.
         while {
             let mut ib = inbox.borrow_mut();
-            let full = !ib.closed && ib.bytes >= limits.inbox_bytes_max;
-            if full {
-                ib.room_waiters.push(Rc::clone(&room));
+            let wait = ib.must_wait(conn, limits.inbox_bytes_max);
+            if wait {
+                ib.room_waiters.push((conn, Rc::clone(&room)));
                 ib.backpressure_waits += 1;
             }
-            full
+            wait
         } {
             room.wait().await;
         }
