@@ -298,6 +298,30 @@ fn metrics(plan: &PhysicalPlan, p: Option<&Control>, started: Instant) -> String
         per_shard(&|s| s.queue_depth.load(Relaxed) as f64),
     );
     family(
+        "laminar_shard_held_rows",
+        "gauge",
+        "Rows waiting behind checkpoint barriers for a slower shard's.",
+        per_shard(&|s| s.held_rows.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_shard_held_rows_peak",
+        "gauge",
+        "The most rows seen waiting behind checkpoint barriers.",
+        per_shard(&|s| s.held_rows_peak.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_shard_held_back_seconds_total",
+        "counter",
+        "Time a shard's sources waited for room (full outboxes, rows behind a barrier).",
+        per_shard(&|s| s.held_back_ns.load(Relaxed) as f64 / 1e9),
+    );
+    family(
+        "laminar_shard_stall_seconds_total",
+        "counter",
+        "Time a shard made no progress while input waited for it.",
+        per_shard(&|s| s.stall_ns.load(Relaxed) as f64 / 1e9),
+    );
+    family(
         "laminar_wal_fsync_total",
         "counter",
         "Group commits (fdatasync) of a shard's WAL.",

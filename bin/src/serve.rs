@@ -237,6 +237,7 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
                 subscriber_buffer_bytes: config.limits.subscriber_buffer_bytes,
                 on_started,
                 stop_timeout: Duration::from_millis(config.shutdown.timeout_ms),
+                stall_report_after: Duration::from_millis(config.limits.stall_report_ms),
             }),
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,

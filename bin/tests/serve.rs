@@ -1240,3 +1240,88 @@ fn connections_pushing_at_once_are_served_fairly() {
         );
     }
 }
+
+/// A thread of this process spinning on one core until dropped: another
+/// tenant taking half of the core a shard runs on.
+struct Hog {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hog {
+    fn on_cpu(cpu: usize) -> Hog {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes
+            // within it, and sched_setaffinity(0, …) pins this thread.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        Hog {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Hog {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_shard_on_a_busy_core_slows_the_source_instead_of_filling_memory() {
+    let dir = tempdir();
+    let sql = source_sql("connector = 'tcp', port = '0'")
+        + "CREATE STREAM per_key AS SELECT auction, COUNT(*) AS n, SUM(price) AS s FROM bid GROUP BY auction;
+           CREATE SINK per_key_file FROM per_key WITH (connector = 'file', path = 'out/per_key.csv', format = 'csv');\n";
+    write_config(dir.path(), &sql, "[limits]\ninbox_bytes_max = 1048576\n");
+    let server = Server::start(dir.path());
+    // Shard 1 runs on the second usable core: share it with a spinner.
+    let cpus = laminar_reactor::runner::usable_cpus();
+    let _hog = (cpus.len() > 1).then(|| Hog::on_cpu(cpus[1]));
+    let (lines, last) = bids(2_000_000, 5);
+    let checkpoints_before = metric(&server.get("/metrics").1, "laminar_checkpoints_total");
+    let started = Instant::now();
+    let mut all = lines;
+    all.push(closer(last));
+    ingest_parallel(&server, &all, 4);
+    let took = started.elapsed();
+    let metrics = server.get("/metrics").1;
+    assert_eq!(
+        metric(&metrics, "laminar_source_rows_total{source=\"bid\"}"),
+        2_000_001.0
+    );
+    let checkpoints = metric(&metrics, "laminar_checkpoints_total") - checkpoints_before;
+    let held_peak = metric(&metrics, "laminar_shard_held_rows_peak{shard=\"0\"}");
+    let peak = peak_rss_bytes(server.child.id());
+    let (status, log) = server.stop();
+    assert!(status.success(), "{}", log.join("\n"));
+    eprintln!(
+        "busy core: 2,000,001 lines in {took:?}, {checkpoints} checkpoints, held rows peak {held_peak}, peak RSS {} MiB",
+        peak >> 20
+    );
+    // One batch's rows (and their changelog pairs) may land after the
+    // last look; nothing like the millions an unbounded wait held.
+    let bound = (laminar_reactor::shard::HELD_ROWS_MAX + 4 * 4096) as f64;
+    assert!(
+        held_peak <= bound,
+        "{held_peak} rows held behind barriers, bound {bound}"
+    );
+    assert!(
+        checkpoints >= (took.as_secs_f64() / 2.0).floor(),
+        "{checkpoints} checkpoints in {took:?}: one at least every 2 s"
+    );
+    assert!(peak < 320 << 20, "peak RSS {} MiB", peak >> 20);
+}

@@ -32,6 +32,7 @@
 //! inbox_bytes_max = 8388608      # received, not yet decoded, per source
 //! subscriber_buffer_bytes = 4194304
 //! state_entries_max = 10000000   # groups/windows/sessions per operator
+//! stall_report_ms = 2000         # no progress with input waiting: logged
 //!
 //! [watermark]
 //! idle_timeout_ms = 10000
@@ -69,6 +70,7 @@ pub const LINE_BYTES_MAX_DEFAULT: usize = 1 << 20;
 pub const INBOX_BYTES_MAX_DEFAULT: usize = 8 << 20;
 pub const SUBSCRIBER_BUFFER_BYTES_DEFAULT: usize = 4 << 20;
 pub const STATE_ENTRIES_MAX_DEFAULT: usize = 10_000_000;
+pub const STALL_REPORT_MS_DEFAULT: u64 = 2_000;
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const SKEW_MS_DEFAULT: u64 = 300_000;
 
@@ -155,6 +157,7 @@ pub struct Limits {
     pub inbox_bytes_max: usize,
     pub subscriber_buffer_bytes: usize,
     pub state_entries_max: usize,
+    pub stall_report_ms: u64,
 }
 
 impl Default for Limits {
@@ -165,6 +168,7 @@ impl Default for Limits {
             inbox_bytes_max: INBOX_BYTES_MAX_DEFAULT,
             subscriber_buffer_bytes: SUBSCRIBER_BUFFER_BYTES_DEFAULT,
             state_entries_max: STATE_ENTRIES_MAX_DEFAULT,
+            stall_report_ms: STALL_REPORT_MS_DEFAULT,
         }
     }
 }
@@ -307,6 +311,7 @@ impl Config {
             1 << 30,
         )?;
         within("limits.state_entries_max", l.state_entries_max, 1, 1 << 40)?;
+        within("limits.stall_report_ms", l.stall_report_ms, 100, 3_600_000)?;
         within(
             "watermark.idle_timeout_ms",
             self.watermark.idle_timeout_ms,

@@ -116,6 +116,10 @@ pub(crate) struct Align {
     seen: Vec<u64>,
     /// What arrived on blocked slots, in arrival order: (input, sender).
     held: HeldQueue,
+    /// Rows in `held`: while a slow sender's barrier is awaited, what the
+    /// others send piles up here, so the source loop holds back on it
+    /// (`ShardCore::held_rows`).
+    held_rows: usize,
 }
 
 impl Align {
@@ -124,6 +128,7 @@ impl Align {
             aligned: epoch,
             seen: vec![epoch; slots],
             held: VecDeque::new(),
+            held_rows: 0,
         }
     }
 
@@ -134,7 +139,15 @@ impl Align {
     }
 
     pub fn hold(&mut self, input: usize, sender: usize, held: Held) {
+        if let Held::Rows(batch) = &held {
+            self.held_rows += batch.len();
+        }
         self.held.push_back((input, sender, held));
+    }
+
+    /// Rows waiting behind barriers.
+    pub fn held_rows(&self) -> usize {
+        self.held_rows
     }
 
     /// Whether some slot has delivered a barrier not aligned on yet.
@@ -169,6 +182,7 @@ impl Align {
     /// Aligns on `epoch`; returns what waited, to be fed again in order.
     pub fn align(&mut self, epoch: u64) -> HeldQueue {
         self.aligned = epoch;
+        self.held_rows = 0;
         std::mem::take(&mut self.held)
     }
 }
@@ -254,6 +268,12 @@ pub(crate) struct ShardCheckpoint {
 }
 
 impl ShardCheckpoint {
+    /// Rows waiting behind barriers at this shard's nodes and sinks.
+    pub fn held_rows(&self) -> usize {
+        self.nodes.iter().map(Align::held_rows).sum::<usize>()
+            + self.sinks.iter().map(|s| s.align.held_rows()).sum::<usize>()
+    }
+
     pub fn new(epoch: u64, nodes: Vec<Align>, sinks: Vec<SinkAlign>, fork_bytes_min: Option<usize>) -> ShardCheckpoint {
         let sink_count = sinks.len();
         ShardCheckpoint {

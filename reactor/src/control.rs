@@ -54,6 +54,7 @@ impl Control {
                 phase: (0..shards).map(|_| AtomicU8::new(Phase::Starting as u8)).collect(),
                 thread_ids: (0..shards).map(|_| AtomicI32::new(0)).collect(),
                 heartbeats: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+                progress: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             },
             ..Control::default()
         }
@@ -122,6 +123,9 @@ pub struct Liveness {
     /// Rounds of each shard's watchdog: a count that stops moving means
     /// the executor is not running.
     pub heartbeats: Vec<AtomicU64>,
+    /// Batches and messages each shard has processed: a count that stops
+    /// moving while input waits for the shard is a stall (`runner`).
+    pub progress: Vec<AtomicU64>,
 }
 
 impl Liveness {

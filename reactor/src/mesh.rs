@@ -55,6 +55,8 @@ pub enum Side {
 /// A view of one channel's state, for stall reports and the watchdog.
 pub trait ChannelProbe: Send + Sync {
     fn describe(&self) -> String;
+    /// Messages waiting in the channel.
+    fn queued(&self) -> usize;
     /// Wakes `side` if it waits although it could go on (the watchdog;
     /// call from that side's own shard only). True when that side had
     /// already been seen stuck at the previous call: a wakeup was lost.
@@ -62,6 +64,10 @@ pub trait ChannelProbe: Send + Sync {
 }
 
 impl<T: Send> ChannelProbe for Channel<T> {
+    fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     fn describe(&self) -> String {
         format!(
             "{} queued{}{}{}{}",

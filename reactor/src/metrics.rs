@@ -72,6 +72,16 @@ pub struct ShardCounters {
     pub busy_ns: AtomicU64,
     /// Messages waiting in the shard's outboxes to its peers.
     pub queue_depth: AtomicU64,
+    /// Rows waiting behind checkpoint barriers for a slower shard's, now
+    /// and at most so far.
+    pub held_rows: AtomicU64,
+    pub held_rows_peak: AtomicU64,
+    /// Time its source loop waited for room (full outboxes, too many
+    /// rows behind a barrier), in nanoseconds.
+    pub held_back_ns: AtomicU64,
+    /// Time the shard made no progress while input waited for it, in
+    /// nanoseconds (measured by the runner; see `runner::StallWatch`).
+    pub stall_ns: AtomicU64,
     /// Group commits of the shard's WAL (fdatasync), their total and
     /// longest duration in nanoseconds.
     pub wal_syncs: AtomicU64,

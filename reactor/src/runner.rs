@@ -103,6 +103,97 @@ impl Kicker {
 /// How long a run may read nothing before its shards' phases are logged.
 const STALL_REPORT_AFTER: Duration = Duration::from_secs(10);
 
+/// How long a shard may make no progress while messages wait for it
+/// before it is reported, unless configured (`limits.stall_report_ms`).
+pub const STALL_REPORT_AFTER_DEFAULT: Duration = Duration::from_secs(2);
+
+/// Watches each shard's progress count (`Liveness::progress`): a shard
+/// whose count has not moved for `after` while messages wait on its
+/// inbound channels is stalled. The first such moment is logged (its
+/// phase, how long since its watchdog ticked, the channels into it), the
+/// time counted into `ShardCounters::stall_ns` until it moves again, and
+/// its recovery logged too. A shard with nothing waiting is idle, not
+/// stalled.
+struct StallWatch {
+    after: Duration,
+    last: Vec<u64>,
+    /// When each shard's count last moved, or it last had nothing waiting.
+    moved_at: Vec<Instant>,
+    /// Stalled shards: up to when their stall time is counted.
+    counted_to: Vec<Option<Instant>>,
+    last_beat: Vec<(u64, Instant)>,
+}
+
+impl StallWatch {
+    fn new(shards: usize, after: Duration) -> StallWatch {
+        let now = Instant::now();
+        StallWatch {
+            after,
+            last: vec![0; shards],
+            moved_at: vec![now; shards],
+            counted_to: vec![None; shards],
+            last_beat: vec![(0, now); shards],
+        }
+    }
+
+    fn step(&mut self, control: &Control, probes: &[(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)]) {
+        let now = Instant::now();
+        for s in 0..self.last.len() {
+            let beat = control.liveness.heartbeats[s].load(Relaxed);
+            if beat != self.last_beat[s].0 {
+                self.last_beat[s] = (beat, now);
+            }
+            let progress = control.liveness.progress[s].load(Relaxed);
+            let waiting: usize = probes
+                .iter()
+                .filter(|(_, to, _)| *to == s)
+                .map(|(_, _, p)| p.queued())
+                .sum();
+            if progress != self.last[s] || waiting == 0 || control.liveness.phase(s) == Phase::Finished {
+                if self.counted_to[s].take().is_some() {
+                    let stalled = now.saturating_duration_since(self.moved_at[s]);
+                    tracing::info!(
+                        shard = s,
+                        "shard {s} makes progress again after {} ms",
+                        stalled.as_millis()
+                    );
+                }
+                self.last[s] = progress;
+                self.moved_at[s] = now;
+                continue;
+            }
+            let since = now.saturating_duration_since(self.moved_at[s]);
+            if since < self.after {
+                continue;
+            }
+            let counted = match self.counted_to[s] {
+                None => {
+                    let channels: Vec<String> = probes
+                        .iter()
+                        .filter(|(_, to, _)| *to == s)
+                        .map(|(from, _, p)| format!("from shard {from}: {}", p.describe()))
+                        .collect();
+                    tracing::warn!(
+                        shard = s,
+                        "shard {s} has made no progress for {} ms with {waiting} messages waiting for it: \
+                         phase {:?}, watchdog last ticked {} ms ago; channels {}",
+                        since.as_millis(),
+                        control.liveness.phase(s),
+                        now.saturating_duration_since(self.last_beat[s].1).as_millis(),
+                        channels.join("; ")
+                    );
+                    since
+                }
+                Some(to) => now.saturating_duration_since(to),
+            };
+            self.counted_to[s] = Some(now);
+            control.metrics.shards[s]
+                .stall_ns
+                .fetch_add(u64::try_from(counted.as_nanos()).unwrap_or(u64::MAX), Relaxed);
+        }
+    }
+}
+
 /// How to run.
 pub struct RunOptions<'a> {
     /// Rows per batch read from a source.
@@ -156,6 +247,9 @@ pub struct LiveOptions {
     /// How long a stop (SIGTERM) may take, from the request to the
     /// final checkpoint's answers; past it the run stops with an error.
     pub stop_timeout: Duration,
+    /// A shard that makes no progress this long while messages wait for
+    /// it is reported (see `StallWatch`).
+    pub stall_report_after: Duration,
 }
 
 /// How a `laminar bench` run feeds its generators.
@@ -362,6 +456,11 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
         .collect();
     let handles = spawn_shards(contexts, &config, &control)?;
     drop(events_tx);
+    let stall = StallWatch::new(
+        shards,
+        live.as_ref()
+            .map_or(STALL_REPORT_AFTER_DEFAULT, |l| l.stall_report_after),
+    );
     let stop = live.map(|l| {
         (l.on_started)(Arc::clone(&control));
         StopSequence::new(l.stop_timeout)
@@ -375,6 +474,7 @@ pub fn run(plan: &PhysicalPlan, mut options: RunOptions<'_>) -> Result<RunSummar
         started,
         bytes_total,
         checkpoint_error: None,
+        stall,
     };
     relay.run(&events_rx, &mut options);
     let Relay {
@@ -534,6 +634,7 @@ struct Relay<'c> {
     bytes_total: Option<u64>,
     /// The first failure of the coordinator: the run stops with it.
     checkpoint_error: Option<RunError>,
+    stall: StallWatch,
 }
 
 impl Relay<'_> {
@@ -549,6 +650,7 @@ impl Relay<'_> {
         let mut kicker = Kicker::new(self.shards);
         while finished < self.shards {
             kicker.kick_stalled(control);
+            self.stall.step(control, &self.probes);
             self.coordinate();
             if !control.metrics.ready.load(Relaxed)
                 && control.stop.replaying.load(Acquire) == 0
@@ -798,5 +900,58 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
         events_generated: reports.iter().map(|r| r.events_generated).max().unwrap_or(0),
         read_elapsed: Duration::from_nanos(reports.iter().map(|r| r.read_ns).max().unwrap_or(0)),
         checkpoints: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel with a fixed number of messages waiting.
+    struct Waiting(usize);
+
+    impl crate::mesh::ChannelProbe for Waiting {
+        fn describe(&self) -> String {
+            format!("{} queued", self.0)
+        }
+        fn queued(&self) -> usize {
+            self.0
+        }
+        fn rescue(&self, _side: crate::mesh::Side) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_shard_without_progress_while_messages_wait_is_stalled_until_it_moves() {
+        let control = Control::with_metrics(2, 0, 0, 0);
+        control.liveness.set_phase(0, Phase::Reading);
+        control.liveness.set_phase(1, Phase::Reading);
+        let probes: Vec<(usize, usize, Arc<dyn crate::mesh::ChannelProbe>)> =
+            vec![(0, 1, Arc::new(Waiting(3))), (1, 0, Arc::new(Waiting(0)))];
+        let mut watch = StallWatch::new(2, Duration::ZERO);
+        let stall_ns = |s: usize| control.metrics.shards[s].stall_ns.load(Relaxed);
+        // Shard 1 has messages waiting and its count does not move.
+        watch.step(&control, &probes);
+        watch.step(&control, &probes);
+        assert!(watch.counted_to[1].is_some(), "shard 1 is stalled");
+        let counted = stall_ns(1);
+        watch.step(&control, &probes);
+        assert!(stall_ns(1) >= counted, "its stall time grows");
+        // Shard 0 has nothing waiting: idle, not stalled.
+        assert!(watch.counted_to[0].is_none());
+        assert_eq!(stall_ns(0), 0);
+        // Shard 1 moves: no longer stalled, and its time stops growing.
+        control.liveness.progress[1].fetch_add(1, Relaxed);
+        watch.step(&control, &probes);
+        assert!(watch.counted_to[1].is_none());
+        let after = stall_ns(1);
+        watch.step(&control, &probes);
+        assert!(watch.counted_to[1].is_some(), "stalled again: still nothing moves");
+        assert!(stall_ns(1) >= after);
+        // A finished shard is never stalled.
+        control.liveness.set_phase(1, Phase::Finished);
+        watch.step(&control, &probes);
+        assert!(watch.counted_to[1].is_none());
     }
 }

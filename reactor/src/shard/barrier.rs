@@ -53,7 +53,15 @@ impl ShardCore {
                 Held::Barrier(epoch) => self.barrier_to_node(node, input, sender, epoch)?,
             }
         }
+        self.wake_source();
         self.try_report()
+    }
+
+    /// A source held back by rows behind a barrier may go on.
+    fn wake_source(&self) {
+        if let Some(w) = &self.source_wake {
+            w.notify();
+        }
     }
 
     /// Snapshots `node` into checkpoint `epoch`'s piece and aligns it
@@ -207,6 +215,7 @@ impl ShardCore {
                 Held::Barrier(epoch) => self.sink_barrier(sink, sender, epoch)?,
             }
         }
+        self.wake_source();
         self.try_report()
     }
 

@@ -18,6 +18,9 @@ pub struct ShardConfig {
     pub channel_messages_max: usize,
     /// Outbox messages at which a shard stops reading its sources.
     pub outbox_messages_max: usize,
+    /// Rows waiting behind checkpoint barriers (for a slower shard's
+    /// barrier) at which a shard stops reading its sources.
+    pub held_rows_max: usize,
     /// Shares of the event queue (sources, operators, exchanges).
     pub event_shares: usize,
     /// Shares of the main queue (sink flushes and housekeeping).
@@ -52,6 +55,12 @@ pub struct ShardConfig {
     pub direct_file_sinks: bool,
 }
 
+/// Default `ShardConfig::held_rows_max`: 64 batches of 4096 rows, some
+/// 25 MiB of narrow rows. Without a bound, a shard whose peer is slow (a
+/// busy core) went on reading while its sink held everything behind the
+/// peer's late barrier: 1.2 GB in seconds.
+pub const HELD_ROWS_MAX: usize = 64 * 4096;
+
 impl ShardConfig {
     pub fn new(shards: usize, cpus: Vec<usize>, batch_rows: usize) -> ShardConfig {
         assert!(shards >= 1 && !cpus.is_empty() && batch_rows >= 1);
@@ -61,6 +70,7 @@ impl ShardConfig {
             batch_rows,
             channel_messages_max: 64,
             outbox_messages_max: 256,
+            held_rows_max: HELD_ROWS_MAX,
             event_shares: 1000,
             main_shares: 100,
             event_latency_ms: 1,

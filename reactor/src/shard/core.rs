@@ -83,6 +83,12 @@ pub(super) struct ShardCore {
     pub(super) late_stream_of: Vec<Option<usize>>,
     /// Time spent processing so far.
     pub(super) busy: Duration,
+    /// The run's shared state: this shard counts its progress there.
+    control: Arc<crate::control::Control>,
+    /// The most rows seen waiting behind barriers (`held_rows`), and the
+    /// time the source loop waited for room.
+    pub(super) held_rows_peak: usize,
+    pub(super) held_back: Duration,
     /// Prefix tokens of split sources' chunks that arrived, by (source,
     /// chunk), until the source loop takes them.
     pub(super) split_tokens: FxHashMap<(usize, usize), Prefix>,
@@ -116,6 +122,8 @@ pub(super) struct Parts {
     pub ckpt: Option<ShardCheckpoint>,
     pub outbox_len: Rc<Cell<usize>>,
     pub events: mpsc::Sender<ShardEvent>,
+    /// Where this shard counts what it processes (`Liveness::progress`).
+    pub control: Arc<crate::control::Control>,
 }
 
 impl ShardCore {
@@ -132,6 +140,7 @@ impl ShardCore {
             ckpt,
             outbox_len,
             events,
+            control,
         } = parts;
         ShardCore {
             id,
@@ -145,6 +154,9 @@ impl ShardCore {
             key: Vec::new(),
             late_stream_of: plan.late_stream_of(),
             busy: Duration::ZERO,
+            control,
+            held_rows_peak: 0,
+            held_back: Duration::ZERO,
             split_tokens: FxHashMap::default(),
             held_tokens: FxHashMap::default(),
             combiners: (plan.nodes.iter().zip(&topo.combine))
@@ -171,6 +183,13 @@ impl ShardCore {
             ckpt,
             events,
         }
+    }
+
+    /// Rows waiting behind checkpoint barriers here (see `Align`).
+    pub(super) fn held_rows(&self) -> usize {
+        self.ckpt
+            .as_ref()
+            .map_or(0, crate::checkpoint::ShardCheckpoint::held_rows)
     }
 
     pub(super) fn send(&mut self, dest: usize, msg: MeshMsg) {
@@ -224,6 +243,7 @@ impl ShardCore {
 
     /// Delivers a batch produced here to everything that reads `from`.
     pub(super) fn deliver(&mut self, from: Input, batch: &Batch) -> Result<(), RunError> {
+        self.control.liveness.progress[self.id].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let topo = Arc::clone(&self.topo);
         for &sink in topo.sink_consumers(from) {
             // With checkpoints a sink also needs the end mark: a sender
@@ -354,6 +374,9 @@ impl ShardCore {
                 taken += 1;
                 self.on_message(peer, msg)?;
             }
+        }
+        if taken > 0 {
+            self.control.liveness.progress[self.id].fetch_add(taken as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(taken)
     }

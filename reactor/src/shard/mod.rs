@@ -63,7 +63,7 @@ use crate::source::split::SourceSplit;
 use crate::source::Prefix;
 use crate::topology::Topology;
 
-pub use config::{ShardConfig, SPIN_BEFORE_PARK};
+pub use config::{ShardConfig, HELD_ROWS_MAX, SPIN_BEFORE_PARK};
 pub use message::MeshMsg;
 pub use source_loop::SOURCE_DRIFT_MS_MAX;
 use support::check_abort;
@@ -251,6 +251,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             ckpt,
             outbox_len: Rc::clone(&outbox_len),
             events: events.clone(),
+            control: Arc::clone(control),
         },
     )));
 
@@ -311,6 +312,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         metrics_read,
         inbound: mesh_tasks.inbound.clone(),
         intake_closed: false,
+        held_rows_max: config.held_rows_max,
     };
     let done = glommio::spawn_local_into(source_loop.run(), event_queue)
         .expect("the event queue exists")

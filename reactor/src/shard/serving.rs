@@ -127,6 +127,14 @@ fn publish_metrics(id: usize, core: &ShardCore, serving: &Serving, progress: &Co
         Ordering::Relaxed,
     );
     shard.queue_depth.store(core.outbox_len.get() as u64, Ordering::Relaxed);
+    shard.held_rows.store(core.held_rows() as u64, Ordering::Relaxed);
+    shard
+        .held_rows_peak
+        .store(core.held_rows_peak as u64, Ordering::Relaxed);
+    shard.held_back_ns.store(
+        u64::try_from(core.held_back.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
 }
 
 /// What the watchdog task needs.

@@ -79,6 +79,8 @@ pub(super) struct SourceLoop {
     pub inbound: Vec<Option<Rc<MeshReceiver<MeshMsg>>>>,
     /// The sources were told that intake stopped (`Source::close`).
     pub intake_closed: bool,
+    /// See `ShardConfig::held_rows_max`.
+    pub held_rows_max: usize,
 }
 
 /// Counters of one run of the loop.
@@ -313,8 +315,10 @@ impl SourceLoop {
     }
 
     /// Whether source `k` must wait: ahead of the slowest source of the
-    /// run (the watchdog's nudge re-checks), or the outboxes are full
-    /// (backpressure: wait for the sender tasks).
+    /// run (the watchdog's nudge re-checks), the outboxes are full
+    /// (backpressure: wait for the sender tasks), or too many rows wait
+    /// behind a checkpoint barrier for a slower shard's (it must catch up
+    /// first; the barrier's alignment, or the watchdog, wakes this).
     async fn held_back(&mut self, k: usize, tally: &mut Tally) -> bool {
         let source = &self.sources[k].1;
         let slowest = self.control.alignment.slowest();
@@ -322,10 +326,18 @@ impl SourceLoop {
             self.wake.wait().await;
             return true;
         }
-        if self.outbox_len.get() > self.outbox_max {
+        let held_rows = {
+            let mut c = self.core.borrow_mut();
+            let held = c.held_rows();
+            c.held_rows_peak = c.held_rows_peak.max(held);
+            held
+        };
+        if self.outbox_len.get() > self.outbox_max || held_rows > self.held_rows_max {
             let started = std::time::Instant::now();
             self.wake.wait().await;
-            tally.waited_for_room += started.elapsed();
+            let waited = started.elapsed();
+            tally.waited_for_room += waited;
+            self.core.borrow_mut().held_back += waited;
             return true;
         }
         false
