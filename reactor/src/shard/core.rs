@@ -126,6 +126,10 @@ pub(super) struct Parts {
     pub control: Arc<crate::control::Control>,
 }
 
+/// Messages `drain_inbound` takes from one peer before it returns (a
+/// mesh channel's worth).
+const DRAIN_MESSAGES_MAX: usize = 64;
+
 impl ShardCore {
     pub(super) fn new(
         id: usize,
@@ -361,24 +365,39 @@ impl ShardCore {
         }
     }
 
-    /// Takes every message already queued on the inbound channels and
-    /// processes it. The shard's main task calls this whenever it wakes,
-    /// so progress never depends on the receiver tasks alone being
-    /// scheduled (see `yield_if_preempted`). Both consume on this thread
-    /// and process each message before taking the next: order holds.
-    pub(super) fn drain_inbound(&mut self, inbound: &[Option<Rc<MeshReceiver<MeshMsg>>>]) -> Result<usize, RunError> {
+    /// Takes messages already queued on the inbound channels, up to
+    /// `DRAIN_MESSAGES_MAX` per peer, and processes them; true if some
+    /// were left (the caller yields, then drains again). The shard's main
+    /// task calls this whenever it wakes, so progress never depends on
+    /// the receiver tasks alone being scheduled (see
+    /// `yield_if_preempted`). Both consume on this thread and process
+    /// each message before taking the next: order holds.
+    ///
+    /// The bound matters: a shard slower than its peers (a busy core)
+    /// always finds a message waiting, and an unbounded loop here never
+    /// returned while they sent: its watchdog stopped, so it took no
+    /// part in checkpoints, and the peers' sinks held everything behind
+    /// the barrier it never answered.
+    pub(super) fn drain_inbound(&mut self, inbound: &[Option<Rc<MeshReceiver<MeshMsg>>>]) -> Result<bool, RunError> {
         let mut taken = 0;
+        let mut more = false;
         for (peer, r) in inbound.iter().enumerate() {
             let Some(r) = r else { continue };
+            let mut from_peer = 0;
             while let TryRecv::Message(msg) = r.try_recv() {
                 taken += 1;
+                from_peer += 1;
                 self.on_message(peer, msg)?;
+                if from_peer == DRAIN_MESSAGES_MAX {
+                    more = true;
+                    break;
+                }
             }
         }
         if taken > 0 {
             self.control.liveness.progress[self.id].fetch_add(taken as u64, std::sync::atomic::Ordering::Relaxed);
         }
-        Ok(taken)
+        Ok(more)
     }
 
     /// The shortest tick interval of the nodes active here, if any wants

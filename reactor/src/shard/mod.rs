@@ -417,11 +417,17 @@ async fn finish_mesh(
     // notifies `progressed`.
     control.liveness.set_phase(id, Phase::Draining);
     loop {
-        core.borrow_mut().drain_inbound(&mesh.inbound)?;
+        let more = core.borrow_mut().drain_inbound(&mesh.inbound)?;
         if core.borrow().nodes_complete() {
             break;
         }
         check_abort(control)?;
+        if more {
+            // Let the watchdog (checkpoint requests, heartbeat) and the
+            // other tasks run between rounds.
+            futures_lite::future::yield_now().await;
+            continue;
+        }
         if mesh.receivers_live.get() == 0 {
             return Err(RunError::Mesh(MeshFailure::InputsClosedEarly));
         }
@@ -445,7 +451,7 @@ async fn finish_mesh(
     // receiver tasks are not awaited: one that was never scheduled again
     // must not hold the shard (they are cancelled when dropped).
     loop {
-        core.borrow_mut().drain_inbound(&mesh.inbound)?;
+        let more = core.borrow_mut().drain_inbound(&mesh.inbound)?;
         if core.borrow().done_received == shards - 1 {
             break;
         }
@@ -453,6 +459,10 @@ async fn finish_mesh(
             return Err(e);
         }
         check_abort(control)?;
+        if more {
+            futures_lite::future::yield_now().await;
+            continue;
+        }
         if mesh.receivers_live.get() == 0 {
             return Err(RunError::Mesh(MeshFailure::PeerClosedEarly));
         }
