@@ -298,16 +298,22 @@ fn metrics(plan: &PhysicalPlan, p: Option<&Control>, started: Instant) -> String
         per_shard(&|s| s.queue_depth.load(Relaxed) as f64),
     );
     family(
-        "laminar_shard_held_rows",
+        "laminar_shard_held_bytes",
         "gauge",
-        "Rows waiting behind checkpoint barriers for a slower shard's.",
-        per_shard(&|s| s.held_rows.load(Relaxed) as f64),
+        "Bytes of rows waiting behind checkpoint barriers for a slower shard's.",
+        per_shard(&|s| s.held_bytes.load(Relaxed) as f64),
     );
     family(
-        "laminar_shard_held_rows_peak",
+        "laminar_shard_held_bytes_peak",
         "gauge",
-        "The most rows seen waiting behind checkpoint barriers.",
-        per_shard(&|s| s.held_rows_peak.load(Relaxed) as f64),
+        "The most bytes of rows seen waiting behind checkpoint barriers.",
+        per_shard(&|s| s.held_bytes_peak.load(Relaxed) as f64),
+    );
+    family(
+        "laminar_shard_mesh_bytes",
+        "gauge",
+        "Bytes in a shard's outboxes and the mesh channels it sends on.",
+        per_shard(&|s| s.mesh_bytes.load(Relaxed) as f64),
     );
     family(
         "laminar_shard_held_back_seconds_total",

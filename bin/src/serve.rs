@@ -238,6 +238,8 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement) -> Result<()
                 on_started,
                 stop_timeout: Duration::from_millis(config.shutdown.timeout_ms),
                 stall_report_after: Duration::from_millis(config.limits.stall_report_ms),
+                mesh_bytes_max: config.limits.mesh_bytes_max,
+                held_bytes_max: config.limits.held_bytes_max,
             }),
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,

@@ -1286,7 +1286,12 @@ fn a_shard_on_a_busy_core_slows_the_source_instead_of_filling_memory() {
     let sql = source_sql("connector = 'tcp', port = '0'")
         + "CREATE STREAM per_key AS SELECT auction, COUNT(*) AS n, SUM(price) AS s FROM bid GROUP BY auction;
            CREATE SINK per_key_file FROM per_key WITH (connector = 'file', path = 'out/per_key.csv', format = 'csv');\n";
-    write_config(dir.path(), &sql, "[limits]\ninbox_bytes_max = 1048576\n");
+    const HELD_BYTES_MAX: usize = 8 << 20;
+    write_config(
+        dir.path(),
+        &sql,
+        &format!("[limits]\ninbox_bytes_max = 1048576\nheld_bytes_max = {HELD_BYTES_MAX}\n"),
+    );
     let server = Server::start(dir.path());
     // Shard 1 runs on the second usable core: share it with a spinner.
     let cpus = laminar_reactor::runner::usable_cpus();
@@ -1304,20 +1309,20 @@ fn a_shard_on_a_busy_core_slows_the_source_instead_of_filling_memory() {
         2_000_001.0
     );
     let checkpoints = metric(&metrics, "laminar_checkpoints_total") - checkpoints_before;
-    let held_peak = metric(&metrics, "laminar_shard_held_rows_peak{shard=\"0\"}");
+    let held_peak = metric(&metrics, "laminar_shard_held_bytes_peak{shard=\"0\"}");
     let peak = peak_rss_bytes(server.child.id());
     let (status, log) = server.stop();
     assert!(status.success(), "{}", log.join("\n"));
     eprintln!(
-        "busy core: 2,000,001 lines in {took:?}, {checkpoints} checkpoints, held rows peak {held_peak}, peak RSS {} MiB",
+        "busy core: 2,000,001 lines in {took:?}, {checkpoints} checkpoints, held bytes peak {held_peak}, peak RSS {} MiB",
         peak >> 20
     );
     // One batch's rows (and their changelog pairs) may land after the
-    // last look; nothing like the millions an unbounded wait held.
-    let bound = (laminar_reactor::shard::HELD_ROWS_MAX + 4 * 4096) as f64;
+    // last look; nothing like the hundreds of MiB an unbounded wait held.
+    let bound = (HELD_BYTES_MAX + (4 << 20)) as f64;
     assert!(
         held_peak <= bound,
-        "{held_peak} rows held behind barriers, bound {bound}"
+        "{held_peak} bytes held behind barriers, bound {bound}"
     );
     assert!(
         checkpoints >= (took.as_secs_f64() / 2.0).floor(),

@@ -33,6 +33,8 @@
 //! subscriber_buffer_bytes = 4194304
 //! state_entries_max = 10000000   # groups/windows/sessions per operator
 //! stall_report_ms = 2000         # no progress with input waiting: logged
+//! mesh_bytes_max = 33554432      # per shard: outboxes and mesh channels
+//! held_bytes_max = 33554432      # per shard: rows behind a checkpoint barrier
 //!
 //! [watermark]
 //! idle_timeout_ms = 10000
@@ -71,6 +73,8 @@ pub const INBOX_BYTES_MAX_DEFAULT: usize = 8 << 20;
 pub const SUBSCRIBER_BUFFER_BYTES_DEFAULT: usize = 4 << 20;
 pub const STATE_ENTRIES_MAX_DEFAULT: usize = 10_000_000;
 pub const STALL_REPORT_MS_DEFAULT: u64 = 2_000;
+pub const MESH_BYTES_MAX_DEFAULT: usize = 32 << 20;
+pub const HELD_BYTES_MAX_DEFAULT: usize = 32 << 20;
 pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
 pub const SKEW_MS_DEFAULT: u64 = 300_000;
 
@@ -158,6 +162,8 @@ pub struct Limits {
     pub subscriber_buffer_bytes: usize,
     pub state_entries_max: usize,
     pub stall_report_ms: u64,
+    pub mesh_bytes_max: usize,
+    pub held_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -169,6 +175,8 @@ impl Default for Limits {
             subscriber_buffer_bytes: SUBSCRIBER_BUFFER_BYTES_DEFAULT,
             state_entries_max: STATE_ENTRIES_MAX_DEFAULT,
             stall_report_ms: STALL_REPORT_MS_DEFAULT,
+            mesh_bytes_max: MESH_BYTES_MAX_DEFAULT,
+            held_bytes_max: HELD_BYTES_MAX_DEFAULT,
         }
     }
 }
@@ -312,6 +320,8 @@ impl Config {
         )?;
         within("limits.state_entries_max", l.state_entries_max, 1, 1 << 40)?;
         within("limits.stall_report_ms", l.stall_report_ms, 100, 3_600_000)?;
+        within("limits.mesh_bytes_max", l.mesh_bytes_max, 1 << 20, 1 << 34)?;
+        within("limits.held_bytes_max", l.held_bytes_max, 1 << 20, 1 << 34)?;
         within(
             "watermark.idle_timeout_ms",
             self.watermark.idle_timeout_ms,

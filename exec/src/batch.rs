@@ -160,6 +160,23 @@ impl Batch {
         self.width
     }
 
+    /// About what the batch holds in memory: its values, the strings
+    /// they point to, its ops and marks (for byte bounds on queues).
+    pub fn approx_bytes(&self) -> usize {
+        let strings: usize = self
+            .values
+            .iter()
+            .map(|v| match v {
+                Value::Str(s) if s.is_heap_allocated() => s.len(),
+                _ => 0,
+            })
+            .sum();
+        self.values.len() * std::mem::size_of::<Value>()
+            + strings
+            + self.ops.len() * std::mem::size_of::<Op>()
+            + self.marks.len() * std::mem::size_of::<Mark>()
+    }
+
     #[inline]
     pub fn len(&self) -> usize {
         self.ops.len()

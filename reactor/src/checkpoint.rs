@@ -116,10 +116,10 @@ pub(crate) struct Align {
     seen: Vec<u64>,
     /// What arrived on blocked slots, in arrival order: (input, sender).
     held: HeldQueue,
-    /// Rows in `held`: while a slow sender's barrier is awaited, what the
-    /// others send piles up here, so the source loop holds back on it
-    /// (`ShardCore::held_rows`).
-    held_rows: usize,
+    /// What `held`'s rows weigh (`Batch::approx_bytes`): while a slow
+    /// sender's barrier is awaited, what the others send piles up here,
+    /// so the source loop holds back on it (`ShardCore::held_bytes`).
+    held_bytes: usize,
 }
 
 impl Align {
@@ -128,7 +128,7 @@ impl Align {
             aligned: epoch,
             seen: vec![epoch; slots],
             held: VecDeque::new(),
-            held_rows: 0,
+            held_bytes: 0,
         }
     }
 
@@ -140,14 +140,14 @@ impl Align {
 
     pub fn hold(&mut self, input: usize, sender: usize, held: Held) {
         if let Held::Rows(batch) = &held {
-            self.held_rows += batch.len();
+            self.held_bytes += batch.approx_bytes();
         }
         self.held.push_back((input, sender, held));
     }
 
-    /// Rows waiting behind barriers.
-    pub fn held_rows(&self) -> usize {
-        self.held_rows
+    /// What waits behind barriers, in bytes.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
     }
 
     /// Whether some slot has delivered a barrier not aligned on yet.
@@ -182,7 +182,7 @@ impl Align {
     /// Aligns on `epoch`; returns what waited, to be fed again in order.
     pub fn align(&mut self, epoch: u64) -> HeldQueue {
         self.aligned = epoch;
-        self.held_rows = 0;
+        self.held_bytes = 0;
         std::mem::take(&mut self.held)
     }
 }
@@ -268,10 +268,11 @@ pub(crate) struct ShardCheckpoint {
 }
 
 impl ShardCheckpoint {
-    /// Rows waiting behind barriers at this shard's nodes and sinks.
-    pub fn held_rows(&self) -> usize {
-        self.nodes.iter().map(Align::held_rows).sum::<usize>()
-            + self.sinks.iter().map(|s| s.align.held_rows()).sum::<usize>()
+    /// Bytes of rows waiting behind barriers at this shard's nodes and
+    /// sinks.
+    pub fn held_bytes(&self) -> usize {
+        self.nodes.iter().map(Align::held_bytes).sum::<usize>()
+            + self.sinks.iter().map(|s| s.align.held_bytes()).sum::<usize>()
     }
 
     pub fn new(epoch: u64, nodes: Vec<Align>, sinks: Vec<SinkAlign>, fork_bytes_min: Option<usize>) -> ShardCheckpoint {

@@ -20,15 +20,42 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use crossbeam_queue::ArrayQueue;
 use futures_util::task::AtomicWaker;
 
+/// What a message weighs in bytes, for the byte bounds of the mesh (an
+/// estimate: what it holds in memory, not what it would serialize to).
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for u32 {
+    fn weight(&self) -> usize {
+        4
+    }
+}
+
+impl Weigh for u64 {
+    fn weight(&self) -> usize {
+        8
+    }
+}
+
+impl<T> Weigh for Vec<T> {
+    fn weight(&self) -> usize {
+        self.len() * std::mem::size_of::<T>()
+    }
+}
+
 struct Channel<T> {
-    queue: ArrayQueue<T>,
+    /// Messages with their weights.
+    queue: ArrayQueue<(T, usize)>,
+    /// The weight of the messages queued.
+    bytes: AtomicUsize,
     /// The receiver's waker, while it waits for a message or a close.
     receiver_waiting: AtomicWaker,
     /// The sender's waker, while it waits for room.
@@ -57,6 +84,8 @@ pub trait ChannelProbe: Send + Sync {
     fn describe(&self) -> String;
     /// Messages waiting in the channel.
     fn queued(&self) -> usize;
+    /// What they weigh (see `Weigh`).
+    fn bytes(&self) -> usize;
     /// Wakes `side` if it waits although it could go on (the watchdog;
     /// call from that side's own shard only). True when that side had
     /// already been seen stuck at the previous call: a wakeup was lost.
@@ -68,10 +97,15 @@ impl<T: Send> ChannelProbe for Channel<T> {
         self.queue.len()
     }
 
+    fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
     fn describe(&self) -> String {
         format!(
-            "{} queued{}{}{}{}",
+            "{} queued ({} bytes){}{}{}{}",
             self.queue.len(),
+            self.bytes.load(Ordering::Relaxed),
             if self.receiver_parked.load(Ordering::Relaxed) {
                 ", receiver waiting"
             } else {
@@ -153,6 +187,15 @@ impl<T: Send + 'static> MeshEnds<T> {
     }
 
     /// Probes of this shard's own channel ends, with the side it holds.
+    /// The channels this shard sends on.
+    pub fn outbound_probes(&self) -> Vec<Arc<dyn ChannelProbe>> {
+        self.senders
+            .iter()
+            .flatten()
+            .map(|s| Arc::clone(&s.channel) as Arc<dyn ChannelProbe>)
+            .collect()
+    }
+
     pub fn local_probes(&self) -> Vec<(Arc<dyn ChannelProbe>, Side)> {
         let outbound = self
             .senders
@@ -194,6 +237,7 @@ pub fn full<T: Send>(shards: usize, capacity: usize) -> Vec<MeshEnds<T>> {
 pub fn channel<T: Send>(capacity: usize) -> (MeshSender<T>, MeshReceiver<T>) {
     let channel = Arc::new(Channel {
         queue: ArrayQueue::new(capacity),
+        bytes: AtomicUsize::new(0),
         receiver_waiting: AtomicWaker::new(),
         sender_waiting: AtomicWaker::new(),
         sender_gone: AtomicBool::new(false),
@@ -230,29 +274,49 @@ pub enum SendError<T> {
     Closed(T),
 }
 
-impl<T: Send> MeshSender<T> {
+impl<T: Send + Weigh> MeshSender<T> {
     /// Sends without waiting.
     pub fn try_send(&self, msg: T) -> Result<(), SendError<T>> {
-        let c = &*self.channel;
-        if c.receiver_gone.load(Ordering::Acquire) {
-            return Err(SendError::Closed(msg));
-        }
-        match c.queue.push(msg) {
-            Ok(()) => {
-                c.receiver_waiting.wake();
-                Ok(())
-            }
-            Err(msg) => Err(SendError::Full(msg)),
-        }
+        let weight = msg.weight();
+        self.try_send_weighed(msg, weight)
     }
 
     /// Sends, waiting while the channel is full: a full channel is the
     /// backpressure. Fails only when the receiver has gone.
     pub async fn send(&self, msg: T) -> Result<(), T> {
+        let weight = msg.weight();
+        self.send_weighed(msg, weight).await
+    }
+}
+
+impl<T: Send> MeshSender<T> {
+    /// `try_send` of a message whose weight the caller knows.
+    pub fn try_send_weighed(&self, msg: T, weight: usize) -> Result<(), SendError<T>> {
+        let c = &*self.channel;
+        if c.receiver_gone.load(Ordering::Acquire) {
+            return Err(SendError::Closed(msg));
+        }
+        // Counted before it is visible, so the receiver never takes away
+        // more than was added.
+        c.bytes.fetch_add(weight, Ordering::Relaxed);
+        match c.queue.push((msg, weight)) {
+            Ok(()) => {
+                c.receiver_waiting.wake();
+                Ok(())
+            }
+            Err((msg, _)) => {
+                c.bytes.fetch_sub(weight, Ordering::Relaxed);
+                Err(SendError::Full(msg))
+            }
+        }
+    }
+
+    /// `send` of a message whose weight the caller knows.
+    pub async fn send_weighed(&self, msg: T, weight: usize) -> Result<(), T> {
         let mut msg = Some(msg);
         poll_fn(|cx| {
             let m = msg.take().expect("polled after completion");
-            let m = match self.try_send(m) {
+            let m = match self.try_send_weighed(m, weight) {
                 Ok(()) => {
                     self.channel.sender_parked.store(false, Ordering::Relaxed);
                     return Poll::Ready(Ok(()));
@@ -267,7 +331,7 @@ impl<T: Send> MeshSender<T> {
             // but before the registration would otherwise go unnoticed.
             self.channel.sender_waiting.register(cx.waker());
             self.channel.sender_parked.store(true, Ordering::Relaxed);
-            let r = match self.try_send(m) {
+            let r = match self.try_send_weighed(m, weight) {
                 Ok(()) => Poll::Ready(Ok(())),
                 Err(SendError::Closed(m)) => Poll::Ready(Err(m)),
                 Err(SendError::Full(m)) => {
@@ -297,7 +361,8 @@ impl<T: Send> MeshReceiver<T> {
         // last push has that push visible once the flag is seen.
         let gone = c.sender_gone.load(Ordering::Acquire);
         match c.queue.pop() {
-            Some(msg) => {
+            Some((msg, weight)) => {
+                c.bytes.fetch_sub(weight, Ordering::Relaxed);
                 c.sender_waiting.wake();
                 TryRecv::Message(msg)
             }
@@ -433,5 +498,24 @@ mod tests {
         assert!(matches!(tx.try_send(2), Err(SendError::Full(2))));
         drop(rx);
         assert!(matches!(tx.try_send(3), Err(SendError::Closed(3))));
+    }
+
+    #[test]
+    fn a_channel_counts_the_bytes_it_holds() {
+        let ends = full::<Vec<u64>>(2, 2);
+        let probe = &ends[0].outbound_probes()[0];
+        let (tx, rx) = channel::<Vec<u64>>(2);
+        let probe_of_tx: Arc<dyn ChannelProbe> = Arc::clone(&tx.channel) as Arc<dyn ChannelProbe>;
+        assert_eq!(probe.bytes(), 0);
+        tx.try_send(vec![0; 10]).expect("room");
+        tx.try_send_weighed(vec![0; 2], 1000).expect("room");
+        assert_eq!(probe_of_tx.bytes(), 80 + 1000);
+        // Full: refused, and not counted.
+        assert!(matches!(tx.try_send(vec![0; 5]), Err(SendError::Full(_))));
+        assert_eq!(probe_of_tx.bytes(), 1080);
+        assert!(matches!(rx.try_recv(), TryRecv::Message(v) if v.len() == 10));
+        assert_eq!(probe_of_tx.bytes(), 1000);
+        assert!(matches!(rx.try_recv(), TryRecv::Message(_)));
+        assert_eq!(probe_of_tx.bytes(), 0);
     }
 }

@@ -72,10 +72,12 @@ pub struct ShardCounters {
     pub busy_ns: AtomicU64,
     /// Messages waiting in the shard's outboxes to its peers.
     pub queue_depth: AtomicU64,
-    /// Rows waiting behind checkpoint barriers for a slower shard's, now
-    /// and at most so far.
-    pub held_rows: AtomicU64,
-    pub held_rows_peak: AtomicU64,
+    /// Bytes of rows waiting behind checkpoint barriers for a slower
+    /// shard's, now and at most so far.
+    pub held_bytes: AtomicU64,
+    pub held_bytes_peak: AtomicU64,
+    /// Bytes in its outboxes and the mesh channels it sends on.
+    pub mesh_bytes: AtomicU64,
     /// Time its source loop waited for room (full outboxes, too many
     /// rows behind a barrier), in nanoseconds.
     pub held_back_ns: AtomicU64,

@@ -250,6 +250,9 @@ pub struct LiveOptions {
     /// A shard that makes no progress this long while messages wait for
     /// it is reported (see `StallWatch`).
     pub stall_report_after: Duration,
+    /// See `ShardConfig::mesh_bytes_max` and `held_bytes_max`.
+    pub mesh_bytes_max: usize,
+    pub held_bytes_max: usize,
 }
 
 /// How a `laminar bench` run feeds its generators.
@@ -514,6 +517,10 @@ fn shard_config(options: &RunOptions<'_>, cpus: Vec<usize>) -> ShardConfig {
     }
     if let Some(clock) = &options.clock {
         config.clock = Arc::clone(clock);
+    }
+    if let Some(live) = &options.live {
+        config.mesh_bytes_max = live.mesh_bytes_max;
+        config.held_bytes_max = live.held_bytes_max;
     }
     if let Some(pacing) = options.pacing {
         let (rate_per_sec, deadline_ns) = match pacing {
@@ -916,6 +923,9 @@ mod tests {
         }
         fn queued(&self) -> usize {
             self.0
+        }
+        fn bytes(&self) -> usize {
+            self.0 * 1024
         }
         fn rescue(&self, _side: crate::mesh::Side) -> bool {
             false

@@ -18,9 +18,12 @@ pub struct ShardConfig {
     pub channel_messages_max: usize,
     /// Outbox messages at which a shard stops reading its sources.
     pub outbox_messages_max: usize,
-    /// Rows waiting behind checkpoint barriers (for a slower shard's
-    /// barrier) at which a shard stops reading its sources.
-    pub held_rows_max: usize,
+    /// Bytes of rows waiting behind checkpoint barriers (for a slower
+    /// shard's barrier) at which a shard stops reading its sources.
+    pub held_bytes_max: usize,
+    /// Bytes in this shard's outboxes and the mesh channels it sends on
+    /// at which it stops reading its sources.
+    pub mesh_bytes_max: usize,
     /// Shares of the event queue (sources, operators, exchanges).
     pub event_shares: usize,
     /// Shares of the main queue (sink flushes and housekeeping).
@@ -55,11 +58,15 @@ pub struct ShardConfig {
     pub direct_file_sinks: bool,
 }
 
-/// Default `ShardConfig::held_rows_max`: 64 batches of 4096 rows, some
-/// 25 MiB of narrow rows. Without a bound, a shard whose peer is slow (a
-/// busy core) went on reading while its sink held everything behind the
+/// Default `ShardConfig::held_bytes_max`: 32 MiB, some 64 batches of
+/// 4096 narrow rows. Without a bound, a shard whose peer is slow (a busy
+/// core) went on reading while its sink held everything behind the
 /// peer's late barrier: 1.2 GB in seconds.
-pub const HELD_ROWS_MAX: usize = 64 * 4096;
+pub const HELD_BYTES_MAX_DEFAULT: usize = 32 << 20;
+/// Default `ShardConfig::mesh_bytes_max`: 32 MiB. The message bounds
+/// alone (`outbox_messages_max`, `channel_messages_max`, rows per merged
+/// message) let wide rows take ten times that.
+pub const MESH_BYTES_MAX_DEFAULT: usize = 32 << 20;
 
 impl ShardConfig {
     pub fn new(shards: usize, cpus: Vec<usize>, batch_rows: usize) -> ShardConfig {
@@ -70,7 +77,8 @@ impl ShardConfig {
             batch_rows,
             channel_messages_max: 64,
             outbox_messages_max: 256,
-            held_rows_max: HELD_ROWS_MAX,
+            held_bytes_max: HELD_BYTES_MAX_DEFAULT,
+            mesh_bytes_max: MESH_BYTES_MAX_DEFAULT,
             event_shares: 1000,
             main_shares: 100,
             event_latency_ms: 1,

@@ -73,7 +73,11 @@ pub(super) struct ShardCore {
     pub(super) topo: Arc<Topology>,
     pub(super) nodes: Vec<Driven>,
     pub(super) sinks: Sinks,
-    pub(super) outboxes: Vec<Option<local_channel::LocalSender<MeshMsg>>>,
+    /// Messages for each peer with their weights (`Weigh`), until its
+    /// sender task moves them onto the mesh.
+    pub(super) outboxes: Vec<Option<local_channel::LocalSender<(MeshMsg, usize)>>>,
+    /// What the messages in the outboxes weigh, in bytes.
+    pub(super) outbox_bytes: Rc<Cell<usize>>,
     pub(super) outbox_len: Rc<Cell<usize>>,
     pub(super) done_received: usize,
     /// Whether each peer's `Done` has been received.
@@ -85,9 +89,9 @@ pub(super) struct ShardCore {
     pub(super) busy: Duration,
     /// The run's shared state: this shard counts its progress there.
     control: Arc<crate::control::Control>,
-    /// The most rows seen waiting behind barriers (`held_rows`), and the
-    /// time the source loop waited for room.
-    pub(super) held_rows_peak: usize,
+    /// The most bytes seen waiting behind barriers (`held_bytes`), and
+    /// the time the source loop waited for room.
+    pub(super) held_bytes_peak: usize,
     pub(super) held_back: Duration,
     /// Prefix tokens of split sources' chunks that arrived, by (source,
     /// chunk), until the source loop takes them.
@@ -121,6 +125,7 @@ pub(super) struct Parts {
     pub sinks: Sinks,
     pub ckpt: Option<ShardCheckpoint>,
     pub outbox_len: Rc<Cell<usize>>,
+    pub outbox_bytes: Rc<Cell<usize>>,
     pub events: mpsc::Sender<ShardEvent>,
     /// Where this shard counts what it processes (`Liveness::progress`).
     pub control: Arc<crate::control::Control>,
@@ -143,6 +148,7 @@ impl ShardCore {
             sinks,
             ckpt,
             outbox_len,
+            outbox_bytes,
             events,
             control,
         } = parts;
@@ -153,13 +159,14 @@ impl ShardCore {
             nodes,
             outboxes: Vec::new(),
             outbox_len,
+            outbox_bytes,
             done_received: 0,
             done_from: vec![false; config.shards],
             key: Vec::new(),
             late_stream_of: plan.late_stream_of(),
             busy: Duration::ZERO,
             control,
-            held_rows_peak: 0,
+            held_bytes_peak: 0,
             held_back: Duration::ZERO,
             split_tokens: FxHashMap::default(),
             held_tokens: FxHashMap::default(),
@@ -189,19 +196,23 @@ impl ShardCore {
         }
     }
 
-    /// Rows waiting behind checkpoint barriers here (see `Align`).
-    pub(super) fn held_rows(&self) -> usize {
+    /// Bytes of rows waiting behind checkpoint barriers here (see
+    /// `Align`).
+    pub(super) fn held_bytes(&self) -> usize {
         self.ckpt
             .as_ref()
-            .map_or(0, crate::checkpoint::ShardCheckpoint::held_rows)
+            .map_or(0, crate::checkpoint::ShardCheckpoint::held_bytes)
     }
 
     pub(super) fn send(&mut self, dest: usize, msg: MeshMsg) {
         let outbox = self.outboxes[dest].as_ref().expect("an outbox per peer");
+        let weight = crate::mesh::Weigh::weight(&msg);
         self.outbox_len.set(self.outbox_len.get() + 1);
-        if outbox.try_send(msg).is_err() {
+        self.outbox_bytes.set(self.outbox_bytes.get() + weight);
+        if outbox.try_send((msg, weight)).is_err() {
             // The sender task has gone: the run is being torn down.
             self.outbox_len.set(self.outbox_len.get() - 1);
+            self.outbox_bytes.set(self.outbox_bytes.get() - weight);
         }
     }
 

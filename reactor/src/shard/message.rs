@@ -30,6 +30,17 @@ pub enum MeshMsg {
     Done,
 }
 
+impl crate::mesh::Weigh for MeshMsg {
+    fn weight(&self) -> usize {
+        let body = match self {
+            MeshMsg::Node { batch, .. } | MeshMsg::Sink { batch, .. } => batch.approx_bytes(),
+            MeshMsg::SinkEncoded { bytes, .. } => bytes.len(),
+            _ => 0,
+        };
+        std::mem::size_of::<MeshMsg>() + body
+    }
+}
+
 /// Rows in one mesh message at most when outbox messages are coalesced.
 const MERGED_ROWS_MAX: usize = 4096;
 /// Bytes of encoded sink rows in one mesh message at most, likewise.

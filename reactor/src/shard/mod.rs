@@ -63,7 +63,7 @@ use crate::source::split::SourceSplit;
 use crate::source::Prefix;
 use crate::topology::Topology;
 
-pub use config::{ShardConfig, HELD_ROWS_MAX, SPIN_BEFORE_PARK};
+pub use config::{ShardConfig, HELD_BYTES_MAX_DEFAULT, MESH_BYTES_MAX_DEFAULT, SPIN_BEFORE_PARK};
 pub use message::MeshMsg;
 pub use source_loop::SOURCE_DRIFT_MS_MAX;
 use support::check_abort;
@@ -240,6 +240,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     let restored_epoch = restore.as_ref().map_or(0, |r| r.epoch);
 
     let outbox_len = Rc::new(Cell::new(0usize));
+    let outbox_bytes = Rc::new(Cell::new(0usize));
     let core = Rc::new(RefCell::new(ShardCore::new(
         id,
         plan,
@@ -250,6 +251,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             sinks,
             ckpt,
             outbox_len: Rc::clone(&outbox_len),
+            outbox_bytes: Rc::clone(&outbox_bytes),
             events: events.clone(),
             control: Arc::clone(control),
         },
@@ -274,6 +276,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         serving: serving::serving(&sources, hub_handles, &accept_tasks),
     }
     .spawn(main_queue);
+    let outbound = mesh.as_ref().map(MeshEnds::outbound_probes).unwrap_or_default();
     let mesh_tasks = outbox::spawn(
         mesh,
         config.shards,
@@ -284,6 +287,7 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
             progressed: &progressed,
             outbox_room: &outbox_room,
             outbox_len: &outbox_len,
+            outbox_bytes: &outbox_bytes,
             outbox_messages_max: config.outbox_messages_max,
             queue: event_queue,
         },
@@ -312,7 +316,10 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
         metrics_read,
         inbound: mesh_tasks.inbound.clone(),
         intake_closed: false,
-        held_rows_max: config.held_rows_max,
+        held_bytes_max: config.held_bytes_max,
+        mesh_bytes_max: config.mesh_bytes_max,
+        outbox_bytes: Rc::clone(&outbox_bytes),
+        outbound,
     };
     let done = glommio::spawn_local_into(source_loop.run(), event_queue)
         .expect("the event queue exists")

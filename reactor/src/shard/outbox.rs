@@ -44,6 +44,7 @@ pub(super) struct MeshWiring<'a> {
     /// Wakes a paused source when the outboxes have drained.
     pub outbox_room: &'a Rc<Signal>,
     pub outbox_len: &'a Rc<Cell<usize>>,
+    pub outbox_bytes: &'a Rc<Cell<usize>>,
     pub outbox_messages_max: usize,
     pub queue: TaskQueueHandle,
 }
@@ -52,7 +53,7 @@ pub(super) struct MeshWiring<'a> {
 /// mesh channel) and a receiver task per peer; installs the outboxes in
 /// the core.
 pub(super) fn spawn(mesh: Option<MeshEnds<MeshMsg>>, shards: usize, w: MeshWiring<'_>) -> MeshTasks {
-    let mut outboxes: Vec<Option<local_channel::LocalSender<MeshMsg>>> = (0..shards).map(|_| None).collect();
+    let mut outboxes: Vec<Option<local_channel::LocalSender<(MeshMsg, usize)>>> = (0..shards).map(|_| None).collect();
     let mut tasks = MeshTasks {
         senders: Vec::new(),
         receivers: Vec::new(),
@@ -62,7 +63,7 @@ pub(super) fn spawn(mesh: Option<MeshEnds<MeshMsg>>, shards: usize, w: MeshWirin
     if let Some(MeshEnds { senders, receivers }) = mesh {
         for (dest, (slot, sender)) in outboxes.iter_mut().zip(senders).enumerate() {
             let Some(sender) = sender else { continue };
-            let (tx, rx) = local_channel::new_unbounded::<MeshMsg>();
+            let (tx, rx) = local_channel::new_unbounded::<(MeshMsg, usize)>();
             *slot = Some(tx);
             tasks.senders.push(spawn_sender(dest, rx, sender, &w));
         }
@@ -83,11 +84,12 @@ pub(super) fn spawn(mesh: Option<MeshEnds<MeshMsg>>, shards: usize, w: MeshWirin
 /// already waits behind a message for the same place.
 fn spawn_sender(
     dest: usize,
-    rx: local_channel::LocalReceiver<MeshMsg>,
+    rx: local_channel::LocalReceiver<(MeshMsg, usize)>,
     sender: crate::mesh::MeshSender<MeshMsg>,
     w: &MeshWiring<'_>,
 ) -> glommio::Task<Result<(), RunError>> {
     let outbox_len = Rc::clone(w.outbox_len);
+    let outbox_bytes = Rc::clone(w.outbox_bytes);
     let outbox_room = Rc::clone(w.outbox_room);
     let control = Arc::clone(w.control);
     let low_water = w.outbox_messages_max / 2;
@@ -95,10 +97,10 @@ fn spawn_sender(
         async move {
             let mut result = Ok(());
             // A message taken from the outbox but not merged into the one
-            // before it: sent next.
-            let mut held: Option<MeshMsg> = None;
+            // before it, with its weight: sent next.
+            let mut held: Option<(MeshMsg, usize)> = None;
             loop {
-                let mut msg = match held.take() {
+                let (mut msg, mut weight) = match held.take() {
                     Some(m) => m,
                     None => match rx.recv().await {
                         Some(m) => m,
@@ -109,13 +111,13 @@ fn spawn_sender(
                 // Coalesce what already waits behind it for the same
                 // place: fewer, fuller mesh messages when the mesh is the
                 // bottleneck (small batches from a paced source, say).
-                while let Some(Some(next)) = futures_lite::future::poll_once(rx.recv()).await {
+                while let Some(Some((next, next_weight))) = futures_lite::future::poll_once(rx.recv()).await {
                     outbox_len.set(outbox_len.get() - 1);
                     match merge(&mut msg, next) {
-                        None => {}
+                        None => weight += next_weight,
                         Some(unmerged) => {
                             outbox_len.set(outbox_len.get() + 1);
-                            held = Some(unmerged);
+                            held = Some((unmerged, next_weight));
                             break;
                         }
                     }
@@ -123,7 +125,10 @@ fn spawn_sender(
                 if outbox_len.get() <= low_water {
                     outbox_room.notify();
                 }
-                if sender.send(msg).await.is_err() {
+                // Its bytes stay counted here until the channel counts them.
+                let sent = sender.send_weighed(msg, weight).await;
+                outbox_bytes.set(outbox_bytes.get() - weight);
+                if sent.is_err() {
                     // The peer has gone: it failed, or the run is being
                     // torn down.
                     control.run.set_abort();

@@ -127,10 +127,10 @@ fn publish_metrics(id: usize, core: &ShardCore, serving: &Serving, progress: &Co
         Ordering::Relaxed,
     );
     shard.queue_depth.store(core.outbox_len.get() as u64, Ordering::Relaxed);
-    shard.held_rows.store(core.held_rows() as u64, Ordering::Relaxed);
+    shard.held_bytes.store(core.held_bytes() as u64, Ordering::Relaxed);
     shard
-        .held_rows_peak
-        .store(core.held_rows_peak as u64, Ordering::Relaxed);
+        .held_bytes_peak
+        .store(core.held_bytes_peak as u64, Ordering::Relaxed);
     shard.held_back_ns.store(
         u64::try_from(core.held_back.as_nanos()).unwrap_or(u64::MAX),
         Ordering::Relaxed,
@@ -186,6 +186,14 @@ impl Watchdog {
                     serving.step(&control);
                     if metrics_read && beat % crate::metrics::PUBLISH_EVERY_BEATS == 0 {
                         publish_metrics(id, &core.borrow(), &serving, &control);
+                        let channels: usize = probes
+                            .iter()
+                            .filter(|(_, side)| *side == Side::Sender)
+                            .map(|(p, _)| p.bytes())
+                            .sum();
+                        control.metrics.shards[id]
+                            .mesh_bytes
+                            .store((core.borrow().outbox_bytes.get() + channels) as u64, Ordering::Relaxed);
                     }
                     // A checkpoint request reaches a shard whose sources
                     // are done here (the source loop sees its own).

@@ -79,8 +79,13 @@ pub(super) struct SourceLoop {
     pub inbound: Vec<Option<Rc<MeshReceiver<MeshMsg>>>>,
     /// The sources were told that intake stopped (`Source::close`).
     pub intake_closed: bool,
-    /// See `ShardConfig::held_rows_max`.
-    pub held_rows_max: usize,
+    /// See `ShardConfig::held_bytes_max`.
+    pub held_bytes_max: usize,
+    /// See `ShardConfig::mesh_bytes_max`; what the outboxes weigh, and
+    /// the channels this shard sends on.
+    pub mesh_bytes_max: usize,
+    pub outbox_bytes: Rc<Cell<usize>>,
+    pub outbound: Vec<Arc<dyn crate::mesh::ChannelProbe>>,
 }
 
 /// Counters of one run of the loop.
@@ -315,10 +320,12 @@ impl SourceLoop {
     }
 
     /// Whether source `k` must wait: ahead of the slowest source of the
-    /// run (the watchdog's nudge re-checks), the outboxes are full
-    /// (backpressure: wait for the sender tasks), or too many rows wait
-    /// behind a checkpoint barrier for a slower shard's (it must catch up
-    /// first; the barrier's alignment, or the watchdog, wakes this).
+    /// run (the watchdog's nudge re-checks), the outboxes and the mesh
+    /// channels it sends on hold more than their bounds in messages or
+    /// bytes (backpressure: wait for the sender tasks and the peers), or
+    /// too many rows wait behind a checkpoint barrier for a slower shard's
+    /// (it must catch up first; the barrier's alignment, or the watchdog,
+    /// wakes this).
     async fn held_back(&mut self, k: usize, tally: &mut Tally) -> bool {
         let source = &self.sources[k].1;
         let slowest = self.control.alignment.slowest();
@@ -326,13 +333,17 @@ impl SourceLoop {
             self.wake.wait().await;
             return true;
         }
-        let held_rows = {
+        let held_bytes = {
             let mut c = self.core.borrow_mut();
-            let held = c.held_rows();
-            c.held_rows_peak = c.held_rows_peak.max(held);
+            let held = c.held_bytes();
+            c.held_bytes_peak = c.held_bytes_peak.max(held);
             held
         };
-        if self.outbox_len.get() > self.outbox_max || held_rows > self.held_rows_max {
+        let mesh_bytes = self.outbox_bytes.get() + self.outbound.iter().map(|c| c.bytes()).sum::<usize>();
+        if self.outbox_len.get() > self.outbox_max
+            || mesh_bytes > self.mesh_bytes_max
+            || held_bytes > self.held_bytes_max
+        {
             let started = std::time::Instant::now();
             self.wake.wait().await;
             let waited = started.elapsed();
