@@ -195,6 +195,12 @@ fn metrics(plan: &PhysicalPlan, p: Option<&Control>, started: Instant) -> String
     for (name, kind, help, f) in source_families {
         family(name, kind, help, per_source(&|c| f(c) as f64));
     }
+    family(
+        "laminar_source_backpressure_seconds_total",
+        "counter",
+        "Time a tcp source's connections did not read their sockets for want of room, summed over them.",
+        per_source(&|c| c.backpressure_ns.load(Relaxed) as f64 / 1e9),
+    );
     // The wall clock the sources' skew bound reads.
     let now = laminar_exec::time::Clock::now_ms(&laminar_reactor::clock::SystemClock::default());
     let marked: Vec<(String, i64)> = plan

@@ -1227,9 +1227,15 @@ fn connections_pushing_at_once_are_served_fairly() {
         metric(&server.get("/metrics").1, "laminar_source_rows_total{source=\"bid\"}"),
         2_000_001.0
     );
+    // Without a slow shard, memory stays near the engine's own footprint.
+    let peak = peak_rss_bytes(server.child.id());
     let (status, log) = server.stop();
     assert!(status.success(), "{}", log.join("\n"));
-    eprintln!("bytes sent per connection at each quarter of the push: {quarters:?}");
+    eprintln!(
+        "bytes sent per connection at each quarter of the push: {quarters:?}; peak RSS {} MiB",
+        peak >> 20
+    );
+    assert!(peak < 256 << 20, "peak RSS {} MiB", peak >> 20);
     for (q, at) in quarters.iter().enumerate() {
         let mean = at.iter().sum::<usize>() as f64 / CONNECTIONS as f64;
         let least = *at.iter().min().unwrap() as f64;

@@ -32,6 +32,8 @@ pub struct SourceCounters {
     /// connection stopped reading because that was at its limit.
     pub inbox_bytes: AtomicU64,
     pub backpressure_waits: AtomicU64,
+    /// Time its connections spent waiting for room, in nanoseconds.
+    pub backpressure_ns: AtomicU64,
 }
 
 impl Default for SourceCounters {
@@ -45,6 +47,7 @@ impl Default for SourceCounters {
             connections: AtomicU64::new(0),
             inbox_bytes: AtomicU64::new(0),
             backpressure_waits: AtomicU64::new(0),
+            backpressure_ns: AtomicU64::new(0),
         }
     }
 }

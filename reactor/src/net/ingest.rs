@@ -118,6 +118,8 @@ pub struct Inbox {
     /// one had to.
     pub(crate) room_waiters: Vec<(u64, Rc<Signal>)>,
     pub(crate) backpressure_waits: u64,
+    /// Time connections spent waiting for room, summed over them.
+    pub(crate) backpressure: Duration,
     /// Finished connections waiting for the log to reach the disk.
     pub(crate) ack_waiters: Vec<Rc<Signal>>,
     /// Wakes the source loop.
@@ -186,6 +188,12 @@ impl Inbox {
     /// Times a connection found the inbox full and stopped reading.
     pub fn backpressure_waits(&self) -> u64 {
         self.backpressure_waits
+    }
+
+    /// Time connections spent not reading their sockets for want of
+    /// room, summed over the connections.
+    pub fn backpressure_time(&self) -> Duration {
+        self.backpressure
     }
 
     /// Bytes received and not yet applied.
@@ -351,7 +359,9 @@ async fn connection(mut stream: glommio::net::TcpStream, conn: u64, inbox: Rc<Re
             }
             wait
         } {
+            let started = std::time::Instant::now();
             room.wait().await;
+            inbox.borrow_mut().backpressure += started.elapsed();
         }
         match stream.read(&mut buf).await {
             Ok(0) => break true,

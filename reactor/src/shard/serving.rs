@@ -120,6 +120,10 @@ fn publish_metrics(id: usize, core: &ShardCore, serving: &Serving, progress: &Co
         counters
             .backpressure_waits
             .store(inbox.backpressure_waits(), Ordering::Relaxed);
+        counters.backpressure_ns.store(
+            u64::try_from(inbox.backpressure_time().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
     let shard = &m.shards[id];
     shard.busy_ns.store(
