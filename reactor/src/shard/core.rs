@@ -377,8 +377,9 @@ impl ShardCore {
     }
 
     /// Takes messages already queued on the inbound channels, up to
-    /// `DRAIN_MESSAGES_MAX` per peer, and processes them; true if some
-    /// were left (the caller yields, then drains again). The shard's main
+    /// `DRAIN_MESSAGES_MAX` per peer or until glommio asks for
+    /// preemption, and processes them; true if some may be left (the
+    /// caller yields, then drains again). The shard's main
     /// task calls this whenever it wakes, so progress never depends on
     /// the receiver tasks alone being scheduled (see
     /// `yield_if_preempted`). Both consume on this thread and process
@@ -399,7 +400,9 @@ impl ShardCore {
                 taken += 1;
                 from_peer += 1;
                 self.on_message(peer, msg)?;
-                if from_peer == DRAIN_MESSAGES_MAX {
+                // A message may hold thousands of rows: past the event
+                // queue's latency slice, let the caller yield.
+                if from_peer == DRAIN_MESSAGES_MAX || glommio::executor().need_preempt() {
                     more = true;
                     break;
                 }
