@@ -10,8 +10,9 @@
 #   scripts/overload.sh [--hog] [LINES]      (default 5000000)
 #
 # Prints the push time and lines/s, peak RSS, checkpoints completed during
-# the push and the longest one seen, held-back and stall seconds, and the
-# bounds configured. Data and state go to a temporary directory.
+# the push and the longest one seen, held-back and stall seconds, how
+# often /health said a shard's watchdog had stopped, and the bounds
+# configured. Data and state go to a temporary directory.
 source "$(dirname "$0")/env.sh"
 
 hog=""
@@ -77,15 +78,19 @@ if [ -n "$hog" ]; then
     hog_pid=$!
 fi
 checkpoints_before="$(metric laminar_checkpoints_total)"
-# Peak RSS and the longest checkpoint, sampled every 100 ms.
+# Peak RSS, the longest checkpoint and /health (every shard's watchdog
+# ticked in the last 50 ms), sampled every 100 ms.
 (
-    peak=0 longest=0
+    peak=0 longest=0 samples=0 unhealthy=0
     while kill -0 "$server" 2>/dev/null; do
         rss="$(awk '/VmRSS/ { print $2 }' "/proc/$server/status" 2>/dev/null || echo 0)"
         [ "${rss:-0}" -gt "$peak" ] && peak="$rss"
         d="$(metric laminar_checkpoint_duration_seconds)"
         longest="$(awk -v a="$longest" -v b="${d:-0}" 'BEGIN { print (b > a) ? b : a }')"
-        echo "$peak $longest" >sample
+        code="$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$admin/health")"
+        samples=$((samples + 1))
+        [ "$code" = 200 ] || unhealthy=$((unhealthy + 1))
+        echo "$peak $longest $samples $unhealthy" >sample
         sleep 0.1
     done
 ) &
@@ -104,15 +109,15 @@ checkpoints="$(awk -v a="$(metric laminar_checkpoints_total)" -v b="$checkpoints
 held_back="$(metric 'laminar_shard_held_back_seconds_total{shard="0"}')"
 stall="$(metric 'laminar_shard_stall_seconds_total{shard="1"}')"
 sleep 0.2
-read -r peak longest <sample
+read -r peak longest samples unhealthy <sample
 [ -z "$hog_pid" ] || kill "$hog_pid"
 kill -TERM "$server"
 wait "$server"
 awk -v n="$rows" -v s="$start" -v e="$end" -v peak="$peak" -v longest="$longest" -v cp="$checkpoints" \
-    -v hb="$held_back" -v st="$stall" -v hog="$label" 'BEGIN {
+    -v hb="$held_back" -v st="$stall" -v hog="$label" -v samples="$samples" -v unhealthy="$unhealthy" 'BEGIN {
     t = e - s;
     printf "overload %s: %d lines acknowledged in %.2f s (%.2f M lines/s)\n", hog, n, t, n / t / 1e6;
     printf "  peak RSS %.0f MiB; %d checkpoints during the push (one per %.2f s), the longest %.3f s\n", peak / 1024, cp, t / (cp > 0 ? cp : 1), longest;
-    printf "  shard 0 held back %.2f s; shard 1 stalled %.2f s\n", hb, st;
+    printf "  shard 0 held back %.2f s; shard 1 stalled %.2f s; /health not ok in %d of %d samples\n", hb, st, unhealthy, samples;
     printf "  bounds: inbox 1 MiB per source, mesh 32 MiB and held rows 32 MiB per shard (defaults)\n";
 }'
