@@ -1272,6 +1272,29 @@ fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
     );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
+    // So is one that differs inside an expression only (it would mix two
+    // definitions' rows in one sink), while a comment changes nothing.
+    write(
+        dir.path(),
+        "literal.sql",
+        &PIPELINE_SQL.replace("SUM(price) AS total", "SUM(price * 2) AS total"),
+    );
+    let out = laminar(
+        dir.path(),
+        &["run", "literal.sql", "--shards", "1", "--state-dir", "state"],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
+    write(
+        dir.path(),
+        "commented.sql",
+        &format!("-- the same pipeline, annotated\n{PIPELINE_SQL}"),
+    );
+    let out = laminar(
+        dir.path(),
+        &["run", "commented.sql", "--shards", "1", "--state-dir", "state"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // A damaged manifest: an error naming it, never a panic.
     let manifest = dir.path().join("state/MANIFEST");

@@ -131,7 +131,14 @@ impl PhysicalPlan {
                 c
             }
         };
-        let _ = writeln!(s, "source {}: {connector}", src.name);
+        // What a malformed record is: every declared column checked, or
+        // only those read (`validate`); the generator's rows are valid.
+        let validate = match (&src.connector, src.validate_all) {
+            (SourceConnector::Nexmark { .. }, _) => "",
+            (_, true) => ", every column validated",
+            (_, false) => ", only the columns read validated",
+        };
+        let _ = writeln!(s, "source {}: {connector}{validate}", src.name);
         let cols: Vec<String> = src
             .declared
             .fields
@@ -565,13 +572,12 @@ pub fn render(e: &Expr, names: &[String]) -> String {
         Expr::Func { func, args } => {
             let args: Vec<String> = args.iter().map(r).collect();
             match func {
-                ScalarFunc::Extract(field) => {
-                    format!(
-                        "EXTRACT({} FROM {})",
-                        format!("{field:?}").to_uppercase(),
-                        args.join(", ")
-                    )
-                }
+                // The field is its first argument, a literal.
+                ScalarFunc::Extract(field) => format!(
+                    "EXTRACT({} FROM {})",
+                    format!("{field:?}").to_uppercase(),
+                    args.last().map_or("", String::as_str)
+                ),
                 _ => format!("{}({})", func_name(func), args.join(", ")),
             }
         }
