@@ -47,6 +47,7 @@ mod client;
 use laminar_config as config;
 mod query_bench;
 mod serve;
+mod state;
 
 #[derive(Parser)]
 #[command(name = "laminar", version, about = "laminar: a streaming SQL event appliance")]
@@ -186,6 +187,24 @@ enum Command {
     Check { file: PathBuf },
     /// Print the operator plan of a SQL file.
     Explain { file: PathBuf },
+    /// Inspect a state directory (`--state-dir`, `state.dir`).
+    State {
+        #[command(subcommand)]
+        what: StateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// What the last checkpoint holds: epoch, time, shards, plan
+    /// fingerprint, state size, each source's position and watermark, each
+    /// sink's committed output.
+    Show {
+        dir: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Keeps freed memory in glibc's per-thread arenas instead of returning
@@ -378,6 +397,9 @@ fn dispatch(cli: Cli) -> Result<()> {
             let plan = load(&file, PlanOptions::default())?;
             write_stdout(&plan.explain())
         }
+        Command::State {
+            what: StateCommand::Show { dir, json },
+        } => state::show(&dir, json),
     }
 }
 

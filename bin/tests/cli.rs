@@ -1370,3 +1370,62 @@ fn explain_names_join_kinds_conditions_and_tables() {
         assert!(out.contains(expected), "no {expected:?} in\n{out}");
     }
 }
+
+#[test]
+fn state_show_prints_what_the_last_checkpoint_holds() {
+    let dir = setup(PIPELINE_SQL);
+    // A checkpoint needs an input long enough for one to be taken.
+    let mut rows = String::from("auction,price,ts\n");
+    for i in 0..200_000 {
+        rows.push_str(&format!(
+            "{},{},2015-07-15 00:{:02}:{:02}\n",
+            i % 7,
+            i % 100,
+            (i / 60_000) % 60,
+            (i / 1000) % 60
+        ));
+    }
+    write(dir.path(), "bids.csv", &rows);
+    let out = laminar(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--shards",
+            "1",
+            "--state-dir",
+            "state",
+            "--checkpoint-interval-ms",
+            "1",
+        ],
+    );
+    assert_success(&out);
+    let o = laminar(dir.path(), &["state", "show", "--json", "state"]);
+    assert_success(&o);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["shards"], 1);
+    let source = &v["sources"][0];
+    assert_eq!(source["name"], "bids");
+    let read = source["rows"].as_u64().expect("rows");
+    assert!(read > 0 && read <= 200_000, "{v}");
+    assert!(source["offset"].as_u64().expect("offset") <= rows.len() as u64, "{v}");
+    assert_eq!(v["sinks"][0]["name"], "out");
+    let o = laminar(dir.path(), &["state", "show", "state"]);
+    assert_success(&o);
+    let text = stdout(&o);
+    for expected in [
+        "1 shard(s), plan fingerprint ".to_string(),
+        format!(
+            "  source bids (shard 0): offset {}, {read} rows, 0 malformed, watermark ",
+            source["offset"]
+        ),
+        format!("  sink out: {} rows committed", v["sinks"][0]["rows"]),
+    ] {
+        assert!(text.contains(&expected), "no {expected:?} in\n{text}");
+    }
+    // A directory without a checkpoint: an error saying so.
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let o = laminar(dir.path(), &["state", "show", "empty"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("holds no checkpoint"), "{}", stderr(&o));
+}

@@ -97,7 +97,25 @@ fn write_config_state(dir: &Path, sql: &str, extra: &str, checkpoint_ms: u64, st
     std::fs::write(dir.join("laminar.toml"), config).unwrap();
 }
 
+/// Tests that measure CPU shares and progress over time (a spinner on a
+/// shard's core, fairness between connections) run alone: every other
+/// test's server holds a read guard while it runs.
+static EXCLUSIVE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    static HOLDS_EXCLUSIVE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs the calling test alone among this file's servers.
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    let guard = EXCLUSIVE.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    HOLDS_EXCLUSIVE.with(|h| h.set(true));
+    guard
+}
+
 struct Server {
+    /// Held while the server runs, unless its test runs alone.
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
     child: Child,
     lines: mpsc::Receiver<String>,
     /// Everything it printed on stderr so far.
@@ -108,6 +126,8 @@ struct Server {
 impl Server {
     /// Starts `laminar serve` in `dir` and waits for `ready`.
     fn start(dir: &Path) -> Server {
+        let shared = (!HOLDS_EXCLUSIVE.with(std::cell::Cell::get))
+            .then(|| EXCLUSIVE.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut child = Command::new(BIN)
             .args(["serve", "--config", "laminar.toml"])
             .current_dir(dir)
@@ -130,6 +150,7 @@ impl Server {
             }
         });
         let mut server = Server {
+            _shared: shared,
             child,
             lines: rx,
             log: Vec::new(),
@@ -1148,6 +1169,7 @@ fn small_send_buffer(s: &TcpStream) {
 #[test]
 fn connections_pushing_at_once_are_served_fairly() {
     const CONNECTIONS: usize = 4;
+    let _alone = exclusive();
     let dir = tempdir();
     write_config(dir.path(), &serve_sql(), "[limits]\ninbox_bytes_max = 1048576\n");
     let server = Server::start(dir.path());
@@ -1288,6 +1310,7 @@ impl Drop for Hog {
 
 #[test]
 fn a_shard_on_a_busy_core_slows_the_source_instead_of_filling_memory() {
+    let _alone = exclusive();
     let dir = tempdir();
     let sql = source_sql("connector = 'tcp', port = '0'")
         + "CREATE STREAM per_key AS SELECT auction, COUNT(*) AS n, SUM(price) AS s FROM bid GROUP BY auction;

@@ -1,0 +1,142 @@
+//! `laminar state show DIR`: what a state directory holds, read from its
+//! manifest without starting anything: the last checkpoint (epoch, when,
+//! shards, the plan fingerprint, state bytes), each shard's WAL position,
+//! each source's position and watermark, each sink's committed output.
+//! A table for people, or `--json`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use laminar_persistence::manifest::{self, Manifest};
+use laminar_reactor::source::SourceState;
+use serde_json::json;
+
+/// Prints what the state directory `dir` holds.
+pub fn show(dir: &Path, as_json: bool) -> Result<()> {
+    let manifest = manifest::read(dir)
+        .with_context(|| format!("reading the state directory {}", dir.display()))?
+        .with_context(|| {
+            format!(
+                "{} holds no checkpoint (no {} file): nothing was written there yet",
+                dir.display(),
+                manifest::MANIFEST_FILE
+            )
+        })?;
+    let sources = manifest
+        .sources
+        .iter()
+        .map(|p| {
+            let state = laminar_persistence::from_archive::<SourceState>(&p.state)
+                .with_context(|| format!("the position of source {} does not decode", p.name))?;
+            Ok((p, state))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let text = if as_json {
+        let mut out = serde_json::to_string_pretty(&to_json(&manifest, &sources))?;
+        out.push('\n');
+        out
+    } else {
+        table(dir, &manifest, &sources)
+    };
+    crate::write_stdout(&text)
+}
+
+type Positions<'a> = [(&'a manifest::SourcePosition, SourceState)];
+
+fn to_json(m: &Manifest, sources: &Positions<'_>) -> serde_json::Value {
+    json!({
+        "epoch": m.epoch,
+        "created_unix_ms": m.created_unix_ms,
+        "shards": m.shards,
+        "plan_fingerprint": format!("{:016x}", m.plan_fingerprint),
+        "state_bytes": m.state_bytes,
+        "state_bytes_written": m.state_bytes_written,
+        "wal_lsns": m.wal_lsns,
+        "sources": sources.iter().map(|(p, s)| json!({
+            "name": p.name,
+            "shard": p.shard,
+            "offset": s.offset,
+            "line": s.line,
+            "rows": s.rows,
+            "malformed": s.malformed,
+            "watermark": (s.watermark > i64::MIN).then_some(s.watermark),
+            "max_event_time": (s.max_time > i64::MIN).then_some(s.max_time),
+            "done": s.done,
+            "open_connections": s.live_connections.len(),
+            "followed_file": s.follow.as_ref().map(|f| json!({"device": f.device, "inode": f.inode})),
+        })).collect::<Vec<_>>(),
+        "sinks": m.sinks.iter().map(|k| json!({
+            "name": k.name,
+            "committed_bytes": k.bytes,
+            "rows": k.rows,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn table(dir: &Path, m: &Manifest, sources: &Positions<'_>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let when = if m.created_unix_ms > 0 {
+        format!("{} UTC", laminar_exec::time::timestamp_to_string(m.created_unix_ms))
+    } else {
+        "unknown".to_string()
+    };
+    let _ = writeln!(
+        s,
+        "state {}: checkpoint {} of {when}, {} shard(s), plan fingerprint {:016x}",
+        dir.display(),
+        m.epoch,
+        m.shards,
+        m.plan_fingerprint
+    );
+    let _ = writeln!(
+        s,
+        "  state: {} bytes ({} written by the last checkpoint)",
+        m.state_bytes, m.state_bytes_written
+    );
+    if m.wal_lsns.iter().any(|&l| l > 0) {
+        let lsns: Vec<String> = m
+            .wal_lsns
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("shard {i} from {l}"))
+            .collect();
+        let _ = writeln!(s, "  WAL replay: {}", lsns.join(", "));
+    }
+    let time = |t: i64| {
+        if t == i64::MIN {
+            "none".to_string()
+        } else {
+            laminar_exec::time::timestamp_to_string(t)
+        }
+    };
+    for (p, st) in sources {
+        let mut line = format!(
+            "  source {} (shard {}): offset {}, {} rows, {} malformed, watermark {}",
+            p.name,
+            p.shard,
+            st.offset,
+            st.rows,
+            st.malformed,
+            time(st.watermark)
+        );
+        if st.done {
+            line.push_str(", read to its end");
+        }
+        if let Some(f) = &st.follow {
+            let _ = write!(line, ", followed file device {} inode {}", f.device, f.inode);
+        }
+        if !st.live_connections.is_empty() {
+            let _ = write!(line, ", {} connection(s) open", st.live_connections.len());
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    for k in &m.sinks {
+        let _ = writeln!(
+            s,
+            "  sink {}: {} rows committed ({} bytes of its file)",
+            k.name, k.rows, k.bytes
+        );
+    }
+    s
+}
