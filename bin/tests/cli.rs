@@ -1260,39 +1260,30 @@ fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
     let err = stderr(&out);
     assert!(err.contains("state") && err.contains("--shards 1"), "{err}");
 
-    // Another pipeline: refused.
-    write(
-        dir.path(),
-        "other.sql",
-        &PIPELINE_SQL.replace("INTERVAL '5' SECOND", "INTERVAL '6' SECOND"),
-    );
-    let out = laminar(
-        dir.path(),
-        &["run", "other.sql", "--shards", "1", "--state-dir", "state"],
-    );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
-    // So is one that differs inside an expression only (it would mix two
-    // definitions' rows in one sink), while a comment changes nothing.
-    write(
-        dir.path(),
-        "literal.sql",
-        &PIPELINE_SQL.replace("SUM(price) AS total", "SUM(price * 2) AS total"),
-    );
-    let out = laminar(
-        dir.path(),
-        &["run", "literal.sql", "--shards", "1", "--state-dir", "state"],
-    );
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
-    write(
-        dir.path(),
+    // Another pipeline: refused. So is one that differs inside an
+    // expression only (it would mix two definitions' rows in one sink),
+    // while a comment changes nothing.
+    let rerun = |name: &str, sql: &str| {
+        write(dir.path(), name, sql);
+        laminar(dir.path(), &["run", name, "--shards", "1", "--state-dir", "state"])
+    };
+    for (name, sql) in [
+        (
+            "other.sql",
+            PIPELINE_SQL.replace("INTERVAL '5' SECOND", "INTERVAL '6' SECOND"),
+        ),
+        (
+            "literal.sql",
+            PIPELINE_SQL.replace("SUM(price) AS total", "SUM(price * 2) AS total"),
+        ),
+    ] {
+        let out = rerun(name, &sql);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
+    }
+    let out = rerun(
         "commented.sql",
         &format!("-- the same pipeline, annotated\n{PIPELINE_SQL}"),
-    );
-    let out = laminar(
-        dir.path(),
-        &["run", "commented.sql", "--shards", "1", "--state-dir", "state"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
 

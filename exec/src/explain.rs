@@ -274,12 +274,7 @@ impl PhysicalPlan {
             OperatorSpec::IntervalJoin(j) => {
                 let right = self.schema_of(inputs[1]);
                 let (l, r) = (names(input), names(right));
-                let keys: Vec<String> = j
-                    .left_keys
-                    .iter()
-                    .zip(&j.right_keys)
-                    .map(|(a, b)| format!("l.{} = r.{}", render(a, &l), render(b, &r)))
-                    .collect();
+                let keys = join_keys(&j.left_keys, &j.right_keys, &l, &r);
                 let mut d = vec![
                     format!(
                         "{} join (l: {}, r: {})",
@@ -315,12 +310,7 @@ impl PhysicalPlan {
             OperatorSpec::AsofJoin(j) => {
                 let right = self.schema_of(inputs[1]);
                 let (l, r) = (names(input), names(right));
-                let keys: Vec<String> = j
-                    .left_keys
-                    .iter()
-                    .zip(&j.right_keys)
-                    .map(|(a, b)| format!("l.{} = r.{}", render(a, &l), render(b, &r)))
-                    .collect();
+                let keys = join_keys(&j.left_keys, &j.right_keys, &l, &r);
                 let kind = match (j.right_changelog, j.keep_unmatched) {
                     (true, true) => "left lookup join on a table",
                     (true, false) => "inner lookup join on a table",
@@ -426,6 +416,14 @@ fn grouping(g: Grouping<'_>, input: &Schema) -> Vec<String> {
         d.push("late and no-time rows: to its LATE DATA stream".to_string());
     }
     d
+}
+
+/// A join's equality keys as `l.a = r.b AND …`.
+fn join_keys(left: &[Expr], right: &[Expr], l: &[String], r: &[String]) -> Vec<String> {
+    left.iter()
+        .zip(right)
+        .map(|(a, b)| format!("l.{} = r.{}", render(a, l), render(b, r)))
+        .collect()
 }
 
 /// Where an operator runs, from where its first input's rows must be.
