@@ -1,6 +1,7 @@
 //! `laminar state show DIR`: what a state directory holds, read from its
-//! manifest without starting anything: the last checkpoint (epoch, when,
-//! shards, the plan fingerprint, state bytes), each shard's WAL position,
+//! manifest and its checkpoint store's indexes without starting anything:
+//! the last checkpoint (epoch, when, shards, the plan fingerprint, state
+//! bytes), each node's state bytes per shard, each shard's WAL position,
 //! each source's position and watermark, each sink's committed output.
 //! A table for people, or `--json`.
 
@@ -31,19 +32,42 @@ pub fn show(dir: &Path, as_json: bool) -> Result<()> {
             Ok((p, state))
         })
         .collect::<Result<Vec<_>>>()?;
+    let nodes = node_bytes(dir, &manifest)?;
     let text = if as_json {
-        let mut out = serde_json::to_string_pretty(&to_json(&manifest, &sources))?;
+        let mut out = serde_json::to_string_pretty(&to_json(&manifest, &sources, &nodes))?;
         out.push('\n');
         out
     } else {
-        table(dir, &manifest, &sources)
+        table(dir, &manifest, &sources, &nodes)
     };
     crate::write_stdout(&text)
 }
 
 type Positions<'a> = [(&'a manifest::SourcePosition, SourceState)];
 
-fn to_json(m: &Manifest, sources: &Positions<'_>) -> serde_json::Value {
+/// Per node (the plan's node index, as `laminar explain` numbers them):
+/// its state's bytes on each shard at the last checkpoint.
+type NodeBytes = std::collections::BTreeMap<u32, Vec<u64>>;
+
+/// Reads each shard's index of the last checkpoint: what every node's
+/// snapshot weighs there (the parts themselves are not read).
+fn node_bytes(dir: &Path, m: &Manifest) -> Result<NodeBytes> {
+    let store_dir = dir.join("checkpoints");
+    let store = laminar_persistence::store::CheckpointStore::open_read_only(&store_dir)
+        .with_context(|| format!("opening the checkpoint store {}", store_dir.display()))?;
+    let mut nodes = NodeBytes::new();
+    for shard in 0..m.shards {
+        let index = store
+            .index(m.epoch, shard)
+            .with_context(|| format!("reading shard {shard}'s index of checkpoint {}", m.epoch))?;
+        for part in index.parts {
+            nodes.entry(part.part).or_insert_with(|| vec![0; m.shards as usize])[shard as usize] = part.len;
+        }
+    }
+    Ok(nodes)
+}
+
+fn to_json(m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -> serde_json::Value {
     json!({
         "epoch": m.epoch,
         "created_unix_ms": m.created_unix_ms,
@@ -52,6 +76,11 @@ fn to_json(m: &Manifest, sources: &Positions<'_>) -> serde_json::Value {
         "state_bytes": m.state_bytes,
         "state_bytes_written": m.state_bytes_written,
         "wal_lsns": m.wal_lsns,
+        "nodes": nodes.iter().map(|(n, per_shard)| json!({
+            "node": n,
+            "state_bytes": per_shard.iter().sum::<u64>(),
+            "state_bytes_per_shard": per_shard,
+        })).collect::<Vec<_>>(),
         "sources": sources.iter().map(|(p, s)| json!({
             "name": p.name,
             "shard": p.shard,
@@ -73,7 +102,7 @@ fn to_json(m: &Manifest, sources: &Positions<'_>) -> serde_json::Value {
     })
 }
 
-fn table(dir: &Path, m: &Manifest, sources: &Positions<'_>) -> String {
+fn table(dir: &Path, m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let when = if m.created_unix_ms > 0 {
@@ -94,6 +123,15 @@ fn table(dir: &Path, m: &Manifest, sources: &Positions<'_>) -> String {
         "  state: {} bytes ({} written by the last checkpoint)",
         m.state_bytes, m.state_bytes_written
     );
+    for (n, per_shard) in nodes {
+        let shards: Vec<String> = per_shard.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            s,
+            "  node #{n}: {} bytes of state (per shard: {})",
+            per_shard.iter().sum::<u64>(),
+            shards.join(", ")
+        );
+    }
     if m.wal_lsns.iter().any(|&l| l > 0) {
         let lsns: Vec<String> = m
             .wal_lsns

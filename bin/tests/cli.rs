@@ -1401,11 +1401,15 @@ fn state_show_prints_what_the_last_checkpoint_holds() {
     assert!(read > 0 && read <= 200_000, "{v}");
     assert!(source["offset"].as_u64().expect("offset") <= rows.len() as u64, "{v}");
     assert_eq!(v["sinks"][0]["name"], "out");
+    // The window aggregate (node #0) holds its open windows.
+    assert_eq!(v["nodes"][0]["node"], 0);
+    assert!(v["nodes"][0]["state_bytes"].as_u64().expect("bytes") > 0, "{v}");
     let o = laminar(dir.path(), &["state", "show", "state"]);
     assert_success(&o);
     let text = stdout(&o);
     for expected in [
         "1 shard(s), plan fingerprint ".to_string(),
+        format!("  node #0: {} bytes of state", v["nodes"][0]["state_bytes"]),
         format!(
             "  source bids (shard 0): offset {}, {read} rows, 0 malformed, watermark ",
             source["offset"]

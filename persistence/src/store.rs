@@ -154,6 +154,21 @@ impl CheckpointStore {
         })
     }
 
+    /// Opens the store to look, not write (`laminar state show`):
+    /// RocksDB's read-only mode takes no lock, so it works beside a
+    /// running service, and never creates a store that is not there.
+    pub fn open_read_only(path: &Path) -> Result<CheckpointStore> {
+        let db = DB::open_for_read_only(&Options::default(), path, false).map_err(|e| PersistError::Store {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(CheckpointStore {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+            faults: Faults::none(),
+        })
+    }
+
     fn err(&self, e: rocksdb::Error) -> PersistError {
         PersistError::Store {
             path: self.path.clone(),
