@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The multi-shard stress loop: runs every test binary that starts shards
 # (golden, differential, join_differential, topn_differential, allocations,
-# the reactor's unit tests, the crash tests, serve's end-to-end tests) N
+# the reactor's unit tests, the crash tests, serve's end-to-end and
+# overload tests) N
 # times (default 50) on 1, 2 and 4 shards, each
 # under a 120 s timeout. A timeout is a hang: its output (with the stall
 # report naming every shard's phase and every channel's state) is kept
@@ -24,7 +25,7 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
         name = m["target"]["name"]
-        if name in ("golden", "differential", "join_differential", "topn_differential", "allocations", "laminar_reactor", "durability", "serve"):
+        if name in ("golden", "differential", "join_differential", "topn_differential", "allocations", "laminar_reactor", "durability", "serve", "overload"):
             print(m["executable"] + " " + m["manifest_path"].rsplit("/", 1)[0])
 ')
 [ "${#binaries[@]}" -eq 8 ] || { echo "error: expected 8 test binaries, found ${#binaries[@]}" >&2; exit 1; }
