@@ -1,0 +1,166 @@
+//! `laminar run --state-dir` and `laminar state show` end to end: a
+//! durable run resumed, refused for another shard count, another pipeline
+//! or an edited expression (not for a comment), a damaged manifest named;
+//! what `state show` prints of the last checkpoint, as a table and JSON.
+
+#[path = "common/cli.rs"]
+mod harness;
+
+use harness::*;
+
+#[test]
+fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
+    let dir = setup(PIPELINE_SQL);
+    // A durable run writes the same output as an in-memory one, and a
+    // second run on the same directory resumes and writes it again.
+    for _ in 0..2 {
+        let out = laminar(
+            dir.path(),
+            &["run", "pipeline.sql", "--shards", "1", "--state-dir", "state"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(read_rows(dir.path(), "out.csv"), sorted_rows(PIPELINE_OUT));
+    }
+
+    // Another shard count: refused, saying which it needs. (Without a
+    // checkpoint in the directory yet there is nothing to refuse, so
+    // make one: a tiny interval and a long enough input.)
+    let mut rows = String::from("auction,price,ts\n");
+    for i in 0..200_000 {
+        rows.push_str(&format!(
+            "{},{},2015-07-15 00:{:02}:{:02}\n",
+            i % 7,
+            i % 100,
+            (i / 60_000) % 60,
+            (i / 1000) % 60
+        ));
+    }
+    write(dir.path(), "bids.csv", &rows);
+    let _ = std::fs::remove_dir_all(dir.path().join("state"));
+    let out = laminar(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--shards",
+            "1",
+            "--state-dir",
+            "state",
+            "--checkpoint-interval-ms",
+            "1",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.path().join("state/MANIFEST").exists(), "{}", stderr(&out));
+    let out = laminar(
+        dir.path(),
+        &["run", "pipeline.sql", "--shards", "2", "--state-dir", "state"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("state") && err.contains("--shards 1"), "{err}");
+
+    // Another pipeline: refused. So is one that differs inside an
+    // expression only (it would mix two definitions' rows in one sink),
+    // while a comment changes nothing.
+    let rerun = |name: &str, sql: &str| {
+        write(dir.path(), name, sql);
+        laminar(dir.path(), &["run", name, "--shards", "1", "--state-dir", "state"])
+    };
+    for (name, sql) in [
+        (
+            "other.sql",
+            PIPELINE_SQL.replace("INTERVAL '5' SECOND", "INTERVAL '6' SECOND"),
+        ),
+        (
+            "literal.sql",
+            PIPELINE_SQL.replace("SUM(price) AS total", "SUM(price * 2) AS total"),
+        ),
+    ] {
+        let out = rerun(name, &sql);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
+    }
+    let out = rerun(
+        "commented.sql",
+        &format!("-- the same pipeline, annotated\n{PIPELINE_SQL}"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A damaged manifest: an error naming it, never a panic.
+    let manifest = dir.path().join("state/MANIFEST");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    std::fs::write(&manifest, &bytes).unwrap();
+    let out = laminar(
+        dir.path(),
+        &["run", "pipeline.sql", "--shards", "1", "--state-dir", "state"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("MANIFEST") && err.contains("corrupt"), "{err}");
+}
+
+#[test]
+fn state_show_prints_what_the_last_checkpoint_holds() {
+    let dir = setup(PIPELINE_SQL);
+    // A checkpoint needs an input long enough for one to be taken.
+    let mut rows = String::from("auction,price,ts\n");
+    for i in 0..200_000 {
+        rows.push_str(&format!(
+            "{},{},2015-07-15 00:{:02}:{:02}\n",
+            i % 7,
+            i % 100,
+            (i / 60_000) % 60,
+            (i / 1000) % 60
+        ));
+    }
+    write(dir.path(), "bids.csv", &rows);
+    let out = laminar(
+        dir.path(),
+        &[
+            "run",
+            "pipeline.sql",
+            "--shards",
+            "1",
+            "--state-dir",
+            "state",
+            "--checkpoint-interval-ms",
+            "1",
+        ],
+    );
+    assert_success(&out);
+    let o = laminar(dir.path(), &["state", "show", "--json", "state"]);
+    assert_success(&o);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["shards"], 1);
+    let source = &v["sources"][0];
+    assert_eq!(source["name"], "bids");
+    let read = source["rows"].as_u64().expect("rows");
+    assert!(read > 0 && read <= 200_000, "{v}");
+    assert!(source["offset"].as_u64().expect("offset") <= rows.len() as u64, "{v}");
+    assert_eq!(v["sinks"][0]["name"], "out");
+    // The window aggregate (node #0) holds its open windows.
+    assert_eq!(v["nodes"][0]["node"], 0);
+    assert!(v["nodes"][0]["state_bytes"].as_u64().expect("bytes") > 0, "{v}");
+    let o = laminar(dir.path(), &["state", "show", "state"]);
+    assert_success(&o);
+    let text = stdout(&o);
+    for expected in [
+        "1 shard(s), plan fingerprint ".to_string(),
+        format!("  node #0: {} bytes of state", v["nodes"][0]["state_bytes"]),
+        format!(
+            "  source bids (shard 0): offset {}, {read} rows, 0 malformed, watermark ",
+            source["offset"]
+        ),
+        format!("  sink out: {} rows committed", v["sinks"][0]["rows"]),
+    ] {
+        assert!(text.contains(&expected), "no {expected:?} in\n{text}");
+    }
+    // A directory without a checkpoint: an error saying so.
+    std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+    let o = laminar(dir.path(), &["state", "show", "empty"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("holds no checkpoint"), "{}", stderr(&o));
+}
