@@ -1,11 +1,10 @@
 //! Which file sources may be read by every shard at once: only those whose
 //! results cannot depend on the order rows of a key arrive in (see
-//! `laminar_reactor::source::split::order_insensitive`). That splitting such a
+//! `PhysicalPlan::order_insensitive`). That splitting such a
 //! source changes nothing is checked by every multi-shard golden and
 //! differential test (they split every input into 64-byte chunks) and by
 //! `bin/tests/cli.rs`.
 
-use laminar_reactor::source::split::order_insensitive;
 use laminar_sql::{plan_script, PlanOptions};
 
 const SOURCE: &str = "CREATE SOURCE t (k VARCHAR, v BIGINT, d DOUBLE, ts TIMESTAMP, WATERMARK FOR ts AS ts)
@@ -14,7 +13,7 @@ const SOURCE: &str = "CREATE SOURCE t (k VARCHAR, v BIGINT, d DOUBLE, ts TIMESTA
 fn splittable(stream: &str) -> bool {
     let sql = format!("{SOURCE}\n{stream}");
     let plan = plan_script(&sql, PlanOptions::default()).unwrap_or_else(|e| panic!("{e}\n{sql}"));
-    order_insensitive(&plan, 0)
+    plan.order_insensitive(0)
 }
 
 #[test]
@@ -76,7 +75,7 @@ fn a_table_file_is_read_in_order() {
     )
     .expect("plans");
     assert!(
-        !order_insensitive(&plan, 0),
+        !plan.order_insensitive(0),
         "the latest row of a key must win in file order"
     );
 }

@@ -112,7 +112,7 @@ pub fn spread(
     let node = &plan.sources[i];
     // A source split over shards has no single position to resume from,
     // and results that depend on arrival order must read in order.
-    if shards < 2 || options.checkpoints || !split::order_insensitive(plan, i) {
+    if shards < 2 || options.checkpoints || !plan.order_insensitive(i) {
         return Ok(None);
     }
     match &node.connector {

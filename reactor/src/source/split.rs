@@ -57,7 +57,7 @@
 //! Not split: files under `min_bytes`, runs of one shard, sources with a
 //! dead-letter file (one file, one writer), and sources whose results
 //! could depend on the order rows of one key arrive in (see
-//! `order_insensitive`): with several readers, rows of a key arrive from
+//! `PhysicalPlan::order_insensitive`): with several readers, rows of a key arrive from
 //! several ports, in an order no longer the file's.
 
 use std::collections::VecDeque;
@@ -70,7 +70,7 @@ use std::sync::Arc;
 
 use laminar_exec::batch::Batch;
 use laminar_exec::format::{names_columns, Decoder, Format, Lines};
-use laminar_exec::plan::{PhysicalPlan, SourceConnector, SourceNode, WatermarkSpec};
+use laminar_exec::plan::{SourceConnector, SourceNode, WatermarkSpec};
 
 use super::reader::{
     io_error, ChunkCounts, Handoff, MalformedRecord, Prefix, ReadState, Reader, ReaderPosition, SourceState,
@@ -162,11 +162,6 @@ impl FileSplit {
     pub fn owner(&self, chunk: usize) -> Option<usize> {
         self.owners[chunk].load(Ordering::Acquire).checked_sub(1)
     }
-}
-
-/// See `PhysicalPlan::order_insensitive`.
-pub fn order_insensitive(plan: &PhysicalPlan, source: usize) -> bool {
-    plan.order_insensitive(source)
 }
 
 /// Cuts a file source into chunks for `readers` shards, or None when it is
