@@ -40,8 +40,7 @@ use laminar_exec::plan::{SourceConnector, SourceNode};
 use laminar_exec::time::Clock;
 
 use super::reader::{
-    io_error, FollowState, MalformedRecord, ReadState, Reader, ReaderPosition, SourceState, MALFORMED_REPORTS_MAX,
-    RECORD_BYTES_MAX,
+    io_error, FollowState, MalformedRecord, ReadState, Reader, ReaderPosition, SourceState, RECORD_BYTES_MAX,
 };
 use super::record::{read_record, too_long_reason, DeadLetter, RecordDecoding, RecordRead, WatermarkTracker};
 use crate::error::RunError;
@@ -456,15 +455,11 @@ impl Reader for FollowReader {
                         // Its first line is no header.
                         self.records.decoder = Some(self.decoder(None)?);
                     }
-                    st.malformed += 1;
-                    if st.malformed <= MALFORMED_REPORTS_MAX {
-                        on_malformed(MalformedRecord {
-                            source: &st.name,
-                            location: &self.records.location,
-                            line: first_line,
-                            reason: &too_long_reason(),
-                        });
-                    }
+                    // Its first `RECORD_BYTES_MAX` bytes go to the dead
+                    // letters; the rest is skipped unread.
+                    let seen = &self.record[..self.record.len().min(RECORD_BYTES_MAX)];
+                    self.records
+                        .reject(seen, first_line, &too_long_reason(), st, on_malformed)?;
                 }
                 Next::More => {
                     if self.fill()? > 0 {

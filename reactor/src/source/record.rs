@@ -59,22 +59,34 @@ impl RecordDecoding {
                     batch.push_mark(w);
                 }
             }
-            Err(reason) => {
-                st.malformed += 1;
-                if st.malformed <= MALFORMED_REPORTS_MAX {
-                    on_malformed(MalformedRecord {
-                        source: &st.name,
-                        location: &self.location,
-                        line: first_line,
-                        reason: &reason,
-                    });
-                }
-                if let Some(d) = &mut self.dead_letter {
-                    d.write(record)?;
-                }
-            }
+            Err(reason) => self.reject(record, first_line, &reason, st, on_malformed)?,
         }
         Ok(())
+    }
+
+    /// A malformed record: counted, reported (the first
+    /// `MALFORMED_REPORTS_MAX`), dead-lettered.
+    pub fn reject(
+        &mut self,
+        record: &[u8],
+        first_line: u64,
+        reason: &str,
+        st: &mut ReadState,
+        on_malformed: &mut dyn FnMut(MalformedRecord<'_>),
+    ) -> Result<(), RunError> {
+        st.malformed += 1;
+        if st.malformed <= MALFORMED_REPORTS_MAX {
+            on_malformed(MalformedRecord {
+                source: &st.name,
+                location: &self.location,
+                line: first_line,
+                reason,
+            });
+        }
+        match &mut self.dead_letter {
+            Some(d) => d.write(record),
+            None => Ok(()),
+        }
     }
 
     pub fn flush_dead_letters(&mut self) -> Result<(), RunError> {

@@ -258,8 +258,9 @@ fn a_restart_after_a_rotation_while_stopped_finishes_the_old_file_first() {
 fn a_line_over_the_limit_is_one_malformed_record_and_the_next_line_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.csv");
+    let dead = dir.path().join("bad.txt");
     std::fs::write(&path, "1,10\n").unwrap();
-    let mut f = Fixture::open(node(&path, Some(false), None), None);
+    let mut f = Fixture::open(node(&path, Some(false), Some(dead.clone())), None);
     assert_eq!(f.read(), vec![(1, 10)]);
     let long = "9".repeat(RECORD_BYTES_MAX + 10);
     append(&path, &long);
@@ -273,6 +274,10 @@ fn a_line_over_the_limit_is_one_malformed_record_and_the_next_line_is_read() {
     append(&path, "z\n");
     assert_eq!(f.read(), vec![]);
     assert_eq!(f.bad[1].0, 4, "the long line was line 2: {:?}", f.bad);
+    // Dead letters: the long line's first RECORD_BYTES_MAX bytes, then z.
+    f.source.position().unwrap();
+    let letters = std::fs::read_to_string(&dead).unwrap();
+    assert_eq!(letters, format!("{}\nz\n", &long[..RECORD_BYTES_MAX]));
 }
 
 #[test]
