@@ -13,6 +13,7 @@
 # the push and the longest one seen, held-back and stall seconds, how
 # often /health said a shard's watchdog had stopped, and the bounds
 # configured. Data and state go to a temporary directory.
+LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} curl util-linux"
 source "$(dirname "$0")/env.sh"
 
 hog=""
