@@ -113,22 +113,26 @@ fn connections_pushing_at_once_are_served_fairly() {
     let dir = tempdir();
     write_config(dir.path(), &serve_sql(), "[limits]\ninbox_bytes_max = 1048576\n");
     let server = Server::start(dir.path());
-    let (lines, last) = bids(2_000_000, 11);
+    // 8 M lines (176 MB): what the kernel buffers for a connection (its
+    // socket's receive buffer grows with how fast it was read, up to
+    // megabytes) must be small beside what it sent by the first quarter,
+    // or the clients' counts measure the buffers, not the server.
+    let (lines, last) = bids(8_000_000, 11);
     let parts: Vec<Vec<u8>> = (0..CONNECTIONS)
         .map(|c| {
-            let mut text: String = lines
-                .iter()
-                .skip(c)
-                .step_by(CONNECTIONS)
-                .map(|l| format!("{l}\n"))
-                .collect();
-            if c == 0 {
-                text += &closer(last);
-                text.push('\n');
+            let mut text = Vec::new();
+            for l in lines.iter().skip(c).step_by(CONNECTIONS) {
+                text.extend_from_slice(l.as_bytes());
+                text.push(b'\n');
             }
-            text.into_bytes()
+            if c == 0 {
+                text.extend_from_slice(closer(last).as_bytes());
+                text.push(b'\n');
+            }
+            text
         })
         .collect();
+    drop(lines);
     let total: usize = parts.iter().map(Vec::len).sum();
     let streams: Vec<TcpStream> = (0..CONNECTIONS)
         .map(|_| {
@@ -187,7 +191,7 @@ fn connections_pushing_at_once_are_served_fairly() {
     }
     assert_eq!(
         metric(&server.get("/metrics").1, "laminar_source_rows_total{source=\"bid\"}"),
-        2_000_001.0
+        8_000_001.0
     );
     // Without a slow shard, memory stays near the engine's own footprint.
     let peak = peak_rss_bytes(server.child.id());
