@@ -34,7 +34,69 @@ pub struct Measured {
     pub result_rows: u64,
     pub behind_schedule: u64,
     pub latency_ns: Histogram<u64>,
+    /// Open loop: how long each event waited to be read after its
+    /// intended send time (empty in closed loop).
+    pub read_delay_ns: Histogram<u64>,
     pub shard_busy: Vec<f64>,
+    /// `--with-floor`: the host's own floor, measured on the first
+    /// shard's core just before the run.
+    pub floor: Option<Floor>,
+}
+
+/// The host's floor under every latency figure: what a spinning, pinned
+/// core loses to the machine (see `micro::jitter`), as the wait of an
+/// event arriving at a random moment.
+pub struct Floor {
+    pub cpu: usize,
+    pub jitter: crate::micro::Jitter,
+}
+
+impl Floor {
+    pub fn us_at(&self, q: f64) -> f64 {
+        self.jitter.delay_ns_at(q) as f64 / 1e3
+    }
+
+    /// Stalls of the spinning core over `ns`, per second.
+    pub fn stalls_per_s_over(&self, ns: u64) -> f64 {
+        self.jitter.stalls_ns.iter().filter(|&&g| g > ns).count() as f64 / self.jitter.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The floor for a report line.
+    pub fn text(&self) -> String {
+        let mut out = format!(
+            "  host floor (core {}, {:.1} s spinning just before the run; wait of an event arriving at a random moment, µs):",
+            self.cpu,
+            self.jitter.elapsed.as_secs_f64()
+        );
+        for (n, q) in PERCENTILES {
+            let _ = write!(out, " {} {:.1}", n.replace('_', "."), self.us_at(*q));
+        }
+        let _ = write!(
+            out,
+            "; stalls over 10 µs: {:.0}/s, longest {:.1} µs",
+            self.stalls_per_s_over(10_000),
+            self.jitter.stalls_ns.iter().copied().max().unwrap_or(0) as f64 / 1e3
+        );
+        out
+    }
+
+    fn json(&self, out: &mut String) {
+        let _ = write!(
+            out,
+            ",\"floor\":{{\"cpu\":{},\"seconds\":{:.3}",
+            self.cpu,
+            self.jitter.elapsed.as_secs_f64()
+        );
+        for (n, q) in PERCENTILES {
+            let _ = write!(out, ",\"{n}_us\":{:.3}", self.us_at(*q));
+        }
+        let _ = write!(
+            out,
+            ",\"stalls_over_10us_per_s\":{:.1},\"longest_stall_us\":{:.1}}}",
+            self.stalls_per_s_over(10_000),
+            self.jitter.stalls_ns.iter().copied().max().unwrap_or(0) as f64 / 1e3
+        );
+    }
 }
 
 impl Measured {
@@ -96,6 +158,24 @@ impl Measured {
         }
         let busy: Vec<String> = self.shard_busy.iter().map(|b| format!("{b:.4}")).collect();
         let _ = write!(out, ",\"shard_busy_share\":[{}]", busy.join(","));
+        let _ = write!(out, ",\"read_delay_samples\":{}", self.read_delay_ns.len());
+        for (name, q) in PERCENTILES {
+            match self.read_delay_ns.is_empty() {
+                false => {
+                    let _ = write!(
+                        out,
+                        ",\"read_delay_{name}_us\":{:.3}",
+                        self.read_delay_ns.value_at_quantile(*q) as f64 / 1e3
+                    );
+                }
+                true => {
+                    let _ = write!(out, ",\"read_delay_{name}_us\":null");
+                }
+            }
+        }
+        if let Some(f) = &self.floor {
+            f.json(out);
+        }
     }
 }
 
@@ -126,6 +206,11 @@ pub fn measured(target_eps: Option<u64>, events: u64, elapsed: Duration, summary
             .latency_ns
             .clone()
             .unwrap_or_else(laminar_reactor::pace::latency_histogram),
+        read_delay_ns: summary
+            .read_delay_ns
+            .clone()
+            .unwrap_or_else(laminar_reactor::pace::latency_histogram),
+        floor: None,
         shard_busy: summary.shard_busy.iter().map(|b| b.as_secs_f64() / secs).collect(),
     }
 }

@@ -27,6 +27,9 @@ use laminar_sql::PlanOptions;
 /// A limit on everything: an hour of load at most.
 pub(crate) const DURATION_S_MAX: u64 = 3_600;
 
+/// `--with-floor`: seconds of spinning for the host's floor at most.
+const FLOOR_S_MAX: u64 = 5;
+
 /// The rates of a sweep, as shares of the saturation throughput.
 const SWEEP_SHARES: &[f64] = &[0.1, 0.25, 0.5, 0.75, 0.9, 1.0];
 
@@ -80,6 +83,12 @@ pub struct QueryArgs {
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     json: bool,
+    /// Measure the host's own latency floor first (`laminar bench jitter`
+    /// on the first shard's core, for the run's duration up to 5 s) and
+    /// report it beside the run's figures, so a reader can tell the
+    /// engine's latency from the machine's.
+    #[arg(long, conflicts_with = "sweep")]
+    with_floor: bool,
     /// Write the latency percentile distribution (HdrHistogram's text
     /// format, microseconds) to this file.
     #[arg(long)]
@@ -150,7 +159,22 @@ pub fn run(args: QueryArgs) -> Result<()> {
     };
     match rate {
         Some(rate) => {
-            let m = ctx.measure(rate, &name)?;
+            let floor = match args.with_floor {
+                true => {
+                    let cpu = match &ctx.cpus {
+                        Some(c) => c[0],
+                        None => *laminar_reactor::runner::usable_cpus()
+                            .first()
+                            .context("no usable core for the host floor")?,
+                    };
+                    let secs = args.duration.min(FLOOR_S_MAX);
+                    let jitter = laminar_bench::micro::jitter(cpu, Duration::from_secs(secs))?;
+                    Some(laminar_bench::query::Floor { cpu, jitter })
+                }
+                false => None,
+            };
+            let mut m = ctx.measure(rate, &name)?;
+            m.floor = floor;
             if let Some(path) = &args.hdr_out {
                 write_file(path, &hdr_text(&m.latency_ns))?;
             }
@@ -419,6 +443,25 @@ fn report_text(name: &str, args: &QueryArgs, rate: Rate, m: &Measured) -> String
             let _ = write!(out, " {} {:.1}", n.replace('_', "."), m.us_at(*q));
         }
         let _ = writeln!(out, " max {:.1}", m.latency_ns.max() as f64 / 1e3);
+    }
+    if !m.read_delay_ns.is_empty() {
+        let _ = write!(
+            out,
+            "  event read delay (µs after its send time, {} events):",
+            m.read_delay_ns.len()
+        );
+        for (n, q) in PERCENTILES {
+            let _ = write!(
+                out,
+                " {} {:.1}",
+                n.replace('_', "."),
+                m.read_delay_ns.value_at_quantile(*q) as f64 / 1e3
+            );
+        }
+        let _ = writeln!(out, " max {:.1}", m.read_delay_ns.max() as f64 / 1e3);
+    }
+    if let Some(f) = &m.floor {
+        let _ = writeln!(out, "{}", f.text());
     }
     let busy: Vec<String> = m
         .shard_busy

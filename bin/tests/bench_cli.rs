@@ -126,6 +126,58 @@ fn bench_query_paces_the_engine_and_reports_latency() {
         json.contains("\"p99_us\":null") && json.contains("\"max_us\":null"),
         "{json}"
     );
+    // The event path is measured anyway: every bid read has a read
+    // delay (the stream is 46 bids in 50 events).
+    assert_eq!(json_number(&json, "read_delay_samples"), 92_000.0, "{json}");
+    assert!(json_number(&json, "read_delay_p99_us") > 0.0, "{json}");
+    assert!(!json.contains("\"floor\""), "no floor unless asked: {json}");
+
+    // `--with-floor`: the host's floor, measured on the shard's core for
+    // the run's duration, beside the run's own figures.
+    let o = laminar(
+        dir.path(),
+        &[
+            "bench",
+            "--query",
+            "q2",
+            "--rate",
+            "100000",
+            "--duration",
+            "1",
+            "--cpus",
+            "0",
+            "--with-floor",
+            "--json",
+        ],
+    );
+    assert_success(&o);
+    let json = stdout(&o);
+    let floor = &json[json.find("\"floor\":{").unwrap_or_else(|| panic!("a floor: {json}"))..];
+    assert_eq!(json_number(floor, "cpu"), 0.0, "{json}");
+    assert!((0.9..5.0).contains(&json_number(floor, "seconds")), "{json}");
+    let (f50, f99) = (json_number(floor, "p50_us"), json_number(floor, "p99_9_us"));
+    assert!(0.0 <= f50 && f50 <= f99, "{json}");
+    let o = laminar(
+        dir.path(),
+        &[
+            "bench",
+            "--query",
+            "q2",
+            "--rate",
+            "100000",
+            "--duration",
+            "1",
+            "--with-floor",
+        ],
+    );
+    assert_success(&o);
+    let text = stdout(&o);
+    assert!(
+        text.contains("host floor (core ") && text.contains("event read delay"),
+        "{text}"
+    );
+    let o = laminar(dir.path(), &["bench", "--query", "q2", "--sweep", "--with-floor"]);
+    assert!(!o.status.success(), "--with-floor measures one run, not a sweep");
     let o = laminar(
         dir.path(),
         &["bench", "--query", "q7", "--rate", "100000", "--duration", "1"],

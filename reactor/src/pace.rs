@@ -130,6 +130,32 @@ pub fn record(hist: &mut Histogram<u64>, origin_ns: u64, now_ns: u64, rows: u64)
         .expect("clamped into the histogram's range");
 }
 
+/// Records how long each of a batch's `rows` events waited to be read:
+/// `now_ns` minus its intended send time. The events of one source's kind
+/// spread evenly over the stream's indexes `first..last` (the other kinds
+/// sit between them), so the samples do too.
+pub fn record_read_delays(
+    hist: &mut Histogram<u64>,
+    pace: &Pace,
+    rate: u64,
+    first: u64,
+    last: u64,
+    rows: u64,
+    now_ns: u64,
+) {
+    if rows == 0 || last <= first {
+        return;
+    }
+    let span = last - first;
+    for j in 0..rows {
+        let index = first + j * span / rows;
+        let delay = now_ns
+            .saturating_sub(pace.intended_ns(index, rate))
+            .clamp(1, LATENCY_NS_MAX);
+        hist.record(delay).expect("clamped into the histogram's range");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +217,31 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn read_delays_run_from_each_events_own_send_time() {
+        let p = Pace {
+            start: Instant::now(),
+            rate_per_sec: Some(1_000_000),
+            deadline_ns: None,
+        };
+        let mut h = latency_histogram();
+        // Events 0..10 (sent at 0, 1, … 9 µs), read at 10 µs: they waited
+        // 10 µs down to 1 µs.
+        record_read_delays(&mut h, &p, 1_000_000, 0, 10, 10, 10_000);
+        assert_eq!(h.len(), 10);
+        assert_eq!(h.max(), h.highest_equivalent(10_000));
+        assert_eq!(h.min(), h.lowest_equivalent(1_000));
+        // Two bids among ten events of the stream: two samples, the
+        // first from index 0, the second from index 5.
+        let mut h = latency_histogram();
+        record_read_delays(&mut h, &p, 1_000_000, 0, 10, 2, 10_000);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.min(), h.lowest_equivalent(5_000));
+        // Nothing read, nothing recorded.
+        record_read_delays(&mut h, &p, 1_000_000, 10, 10, 0, 20_000);
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

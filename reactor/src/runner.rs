@@ -311,6 +311,10 @@ pub struct RunSummary {
     /// Paced runs: events read over a millisecond after their intended
     /// send time.
     pub behind_schedule: u64,
+    /// Open-loop runs: how long each event waited, after its intended
+    /// send time, to be read (ns): what the event path costs an event
+    /// whether or not it causes a result.
+    pub read_delay_ns: Option<hdrhistogram::Histogram<u64>>,
     /// Generator runs: positions reached in the Nexmark stream (events of
     /// every kind), the furthest source's.
     pub events_generated: u64,
@@ -904,6 +908,7 @@ fn summarize(plan: &PhysicalPlan, reports: &[ShardReport], elapsed: Duration) ->
         shard_busy: reports.iter().map(|r| r.busy).collect(),
         latency_ns: crate::pace::merge(reports.iter().filter_map(|r| r.latency.clone())),
         behind_schedule: reports.iter().map(|r| r.behind_schedule).sum(),
+        read_delay_ns: crate::pace::merge(reports.iter().filter_map(|r| r.read_delay.clone())),
         events_generated: reports.iter().map(|r| r.events_generated).max().unwrap_or(0),
         read_elapsed: Duration::from_nanos(reports.iter().map(|r| r.read_ns).max().unwrap_or(0)),
         checkpoints: None,

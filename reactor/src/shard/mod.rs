@@ -85,6 +85,8 @@ pub struct ShardReport {
     /// intended send time.
     pub latency: Option<hdrhistogram::Histogram<u64>>,
     pub behind_schedule: u64,
+    /// Open-loop runs: how long each event waited to be read.
+    pub read_delay: Option<hdrhistogram::Histogram<u64>>,
     /// The furthest position its generators reached in the Nexmark stream.
     pub events_generated: u64,
     /// Paced runs: when (ns after the run's start) its sources were done.
@@ -534,6 +536,7 @@ async fn flush(
         busy,
         latency: crate::pace::merge(sinks.iter_mut().filter_map(Sink::take_latency)),
         behind_schedule: done.behind_schedule,
+        read_delay: done.read_delay,
         events_generated: sources
             .iter()
             .filter_map(|(_, s)| s.next_event_index())

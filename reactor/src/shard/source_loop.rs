@@ -48,6 +48,9 @@ pub(super) struct SourcesDone {
     pub behind_schedule: u64,
     /// Paced runs: when (ns after the start) everything was read.
     pub read_ns: u64,
+    /// Open-loop runs: how long each event waited, after its intended
+    /// send time, to be read (see `pace::record_read_delays`).
+    pub read_delay: Option<hdrhistogram::Histogram<u64>>,
 }
 
 /// The source loop's state.
@@ -99,6 +102,7 @@ struct Tally {
     waited_for_input: Duration,
     waited_for_room: Duration,
     bytes_seen: Vec<u64>,
+    read_delay: Option<hdrhistogram::Histogram<u64>>,
 }
 
 /// What the loop does next.
@@ -113,6 +117,10 @@ impl SourceLoop {
     pub async fn run(mut self) -> Result<SourcesDone, RunError> {
         let mut tally = Tally {
             bytes_seen: vec![0; self.sources.len()],
+            read_delay: self
+                .pace
+                .and_then(|p| p.rate_per_sec)
+                .map(|_| crate::pace::latency_histogram()),
             ..Tally::default()
         };
         if self.pace.is_some() {
@@ -184,6 +192,7 @@ impl SourceLoop {
             sources: self.sources,
             behind_schedule: tally.behind_schedule,
             read_ns: tally.read_ns,
+            read_delay: tally.read_delay,
         })
     }
 
@@ -424,6 +433,10 @@ impl SourceLoop {
             let span = (last - first).max(1);
             let late = behind.clamp(first, last) - first;
             tally.behind_schedule += rows * late / span;
+            if let (Some(h), Some(p)) = (&mut tally.read_delay, self.pace) {
+                let rate = p.rate_per_sec.expect("a read delay histogram only in open loop");
+                crate::pace::record_read_delays(h, &p, rate, first, last, rows, p.now_ns());
+            }
         }
         self.control
             .run
@@ -470,6 +483,10 @@ impl SourceLoop {
             }
         }
         if self.has_peers {
+            // Take what the peers sent: a receiver task woken from another
+            // core runs only after the executor's next poll, which a busy
+            // event queue reaches once per preemption slice (20 ms).
+            self.core.borrow_mut().drain_inbound(&self.inbound)?;
             // Let this queue's mesh tasks run after every batch: glommio
             // preempts between queues, not between tasks of one queue, so
             // a busy source would otherwise hold back the receivers and
