@@ -29,9 +29,10 @@ pub const HUGE_PAGE_BYTES_MIN: usize = 2 << 20;
 /// Mappings are made of whole pages; the smallest arena is one page.
 const PAGE_BYTES: usize = 4096;
 
-static HUGE_PAGES: AtomicBool = AtomicBool::new(true);
+static HUGE_PAGES: AtomicBool = AtomicBool::new(false);
 
-/// Whether large arenas ask for transparent huge pages (default: yes).
+/// Whether large arenas ask for transparent huge pages (default: no;
+/// see `laminar run --huge-pages`).
 /// It is a hint: the kernel's THP setting decides.
 pub fn set_huge_pages(enabled: bool) {
     HUGE_PAGES.store(enabled, Ordering::Relaxed);
@@ -248,6 +249,20 @@ impl<T> ArenaVec<T> {
             // is reachable only through this read, once.
             f(unsafe { ptr::read(self.base().add(i)) });
         }
+    }
+
+    /// Drops the elements from `len` on, keeping the pages mapped (no
+    /// shrinking): what `drain_keeping_pages` does, a slice at a time.
+    pub fn truncate_keeping_pages(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let old = self.len;
+        // Set first: a panicking destructor must not cause a double drop.
+        self.len = len;
+        // SAFETY: elements `len..old` were initialised and, `self.len`
+        // being `len` now, are no longer reachable through `self`.
+        unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.base().add(len), old - len)) };
     }
 
     /// Moves every element out, in order, leaving the arena empty.

@@ -241,6 +241,15 @@ impl PhysicalPlan {
                     },
                     input,
                 ));
+                if let Some(top) = a.top {
+                    d.push(format!(
+                        "emits at each window's close only the groups that can rank in its reader's top {}, by {} \
+                         (a value that only grows: a group below {} others now stays below them)",
+                        top.n,
+                        call(&a.calls[top.call], &names(input)),
+                        top.n
+                    ));
+                }
                 d
             }
             OperatorSpec::Session(a) => {

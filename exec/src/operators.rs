@@ -20,6 +20,7 @@ pub mod asof;
 pub mod combine;
 pub mod join;
 pub mod late;
+pub mod leaders;
 pub mod map;
 pub mod session;
 pub mod topn;

@@ -320,6 +320,36 @@ impl PhysicalPlan {
         }
     }
 
+    /// An aggregate whose only reader is a top-N over its windows, ranking
+    /// by one of its aggregates whose value only grows, emits at a
+    /// window's close only the groups that can rank (`leaders`): the
+    /// difference between emitting a few rows and hundreds of thousands.
+    /// The top-N still ranks what it receives, so results are unchanged.
+    pub fn prune_ranked_groups(&mut self) {
+        for t in 0..self.nodes.len() {
+            let OperatorSpec::TopN(top) = &self.nodes[t].spec else {
+                continue;
+            };
+            let [Input::Node(a)] = self.nodes[t].inputs[..] else {
+                continue;
+            };
+            let read_by_others = self.sinks.iter().any(|k| k.input == Input::Node(a))
+                || (0..self.nodes.len()).any(|n| n != t && self.nodes[n].inputs.contains(&Input::Node(a)));
+            if read_by_others {
+                continue;
+            }
+            let OperatorSpec::Aggregate(agg) = &self.nodes[a].spec else {
+                continue;
+            };
+            if let Some(call) = ranks_by(agg, top) {
+                let n = top.n;
+                if let OperatorSpec::Aggregate(agg) = &mut self.nodes[a].spec {
+                    agg.top = Some(crate::operators::leaders::TopPrune { call, n });
+                }
+            }
+        }
+    }
+
     /// Drops from each file, tcp and generator source's rows the columns nothing
     /// reads (after `mark_used_columns`), so rows move through batches and
     /// exchanges at the width the queries need: a 10M-row CSV of seven
@@ -534,4 +564,44 @@ fn columns_read(spec: &OperatorSpec, width: usize, out: &[bool]) -> Vec<bool> {
         _ => reads.iter_mut().for_each(|r| *r = true),
     }
     reads
+}
+
+/// The aggregate call by whose value `top` ranks `agg`'s windows, when
+/// pruning is exact: `agg` emits each window's final rows once, from an
+/// append-only input and without HAVING; `top` partitions by the window
+/// alone and orders first by a COUNT (descending), a MAX of integers
+/// (descending) or a MIN of integers (ascending), values that only grow
+/// in the order that ranks.
+fn ranks_by(agg: &AggregateSpec, top: &TopNSpec) -> Option<usize> {
+    use crate::operators::EmitMode;
+    let windowed_once = agg.window.is_some() && matches!(agg.emit, EmitMode::OnWindowClose | EmitMode::Final);
+    if !windowed_once || agg.retractable || agg.output.having.is_some() || top.retractable || top.window_end.is_none() {
+        return None;
+    }
+    let k = agg.keys.len();
+    // The intermediate row is keys ++ [window_start, window_end] ++ calls.
+    let source = |c: &Expr| match c {
+        Expr::Column(j) => match agg.output.select.get(*j) {
+            Some(Expr::Column(i)) => Some(*i),
+            _ => None,
+        },
+        _ => None,
+    };
+    if !top
+        .partition
+        .iter()
+        .all(|p| matches!(source(p), Some(i) if i == k || i == k + 1))
+    {
+        return None;
+    }
+    let (first, descending) = top.order.first()?;
+    let call = source(first)?.checked_sub(k + 2)?;
+    let c = agg.calls.get(call)?;
+    let grows = match c.kind {
+        AggKind::CountStar | AggKind::Count => *descending,
+        AggKind::Max => *descending && c.input_type == DataType::Int,
+        AggKind::Min => !*descending && c.input_type == DataType::Int,
+        _ => false,
+    };
+    grows.then_some(call)
 }

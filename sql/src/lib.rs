@@ -412,6 +412,7 @@ impl Planner {
         }
         self.plan.mark_used_columns();
         self.plan.narrow_sources();
+        self.plan.prune_ranked_groups();
         self.plan.assert_valid();
         self.plan
     }

@@ -663,6 +663,7 @@ impl Planner {
                 retractable,
                 entries_max,
                 late_rows,
+                top: None,
             }),
             None => OperatorSpec::Aggregate(AggregateSpec {
                 name: name.to_string(),
@@ -677,6 +678,7 @@ impl Planner {
                 retractable,
                 entries_max,
                 late_rows,
+                top: None,
             }),
         };
         let out = Relation {

@@ -413,6 +413,7 @@ mod tests {
             retractable: false,
             entries_max: 1 << 20,
             late_rows: false,
+            top: None,
         }
     }
 
