@@ -78,8 +78,22 @@ pub struct TopN {
     watermark: i64,
     seq: u64,
     key: Vec<Value>,
+    /// The current row's sort keys (kept rows copy them).
+    sort: Vec<Value>,
     before: Vec<Vec<Value>>,
     metrics: OperatorMetrics,
+}
+
+/// `e` over `row`, a bare column without the evaluator; a failure counts
+/// and gives NULL.
+fn eval_or_null(e: &Expr, row: &[Value], errors: &mut u64) -> Value {
+    if let Expr::Column(c) = e {
+        return row[*c].clone();
+    }
+    e.eval(row).unwrap_or_else(|_| {
+        *errors += 1;
+        Value::Null
+    })
 }
 
 fn compare(order: &[(Expr, bool)], a: &[Value], b: &[Value]) -> Ordering {
@@ -116,6 +130,7 @@ impl TopN {
             watermark: crate::batch::WATERMARK_START,
             seq: 0,
             key: Vec::new(),
+            sort: Vec::new(),
             before: Vec::new(),
             metrics: OperatorMetrics::default(),
         }
@@ -155,7 +170,12 @@ impl TopN {
         }
     }
 
-    fn emit_partition(&mut self, rows: &[Ranked], out: &mut Batch) {
+    fn emit_partition(&mut self, rows: &mut [Ranked], out: &mut Batch) {
+        if self.spec.kind == RankKind::Rank {
+            // Ties were kept in arrival order (see `on_rows`).
+            let order = &self.spec.order;
+            rows.sort_by(|a, b| compare_ranked(order, a, &b.sort, &b.row));
+        }
         let mut visible = Vec::new();
         TopN::visible(&self.spec, rows, &mut visible);
         for v in &visible {
@@ -192,19 +212,13 @@ impl Operator for TopN {
             }
             self.key.clear();
             for p in &self.spec.partition {
-                let v = p.eval(row).unwrap_or_else(|_| {
-                    self.metrics.eval_errors += 1;
-                    Value::Null
-                });
-                self.key.push(v);
+                self.key.push(eval_or_null(p, row, &mut self.metrics.eval_errors));
             }
-            let mut sort = Vec::with_capacity(self.spec.order.len());
+            self.sort.clear();
             for (e, _) in &self.spec.order {
-                sort.push(e.eval(row).unwrap_or_else(|_| {
-                    self.metrics.eval_errors += 1;
-                    Value::Null
-                }));
+                self.sort.push(eval_or_null(e, row, &mut self.metrics.eval_errors));
             }
+            let sort = self.sort.as_slice();
             if !op.is_addition() {
                 // A retraction: remove the equal row (the earliest) and
                 // report how the visible rows moved.
@@ -228,10 +242,24 @@ impl Operator for TopN {
                 }
                 continue;
             }
-            let is_new = self.partitions.get(&self.key).is_none();
             let list = self
                 .partitions
                 .get_or_insert_with(&self.key, 0, &self.spec.name, Vec::new)?;
+            // New, or emptied by retractions (a windowed partition stays
+            // until its close): either way it may need a closing entry; a
+            // second one for the same key finds nothing to emit.
+            let is_new = list.is_empty();
+            let n = self.spec.n;
+            if !self.spec.retractable
+                && list
+                    .get(n - 1)
+                    .is_some_and(|nth| compare(&self.spec.order, &nth.sort, sort) == Ordering::Less)
+            {
+                // Below the n-th row in the ORDER BY keys alone: it can
+                // neither take a place nor tie with the n-th. Most rows of
+                // a busy window end here, after one comparison.
+                continue;
+            }
             if is_new {
                 if let Some(end) = window_end {
                     self.closing.insert((end, self.seq), self.key.as_slice().into());
@@ -243,9 +271,15 @@ impl Operator for TopN {
                 TopN::visible(&self.spec, list, &mut self.before);
             }
             // After every row that sorts before or equal to it, in the
-            // total order (ties by the row's values, not arrival).
-            let at = list.partition_point(|r| compare_ranked(&self.spec.order, r, &sort, row) != Ordering::Greater);
-            let n = self.spec.n;
+            // total order (ties by the row's values, not arrival). Under
+            // RANK over windows, tied rows are all kept or all dropped and
+            // only emitted at the close, which orders them (`emit_partition`):
+            // a tie goes after its equals without comparing whole rows.
+            let at = if self.spec.kind == RankKind::Rank && !changelog {
+                list.partition_point(|r| compare(&self.spec.order, &r.sort, sort) != Ordering::Greater)
+            } else {
+                list.partition_point(|r| compare_ranked(&self.spec.order, r, sort, row) != Ordering::Greater)
+            };
             // A row beyond position n (and, for RANK, not tied with the
             // n-th) can never become visible: it is not kept.
             let keep = self.spec.retractable
@@ -253,7 +287,7 @@ impl Operator for TopN {
                 || (self.spec.kind == RankKind::Rank
                     && list
                         .get(n - 1)
-                        .is_some_and(|last| compare(&self.spec.order, &last.sort, &sort) == Ordering::Equal));
+                        .is_some_and(|last| compare(&self.spec.order, &last.sort, sort) == Ordering::Equal));
             if !keep {
                 continue;
             }
@@ -292,8 +326,8 @@ impl Operator for TopN {
                 break;
             }
             let key = self.closing.remove(&(end, seq)).expect("present");
-            if let Some(rows) = self.partitions.remove(&key) {
-                self.emit_partition(&rows, out);
+            if let Some(mut rows) = self.partitions.remove(&key) {
+                self.emit_partition(&mut rows, out);
             }
         }
         self.metrics.state_entries = self.partitions.len() as u64;

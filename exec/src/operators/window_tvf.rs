@@ -7,7 +7,7 @@ use crate::batch::{Batch, RowsRef};
 use crate::error::ExecError;
 use crate::operator::{Operator, OperatorMetrics};
 use crate::types::Value;
-use crate::window::{window_end, WindowSpec};
+use crate::window::{window_end, FloorCache, WindowSpec};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowTvfSpec {
@@ -17,7 +17,8 @@ pub struct WindowTvfSpec {
 
 pub struct WindowTvf {
     spec: WindowTvfSpec,
-    row: Vec<Value>,
+    /// Window assignment's last floor (see `FloorCache`).
+    floors: FloorCache,
     metrics: OperatorMetrics,
 }
 
@@ -26,7 +27,7 @@ impl WindowTvf {
         assert!(spec.window.size_ms().is_some(), "session windows need an aggregate");
         WindowTvf {
             spec,
-            row: Vec::new(),
+            floors: FloorCache::default(),
             metrics: OperatorMetrics::default(),
         }
     }
@@ -48,14 +49,17 @@ impl Operator for WindowTvf {
                     continue;
                 }
             };
-            let (scratch, metrics) = (&mut self.row, &mut self.metrics);
+            let metrics = &mut self.metrics;
             let before = metrics.rows_out;
-            self.spec.window.for_each_start(ts, |start| {
-                scratch.clear();
-                scratch.extend_from_slice(row);
-                scratch.push(Value::Ts(start));
-                scratch.push(Value::Ts(window_end(start, size)));
-                out.push(op, scratch);
+            self.spec.window.for_each_start_cached(ts, &mut self.floors, |start| {
+                // Written straight into the output batch.
+                let filled = out.push_with(op, |values| {
+                    values.extend_from_slice(row);
+                    values.push(Value::Ts(start));
+                    values.push(Value::Ts(window_end(start, size)));
+                    Ok::<(), std::convert::Infallible>(())
+                });
+                let Ok(()) = filled;
                 metrics.rows_out += 1;
             });
             if metrics.rows_out == before {
