@@ -231,9 +231,10 @@ fn malformed_records_are_warned_about_skipped_and_dead_lettered() {
 
 #[test]
 fn narrowed_sources_give_the_same_rows_in_csv_and_json() {
-    // A projection and a GROUP BY read three of five columns, in another
-    // order than declared: rows carry only those three (`explain` says
-    // so), and both formats give the rows the declared columns hold.
+    // A projection, a GROUP BY and a projection over a window TVF read
+    // three of five columns, in another order than declared: rows carry
+    // only those three (`explain` says so), and both formats give the
+    // rows the declared columns hold.
     let dir = tempfile::tempdir().expect("tempdir");
     let mut csv = String::from("a,b,c,d,ts\n");
     let mut json = String::new();
@@ -258,8 +259,11 @@ fn narrowed_sources_give_the_same_rows_in_csv_and_json() {
                  CREATE STREAM big AS SELECT c, a FROM t WHERE c >= 370;
                  CREATE STREAM per_a AS SELECT a, COUNT(*) AS n, SUM(c) AS total, window_start
                    FROM TUMBLE(t, ts, INTERVAL '10' SECOND) GROUP BY a, window_start, window_end;
+                 CREATE STREAM windowed AS SELECT c, window_end FROM TUMBLE(t, ts, INTERVAL '10' SECOND)
+                   WHERE c >= 380;
                  CREATE SINK o1 FROM big WITH (connector = 'file', path = 'big.csv');
-                 CREATE SINK o2 FROM per_a WITH (connector = 'file', path = 'per_a.csv');",
+                 CREATE SINK o2 FROM per_a WITH (connector = 'file', path = 'per_a.csv');
+                 CREATE SINK o3 FROM windowed WITH (connector = 'file', path = 'windowed.csv');",
                 format == "csv"
             ),
         );
@@ -273,6 +277,16 @@ fn narrowed_sources_give_the_same_rows_in_csv_and_json() {
         let o = laminar(dir.path(), &["run", "p.sql"]);
         assert_success(&o);
         assert_eq!(read(dir.path(), "big.csv"), "c,a\n370,1\n380,2\n390,3\n", "{format}");
+        assert!(
+            stdout(&laminar(dir.path(), &["explain", "p.sql"]))
+                .contains("window: TUMBLE 10 s on ts, adds window_start, window_end\n    output: a, c, ts, window_start, window_end"),
+            "the TVF's rows are narrowed too"
+        );
+        assert_eq!(
+            read(dir.path(), "windowed.csv"),
+            "c,window_end\n380,2015-07-15 00:00:20.000\n390,2015-07-15 00:00:20.000\n",
+            "{format}"
+        );
         // 40 rows over 20 s: two windows, five rows of each a in each.
         let sums: Vec<String> = (0..4)
             .flat_map(|a| {

@@ -378,8 +378,11 @@ impl PhysicalPlan {
             let readers: Vec<usize> = (0..self.nodes.len())
                 .filter(|&n| self.nodes[n].inputs.iter().any(read_directly))
                 .collect();
-            let rewritable = readers.iter().all(|&n| {
-                let node = &self.nodes[n];
+            // A reader whose output does not depend on its input's width
+            // is rewritten in place; a window TVF (whose output is its
+            // input plus the window) only when its own readers all are.
+            let rewritable = |plan: &PhysicalPlan, n: usize| {
+                let node = &plan.nodes[n];
                 node.inputs.len() == 1
                     && match &node.spec {
                         OperatorSpec::Map(m) => m.projection.is_some(),
@@ -387,8 +390,32 @@ impl PhysicalPlan {
                         OperatorSpec::Session(x) => !x.late_rows,
                         _ => false,
                     }
+            };
+            let tvf_readers = |plan: &PhysicalPlan, n: usize| -> Option<Vec<usize>> {
+                let reads_it = |input: &Input| *input == Input::Node(n);
+                if plan.sinks.iter().any(|k| reads_it(&k.input)) {
+                    return None;
+                }
+                let readers: Vec<usize> = (0..plan.nodes.len())
+                    .filter(|&r| plan.nodes[r].inputs.iter().any(reads_it))
+                    .collect();
+                readers.iter().all(|&r| rewritable(plan, r)).then_some(readers)
+            };
+            let mut through_tvf = Vec::new();
+            let all = readers.iter().all(|&n| {
+                if rewritable(self, n) {
+                    return true;
+                }
+                let tvf = self.nodes[n].inputs.len() == 1 && matches!(self.nodes[n].spec, OperatorSpec::WindowTvf(_));
+                match tvf.then(|| tvf_readers(self, n)).flatten() {
+                    Some(r) => {
+                        through_tvf.push((n, r));
+                        true
+                    }
+                    None => false,
+                }
             });
-            if !rewritable {
+            if !all {
                 continue;
             }
             // Declared position -> narrowed position (unused ones are
@@ -412,25 +439,51 @@ impl PhysicalPlan {
             if let Some(w) = &mut source.watermark {
                 w.column = map[w.column];
             }
-            for n in readers {
-                match &mut self.nodes[n].spec {
-                    OperatorSpec::Map(m) => {
-                        m.filter.iter_mut().for_each(|e| e.remap_columns(&map));
-                        m.projection.iter_mut().flatten().for_each(|e| e.remap_columns(&map));
-                    }
-                    OperatorSpec::Aggregate(a) => {
-                        remap_grouping(&mut a.filter, &mut a.keys, &mut a.calls, &map);
-                        if let Some(t) = &mut a.time_column {
-                            *t = map[*t];
-                        }
-                    }
-                    OperatorSpec::Session(x) => {
-                        remap_grouping(&mut x.filter, &mut x.keys, &mut x.calls, &map);
-                        x.time_column = map[x.time_column];
-                    }
-                    _ => unreachable!("checked above"),
+            let narrowed = source.schema.clone();
+            for (tvf, tvf_readers) in through_tvf {
+                // The TVF's output: the narrowed row, then its window.
+                let OperatorSpec::WindowTvf(w) = &mut self.nodes[tvf].spec else {
+                    unreachable!("checked above")
+                };
+                w.time_column = map[w.time_column];
+                let old = &self.nodes[tvf].schema;
+                let declared = old.len() - 2;
+                let mut fields = narrowed.fields.clone();
+                fields.extend_from_slice(&old.fields[declared..]);
+                self.nodes[tvf].schema = Schema::new(fields);
+                let mut tvf_map = map.clone();
+                tvf_map.extend([narrowed.len(), narrowed.len() + 1]);
+                for r in tvf_readers {
+                    self.remap_reader(r, &tvf_map);
                 }
             }
+            for n in readers {
+                if !matches!(self.nodes[n].spec, OperatorSpec::WindowTvf(_)) {
+                    self.remap_reader(n, &map);
+                }
+            }
+        }
+    }
+
+    /// Renumbers the input columns a reader of a narrowed input refers to
+    /// (`narrow_sources`).
+    fn remap_reader(&mut self, n: usize, map: &[usize]) {
+        match &mut self.nodes[n].spec {
+            OperatorSpec::Map(m) => {
+                m.filter.iter_mut().for_each(|e| e.remap_columns(map));
+                m.projection.iter_mut().flatten().for_each(|e| e.remap_columns(map));
+            }
+            OperatorSpec::Aggregate(a) => {
+                remap_grouping(&mut a.filter, &mut a.keys, &mut a.calls, map);
+                if let Some(t) = &mut a.time_column {
+                    *t = map[*t];
+                }
+            }
+            OperatorSpec::Session(x) => {
+                remap_grouping(&mut x.filter, &mut x.keys, &mut x.calls, map);
+                x.time_column = map[x.time_column];
+            }
+            _ => unreachable!("only rewritable readers are remapped"),
         }
     }
 

@@ -211,6 +211,14 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 
+    /// The draws `letters` makes, without the letters.
+    fn skip_letters(&mut self, min: usize, max: usize) {
+        let len = min + self.below((max - min + 1) as u64) as usize;
+        for _ in 0..len.div_ceil(8) {
+            self.next_u64();
+        }
+    }
+
     /// Appends `min..=max` random lowercase letters. One random word yields
     /// eight letters: each is the integer part of the remaining fraction
     /// times 26 (about 4.7 bits a letter, plenty for workload text).
@@ -336,7 +344,17 @@ impl Generator {
 
     /// Appends the row for event `i` if it is of `kind`; returns whether it
     /// was.
+    #[inline]
     pub fn fill_row(&self, i: u64, kind: EventKind, out: &mut Vec<Value>) -> bool {
+        self.fill_row_columns(i, kind, u64::MAX, out)
+    }
+
+    /// `fill_row` for a reader of some columns only: bit `c` of `wanted`
+    /// set for each column `c` it reads. A bid's unread text columns are
+    /// NULL, and not built (the random draws they take are still made, so
+    /// every other value is the same).
+    #[inline]
+    pub fn fill_row_columns(&self, i: u64, kind: EventKind, wanted: u64, out: &mut Vec<Value>) -> bool {
         if Generator::kind_of(i) != kind {
             return false;
         }
@@ -345,7 +363,7 @@ impl Generator {
         match kind {
             EventKind::Person => person(i, time, &mut rng, out),
             EventKind::Auction => self.auction(i, time, &mut rng, out),
-            EventKind::Bid => bid(i, time, &mut rng, out),
+            EventKind::Bid => bid(i, time, &mut rng, wanted, out),
         }
         true
     }
@@ -436,7 +454,13 @@ fn person(i: u64, time: i64, rng: &mut Rng, out: &mut Vec<Value>) {
     ]);
 }
 
-fn bid(i: u64, time: i64, rng: &mut Rng, out: &mut Vec<Value>) {
+/// Bid columns whose text `bid` builds only when wanted.
+const BID_CHANNEL: u64 = 1 << 3;
+const BID_URL: u64 = 1 << 4;
+const BID_EXTRA: u64 = 1 << 6;
+
+#[inline]
+fn bid(i: u64, time: i64, rng: &mut Rng, wanted: u64, out: &mut Vec<Value>) {
     let auction = if rng.below(HOT_AUCTION_RATIO) > 0 {
         last_base0_auction_id(i) / HOT_BATCH * HOT_BATCH
     } else {
@@ -457,31 +481,61 @@ fn bid(i: u64, time: i64, rng: &mut Rng, out: &mut Vec<Value>) {
         // A long-tail channel; its url is a function of the channel, as
         // in the model's channel cache.
         let number = rng.below(CHANNELS);
-        let mut channel = Text::new();
-        channel.push_str("channel-");
-        push_decimal(number, &mut channel);
-        let mut url = Text::new();
-        url.push_str(URL_PREFIX);
-        let mut h = mix64(number);
-        for _ in 0..INLINE_BYTES_MAX - URL_PREFIX.len() {
-            url.push(b'a' + (h % 26) as u8);
-            h /= 26;
-        }
-        (channel.finish(), url.finish())
+        let channel = match wanted & BID_CHANNEL {
+            0 => Value::Null,
+            _ => {
+                let mut channel = Text::new();
+                channel.push_str("channel-");
+                push_decimal(number, &mut channel);
+                Value::Str(channel.finish())
+            }
+        };
+        let url = match wanted & BID_URL {
+            0 => Value::Null,
+            _ => {
+                let mut url = Text::new();
+                url.push_str(URL_PREFIX);
+                let mut h = mix64(number);
+                for _ in 0..INLINE_BYTES_MAX - URL_PREFIX.len() {
+                    url.push(b'a' + (h % 26) as u8);
+                    h /= 26;
+                }
+                Value::Str(url.finish())
+            }
+        };
+        (channel, url)
     } else {
         let hot = rng.below(HOT_CHANNELS.len() as u64) as usize;
-        (Str::new(HOT_CHANNELS[hot]), Str::new(HOT_URLS[hot]))
+        (
+            match wanted & BID_CHANNEL {
+                0 => Value::Null,
+                _ => Value::Str(Str::new(HOT_CHANNELS[hot])),
+            },
+            match wanted & BID_URL {
+                0 => Value::Null,
+                _ => Value::Str(Str::new(HOT_URLS[hot])),
+            },
+        )
     };
-    let mut extra = Text::new();
-    rng.letters(0, 8, &mut extra);
+    let extra = match wanted & BID_EXTRA {
+        0 => {
+            rng.skip_letters(0, 8);
+            Value::Null
+        }
+        _ => {
+            let mut extra = Text::new();
+            rng.letters(0, 8, &mut extra);
+            Value::Str(extra.finish())
+        }
+    };
     out.extend([
         Value::Int(auction),
         Value::Int(bidder),
         Value::Int(price),
-        Value::Str(channel),
-        Value::Str(url),
+        channel,
+        url,
         Value::Ts(time),
-        Value::Str(extra.finish()),
+        extra,
     ]);
 }
 
@@ -551,6 +605,28 @@ fn next_base0_auction_id(i: u64, rng: &mut Rng) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bid_generated_for_some_columns_has_their_values() {
+        let g = Generator::new(NexmarkConfig::default());
+        let (mut full, mut some) = (Vec::new(), Vec::new());
+        // Auction, price and time only; then every column but one text.
+        for wanted in [1u64 | 1 << 2 | 1 << 5, !BID_CHANNEL, !BID_URL, !BID_EXTRA, u64::MAX] {
+            for i in 0..20_000u64 {
+                full.clear();
+                some.clear();
+                let kind = Generator::kind_of(i);
+                assert!(g.fill_row(i, kind, &mut full));
+                assert!(g.fill_row_columns(i, kind, wanted, &mut some));
+                assert_eq!(full.len(), some.len());
+                for (c, (f, s)) in full.iter().zip(&some).enumerate() {
+                    if wanted & (1 << c) != 0 || kind != EventKind::Bid {
+                        assert_eq!(f, s, "event {i} column {c}");
+                    }
+                }
+            }
+        }
+    }
 
     fn rows(generator: &Generator, kind: EventKind, events: u64) -> Vec<Vec<Value>> {
         let mut rows = Vec::new();

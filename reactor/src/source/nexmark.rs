@@ -20,6 +20,8 @@ pub(crate) struct NexmarkReader {
     generator: Generator,
     kind: EventKind,
     columns: Vec<usize>,
+    /// `columns` as a bit set, for `Generator::fill_row_columns`.
+    wanted: u64,
     next: u64,
     end: u64,
     /// Split over shards: (events per chunk, readers); this shard's
@@ -54,6 +56,7 @@ pub(crate) fn open(node: &SourceNode, spread: Option<(usize, usize, u64)>) -> Ne
         generator,
         kind,
         columns: columns.clone(),
+        wanted: columns.iter().fold(0u64, |m, &c| m | (1u64 << c.min(63))),
         next: 0,
         end: *events,
         stride: None,
@@ -106,7 +109,10 @@ impl Reader for NexmarkReader {
             // Both buffers are reused: generating a row allocates nothing
             // (strings stay inline).
             self.generated.clear();
-            if self.generator.fill_row(i, self.kind, &mut self.generated) {
+            if self
+                .generator
+                .fill_row_columns(i, self.kind, self.wanted, &mut self.generated)
+            {
                 st.scratch.clear();
                 st.scratch
                     .extend(self.columns.iter().map(|&c| std::mem::take(&mut self.generated[c])));
