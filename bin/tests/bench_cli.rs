@@ -60,22 +60,10 @@ fn bench_query_paces_the_engine_and_reports_latency() {
     // and the percentile files are written. Timing figures are not
     // asserted beyond their order: this machine is shared.
     let dir = tempfile::tempdir().expect("tempdir");
-    let o = laminar(
+    let o = paced(
         dir.path(),
-        &[
-            "bench",
-            "--query",
-            "q2",
-            "--rate",
-            "100000",
-            "--duration",
-            "1",
-            "--json",
-            "--hdr-out",
-            "q2.hgrm",
-            "--plot",
-            "q2.svg",
-        ],
+        "q2",
+        &["--json", "--hdr-out", "q2.hgrm", "--plot", "q2.svg"],
     );
     assert_success(&o);
     let json = stdout(&o);
@@ -106,19 +94,7 @@ fn bench_query_paces_the_engine_and_reports_latency() {
 
     // A windowed query whose windows (10 s, closed 4 s after their end)
     // cannot close in one second: no samples, said so, not zeros.
-    let o = laminar(
-        dir.path(),
-        &[
-            "bench",
-            "--query",
-            "q7",
-            "--rate",
-            "100000",
-            "--duration",
-            "1",
-            "--json",
-        ],
-    );
+    let o = paced(dir.path(), "q7", &["--json"]);
     assert_success(&o);
     let json = stdout(&o);
     assert_eq!(json_number(&json, "latency_samples"), 0.0, "{json}");
@@ -134,22 +110,7 @@ fn bench_query_paces_the_engine_and_reports_latency() {
 
     // `--with-floor`: the host's floor, measured on the shard's core for
     // the run's duration, beside the run's own figures.
-    let o = laminar(
-        dir.path(),
-        &[
-            "bench",
-            "--query",
-            "q2",
-            "--rate",
-            "100000",
-            "--duration",
-            "1",
-            "--cpus",
-            "0",
-            "--with-floor",
-            "--json",
-        ],
-    );
+    let o = paced(dir.path(), "q2", &["--cpus", "0", "--with-floor", "--json"]);
     assert_success(&o);
     let json = stdout(&o);
     let floor = &json[json.find("\"floor\":{").unwrap_or_else(|| panic!("a floor: {json}"))..];
@@ -157,19 +118,7 @@ fn bench_query_paces_the_engine_and_reports_latency() {
     assert!((0.9..5.0).contains(&json_number(floor, "seconds")), "{json}");
     let (f50, f99) = (json_number(floor, "p50_us"), json_number(floor, "p99_9_us"));
     assert!(0.0 <= f50 && f50 <= f99, "{json}");
-    let o = laminar(
-        dir.path(),
-        &[
-            "bench",
-            "--query",
-            "q2",
-            "--rate",
-            "100000",
-            "--duration",
-            "1",
-            "--with-floor",
-        ],
-    );
+    let o = paced(dir.path(), "q2", &["--with-floor"]);
     assert_success(&o);
     let text = stdout(&o);
     assert!(
@@ -178,10 +127,7 @@ fn bench_query_paces_the_engine_and_reports_latency() {
     );
     let o = laminar(dir.path(), &["bench", "--query", "q2", "--sweep", "--with-floor"]);
     assert!(!o.status.success(), "--with-floor measures one run, not a sweep");
-    let o = laminar(
-        dir.path(),
-        &["bench", "--query", "q7", "--rate", "100000", "--duration", "1"],
-    );
+    let o = paced(dir.path(), "q7", &[]);
     assert_success(&o);
     assert!(stdout(&o).contains("latency: no samples"), "{}", stdout(&o));
 
@@ -231,6 +177,14 @@ fn bench_query_paces_the_engine_and_reports_latency() {
         assert_failure(&o);
         assert!(stderr(&o).contains(expected), "{args:?}: {}", stderr(&o));
     }
+}
+
+/// `laminar bench --query QUERY` open loop for one second at 100,000
+/// events/s, with `more` options.
+fn paced(dir: &std::path::Path, query: &str, more: &[&str]) -> std::process::Output {
+    let mut args = vec!["bench", "--query", query, "--rate", "100000", "--duration", "1"];
+    args.extend_from_slice(more);
+    laminar(dir, &args)
 }
 
 /// The value of `"key":` in a one-line JSON object of numbers.
