@@ -109,6 +109,15 @@ pub trait Operator {
         unreachable!("{} takes no diverted rows: a planner bug", self.name())
     }
 
+    /// About how many rows a batch of `input_rows` rows makes this
+    /// operator emit, for sizing its output batch once: a projection's
+    /// batch grown by doubling was an eighth of a run in `memmove`. Only
+    /// operators whose output follows their input say more than 0 (an
+    /// aggregate's output buffer sized for its input would be wasted).
+    fn output_rows_hint(&self, _input_rows: usize) -> usize {
+        0
+    }
+
     /// About how many bytes of state the operator holds (see
     /// `KeyedState::approx_bytes`): the runtime snapshots a large state in
     /// a forked process instead of copying it on the shard. Stateless
@@ -256,6 +265,11 @@ impl Driven {
         self.watermark = s.watermark;
         self.output_watermark = s.output_watermark;
         Ok(())
+    }
+
+    /// See `Operator::output_rows_hint`.
+    pub fn output_rows_hint(&self, input_rows: usize) -> usize {
+        self.operator.output_rows_hint(input_rows)
     }
 
     pub fn operator(&self) -> &dyn Operator {

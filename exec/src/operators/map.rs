@@ -36,6 +36,14 @@ impl Operator for Map {
         "map"
     }
 
+    fn output_rows_hint(&self, input_rows: usize) -> usize {
+        // A filter may keep one row in a hundred: its batch grows.
+        match self.filter {
+            None => input_rows,
+            Some(_) => 0,
+        }
+    }
+
     fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, _watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         for (op, row) in rows.iter() {
             self.metrics.rows_in += 1;

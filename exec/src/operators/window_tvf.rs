@@ -38,6 +38,14 @@ impl Operator for WindowTvf {
         "window_tvf"
     }
 
+    fn output_rows_hint(&self, input_rows: usize) -> usize {
+        let per_row = match self.spec.window {
+            WindowSpec::Hop { slide_ms, size_ms } => (size_ms / slide_ms.max(1)).clamp(1, 8) as usize,
+            _ => 1,
+        };
+        input_rows * per_row
+    }
+
     fn on_rows(&mut self, _input: usize, rows: RowsRef<'_>, _watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         let size = self.spec.window.size_ms().expect("fixed window");
         for (op, row) in rows.iter() {

@@ -229,7 +229,8 @@ impl ShardCore {
             }
             aligning = a.waiting();
         }
-        let mut out = Batch::new(self.plan.nodes[node].schema.len());
+        let width = self.plan.nodes[node].schema.len();
+        let mut out = Batch::with_capacity(width, self.nodes[node].output_rows_hint(batch.len()));
         out.set_origin_ns(batch.origin_ns());
         self.nodes[node]
             .push(port, batch, &mut out)

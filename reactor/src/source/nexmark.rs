@@ -113,11 +113,14 @@ impl Reader for NexmarkReader {
                 .generator
                 .fill_row_columns(i, self.kind, self.wanted, &mut self.generated)
             {
-                st.scratch.clear();
-                st.scratch
-                    .extend(self.columns.iter().map(|&c| std::mem::take(&mut self.generated[c])));
-                let advanced = self.watermark.observe(&st.scratch);
-                batch.push_owned(Op::Insert, st.scratch.drain(..));
+                // The read columns go straight into the batch.
+                let (generated, columns) = (&mut self.generated, &self.columns);
+                let pushed = batch.push_with(Op::Insert, |values| {
+                    values.extend(columns.iter().map(|&c| std::mem::take(&mut generated[c])));
+                    Ok::<(), std::convert::Infallible>(())
+                });
+                let Ok(()) = pushed;
+                let advanced = self.watermark.observe(batch.row(batch.len() - 1));
                 st.rows += 1;
                 if let Some(w) = advanced {
                     batch.push_mark(w);
