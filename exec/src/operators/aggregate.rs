@@ -347,7 +347,15 @@ impl Aggregate {
 
     /// Applies one row (add or retract) to the group of `key` in the window
     /// starting at `start`, emitting the change under `Changes`.
-    fn apply(&mut self, start: i64, row: &[Value], ts: i64, add: bool, out: &mut Batch) -> Result<(), ExecError> {
+    fn apply(
+        &mut self,
+        start: i64,
+        hash: u64,
+        row: &[Value],
+        ts: i64,
+        add: bool,
+        out: &mut Batch,
+    ) -> Result<(), ExecError> {
         let bounds = self.window_bounds(start);
         let key = std::mem::take(&mut self.scratch.key);
         let groups = window_groups(&mut self.windows, &mut self.spare, self.spec.entries_max, start);
@@ -355,8 +363,9 @@ impl Aggregate {
         let live_elsewhere = self.live_groups - before;
         let retractable = self.spec.retractable;
         let calls = &self.spec.calls;
-        let group =
-            groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group::new(calls, retractable))?;
+        let group = groups.get_or_insert_hashed(&key, hash, live_elsewhere, &self.spec.name, || {
+            Group::new(calls, retractable)
+        })?;
         let changes = self.spec.emit == EmitMode::Changes;
         let had_old = changes
             && group.rows > 0
@@ -523,10 +532,11 @@ impl Operator for Aggregate {
                 let v = self.scratch.eval(k, row);
                 key.push(v);
             }
+            let hash = crate::state::key_hash(&key);
             self.scratch.key = key;
             let add = op.is_addition();
             match self.spec.window {
-                None => self.apply(UNWINDOWED, row, ts, add, out)?,
+                None => self.apply(UNWINDOWED, hash, row, ts, add, out)?,
                 Some(window) => {
                     let mut open = [0i64; 8];
                     let mut overflow = Vec::new();
@@ -543,8 +553,20 @@ impl Operator for Aggregate {
                             continue;
                         }
                     };
+                    if open_count > 1 {
+                        // Each window's lookup misses the cache two or
+                        // three times in a row; started together, the
+                        // misses of the windows overlap.
+                        for step in 0..2 {
+                            for start in &open[..open_count] {
+                                if let Some(groups) = self.windows.get(start) {
+                                    groups.prefetch(hash, step);
+                                }
+                            }
+                        }
+                    }
                     for &start in open[..open_count].iter().chain(overflow.iter()) {
-                        self.apply(start, row, ts, add, out)?;
+                        self.apply(start, hash, row, ts, add, out)?;
                     }
                 }
             }
