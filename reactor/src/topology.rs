@@ -89,7 +89,8 @@ pub struct Topology {
     /// (`Driven::set_port_exact`).
     pub port_exact: Vec<Vec<bool>>,
     /// Per node: an aggregate whose input rows are combined before they
-    /// cross shards (`combine`, `partition_combined`).
+    /// cross shards (`combine`, `partition_combined`), also on one shard,
+    /// where the folding alone saves state lookups.
     pub combine: Vec<bool>,
 }
 
@@ -164,9 +165,7 @@ impl Topology {
         }
         let combine = (plan.nodes.iter().zip(&input_placement))
             .map(|(n, p)| match &n.spec {
-                OperatorSpec::Aggregate(a) => {
-                    shards > 1 && matches!(p[0], Placement::Keyed(_)) && combine::combinable(a)
-                }
+                OperatorSpec::Aggregate(a) => matches!(p[0], Placement::Keyed(_)) && combine::combinable(a),
                 _ => false,
             })
             .collect();

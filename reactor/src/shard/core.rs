@@ -299,12 +299,15 @@ impl ShardCore {
         for &(node, input) in topo.node_consumers(from) {
             match &topo.input_placement[node][input] {
                 Placement::Local => self.feed(node, input, self.id, batch)?,
-                // One shard: every key is here, so the exchange would copy
-                // the batch to itself (8% of q7's time).
-                _ if topo.shards == 1 && self.combiners[node].is_none() => self.feed(node, input, self.id, batch)?,
                 placement => {
                     let combined = (self.combiners[node].as_mut())
                         .and_then(|combiner| partition_combined(batch, combiner, placement, topo.shards));
+                    if combined.is_none() && topo.shards == 1 {
+                        // One shard: every key is here, so the exchange
+                        // would copy the batch to itself (8% of q7's time).
+                        self.feed(node, input, self.id, batch)?;
+                        continue;
+                    }
                     let parts = combined.unwrap_or_else(|| {
                         let mut key = std::mem::take(&mut self.key);
                         let parts = partition(batch, placement, topo.shards, &mut key);
