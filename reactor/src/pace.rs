@@ -68,12 +68,15 @@ pub enum PaceStep {
     /// Read the events before `index_limit`. The batch's origin is
     /// `origin_ns`; events before `behind_before` are over
     /// `BEHIND_SCHEDULE_NS` late. `stop`: the closed loop's deadline has
-    /// passed, so the source ends here.
+    /// passed, so the source ends here. `now_ns`: when this was decided
+    /// (the read follows at once), for the events' read delays without a
+    /// second clock read.
     Read {
         index_limit: u64,
         origin_ns: u64,
         behind_before: Option<u64>,
         stop: bool,
+        now_ns: u64,
     },
 }
 
@@ -93,6 +96,7 @@ impl Pace {
                     origin_ns: self.intended_ns(next, rate) + 1,
                     behind_before: Some(self.due_events(now.saturating_sub(BEHIND_SCHEDULE_NS), rate)),
                     stop: false,
+                    now_ns: now,
                 }
             }
             None => PaceStep::Read {
@@ -100,6 +104,7 @@ impl Pace {
                 origin_ns: now + 1,
                 behind_before: None,
                 stop: self.deadline_ns.is_some_and(|d| now >= d),
+                now_ns: now,
             },
         }
     }

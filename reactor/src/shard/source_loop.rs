@@ -374,7 +374,7 @@ impl SourceLoop {
         // Paced (laminar bench): read only the events whose send time has
         // come; the batch carries its first one's.
         let first = self.sources[k].1.next_event_index();
-        let (index_limit, origin_ns, behind_before) = match (self.pace, first) {
+        let (index_limit, origin_ns, behind_before, decided_ns) = match (self.pace, first) {
             (Some(p), Some(first)) => match p.step(first) {
                 PaceStep::Wait(wait) => {
                     self.core.borrow_mut().drain_inbound(&self.inbound)?;
@@ -390,14 +390,15 @@ impl SourceLoop {
                     origin_ns,
                     behind_before,
                     stop,
+                    now_ns,
                 } => {
                     if stop {
                         self.sources[k].1.stop();
                     }
-                    (index_limit, origin_ns, behind_before)
+                    (index_limit, origin_ns, behind_before, now_ns)
                 }
             },
-            _ => (u64::MAX, 0, None),
+            _ => (u64::MAX, 0, None, 0),
         };
         let started = std::time::Instant::now();
         let (i, source) = &mut self.sources[k];
@@ -435,7 +436,7 @@ impl SourceLoop {
             tally.behind_schedule += rows * late / span;
             if let (Some(h), Some(p)) = (&mut tally.read_delay, self.pace) {
                 let rate = p.rate_per_sec.expect("a read delay histogram only in open loop");
-                crate::pace::record_read_delays(h, &p, rate, first, last, rows, p.now_ns());
+                crate::pace::record_read_delays(h, &p, rate, first, last, rows, decided_ns);
             }
         }
         self.control
