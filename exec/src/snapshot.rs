@@ -30,7 +30,7 @@ use crate::error::ExecError;
 
 /// The version of every operator snapshot layout; bumped when any
 /// snapshot type changes shape.
-pub const STATE_FORMAT_VERSION: u32 = 3;
+pub const STATE_FORMAT_VERSION: u32 = 4;
 
 /// Bytes before the archive: the version and padding to 16.
 const HEADER_BYTES: usize = 16;

@@ -83,9 +83,17 @@ struct Group {
     /// Net rows in the group (adds minus retractions); at 0 the group is
     /// gone (under `Every`, once its deletion is emitted).
     rows: i64,
-    /// `Every`: the visible row last emitted, if any.
+    /// `Every` only (boxed: the other modes, q5's millions of groups
+    /// among them, keep 8 bytes a group for it instead of 32).
+    every: Option<Box<EveryMark>>,
+}
+
+/// What `Every` keeps of a group between emissions.
+#[derive(Clone, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct EveryMark {
+    /// The visible row last emitted, if any.
     emitted: Option<Vec<Value>>,
-    /// `Every`: changed since the last emission (and listed in `dirty`).
+    /// Changed since the last emission (and listed in `dirty`).
     dirty: bool,
 }
 
@@ -143,13 +151,19 @@ const UNWINDOWED: i64 = i64::MIN;
 const EMPTYING_ENTRIES_MIN: usize = 64;
 
 impl Group {
-    fn new(calls: &[AggCall], retractable: bool) -> Group {
+    fn new(calls: &[AggCall], retractable: bool, every: bool) -> Group {
         Group {
             accumulators: new_accumulators(calls, retractable),
             rows: 0,
-            emitted: None,
-            dirty: false,
+            every: every.then(Box::default),
         }
+    }
+
+    /// The group's `Every` state; only ever asked under `Every`.
+    fn every(&mut self) -> &mut EveryMark {
+        self.every
+            .as_mut()
+            .expect("an `Every` aggregate's groups have an EveryMark")
     }
 }
 
@@ -332,7 +346,9 @@ impl Aggregate {
         let before = groups.len();
         let live_elsewhere = self.live_groups - before;
         let calls = &self.spec.calls;
-        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || Group::new(calls, false))?;
+        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || {
+            Group::new(calls, false, false)
+        })?;
         for (acc, partial) in group.accumulators.iter_mut().zip(accumulators) {
             acc.merge(partial.clone());
         }
@@ -362,9 +378,10 @@ impl Aggregate {
         let before = groups.len();
         let live_elsewhere = self.live_groups - before;
         let retractable = self.spec.retractable;
+        let every = matches!(self.spec.emit, EmitMode::Every { .. });
         let calls = &self.spec.calls;
         let group = groups.get_or_insert_hashed(&key, hash, live_elsewhere, &self.spec.name, || {
-            Group::new(calls, retractable)
+            Group::new(calls, retractable, every)
         })?;
         let changes = self.spec.emit == EmitMode::Changes;
         let had_old = changes
@@ -394,12 +411,13 @@ impl Aggregate {
             && self
                 .scratch
                 .output_row(&self.spec.output, &key, bounds, &group.accumulators, &mut self.new_row);
-        if let EmitMode::Every { .. } = self.spec.emit {
-            if !group.dirty {
-                group.dirty = true;
+        if every {
+            let mark = group.every();
+            if !mark.dirty {
+                mark.dirty = true;
                 self.dirty.push((start, key.clone()));
             }
-            if emptied && group.emitted.is_some() {
+            if emptied && mark.emitted.is_some() {
                 // Kept until the next emission says it is gone; a row
                 // that comes back starts from empty accumulators.
                 group.accumulators = new_accumulators(calls, retractable);
@@ -438,7 +456,7 @@ impl Aggregate {
             EmitMode::Changes => {}
             EmitMode::Every { .. } => {
                 groups.drain_keeping_pages(|key, mut group| {
-                    if group.dirty {
+                    if group.every().dirty {
                         metrics.rows_out += emit_group(scratch, output, &key, bounds, &mut group, row, out);
                     }
                 });
@@ -480,15 +498,16 @@ fn emit_group(
     row: &mut Vec<Value>,
     out: &mut Batch,
 ) -> u64 {
-    debug_assert!(group.dirty);
-    group.dirty = false;
     let visible = group.rows > 0 && scratch.output_row(output, key, bounds, &group.accumulators, row);
+    let mark = group.every();
+    debug_assert!(mark.dirty);
+    mark.dirty = false;
     let new = visible.then_some(row.as_slice());
-    let n = emit_change(out, group.emitted.as_deref(), new);
+    let n = emit_change(out, mark.emitted.as_deref(), new);
     match new {
-        Some(r) if n > 0 => group.emitted = Some(r.to_vec()),
+        Some(r) if n > 0 => mark.emitted = Some(r.to_vec()),
         Some(_) => {}
-        None => group.emitted = None,
+        None => mark.emitted = None,
     }
     n
 }
@@ -630,7 +649,7 @@ impl Operator for Aggregate {
             let Some(group) = groups.get_mut(&key) else {
                 continue; // Emptied before it was ever emitted.
             };
-            if !group.dirty {
+            if !group.every().dirty {
                 continue; // Listed twice (removed and re-created); done.
             }
             self.metrics.rows_out += emit_group(
