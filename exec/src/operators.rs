@@ -175,7 +175,7 @@ pub(crate) fn accumulate(
     }
 }
 
-pub(crate) fn new_accumulators(calls: &[AggCall], retractable: bool) -> Vec<Accumulator> {
+pub(crate) fn new_accumulators<C: FromIterator<Accumulator>>(calls: &[AggCall], retractable: bool) -> C {
     calls
         .iter()
         .map(|c| Accumulator::new(c.kind, c.input_type, retractable))

@@ -77,9 +77,13 @@ enum Windows {
     None,
 }
 
+/// A group's accumulators: one inline (most GROUP BYs rank or report one
+/// aggregate: q5's COUNT), more on the heap.
+type Accumulators = smallvec::SmallVec<[Accumulator; 1]>;
+
 #[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct Group {
-    accumulators: Vec<Accumulator>,
+    accumulators: Accumulators,
     /// Net rows in the group (adds minus retractions); at 0 the group is
     /// gone (under `Every`, once its deletion is emitted).
     rows: i64,

@@ -69,7 +69,9 @@ pub fn combinable(spec: &AggregateSpec) -> bool {
             .calls
             .iter()
             .all(|c| c.filter.is_none() && c.arg.as_ref().is_none_or(bare))
-        && new_accumulators(&spec.calls, false).iter().all(Accumulator::combinable)
+        && new_accumulators::<Vec<_>>(&spec.calls, false)
+            .iter()
+            .all(Accumulator::combinable)
 }
 
 /// A group waiting in the combiner; its key and accumulators are in the
@@ -281,7 +283,8 @@ impl Combiner {
                     rows: 0,
                 });
                 self.pending_keys.extend(self.keys.iter().map(|&c| row[c].clone()));
-                self.pending_accumulators.extend(new_accumulators(&self.calls, false));
+                self.pending_accumulators
+                    .extend(new_accumulators::<Vec<_>>(&self.calls, false));
                 if 2 * self.pending.len() > self.slots.len() {
                     self.grow();
                 }
