@@ -37,7 +37,7 @@ const HEADER_BYTES: usize = 16;
 
 /// A keyed state's entries as a snapshot holds them: (key, entry) in the
 /// state's entry order.
-pub(crate) type Entries<V> = Vec<(Box<[crate::types::Value]>, V)>;
+pub(crate) type Entries<V> = Vec<(crate::state::GroupKey, V)>;
 
 /// A time-ordered map's entries, by (time, sequence).
 pub(crate) type ByTimeEntries<V> = Vec<((i64, u64), V)>;

@@ -15,7 +15,7 @@ use crate::error::ExecError;
 use crate::types::Value;
 
 /// The owned form of a group key.
-pub type GroupKey = Box<[Value]>;
+pub type GroupKey = smallvec::SmallVec<[Value; 1]>;
 
 /// Default limit on live entries per operator (groups, or group×window
 /// pairs): about 2 GB of small accumulators.

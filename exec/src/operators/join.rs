@@ -78,8 +78,8 @@ struct Side {
 /// What a checkpoint keeps of one side of an `IntervalJoin`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct SideSnapshot {
-    rows: Vec<(Box<[Value]>, Vec<Buffered>)>,
-    by_time: crate::snapshot::ByTimeEntries<Box<[Value]>>,
+    rows: Vec<(GroupKey, Vec<Buffered>)>,
+    by_time: crate::snapshot::ByTimeEntries<GroupKey>,
     len: u64,
     watermark: i64,
 }

@@ -74,7 +74,7 @@ impl Session {
 /// the key of each session id are rebuilt from the sessions.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct SessionSnapshot {
-    sessions: Vec<(Box<[Value]>, Vec<Session>)>,
+    sessions: Vec<(GroupKey, Vec<Session>)>,
     next_id: u64,
     watermark: i64,
     seq: u64,

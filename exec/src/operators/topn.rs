@@ -63,8 +63,8 @@ struct Ranked {
 /// What a checkpoint keeps of a `TopN`.
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct TopNSnapshot {
-    partitions: Vec<(Box<[Value]>, Vec<Ranked>)>,
-    closing: crate::snapshot::ByTimeEntries<Box<[Value]>>,
+    partitions: Vec<(GroupKey, Vec<Ranked>)>,
+    closing: crate::snapshot::ByTimeEntries<GroupKey>,
     watermark: i64,
     seq: u64,
     metrics: OperatorMetrics,
