@@ -234,6 +234,23 @@ impl Aggregate {
         self.emptying = Some(groups.into_emptying());
     }
 
+    /// Before the lookups of one key in several windows: each misses the
+    /// cache two or three times in a row; started together, the misses of
+    /// the windows overlap (`KeyedState::prefetch`).
+    #[inline]
+    fn prefetch(&self, starts: &[i64], hash: u64) {
+        if starts.len() < 2 {
+            return;
+        }
+        for step in 0..2 {
+            for start in starts {
+                if let Some(groups) = self.windows.get(start) {
+                    groups.prefetch(hash, step);
+                }
+            }
+        }
+    }
+
     /// Under `AggregateSpec::top`: offers a group's new ranking value to
     /// its window's leaders.
     #[inline]
@@ -316,9 +333,10 @@ impl Aggregate {
             let mut key = std::mem::take(&mut self.scratch.key);
             key.clear();
             key.extend_from_slice(&row[..k]);
+            let hash = crate::state::key_hash(&key);
             self.scratch.key = key;
             match self.spec.window {
-                None => self.merge_partial(UNWINDOWED, accumulators, rows)?,
+                None => self.merge_partial(UNWINDOWED, hash, accumulators, rows)?,
                 Some(window) => {
                     let mut open = [0i64; 8];
                     let mut overflow = Vec::new();
@@ -333,8 +351,9 @@ impl Aggregate {
                             continue;
                         }
                     };
+                    self.prefetch(&open[..open_count], hash);
                     for &start in open[..open_count].iter().chain(overflow.iter()) {
-                        self.merge_partial(start, accumulators, rows)?;
+                        self.merge_partial(start, hash, accumulators, rows)?;
                     }
                 }
             }
@@ -344,13 +363,19 @@ impl Aggregate {
 
     /// `apply` for a partial aggregate of `rows` rows, under an emission
     /// at window close (nothing to emit now).
-    fn merge_partial(&mut self, start: i64, accumulators: &[Accumulator], rows: i64) -> Result<(), ExecError> {
+    fn merge_partial(
+        &mut self,
+        start: i64,
+        hash: u64,
+        accumulators: &[Accumulator],
+        rows: i64,
+    ) -> Result<(), ExecError> {
         let key = std::mem::take(&mut self.scratch.key);
         let groups = window_groups(&mut self.windows, &mut self.spare, self.spec.entries_max, start);
         let before = groups.len();
         let live_elsewhere = self.live_groups - before;
         let calls = &self.spec.calls;
-        let group = groups.get_or_insert_with(&key, live_elsewhere, &self.spec.name, || {
+        let group = groups.get_or_insert_hashed(&key, hash, live_elsewhere, &self.spec.name, || {
             Group::new(calls, false, false)
         })?;
         for (acc, partial) in group.accumulators.iter_mut().zip(accumulators) {
@@ -576,18 +601,7 @@ impl Operator for Aggregate {
                             continue;
                         }
                     };
-                    if open_count > 1 {
-                        // Each window's lookup misses the cache two or
-                        // three times in a row; started together, the
-                        // misses of the windows overlap.
-                        for step in 0..2 {
-                            for start in &open[..open_count] {
-                                if let Some(groups) = self.windows.get(start) {
-                                    groups.prefetch(hash, step);
-                                }
-                            }
-                        }
-                    }
+                    self.prefetch(&open[..open_count], hash);
                     for &start in open[..open_count].iter().chain(overflow.iter()) {
                         self.apply(start, hash, row, ts, add, out)?;
                     }
