@@ -528,15 +528,16 @@ fn bid(i: u64, time: i64, rng: &mut Rng, wanted: u64, out: &mut Vec<Value>) {
             Value::Str(extra.finish())
         }
     };
-    out.extend([
-        Value::Int(auction),
-        Value::Int(bidder),
-        Value::Int(price),
-        channel,
-        url,
-        Value::Ts(time),
-        extra,
-    ]);
+    // Pushed one by one: extending from an array built first copied the
+    // whole row once more (a twentieth of q5's time).
+    out.reserve(7);
+    out.push(Value::Int(auction));
+    out.push(Value::Int(bidder));
+    out.push(Value::Int(price));
+    out.push(channel);
+    out.push(url);
+    out.push(Value::Ts(time));
+    out.push(extra);
 }
 
 fn push_decimal(mut n: u64, out: &mut Text) {
