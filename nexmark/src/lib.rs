@@ -211,14 +211,6 @@ impl Rng {
         items[self.below(items.len() as u64) as usize]
     }
 
-    /// The draws `letters` makes, without the letters.
-    fn skip_letters(&mut self, min: usize, max: usize) {
-        let len = min + self.below((max - min + 1) as u64) as usize;
-        for _ in 0..len.div_ceil(8) {
-            self.next_u64();
-        }
-    }
-
     /// Appends `min..=max` random lowercase letters. One random word yields
     /// eight letters: each is the integer part of the remaining fraction
     /// times 26 (about 4.7 bits a letter, plenty for workload text).
@@ -477,6 +469,20 @@ fn bid(i: u64, time: i64, rng: &mut Rng, wanted: u64, out: &mut Vec<Value>) {
     } as i64
         + FIRST_PERSON_ID;
     let price = price(rng);
+    // Each event has its own generator (`Rng::for_event`) and the text
+    // columns are drawn last: when none is read, their draws are skipped
+    // too, and nothing else changes.
+    if wanted & (BID_CHANNEL | BID_URL | BID_EXTRA) == 0 {
+        out.reserve(7);
+        out.push(Value::Int(auction));
+        out.push(Value::Int(bidder));
+        out.push(Value::Int(price));
+        out.push(Value::Null);
+        out.push(Value::Null);
+        out.push(Value::Ts(time));
+        out.push(Value::Null);
+        return;
+    }
     let (channel, url) = if rng.below(HOT_CHANNELS_RATIO) == 0 {
         // A long-tail channel; its url is a function of the channel, as
         // in the model's channel cache.
@@ -518,10 +524,8 @@ fn bid(i: u64, time: i64, rng: &mut Rng, wanted: u64, out: &mut Vec<Value>) {
         )
     };
     let extra = match wanted & BID_EXTRA {
-        0 => {
-            rng.skip_letters(0, 8);
-            Value::Null
-        }
+        // The event's last draws: nothing after depends on them.
+        0 => Value::Null,
         _ => {
             let mut extra = Text::new();
             rng.letters(0, 8, &mut extra);
