@@ -21,8 +21,10 @@ pub type GroupKey = smallvec::SmallVec<[Value; 1]>;
 /// pairs): about 2 GB of small accumulators.
 pub const STATE_ENTRIES_MAX_DEFAULT: usize = 10_000_000;
 
-/// One index slot: where an entry lives, and 32 bits of its hash so that
-/// most mismatches are rejected without touching the entry.
+/// One index slot: where an entry lives, and the top 32 bits of its hash
+/// (`tag`), so that most mismatches are rejected without touching the
+/// entry and the slot's home follows from the slot alone (`home_of_tag`):
+/// moving a slot to a new index, or back in a probe run, reads no entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 struct Slot {
@@ -135,6 +137,12 @@ fn prefetch_read<T>(value: &T) {
     let _ = value;
 }
 
+/// A slot's tag: the hash's top 32 bits (see `Slot`).
+#[inline]
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
 /// The hash every state index uses for a key.
 #[inline]
 pub fn key_hash(key: &[Value]) -> u64 {
@@ -178,6 +186,14 @@ impl<V> KeyedState<V> {
         self.mapped_bytes() + self.len() * HEAP_BYTES_PER_ENTRY
     }
 
+    /// The home of a slot, from its tag: the same as `home` of its hash
+    /// (the home is the hash's top bits, at most 32 of them).
+    #[inline]
+    fn home_of_tag(&self, tag: u32) -> usize {
+        debug_assert!(self.shift >= 32, "at most 2^32 slots");
+        (u64::from(tag) >> (self.shift - 32)) as usize
+    }
+
     fn home(&self, hash: u64) -> usize {
         debug_assert!(!self.slots.is_empty());
         (hash >> self.shift) as usize
@@ -204,7 +220,7 @@ impl<V> KeyedState<V> {
         let slot = &self.slots.as_slice()[self.home(hash)];
         if step == 0 {
             prefetch_read(slot);
-        } else if slot.entry != 0 && slot.tag == hash as u32 {
+        } else if slot.entry != 0 && slot.tag == tag_of(hash) {
             prefetch_read(&self.entries.as_slice()[slot.entry as usize - 1]);
         }
     }
@@ -227,7 +243,7 @@ impl<V> KeyedState<V> {
         if self.slots.is_empty() {
             return None;
         }
-        let (mask, tag) = (self.mask(), hash as u32);
+        let (mask, tag) = (self.mask(), tag_of(hash));
         let slots = self.slots.as_slice();
         let entries = self.entries.as_slice();
         let mut i = self.home(hash);
@@ -253,7 +269,7 @@ impl<V> KeyedState<V> {
     #[inline(never)]
     fn find_retiring(&self, key: &[Value], hash: u64) -> Option<(usize, usize)> {
         let r = self.retiring.as_ref()?;
-        let (mask, tag) = (r.slots.len() - 1, hash as u32);
+        let (mask, tag) = (r.slots.len() - 1, tag_of(hash));
         let slots = r.slots.as_slice();
         let entries = self.entries.as_slice();
         let mut i = (hash >> r.shift) as usize;
@@ -275,14 +291,19 @@ impl<V> KeyedState<V> {
     /// Puts entry `entry` (with `hash`) into the first free slot from its
     /// home.
     fn place(&mut self, hash: u64, entry: usize) {
+        self.place_tagged(tag_of(hash), entry);
+    }
+
+    /// `place` for a slot whose tag is known (a migrated one).
+    fn place_tagged(&mut self, tag: u32, entry: usize) {
         let mask = self.mask();
-        let mut i = self.home(hash);
+        let mut i = self.home_of_tag(tag);
         let slots = self.slots.as_mut_slice();
         while slots[i].entry != 0 {
             i = (i + 1) & mask;
         }
         slots[i] = Slot {
-            tag: hash as u32,
+            tag,
             entry: (entry + 1) as u32,
         };
     }
@@ -291,6 +312,9 @@ impl<V> KeyedState<V> {
     /// the entries).
     fn reindex(&mut self, n: usize) {
         assert!(n.is_power_of_two() && n >= SLOTS_MIN && n >= 2 * self.entries.len());
+        // Homes come from 32-bit tags (`home_of_tag`): 2^32 slots at most,
+        // 2^31 entries, far past any configured limit's memory.
+        assert!(n <= 1 << 32, "an index of {n} slots");
         // A rebuild from the entries supersedes any migration.
         self.retiring = None;
         // SAFETY: a `Slot` is two u32s, and all zero is `EMPTY`.
@@ -311,6 +335,9 @@ impl<V> KeyedState<V> {
             return;
         }
         assert!(n.is_power_of_two() && n >= SLOTS_MIN && n >= 2 * self.entries.len());
+        // Homes come from 32-bit tags (`home_of_tag`): 2^32 slots at most,
+        // 2^31 entries, far past any configured limit's memory.
+        assert!(n <= 1 << 32, "an index of {n} slots");
         // SAFETY: a `Slot` is two u32s, and all zero is `EMPTY`.
         let fresh = unsafe { ArenaVec::zeroed(n) };
         let old = std::mem::replace(&mut self.slots, fresh);
@@ -338,7 +365,7 @@ impl<V> KeyedState<V> {
             let s = r.slots[r.cursor];
             if s.entry != 0 && s != MOVED {
                 let e = s.entry as usize - 1;
-                self.place(self.entries[e].hash, e);
+                self.place_tagged(s.tag, e);
                 r.slots[r.cursor] = MOVED;
                 r.live -= 1;
                 moved += 1;
@@ -509,7 +536,7 @@ impl<V> KeyedState<V> {
             if s.entry == 0 {
                 break;
             }
-            let home = self.home(self.entries[s.entry as usize - 1].hash);
+            let home = self.home_of_tag(s.tag);
             if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
                 self.slots[hole] = s;
                 hole = j;
