@@ -25,17 +25,7 @@ fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
     // Another shard count: refused, saying which it needs. (Without a
     // checkpoint in the directory yet there is nothing to refuse, so
     // make one: a tiny interval and a long enough input.)
-    let mut rows = String::from("auction,price,ts\n");
-    for i in 0..200_000 {
-        rows.push_str(&format!(
-            "{},{},2015-07-15 00:{:02}:{:02}\n",
-            i % 7,
-            i % 100,
-            (i / 60_000) % 60,
-            (i / 1000) % 60
-        ));
-    }
-    write(dir.path(), "bids.csv", &rows);
+    write(dir.path(), "bids.csv", &long_bids());
     let _ = std::fs::remove_dir_all(dir.path().join("state"));
     let out = laminar(
         dir.path(),
@@ -106,16 +96,7 @@ fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
 fn state_show_prints_what_the_last_checkpoint_holds() {
     let dir = setup(PIPELINE_SQL);
     // A checkpoint needs an input long enough for one to be taken.
-    let mut rows = String::from("auction,price,ts\n");
-    for i in 0..200_000 {
-        rows.push_str(&format!(
-            "{},{},2015-07-15 00:{:02}:{:02}\n",
-            i % 7,
-            i % 100,
-            (i / 60_000) % 60,
-            (i / 1000) % 60
-        ));
-    }
+    let rows = long_bids();
     write(dir.path(), "bids.csv", &rows);
     let out = laminar(
         dir.path(),
@@ -163,4 +144,20 @@ fn state_show_prints_what_the_last_checkpoint_holds() {
     let o = laminar(dir.path(), &["state", "show", "empty"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("holds no checkpoint"), "{}", stderr(&o));
+}
+
+/// 200,000 bids over 200 s of event time: long enough for a checkpoint to
+/// be taken at a tiny interval.
+fn long_bids() -> String {
+    let mut rows = String::from("auction,price,ts\n");
+    for i in 0..200_000 {
+        rows.push_str(&format!(
+            "{},{},2015-07-15 00:{:02}:{:02}\n",
+            i % 7,
+            i % 100,
+            (i / 60_000) % 60,
+            (i / 1000) % 60
+        ));
+    }
+    rows
 }

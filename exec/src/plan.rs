@@ -333,9 +333,7 @@ impl PhysicalPlan {
             let [Input::Node(a)] = self.nodes[t].inputs[..] else {
                 continue;
             };
-            let read_by_others = self.sinks.iter().any(|k| k.input == Input::Node(a))
-                || (0..self.nodes.len()).any(|n| n != t && self.nodes[n].inputs.contains(&Input::Node(a)));
-            if read_by_others {
+            if self.read_by_sink(Input::Node(a)) || self.node_readers(Input::Node(a)) != [t] {
                 continue;
             }
             let OperatorSpec::Aggregate(agg) = &self.nodes[a].spec else {
@@ -371,13 +369,10 @@ impl PhysicalPlan {
             if !narrowable_connector || !source.used_columns.contains(&false) || source.schema != source.declared {
                 continue;
             }
-            let read_directly = |input: &Input| *input == Input::Source(s);
-            if self.sinks.iter().any(|k| read_directly(&k.input)) {
+            if self.read_by_sink(Input::Source(s)) {
                 continue;
             }
-            let readers: Vec<usize> = (0..self.nodes.len())
-                .filter(|&n| self.nodes[n].inputs.iter().any(read_directly))
-                .collect();
+            let readers = self.node_readers(Input::Source(s));
             // A reader whose output does not depend on its input's width
             // is rewritten in place; a window TVF (whose output is its
             // input plus the window) only when its own readers all are.
@@ -392,13 +387,10 @@ impl PhysicalPlan {
                     }
             };
             let tvf_readers = |plan: &PhysicalPlan, n: usize| -> Option<Vec<usize>> {
-                let reads_it = |input: &Input| *input == Input::Node(n);
-                if plan.sinks.iter().any(|k| reads_it(&k.input)) {
+                if plan.read_by_sink(Input::Node(n)) {
                     return None;
                 }
-                let readers: Vec<usize> = (0..plan.nodes.len())
-                    .filter(|&r| plan.nodes[r].inputs.iter().any(reads_it))
-                    .collect();
+                let readers = plan.node_readers(Input::Node(n));
                 readers.iter().all(|&r| rewritable(plan, r)).then_some(readers)
             };
             let mut through_tvf = Vec::new();
@@ -463,6 +455,18 @@ impl PhysicalPlan {
                 }
             }
         }
+    }
+
+    /// The nodes that read `from`, in plan order.
+    fn node_readers(&self, from: Input) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&n| self.nodes[n].inputs.contains(&from))
+            .collect()
+    }
+
+    /// Whether a sink reads `from` directly.
+    fn read_by_sink(&self, from: Input) -> bool {
+        self.sinks.iter().any(|k| k.input == from)
     }
 
     /// Renumbers the input columns a reader of a narrowed input refers to

@@ -134,6 +134,14 @@ pub struct CheckpointStore {
     faults: Faults,
 }
 
+/// A RocksDB failure of the store at `path`.
+fn store_error(path: &Path, e: rocksdb::Error) -> PersistError {
+    PersistError::Store {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
 impl CheckpointStore {
     pub fn open(path: &Path, faults: Faults) -> Result<CheckpointStore> {
         let mut opts = Options::default();
@@ -143,10 +151,7 @@ impl CheckpointStore {
         opts.set_max_open_files(256);
         // Chunks are written once and read back only at recovery.
         opts.set_write_buffer_size(64 << 20);
-        let db = DB::open(&opts, path).map_err(|e| PersistError::Store {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let db = DB::open(&opts, path).map_err(|e| store_error(path, e))?;
         Ok(CheckpointStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
@@ -158,10 +163,7 @@ impl CheckpointStore {
     /// RocksDB's read-only mode takes no lock, so it works beside a
     /// running service, and never creates a store that is not there.
     pub fn open_read_only(path: &Path) -> Result<CheckpointStore> {
-        let db = DB::open_for_read_only(&Options::default(), path, false).map_err(|e| PersistError::Store {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let db = DB::open_for_read_only(&Options::default(), path, false).map_err(|e| store_error(path, e))?;
         Ok(CheckpointStore {
             db: Arc::new(db),
             path: path.to_path_buf(),
@@ -170,10 +172,7 @@ impl CheckpointStore {
     }
 
     fn err(&self, e: rocksdb::Error) -> PersistError {
-        PersistError::Store {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        }
+        store_error(&self.path, e)
     }
 
     /// Writes shard `shard`'s parts for checkpoint `epoch`. `previous` is

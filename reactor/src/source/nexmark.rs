@@ -114,12 +114,11 @@ impl Reader for NexmarkReader {
                 .fill_row_columns(i, self.kind, self.wanted, &mut self.generated)
             {
                 // The read columns go straight into the batch.
-                let (generated, columns) = (&mut self.generated, &self.columns);
-                let pushed = batch.push_with(Op::Insert, |values| {
-                    values.extend(columns.iter().map(|&c| std::mem::take(&mut generated[c])));
-                    Ok::<(), std::convert::Infallible>(())
-                });
-                let Ok(()) = pushed;
+                let generated = &mut self.generated;
+                batch.push_owned(
+                    Op::Insert,
+                    self.columns.iter().map(|&c| std::mem::take(&mut generated[c])),
+                );
                 let advanced = self.watermark.observe(batch.row(batch.len() - 1));
                 st.rows += 1;
                 if let Some(w) = advanced {
