@@ -76,6 +76,18 @@ pub struct GroupOutput {
     pub having: Option<Expr>,
 }
 
+/// `e` over `row`, a bare column (the usual key) cloned without the
+/// evaluator; a failure is counted in `errors` and gives NULL.
+pub(crate) fn eval_or_null(e: &Expr, row: &[Value], errors: &mut u64) -> Value {
+    if let Expr::Column(c) = e {
+        return row[*c].clone();
+    }
+    e.eval(row).unwrap_or_else(|_| {
+        *errors += 1;
+        Value::Null
+    })
+}
+
 /// Per-row evaluation scratch and counters shared by the grouped operators.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
@@ -88,16 +100,7 @@ impl Scratch {
     /// Evaluates `e`, counting a failure and yielding NULL for it. A bare
     /// column (the usual GROUP BY key) is cloned without the evaluator.
     pub fn eval(&mut self, e: &Expr, row: &[Value]) -> Value {
-        if let Expr::Column(c) = e {
-            return row[*c].clone();
-        }
-        match e.eval(row) {
-            Ok(v) => v,
-            Err(_) => {
-                self.eval_errors += 1;
-                Value::Null
-            }
-        }
+        eval_or_null(e, row, &mut self.eval_errors)
     }
 
     pub fn predicate(&mut self, e: &Expr, row: &[Value]) -> bool {

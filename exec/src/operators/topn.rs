@@ -25,7 +25,7 @@ use crate::batch::{Batch, Op, RowsRef};
 use crate::error::ExecError;
 use crate::expr::Expr;
 use crate::operator::{Operator, OperatorMetrics};
-use crate::operators::emit_change;
+use crate::operators::{emit_change, eval_or_null};
 use crate::state::{GroupKey, KeyedState};
 use crate::types::Value;
 
@@ -82,18 +82,6 @@ pub struct TopN {
     sort: Vec<Value>,
     before: Vec<Vec<Value>>,
     metrics: OperatorMetrics,
-}
-
-/// `e` over `row`, a bare column without the evaluator; a failure counts
-/// and gives NULL.
-fn eval_or_null(e: &Expr, row: &[Value], errors: &mut u64) -> Value {
-    if let Expr::Column(c) = e {
-        return row[*c].clone();
-    }
-    e.eval(row).unwrap_or_else(|_| {
-        *errors += 1;
-        Value::Null
-    })
 }
 
 fn compare(order: &[(Expr, bool)], a: &[Value], b: &[Value]) -> Ordering {
