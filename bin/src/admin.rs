@@ -6,13 +6,15 @@
 //!   its sources, 503 while recovering or stopping.
 //! - `GET /metrics`: Prometheus text format, version 0.0.4.
 //! - `GET /status`: the pipeline as JSON (sources with their addresses,
-//!   streams, sinks, shards, checkpoints).
+//!   streams, sinks, shards, checkpoints, the last reload).
 //!
-//! It runs on its own thread and only reads the run's atomic counters.
+//! It runs on its own thread and only reads the run's atomic counters,
+//! through `Live`: the running generation, which a reload replaces.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use laminar_exec::plan::PhysicalPlan;
@@ -25,33 +27,64 @@ pub struct Addresses {
     pub sinks: Vec<Option<std::net::SocketAddr>>,
 }
 
+/// One run of the pipeline: `serve` starts one, and one more per
+/// accepted reload.
+#[derive(Clone)]
+pub struct Generation {
+    pub plan: Arc<PhysicalPlan>,
+    pub addresses: Arc<Addresses>,
+    /// Set once the run has started.
+    pub control: Option<Arc<Control>>,
+}
+
+/// The outcome of a reload (SIGHUP).
+#[derive(Debug, Clone)]
+pub struct Reload {
+    pub accepted: bool,
+    pub at_unix_ms: i64,
+    /// Why it was refused, or what it changed, one line each.
+    pub lines: Vec<String>,
+}
+
+/// What the admin thread and the signal monitor share with `serve`.
+pub struct Live {
+    pub generation: RwLock<Generation>,
+    pub last_reload: Mutex<Option<Reload>>,
+    pub reloads_accepted: AtomicU64,
+    pub reloads_refused: AtomicU64,
+}
+
+impl Live {
+    pub fn current(&self) -> Generation {
+        self.generation
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Requests are served one at a time; a request body is never read, so
 /// a client cannot make this thread hold memory.
-pub fn serve(
-    server: tiny_http::Server,
-    plan: Arc<PhysicalPlan>,
-    addresses: Addresses,
-    cell: Arc<OnceLock<Arc<Control>>>,
-    started: Instant,
-) {
+pub fn serve(server: tiny_http::Server, live: Arc<Live>, started: Instant) {
     for request in server.incoming_requests() {
         let (status, content_type, body) = if *request.method() != tiny_http::Method::Get {
             (405, "text/plain", "only GET\n".to_string())
         } else {
             let path = request.url().split('?').next().unwrap_or("");
-            match (path, cell.get()) {
+            let g = live.current();
+            match (path, g.control.as_deref()) {
                 ("/health", None) | ("/ready", None) => (503, "text/plain", "starting\n".to_string()),
                 ("/health", Some(p)) => health(p),
                 ("/ready", Some(p)) => ready(p),
                 ("/metrics", p) => (
                     200,
                     "text/plain; version=0.0.4",
-                    metrics(&plan, p.map(Arc::as_ref), started),
+                    metrics(&g.plan, p, started) + &reload_metrics(&live),
                 ),
                 ("/status", p) => (
                     200,
                     "application/json",
-                    status(&plan, &addresses, p.map(Arc::as_ref), started),
+                    status(&g.plan, &g.addresses, p, started, &live),
                 ),
                 _ => (
                     404,
@@ -378,7 +411,25 @@ fn metrics(plan: &PhysicalPlan, p: Option<&Control>, started: Instant) -> String
     out
 }
 
-fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, started: Instant) -> String {
+/// The reload counters and the last one's time, in the text format.
+fn reload_metrics(live: &Live) -> String {
+    let at = live
+        .last_reload
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .as_ref()
+        .map_or(0.0, |r| r.at_unix_ms as f64 / 1e3);
+    format!(
+        "# HELP laminar_reloads_total Reloads asked for by SIGHUP, by outcome.\n# TYPE laminar_reloads_total counter\n\
+         laminar_reloads_total{{outcome=\"accepted\"}} {}\nlaminar_reloads_total{{outcome=\"refused\"}} {}\n\
+         # HELP laminar_reload_last_timestamp_seconds When the last reload was asked for (0: never).\n\
+         # TYPE laminar_reload_last_timestamp_seconds gauge\nlaminar_reload_last_timestamp_seconds {at}\n",
+        live.reloads_accepted.load(Relaxed),
+        live.reloads_refused.load(Relaxed),
+    )
+}
+
+fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, started: Instant, live: &Live) -> String {
     use serde_json::json;
     let state = match p {
         None => "starting",
@@ -459,6 +510,11 @@ fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, start
             "completed": m.checkpoints_completed.load(Relaxed),
             "last_duration_seconds": m.checkpoint_last_ns.load(Relaxed) as f64 / 1e9,
             "last_state_bytes": m.checkpoint_last_state_bytes.load(Relaxed),
+        })),
+        "last_reload": live.last_reload.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|r| json!({
+            "outcome": if r.accepted { "accepted" } else { "refused" },
+            "at_unix_ms": r.at_unix_ms,
+            "lines": r.lines,
         })),
     });
     let mut text = doc.to_string();

@@ -144,6 +144,12 @@ enum Command {
         /// Copy every snapshot on its shard; never fork.
         #[arg(long, requires = "state_dir")]
         no_fork_snapshots: bool,
+        /// Start this stream (or table) with empty state, or read this
+        /// source from its beginning, although the checkpoint has it:
+        /// what lets a changed definition resume (docs/durability.md).
+        /// Repeatable.
+        #[arg(long = "reset", value_name = "NAME", requires = "state_dir")]
+        resets: Vec<String>,
         /// No progress bar and no summary.
         #[arg(long, short)]
         quiet: bool,
@@ -164,6 +170,10 @@ enum Command {
         /// Cores, overriding `shards.cpus`, e.g. `0-3,8`.
         #[arg(long, value_parser = parse_cpu_list)]
         cpus: Option<CpuList>,
+        /// Start this stream (or table) empty, or read this source from
+        /// its beginning, although the checkpoint has it. Repeatable.
+        #[arg(long = "reset", value_name = "NAME")]
+        resets: Vec<String>,
     },
     /// Send lines (files, or stdin) to a tcp source of `laminar serve` and
     /// wait until they are durable.
@@ -204,6 +214,25 @@ enum StateCommand {
     /// sink's committed output.
     Show {
         dir: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a restart on DIR with this SQL would do: which streams keep
+    /// their state, start fresh, are dropped, reset or refused; which
+    /// sources and sinks resume. In the restart's own words.
+    Diff {
+        dir: PathBuf,
+        file: PathBuf,
+        /// The shard count of the restart (default: the checkpoint's).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        shards: Option<u16>,
+        /// As `--reset NAME` on the restart. Repeatable.
+        #[arg(long = "reset", value_name = "NAME")]
+        resets: Vec<String>,
+        /// As the restart's `--join-state-ttl-ms`.
+        #[arg(long, default_value_t = laminar_sql::JOIN_STATE_TTL_MS_DEFAULT)]
+        join_state_ttl_ms: i64,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -319,6 +348,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             checkpoint_interval_ms,
             fork_snapshot_mb,
             no_fork_snapshots,
+            resets,
         } => {
             huge_pages.apply();
             let cpus = cpus.map(|c| c.0);
@@ -355,6 +385,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                         every_rows: None,
                         fork_bytes_min: (!no_fork_snapshots).then_some((fork_snapshot_mb as usize) << 20),
                         faults: laminar_persistence::Faults::none(),
+                        resets,
                     }),
                     quiet,
                 },
@@ -369,6 +400,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             check,
             shards,
             cpus,
+            resets,
         } => serve::serve(
             &config,
             check,
@@ -376,6 +408,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 shards: shards.map(usize::from),
                 cpus: cpus.map(|c| c.0),
             },
+            resets,
         ),
         Command::Ingest {
             addr,
@@ -403,6 +436,29 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::State {
             what: StateCommand::Show { dir, json },
         } => state::show(&dir, json),
+        Command::State {
+            what:
+                StateCommand::Diff {
+                    dir,
+                    file,
+                    shards,
+                    resets,
+                    join_state_ttl_ms,
+                    json,
+                },
+        } => {
+            // Planned as `serve` plans (every connector allowed): the
+            // script may be a service's.
+            let plan = load(
+                &file,
+                PlanOptions {
+                    serve: true,
+                    join_state_ttl_ms,
+                    ..PlanOptions::default()
+                },
+            )?;
+            state::diff(&dir, &plan, shards.map(usize::from), &resets, json)
+        }
     }
 }
 
@@ -577,6 +633,9 @@ fn print_summary(file: &Path, s: &RunSummary) {
                 c.load.as_secs_f64() * 1e3,
                 c.restore.as_secs_f64() * 1e3
             );
+            for change in &c.evolution {
+                eprintln!("    {change}");
+            }
         }
         let mut line = format!("  checkpoints: {} completed", c.completed);
         if let (Some(max), true) = (c.durations.iter().max(), c.completed > 0) {

@@ -281,6 +281,7 @@ impl Ctx<'_> {
             fork_bytes_min: (!self.args.no_fork_snapshots)
                 .then_some(laminar_reactor::checkpoint::FORK_BYTES_MIN_DEFAULT),
             faults: laminar_persistence::Faults::none(),
+            resets: Vec::new(),
         });
         let started = Instant::now();
         let summary = laminar_reactor::run(

@@ -4,6 +4,10 @@
 //! bytes), each node's state bytes per shard, each shard's WAL position,
 //! each source's position and watermark, each sink's committed output.
 //! A table for people, or `--json`.
+//!
+//! `laminar state diff DIR FILE.sql`: what a restart with that script
+//! would keep, start fresh, drop, reset or refuse
+//! (`laminar_reactor::evolve`, the decision the restart itself takes).
 
 use std::path::Path;
 
@@ -76,6 +80,14 @@ fn to_json(m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -> serde_js
         "state_bytes": m.state_bytes,
         "state_bytes_written": m.state_bytes_written,
         "wal_lsns": m.wal_lsns,
+        "streams": m.streams.iter().map(|r| json!({
+            "name": r.name,
+            "kind": r.kind,
+            "identity": format!("{:016x}", r.identity),
+            "nodes": r.nodes.iter().map(|n| n.part).collect::<Vec<_>>(),
+            "state_bytes": r.nodes.iter().filter_map(|n| nodes.get(&n.part)).flatten().sum::<u64>(),
+            "definition": r.text,
+        })).collect::<Vec<_>>(),
         "nodes": nodes.iter().map(|(n, per_shard)| json!({
             "node": n,
             "state_bytes": per_shard.iter().sum::<u64>(),
@@ -96,6 +108,7 @@ fn to_json(m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -> serde_js
         })).collect::<Vec<_>>(),
         "sinks": m.sinks.iter().map(|k| json!({
             "name": k.name,
+            "identity": format!("{:016x}", k.identity),
             "committed_bytes": k.bytes,
             "rows": k.rows,
         })).collect::<Vec<_>>(),
@@ -123,14 +136,32 @@ fn table(dir: &Path, m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -
         "  state: {} bytes ({} written by the last checkpoint)",
         m.state_bytes, m.state_bytes_written
     );
-    for (n, per_shard) in nodes {
+    let node_line = |s: &mut String, n: u32, per_shard: &[u64]| {
         let shards: Vec<String> = per_shard.iter().map(u64::to_string).collect();
         let _ = writeln!(
             s,
-            "  node #{n}: {} bytes of state (per shard: {})",
+            "    node #{n}: {} bytes of state (per shard: {})",
             per_shard.iter().sum::<u64>(),
             shards.join(", ")
         );
+    };
+    for r in &m.streams {
+        let bytes: u64 = r.nodes.iter().filter_map(|n| nodes.get(&n.part)).flatten().sum();
+        let _ = writeln!(
+            s,
+            "  {} {} (identity {:016x}): {bytes} bytes of state",
+            r.kind, r.name, r.identity
+        );
+        for n in &r.nodes {
+            if let Some(per_shard) = nodes.get(&n.part) {
+                node_line(&mut s, n.part, per_shard);
+            }
+        }
+    }
+    for (n, per_shard) in nodes {
+        if !m.streams.iter().any(|r| r.nodes.iter().any(|o| o.part == *n)) {
+            node_line(&mut s, *n, per_shard);
+        }
     }
     if m.wal_lsns.iter().any(|&l| l > 0) {
         let lsns: Vec<String> = m
@@ -177,4 +208,52 @@ fn table(dir: &Path, m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -
         );
     }
     s
+}
+
+/// Prints what a restart of `plan` on `dir` would do.
+pub fn diff(
+    dir: &Path,
+    plan: &laminar_exec::plan::PhysicalPlan,
+    shards: Option<usize>,
+    resets: &[String],
+    as_json: bool,
+) -> Result<()> {
+    let manifest = manifest::read(dir)
+        .with_context(|| format!("reading the state directory {}", dir.display()))?
+        .with_context(|| {
+            format!(
+                "{} holds no checkpoint: a run there starts every stream fresh",
+                dir.display()
+            )
+        })?;
+    let shards = shards.unwrap_or(manifest.shards as usize);
+    let ev = laminar_reactor::evolve::plan_restart(&manifest, plan, shards, resets).map_err(anyhow::Error::msg)?;
+    let refused = !ev.refusals().is_empty();
+    let text = if as_json {
+        let mut out = serde_json::to_string_pretty(&json!({
+            "epoch": manifest.epoch,
+            "shards": shards,
+            "refused": refused,
+            "changes": ev.changes.iter().map(|c| json!({
+                "kind": c.kind,
+                "name": c.name,
+                "outcome": c.word(),
+                "says": c.describe(),
+            })).collect::<Vec<_>>(),
+        }))?;
+        out.push('\n');
+        out
+    } else {
+        let mut s = format!(
+            "restart of {} (checkpoint {}) with this script on {shards} shard(s): {}\n",
+            dir.display(),
+            manifest.epoch,
+            if refused { "refused" } else { "allowed" }
+        );
+        for c in &ev.changes {
+            s.push_str(&format!("  {}\n", c.describe()));
+        }
+        s
+    };
+    crate::write_stdout(&text)
 }

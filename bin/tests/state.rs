@@ -1,7 +1,9 @@
 //! `laminar run --state-dir` and `laminar state show` end to end: a
 //! durable run resumed, refused for another shard count, another pipeline
 //! or an edited expression (not for a comment), a damaged manifest named;
-//! what `state show` prints of the last checkpoint, as a table and JSON.
+//! what `state show` prints of the last checkpoint, as a table and JSON;
+//! what `state diff` says a changed script would do, and a restart with
+//! `--reset` doing it.
 
 #[path = "common/cli.rs"]
 mod harness;
@@ -69,7 +71,11 @@ fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
     ] {
         let out = rerun(name, &sql);
         assert!(!out.status.success());
-        assert!(stderr(&out).contains("different pipeline"), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("refuse: stream totals") && err.contains("--reset totals"),
+            "{err}"
+        );
     }
     let out = rerun(
         "commented.sql",
@@ -130,7 +136,12 @@ fn state_show_prints_what_the_last_checkpoint_holds() {
     let text = stdout(&o);
     for expected in [
         "1 shard(s), plan fingerprint ".to_string(),
-        format!("  node #0: {} bytes of state", v["nodes"][0]["state_bytes"]),
+        format!("    node #0: {} bytes of state", v["nodes"][0]["state_bytes"]),
+        format!(
+            "  stream totals (identity {}): {} bytes of state",
+            v["streams"][0]["identity"].as_str().expect("identity"),
+            v["nodes"][0]["state_bytes"]
+        ),
         format!(
             "  source bids (shard 0): offset {}, {read} rows, 0 malformed, watermark ",
             source["offset"]
@@ -139,6 +150,72 @@ fn state_show_prints_what_the_last_checkpoint_holds() {
     ] {
         assert!(text.contains(&expected), "no {expected:?} in\n{text}");
     }
+    assert_eq!(v["streams"][0]["name"], "totals");
+    assert_eq!(v["streams"][0]["nodes"][0], 0);
+
+    // `state diff`: what a restart with another script would do, in the
+    // restart's words; the restart then says and does the same.
+    write(
+        dir.path(),
+        "changed.sql",
+        &format!(
+            "{}\nCREATE STREAM big AS SELECT auction, price FROM bids WHERE price > 150;\n",
+            PIPELINE_SQL.replace("SUM(price)", "SUM(price * 2)")
+        ),
+    );
+    let o = laminar(dir.path(), &["state", "diff", "state", "changed.sql"]);
+    assert_success(&o);
+    let diff = stdout(&o);
+    for expected in [
+        "with this script on 1 shard(s): refused",
+        "keep: source bids resumes at its checkpointed position",
+        "refuse: stream totals: was \"… COUNT(*) AS n, SUM(price) AS …\", now \"… COUNT(*) AS n, SUM(price * 2) AS …\"",
+        "new: stream big starts with empty state",
+        "keep: sink out goes on after its committed output",
+    ] {
+        assert!(diff.contains(expected), "no {expected:?} in\n{diff}");
+    }
+    let o = laminar(
+        dir.path(),
+        &["state", "diff", "state", "changed.sql", "--reset", "totals", "--json"],
+    );
+    assert_success(&o);
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(d["refused"], false, "{d}");
+    let outcome = |name: &str| {
+        d["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["outcome"].as_str().unwrap().to_string())
+    };
+    assert_eq!(outcome("totals").as_deref(), Some("reset"));
+    assert_eq!(outcome("big").as_deref(), Some("new"));
+    let o = laminar(
+        dir.path(),
+        &["state", "diff", "state", "changed.sql", "--reset", "nope"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("--reset nope: the script defines no stream"),
+        "{}",
+        stderr(&o)
+    );
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "changed.sql", "--shards", "1", "--state-dir", "state"];
+        args.extend_from_slice(extra);
+        laminar(dir.path(), &args)
+    };
+    let o = run(&[]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("refuse: stream totals"), "{}", stderr(&o));
+    let o = run(&["--reset", "totals"]);
+    assert_success(&o);
+    let said = stderr(&o);
+    assert!(said.contains("reset: stream totals starts with empty state"), "{said}");
+    assert!(said.contains("new: stream big starts with empty state"), "{said}");
+
     // A directory without a checkpoint: an error saying so.
     std::fs::create_dir_all(dir.path().join("empty")).unwrap();
     let o = laminar(dir.path(), &["state", "show", "empty"]);

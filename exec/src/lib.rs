@@ -18,6 +18,7 @@ pub mod explain;
 pub mod expr;
 pub mod format;
 pub mod func;
+pub mod identity;
 pub mod operator;
 pub mod operators;
 pub mod plan;

@@ -247,6 +247,9 @@ pub struct PhysicalPlan {
     pub sources: Vec<SourceNode>,
     pub nodes: Vec<OperatorNode>,
     pub sinks: Vec<SinkNode>,
+    /// Stable identities of the above (`identity.rs`), assigned by the
+    /// planner before the optimising passes.
+    pub identity: crate::identity::PlanIdentity,
 }
 
 impl PhysicalPlan {

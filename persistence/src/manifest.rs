@@ -29,7 +29,9 @@ use crate::error::{PersistError, Result};
 use crate::fault::Faults;
 use crate::wal::write_atomic;
 
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: identities of streams, nodes, sources and sinks (what a restart
+/// with changed SQL keeps).
+pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST_MAGIC: &[u8; 8] = b"LAMINMAN";
 pub const MANIFEST_FILE: &str = "MANIFEST";
 /// A manifest is small (positions, not state); this bounds what a
@@ -58,11 +60,48 @@ pub struct SourcePosition {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct SinkPosition {
     pub name: String,
+    /// The sink's identity (its name, connector and the stream it
+    /// writes): a restart resumes the position only into the same.
+    pub identity: u64,
     /// Committed bytes of its file (recovery truncates to this).
     pub bytes: u64,
     pub rows: u64,
     /// Shards whose input to the sink had ended (sent its end of input).
     pub ended_senders: Vec<u32>,
+}
+
+/// A definition that keeps state (a stream, a view, a table) as the
+/// checkpoint's pipeline had it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StreamRecord {
+    pub name: String,
+    /// `stream` or `table`.
+    pub kind: String,
+    /// Its nodes' identities taken together.
+    pub identity: u64,
+    /// The statement in one line, for saying what a new one changed.
+    pub text: String,
+    /// Its nodes: (part number in the checkpoint store, identity).
+    pub nodes: Vec<NodeRecord>,
+}
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// The node's part number in the store (its index in that plan).
+    pub part: u32,
+    pub identity: u64,
+}
+
+/// A source as the checkpoint's pipeline defined it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    pub name: String,
+    /// Its index in that plan (what the WAL's records name).
+    pub index: u32,
+    /// Everything about it; and what its positions depend on.
+    pub identity: u64,
+    pub position_key: u64,
+    pub text: String,
 }
 
 /// One complete checkpoint.
@@ -79,6 +118,9 @@ pub struct Manifest {
     pub wal_lsns: Vec<u64>,
     pub sources: Vec<SourcePosition>,
     pub sinks: Vec<SinkPosition>,
+    /// The pipeline's definitions, by identity (see `laminar_exec::identity`).
+    pub streams: Vec<StreamRecord>,
+    pub source_defs: Vec<SourceRecord>,
     /// Bytes of operator state the checkpoint holds, and how many of them
     /// this checkpoint wrote (the rest were unchanged since the previous).
     pub state_bytes: u64,

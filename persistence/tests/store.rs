@@ -2,7 +2,9 @@
 //! back, garbage collection, crash safety of a half-written checkpoint,
 //! and the manifest's atomic replacement and damage detection.
 
-use laminar_persistence::manifest::{self, Manifest, SinkPosition, SourcePosition};
+use laminar_persistence::manifest::{
+    self, Manifest, NodeRecord, SinkPosition, SourcePosition, SourceRecord, StreamRecord,
+};
 use laminar_persistence::store::{CheckpointStore, ShardIndex, CHUNK_BYTES};
 use laminar_persistence::{Faults, PersistError};
 use proptest::prelude::*;
@@ -94,9 +96,27 @@ fn sample_manifest() -> Manifest {
         }],
         sinks: vec![SinkPosition {
             name: "out".into(),
+            identity: 0xabc,
             bytes: 999,
             rows: 7,
             ended_senders: vec![0],
+        }],
+        streams: vec![StreamRecord {
+            name: "totals".into(),
+            kind: "stream".into(),
+            identity: 0x1234,
+            text: "CREATE STREAM totals AS SELECT …".into(),
+            nodes: vec![NodeRecord {
+                part: 3,
+                identity: 0x5678,
+            }],
+        }],
+        source_defs: vec![SourceRecord {
+            name: "bids".into(),
+            index: 0,
+            identity: 1,
+            position_key: 2,
+            text: "CREATE SOURCE bids …".into(),
         }],
         state_bytes: 5,
         state_bytes_written: 3,

@@ -41,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use laminar_exec::batch::{Batch, WATERMARK_END};
 use laminar_exec::plan::{PhysicalPlan, SinkConnector, SourceConnector};
-use laminar_persistence::manifest::{self, Manifest, SinkPosition, SourcePosition};
+use laminar_persistence::manifest::{
+    self, Manifest, NodeRecord, SinkPosition, SourcePosition, SourceRecord, StreamRecord,
+};
 use laminar_persistence::store::{CheckpointStore, ShardIndex};
 use laminar_persistence::Faults;
 
@@ -66,6 +68,9 @@ pub struct Durability {
     pub fork_bytes_min: Option<usize>,
     /// Fault injection (tests); `Faults::none()` otherwise.
     pub faults: Faults,
+    /// Streams, tables and sources to start empty (or from their
+    /// beginning) although the checkpoint has them (`--reset NAME`).
+    pub resets: Vec<String>,
 }
 
 /// `Durability::fork_bytes_min` unless configured: below this a copy on
@@ -96,6 +101,9 @@ pub struct ShardRestore {
     pub sources: Vec<Option<SourceState>>,
     /// By sink index (shard 0): its committed position.
     pub sinks: Vec<Option<SinkPosition>>,
+    /// (source index in the checkpoint's plan, in this plan), for the
+    /// WAL's records, which name sources by index.
+    pub wal_sources: Vec<(u32, u32)>,
 }
 
 /// Something waiting at a node port (or sink sender) behind a barrier.
@@ -326,9 +334,53 @@ fn decode_source_state(dir: &Path, p: &SourcePosition) -> Result<SourceState, Ru
     })
 }
 
-/// A hash of what shapes the state: the plan as EXPLAIN shows it.
+/// One hash of the whole pipeline: every identity in the plan
+/// (`laminar_exec::identity`), in no particular order.
 pub fn plan_fingerprint(plan: &PhysicalPlan) -> u64 {
-    fxhash::hash64(&plan.explain())
+    plan.identity().fingerprint()
+}
+
+/// What the manifest records of the plan's definitions.
+pub(crate) fn plan_records(plan: &PhysicalPlan) -> (Vec<StreamRecord>, Vec<SourceRecord>) {
+    use laminar_exec::identity::DefinitionKind;
+    let id = plan.identity();
+    let streams = id
+        .definitions
+        .iter()
+        .filter(|d| matches!(d.kind, DefinitionKind::Stream | DefinitionKind::Table))
+        .map(|d| StreamRecord {
+            name: d.name.clone(),
+            kind: d.kind.word().to_string(),
+            identity: id.definition_identity(d),
+            text: d.text.clone(),
+            nodes: d
+                .nodes
+                .clone()
+                .map(|n| NodeRecord {
+                    part: n as u32,
+                    identity: id.nodes[n],
+                })
+                .collect(),
+        })
+        .collect();
+    let sources = plan
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| SourceRecord {
+            name: s.name.clone(),
+            index: i as u32,
+            identity: id.sources[i],
+            position_key: id.source_positions[i],
+            text: id
+                .definitions
+                .iter()
+                .find(|d| d.sources.contains(&i))
+                .map(|d| d.text.clone())
+                .unwrap_or_default(),
+        })
+        .collect();
+    (streams, sources)
 }
 
 /// The coordinator's side: requests checkpoints, writes them, recovers.
@@ -369,6 +421,13 @@ pub struct Coordinator {
     /// Rows plus bytes read when the last checkpoint was requested
     /// (`u64::MAX` before the first, so a run's first is never skipped).
     activity_at_request: u64,
+    /// The plan's definitions and sink identities, for every manifest.
+    streams: Vec<StreamRecord>,
+    source_defs: Vec<SourceRecord>,
+    sink_identities: Vec<(String, u64)>,
+    /// What the restart did differently from a plain resume (changed
+    /// SQL), one line each.
+    pub evolution: Vec<String>,
 }
 
 /// The WALs of `laminar serve`'s tcp sources, under the state directory.
@@ -393,6 +452,8 @@ pub struct CheckpointSummary {
     pub durations: Vec<Duration>,
     pub last_state_bytes: u64,
     pub last_written_bytes: u64,
+    /// What the restart did differently from a plain resume.
+    pub evolution: Vec<String>,
 }
 
 impl Coordinator {
@@ -410,6 +471,8 @@ impl Coordinator {
             source,
         })?;
         let fingerprint = plan_fingerprint(plan);
+        let (streams, source_defs) = plan_records(plan);
+        let identity = plan.identity();
         let manifest = manifest::read(dir)?;
         let store = CheckpointStore::open(&dir.join("checkpoints"), durability.faults.clone())?;
         let mut coordinator = Coordinator {
@@ -462,6 +525,15 @@ impl Coordinator {
             load: Duration::ZERO,
             last_state_bytes: 0,
             last_written_bytes: 0,
+            streams,
+            source_defs,
+            sink_identities: plan
+                .sinks
+                .iter()
+                .zip(&identity.sinks)
+                .map(|(s, &i)| (s.name.clone(), i))
+                .collect(),
+            evolution: Vec::new(),
         };
         let loading = Instant::now();
         let Some(manifest) = manifest else {
@@ -471,19 +543,33 @@ impl Coordinator {
             dir: dir.clone(),
             reason,
         };
-        if manifest.plan_fingerprint != fingerprint {
-            return Err(refuse(
-                "the state was written by a different pipeline (its plan changed); \
-                 use a new --state-dir, or delete this one to start over"
-                    .into(),
-            ));
-        }
-        if manifest.shards as usize != shards {
+        let evolution = crate::evolve::plan_restart(&manifest, plan, shards, &durability.resets).map_err(&refuse)?;
+        let refusals = evolution.refusals();
+        if !refusals.is_empty() {
             return Err(refuse(format!(
-                "the state was written by {} shards and this run has {shards}; run with --shards {}",
-                manifest.shards, manifest.shards
+                "a restart with this script would lose state or mix definitions in its sinks:\n  {}\n\
+                 (`laminar state diff {} SCRIPT` shows the whole decision; a new --state-dir starts over)",
+                refusals.join("\n  "),
+                dir.display()
             )));
         }
+        if evolution.changed() {
+            for c in evolution
+                .changes
+                .iter()
+                .filter(|c| c.outcome != crate::evolve::Outcome::Keep)
+            {
+                tracing::info!(change = %c.describe(), "the script changed since the checkpoint");
+                coordinator.evolution.push(c.describe());
+            }
+        }
+        // Old part number -> node index in this plan.
+        let part_to_node: fxhash::FxHashMap<u32, u32> = evolution
+            .node_parts
+            .iter()
+            .enumerate()
+            .filter_map(|(n, p)| Some(((*p)?, n as u32)))
+            .collect();
         let mut restores = Vec::with_capacity(shards);
         // Every shard's parts at once, one thread each: reading back is
         // RocksDB lookups, copies and checksums, and the cores are idle
@@ -501,24 +587,33 @@ impl Coordinator {
         for (shard, read) in read.into_iter().enumerate() {
             let (parts, index) = read?;
             coordinator.indexes[shard] = index;
+            // Parts of dropped or reset streams are left out; the rest
+            // take their node's index in this plan.
+            let parts = parts
+                .into_iter()
+                .filter_map(|(part, bytes)| Some((*part_to_node.get(&part)?, bytes)))
+                .collect();
             let mut sources = vec![None; plan.sources.len()];
             for p in manifest.sources.iter().filter(|p| p.shard as usize == shard) {
-                let i = plan
-                    .sources
+                let restored = evolution
+                    .source_positions
                     .iter()
-                    .position(|s| s.name == p.name)
-                    .ok_or_else(|| refuse(format!("the checkpoint has a source {} the plan lacks", p.name)))?;
-                sources[i] = Some(decode_source_state(dir, p)?);
+                    .position(|n| n.as_deref() == Some(p.name.as_str()));
+                if let Some(i) = restored {
+                    sources[i] = Some(decode_source_state(dir, p)?);
+                }
             }
             let mut sinks = vec![None; plan.sinks.len()];
             if shard == 0 {
                 for p in &manifest.sinks {
-                    let i = plan
+                    let restored = plan
                         .sinks
                         .iter()
-                        .position(|s| s.name == p.name)
-                        .ok_or_else(|| refuse(format!("the checkpoint has a sink {} the plan lacks", p.name)))?;
-                    sinks[i] = Some(p.clone());
+                        .enumerate()
+                        .position(|(k, s)| evolution.sink_positions[k] && s.name.eq_ignore_ascii_case(&p.name));
+                    if let Some(k) = restored {
+                        sinks[k] = Some(p.clone());
+                    }
                 }
             }
             restores.push(ShardRestore {
@@ -527,6 +622,7 @@ impl Coordinator {
                 parts,
                 sources,
                 sinks,
+                wal_sources: evolution.wal_sources.clone(),
             });
         }
         // What a checkpoint that never completed may have left.
@@ -556,6 +652,7 @@ impl Coordinator {
             durations: self.durations.clone(),
             last_state_bytes: self.last_state_bytes,
             last_written_bytes: self.last_written_bytes,
+            evolution: self.evolution.clone(),
         }
     }
 
@@ -685,7 +782,17 @@ impl Coordinator {
             shards: self.shards as u32,
             wal_lsns: wal_lsns.iter().map(|l| l.unwrap_or(0)).collect(),
             sources,
-            sinks,
+            sinks: sinks
+                .into_iter()
+                .map(|mut p| {
+                    if let Some((_, id)) = self.sink_identities.iter().find(|(n, _)| *n == p.name) {
+                        p.identity = *id;
+                    }
+                    p
+                })
+                .collect(),
+            streams: self.streams.clone(),
+            source_defs: self.source_defs.clone(),
             state_bytes: self.state_bytes,
             state_bytes_written: self.state_bytes_written,
             created_unix_ms: std::time::SystemTime::now()

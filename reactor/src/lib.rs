@@ -13,6 +13,7 @@ pub mod clock;
 pub mod control;
 pub mod cow;
 pub mod error;
+pub mod evolve;
 pub mod mesh;
 pub mod metrics;
 pub mod net;

@@ -23,6 +23,7 @@ pub mod topn;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use laminar_exec::identity::{Definition, DefinitionKind};
 use laminar_exec::operators::map::MapSpec;
 use laminar_exec::operators::upsert::UpsertSpec;
 use laminar_exec::plan::{Input, OperatorNode, OperatorSpec, PhysicalPlan, SinkConnector, SinkNode, SourceNode};
@@ -93,6 +94,8 @@ pub struct Planner {
     files: Vec<(std::path::PathBuf, FileUse, String)>,
     /// TCP ports (other than 0) the pipeline listens on, with who does.
     ports: Vec<(u16, String)>,
+    /// The statements planned so far (`PlanIdentity::definitions`).
+    definitions: Vec<Definition>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +124,13 @@ impl Planner {
             late_output: None,
             files: Vec::new(),
             ports: Vec::new(),
+            definitions: Vec::new(),
         }
+    }
+
+    /// Sources, nodes and sinks planned so far.
+    fn counts(&self) -> (usize, usize, usize) {
+        (self.plan.sources.len(), self.plan.nodes.len(), self.plan.sinks.len())
     }
 
     /// Records a TCP port the pipeline listens on; refuses a second
@@ -410,6 +419,10 @@ impl Planner {
                 });
             }
         }
+        // Identities first: the passes below depend on what other
+        // streams read, an identity must not.
+        let definitions = std::mem::take(&mut self.definitions);
+        self.plan.assign_identities(definitions);
         self.plan.mark_used_columns();
         self.plan.narrow_sources();
         self.plan.prune_ranked_groups();
@@ -448,7 +461,22 @@ pub fn plan_script(text: &str, options: PlanOptions) -> Result<PhysicalPlan, Sql
     }
     let mut planner = Planner::new(options);
     for st in &statements {
+        let before = planner.counts();
         planner.statement(st)?;
+        let after = planner.counts();
+        planner.definitions.push(Definition {
+            kind: match st.kind {
+                StatementKind::Source => DefinitionKind::Source,
+                StatementKind::Table => DefinitionKind::Table,
+                StatementKind::Stream | StatementKind::MaterializedView => DefinitionKind::Stream,
+                StatementKind::Sink => DefinitionKind::Sink,
+            },
+            name: st.name.clone(),
+            text: st.text.clone(),
+            sources: before.0..after.0,
+            nodes: before.1..after.1,
+            sinks: before.2..after.2,
+        });
     }
     if planner.plan.sinks.is_empty() && planner.streams.is_empty() {
         let last = statements.last().expect("non-empty");

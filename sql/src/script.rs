@@ -51,6 +51,8 @@ pub struct Statement {
     pub kind: StatementKind,
     /// `CREATE STREAM hot_items` — the statement's name in errors.
     pub title: String,
+    /// `hot_items`: what the statement defines.
+    pub name: String,
     pub start: Location,
     pub end: Location,
     /// The tokens left for sqlparser (whitespace included).
@@ -60,6 +62,10 @@ pub struct Statement {
     pub lateness: Option<(i64, Location)>,
     /// `LATE DATA TO name`: the late rows' stream.
     pub late_to: Option<(String, Location)>,
+    /// The whole statement in one line: tokens separated by single
+    /// spaces, keywords in upper case, comments and layout gone. What a
+    /// restart shows of a definition that changed.
+    pub text: String,
 }
 
 /// `WATERMARK FOR column AS expr`.
@@ -236,6 +242,7 @@ fn prepare(mut tokens: Vec<TokenWithSpan>, number: usize) -> Result<Option<State
     let mut statement = Statement {
         kind,
         title,
+        name,
         start,
         end,
         tokens: Vec::new(),
@@ -243,6 +250,7 @@ fn prepare(mut tokens: Vec<TokenWithSpan>, number: usize) -> Result<Option<State
         emit: None,
         lateness: None,
         late_to: None,
+        text: normalized(&tokens),
     };
     match kind {
         StatementKind::Source | StatementKind::Table => {
@@ -265,6 +273,54 @@ fn prepare(mut tokens: Vec<TokenWithSpan>, number: usize) -> Result<Option<State
     }
     statement.tokens = tokens;
     Ok(Some(statement))
+}
+
+/// The statement's tokens in one line (see `Statement::text`).
+fn normalized(tokens: &[TokenWithSpan]) -> String {
+    const SPACED_BEFORE_PAREN: &[&str] = &[
+        "AS", "IN", "AND", "OR", "NOT", "ON", "FROM", "JOIN", "WHERE", "WITH", "EXISTS", "SELECT", "BETWEEN",
+    ];
+    // The dialect's own words, which sqlparser does not know as keywords.
+    const LAMINAR_WORDS: &[&str] = &[
+        "EMIT",
+        "WATERMARK",
+        "LATENESS",
+        "LATE",
+        "DATA",
+        "CHANGES",
+        "EVERY",
+        "SOURCE",
+        "SINK",
+        "STREAM",
+    ];
+    let mut out = String::new();
+    let mut glue = true;
+    let mut previous: Option<&Token> = None;
+    for t in tokens.iter().map(|t| &t.token) {
+        if matches!(t, Token::Whitespace(_)) {
+            continue;
+        }
+        // A call's parenthesis joins its name: `SUM(price)`, `TUMBLE(bids`.
+        let call = *t == Token::LParen
+            && matches!(previous, Some(Token::Word(w)) if !SPACED_BEFORE_PAREN.contains(&w.value.to_ascii_uppercase().as_str()));
+        let tight = matches!(t, Token::Comma | Token::RParen | Token::Period) || call;
+        if !glue && !tight {
+            out.push(' ');
+        }
+        previous = Some(t);
+        match t {
+            Token::Word(w)
+                if w.quote_style.is_none()
+                    && (w.keyword != sqlparser::keywords::Keyword::NoKeyword
+                        || LAMINAR_WORDS.contains(&w.value.to_ascii_uppercase().as_str())) =>
+            {
+                out.push_str(&w.value.to_ascii_uppercase())
+            }
+            other => out.push_str(&other.to_string()),
+        }
+        glue = matches!(t, Token::LParen | Token::Period);
+    }
+    out
 }
 
 /// `CREATE TABLE t WITH (…)` gets an empty column list so sqlparser
@@ -495,6 +551,21 @@ pub fn span_start(span: Span, st: &Statement) -> Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statement_text_is_one_line_without_layout_comments_or_keyword_case() {
+        let st = split(
+            "create stream s as -- why\n  select SUM( price ) AS t,\n\tCOUNT(*) from TUMBLE(b, ts, INTERVAL '1' SECOND)\n\
+             /* x */ where price IN (1, 2) emit changes;",
+        )
+        .unwrap();
+        assert_eq!(
+            st[0].text,
+            "CREATE STREAM s AS SELECT SUM(price) AS t, COUNT(*) FROM TUMBLE(b, ts, INTERVAL '1' SECOND) \
+             WHERE price IN (1, 2) EMIT CHANGES"
+        );
+        assert_eq!(st[0].name, "s");
+    }
 
     #[test]
     fn splits_and_lifts_streaming_clauses() {

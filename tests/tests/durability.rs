@@ -24,6 +24,7 @@ fn durability(case: &Case, state: &Path, faults: Faults) -> Option<Durability> {
         // shard: the two ways a checkpoint takes state.
         fork_bytes_min: case.fork.then_some(0),
         faults,
+        resets: Vec::new(),
     })
 }
 

@@ -120,6 +120,8 @@ impl ShardCore {
         ck.start(epoch);
         ck.sink_positions[sink] = Some(laminar_persistence::manifest::SinkPosition {
             name: target.name.clone(),
+            // The coordinator fills it in (it has the plan's identities).
+            identity: 0,
             bytes,
             rows,
             ended_senders: ck.sinks[sink].ended_senders(),

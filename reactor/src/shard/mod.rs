@@ -221,7 +221,10 @@ async fn shard_body(id: usize, mesh: Option<MeshEnds<MeshMsg>>, shared: Shared<'
     // the checkpoint resumed from is replayed first, then the log goes on.
     let has_intake = sources.iter().any(|(_, s)| s.intake_ref().is_some());
     let wal = match (&config.wal_dir, has_intake) {
-        (Some(dir), true) => Some(wal::open_wal(dir, id, &mut sources).await?),
+        (Some(dir), true) => {
+            let renumber = restore.as_ref().map(|r| r.wal_sources.as_slice());
+            Some(wal::open_wal(dir, id, &mut sources, renumber).await?)
+        }
         _ => None,
     };
     let replaying = sources.iter().filter(|(_, s)| s.replaying()).count();

@@ -20,6 +20,7 @@ pub(super) async fn open_wal(
     dir: &std::path::Path,
     id: usize,
     sources: &mut [(usize, Source)],
+    renumber: Option<&[(u32, u32)]>,
 ) -> Result<laminar_persistence::wal::WalWriter, RunError> {
     use laminar_persistence::wal;
     let shard = u32::try_from(id).expect("shard ids fit u32");
@@ -41,6 +42,16 @@ pub(super) async fn open_wal(
                 reason: format!("a record at LSN {} does not decode: {e}", record.lsn),
             }
         })?;
+        let mut logged = logged;
+        // Records name a source by its index in the plan that wrote
+        // them; a restart with changed SQL may have moved it, or dropped
+        // it (its records are skipped).
+        if let Some(map) = renumber {
+            match map.iter().find(|(old, _)| *old == logged.source) {
+                Some(&(_, new)) => logged.source = new,
+                None => return Ok(()),
+            }
+        }
         if starts.get(&logged.source).is_some_and(|&start| record.lsn >= start) {
             read += 1;
             batches.entry(logged.source).or_default().push(logged);
