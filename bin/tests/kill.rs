@@ -9,6 +9,12 @@
 //!
 //! 20 kills by default; `LAMINAR_KILL_ITERATIONS=200` (or more) for a
 //! soak, `LAMINAR_KILL_SEED` to replay a sequence of kill moments.
+//!
+//! A second harness changes the pipeline between kills: after a kill,
+//! the restart runs a script that drops one stream and adds another
+//! (`CHANGED_SQL`), and is killed again until it finishes: the unchanged
+//! streams' sinks must equal the uninterrupted run's, the added stream's
+//! a run of it alone over the input after the checkpoint it started from.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -36,6 +42,26 @@ CREATE SINK sessions_out FROM sessions WITH (connector = 'file', path = 'out/ses
 ";
 
 const SINKS: [&str; 3] = ["out/big.csv", "out/totals.csv", "out/sessions.json"];
+
+/// `SQL` with `sessions` dropped, `peaks` added, statements reordered.
+const CHANGED_SQL: &str = "\
+CREATE SOURCE bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP,
+    WATERMARK FOR ts AS ts - INTERVAL '2' SECOND)
+WITH (connector = 'file', path = 'bids.csv', format = 'csv', header = 'true');
+CREATE STREAM totals AS
+SELECT auction, COUNT(*) AS n, SUM(price) AS total, MAX(price) AS top, window_start
+FROM TUMBLE(bids, ts, INTERVAL '10' SECOND)
+GROUP BY auction, window_start, window_end;
+-- added
+CREATE STREAM peaks AS
+SELECT bidder, MAX(price) AS top, window_start
+FROM HOP(bids, ts, INTERVAL '2' SECOND, INTERVAL '6' SECOND)
+GROUP BY bidder, window_start, window_end;
+CREATE STREAM big AS SELECT auction, bidder, price * 2 AS doubled, ts FROM bids WHERE price % 3 <> 0;
+CREATE SINK totals_out FROM totals WITH (connector = 'file', path = 'out/totals.csv', format = 'csv');
+CREATE SINK big_out FROM big WITH (connector = 'file', path = 'out/big.csv', format = 'csv');
+CREATE SINK peaks_out FROM peaks WITH (connector = 'file', path = 'out/peaks.csv', format = 'csv');
+";
 
 /// `rows` bids, a little out of order in time, with a malformed line now
 /// and then.
@@ -149,4 +175,94 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         }
     }
     eprintln!("{killed} kills over {cycles} cycles ({attempts} runs), every cycle's output equal to the reference");
+}
+
+/// Runs `q.sql` with `--state-dir state` and kills it after a random
+/// moment of up to `took`; true when it was killed, false when it finished.
+fn run_and_kill(dir: &Path, took: Duration, rng: &mut Rng) -> bool {
+    let mut child = laminar(dir, Some("state"), false).spawn().unwrap();
+    std::thread::sleep(Duration::from_micros(rng.next() % (took.as_micros() as u64 + 1)));
+    // SAFETY: kill sends SIGKILL to our own child, which has not been
+    // waited for yet, so its pid is still ours.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGKILL);
+    }
+    !child.wait().unwrap().success()
+}
+
+#[test]
+fn sigkill_around_a_pipeline_change_keeps_unchanged_streams_exact() {
+    let seed: u64 = std::env::var("LAMINAR_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x2545_f491_4f6c_dd1d);
+    let mut rng = Rng(seed | 1);
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), 300_000, &mut rng);
+    let started = Instant::now();
+    let out = laminar(dir.path(), None, false).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = started.elapsed();
+    let reference: Vec<Vec<String>> = SINKS[..2].iter().map(|s| sorted(&dir.path().join(s))).collect();
+    let mut changed = 0;
+    for cycle in 0..3 {
+        let _ = std::fs::remove_dir_all(dir.path().join("state"));
+        let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        std::fs::write(dir.path().join("q.sql"), SQL).unwrap();
+        // Killed after its first checkpoint, under the old script.
+        let mut tries = 0;
+        while !(run_and_kill(dir.path(), took, &mut rng) && dir.path().join("state/MANIFEST").exists()) {
+            tries += 1;
+            assert!(tries < 200, "no run was killed after a checkpoint");
+            let _ = std::fs::remove_dir_all(dir.path().join("state"));
+            let _ = std::fs::remove_dir_all(dir.path().join("out"));
+        }
+        let show = Command::new(env!("CARGO_BIN_EXE_laminar"))
+            .args(["state", "show", "--json", "state"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(show.status.success(), "{}", String::from_utf8_lossy(&show.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+        let offset: u64 = v["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offset"].as_u64().unwrap())
+            .sum();
+        // The new script, killed again and again until it finishes.
+        std::fs::write(dir.path().join("q.sql"), CHANGED_SQL).unwrap();
+        let mut kills = 0;
+        while run_and_kill(dir.path(), took, &mut rng) {
+            kills += 1;
+            assert!(kills < 200, "the changed script never finished");
+        }
+        changed += 1;
+        for (sink, expected) in SINKS[..2].iter().zip(&reference) {
+            let got = sorted(&dir.path().join(sink));
+            assert!(
+                got == *expected,
+                "{sink}: {} lines against {} in the uninterrupted run (cycle {cycle}, seed {seed})",
+                got.len(),
+                expected.len()
+            );
+        }
+        // The added stream: a run of it alone over the rest of the input.
+        let tail = tempfile::tempdir().unwrap();
+        let whole = std::fs::read(dir.path().join("bids.csv")).unwrap();
+        let header = whole.iter().position(|&b| b == b'\n').unwrap() + 1;
+        let mut part = whole[..header].to_vec();
+        part.extend_from_slice(&whole[(offset as usize).max(header)..]);
+        std::fs::write(tail.path().join("bids.csv"), part).unwrap();
+        std::fs::write(tail.path().join("q.sql"), CHANGED_SQL).unwrap();
+        let out = laminar(tail.path(), None, false).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            sorted(&dir.path().join("out/peaks.csv")),
+            sorted(&tail.path().join("out/peaks.csv")),
+            "the added stream differs from a run over the input after byte {offset} (cycle {cycle}, seed {seed})"
+        );
+        eprintln!("cycle {cycle}: changed at byte {offset}, then {kills} kills");
+    }
+    assert_eq!(changed, 3);
 }
