@@ -530,44 +530,46 @@ fn reload(live: &Live, reloads: &Reloads, running_plan: &PhysicalPlan) -> Option
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let (outcome, accepted) = match check_reload(reloads, running_plan) {
-        Ok((config, plan, changes)) => {
-            eprintln!(
-                "reloading: {}; taking a final checkpoint of the old pipeline",
-                reloads.path.display()
-            );
-            for c in &changes {
-                eprintln!("  {c}");
-            }
-            live.reloads_accepted.fetch_add(1, Ordering::Relaxed);
-            (
-                Reload {
-                    accepted: true,
-                    at_unix_ms,
-                    lines: changes,
-                },
-                Some((config, plan)),
-            )
-        }
-        Err(why) => {
-            eprintln!("reload refused; the running pipeline goes on unchanged:");
-            for w in &why {
-                eprintln!("  {w}");
-            }
-            live.reloads_refused.fetch_add(1, Ordering::Relaxed);
-            (
-                Reload {
-                    accepted: false,
-                    at_unix_ms,
-                    lines: why,
-                },
-                None,
-            )
-        }
+        Ok((config, plan, changes)) => (
+            Reload {
+                accepted: true,
+                at_unix_ms,
+                lines: changes,
+            },
+            Some((config, plan)),
+        ),
+        Err(why) => (
+            Reload {
+                accepted: false,
+                at_unix_ms,
+                lines: why,
+            },
+            None,
+        ),
     };
+    // Counted before it is logged: whoever reads the log, then
+    // `/metrics`, sees it.
+    let counter = if outcome.accepted {
+        &live.reloads_accepted
+    } else {
+        &live.reloads_refused
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
     *live
         .last_reload
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome.clone());
+    if outcome.accepted {
+        eprintln!(
+            "reloading: {}; taking a final checkpoint of the old pipeline",
+            reloads.path.display()
+        );
+    } else {
+        eprintln!("reload refused; the running pipeline goes on unchanged:");
+    }
+    for line in &outcome.lines {
+        eprintln!("  {line}");
+    }
     accepted
 }
 

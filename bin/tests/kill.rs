@@ -12,9 +12,10 @@
 //!
 //! A second harness changes the pipeline between kills: after a kill,
 //! the restart runs a script that drops one stream and adds another
-//! (`CHANGED_SQL`), and is killed again until it finishes: the unchanged
-//! streams' sinks must equal the uninterrupted run's, the added stream's
-//! a run of it alone over the input after the checkpoint it started from.
+//! (`CHANGED_SQL`), and is killed again until it finishes, each restart
+//! on another shard count (2 -> 1 -> 4 -> 2 …): the unchanged streams'
+//! sinks must equal the uninterrupted run's, the added stream's a run of
+//! it alone over the input after the checkpoint it started from.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -92,8 +93,13 @@ fn write_input(dir: &Path, rows: u64, rng: &mut Rng) {
 /// `fork`: every snapshot is taken by a forked process (`--fork-snapshot-mb
 /// 0`), so kills also land while snapshot children run.
 fn laminar(dir: &Path, state: Option<&str>, fork: bool) -> Command {
+    laminar_on(dir, state, fork, 2)
+}
+
+/// `laminar` on `shards` shards.
+fn laminar_on(dir: &Path, state: Option<&str>, fork: bool, shards: usize) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_laminar"));
-    c.args(["run", "q.sql", "-q", "--shards", "2"]);
+    c.args(["run", "q.sql", "-q", "--shards", &shards.to_string()]);
     if let Some(state) = state {
         c.args(["--state-dir", state, "--checkpoint-interval-ms", "25"]);
         if fork {
@@ -179,8 +185,8 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
 
 /// Runs `q.sql` with `--state-dir state` and kills it after a random
 /// moment of up to `took`; true when it was killed, false when it finished.
-fn run_and_kill(dir: &Path, took: Duration, rng: &mut Rng) -> bool {
-    let mut child = laminar(dir, Some("state"), false).spawn().unwrap();
+fn run_and_kill(dir: &Path, took: Duration, rng: &mut Rng, shards: usize) -> bool {
+    let mut child = laminar_on(dir, Some("state"), false, shards).spawn().unwrap();
     std::thread::sleep(Duration::from_micros(rng.next() % (took.as_micros() as u64 + 1)));
     // SAFETY: kill sends SIGKILL to our own child, which has not been
     // waited for yet, so its pid is still ours.
@@ -191,7 +197,7 @@ fn run_and_kill(dir: &Path, took: Duration, rng: &mut Rng) -> bool {
 }
 
 #[test]
-fn sigkill_around_a_pipeline_change_keeps_unchanged_streams_exact() {
+fn sigkill_around_a_pipeline_change_and_shard_counts_keeps_streams_exact() {
     let seed: u64 = std::env::var("LAMINAR_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -211,7 +217,7 @@ fn sigkill_around_a_pipeline_change_keeps_unchanged_streams_exact() {
         std::fs::write(dir.path().join("q.sql"), SQL).unwrap();
         // Killed after its first checkpoint, under the old script.
         let mut tries = 0;
-        while !(run_and_kill(dir.path(), took, &mut rng) && dir.path().join("state/MANIFEST").exists()) {
+        while !(run_and_kill(dir.path(), took, &mut rng, 2) && dir.path().join("state/MANIFEST").exists()) {
             tries += 1;
             assert!(tries < 200, "no run was killed after a checkpoint");
             let _ = std::fs::remove_dir_all(dir.path().join("state"));
@@ -230,10 +236,11 @@ fn sigkill_around_a_pipeline_change_keeps_unchanged_streams_exact() {
             .iter()
             .map(|p| p["offset"].as_u64().unwrap())
             .sum();
-        // The new script, killed again and again until it finishes.
+        // The new script, killed again and again until it finishes, each
+        // restart on another shard count: 2 -> 1 -> 4 -> 2 -> 1 …
         std::fs::write(dir.path().join("q.sql"), CHANGED_SQL).unwrap();
         let mut kills = 0;
-        while run_and_kill(dir.path(), took, &mut rng) {
+        while run_and_kill(dir.path(), took / 3, &mut rng, [1, 4, 2][kills % 3]) {
             kills += 1;
             assert!(kills < 200, "the changed script never finished");
         }

@@ -3,7 +3,9 @@
 //! added stream is taken in the same process, from a final checkpoint of
 //! the old pipeline, with the source's listener kept (same address,
 //! nothing refused); under load no acknowledged line is lost and no line
-//! is written more often than it was sent.
+//! is written more often than it was sent. A restart on another shard
+//! count moves the state after a clean stop, and is refused after a
+//! crash (the WAL is per shard).
 
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -194,4 +196,56 @@ fn a_reload_under_load_loses_no_acknowledged_line() {
     }
     assert!(odd.lines().count() > 1, "the added stream wrote nothing");
     eprintln!("{retried} chunks sent again; {} odd lines", odd.lines().count() - 1);
+}
+
+#[test]
+fn a_service_moves_to_another_shard_count_after_a_clean_stop_only() {
+    let dir = tempdir();
+    // No checkpoint but the final one of a stop: after a kill the WAL
+    // holds everything since the last stop.
+    write_config_every(dir.path(), &serve_sql(), "", 3_600_000);
+    let (lines, last) = bids(30_000, 8);
+    let set_shards = |n: usize| {
+        let path = dir.path().join("laminar.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let at = text.find("count = ").unwrap();
+        let end = at + text[at..].find('\n').unwrap();
+        std::fs::write(&path, format!("{}count = {n}{}", &text[..at], &text[end..])).unwrap();
+    };
+    // 2 shards, then 1 after a clean stop, then 3.
+    let server = Server::start(dir.path());
+    ingest_parallel(&server, &lines[..10_000], 2);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{}", log.join("\n"));
+    set_shards(1);
+    let server = Server::start(dir.path());
+    ingest_parallel(&server, &lines[10_000..20_000], 2);
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{}", log.join("\n"));
+    set_shards(3);
+    let server = Server::start(dir.path());
+    ingest_parallel(&server, &lines[20_000..], 2);
+    // A crash leaves the WAL with batches after the checkpoint: another
+    // shard count is refused then, the same one resumes.
+    server.kill();
+    set_shards(2);
+    let out = std::process::Command::new("timeout")
+        .args(["120", BIN, "serve", "--config", "laminar.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WAL") && err.contains("start on 3 shard(s) again"),
+        "{err}"
+    );
+    set_shards(3);
+    let server = Server::start(dir.path());
+    assert_eq!(server.ingest("bid", &[closer(last)]), "OK 1 rows 0 malformed\n");
+    let (exit, log) = server.stop();
+    assert!(exit.success(), "{}", log.join("\n"));
+    let mut all = lines.clone();
+    all.push(closer(last));
+    assert_same_rows(&served_rows(dir.path()), &reference(dir.path(), &all));
 }

@@ -1,6 +1,6 @@
 //! `laminar run --state-dir` and `laminar state show` end to end: a
-//! durable run resumed, refused for another shard count, another pipeline
-//! or an edited expression (not for a comment), a damaged manifest named;
+//! durable run resumed, on another shard count too, refused for an
+//! edited stream (not for a comment), a damaged manifest named;
 //! what `state show` prints of the last checkpoint, as a table and JSON;
 //! what `state diff` says a changed script would do, and a restart with
 //! `--reset` doing it.
@@ -44,13 +44,42 @@ fn a_state_directory_is_resumed_and_refused_when_it_does_not_fit() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(dir.path().join("state/MANIFEST").exists(), "{}", stderr(&out));
+    // Another shard count: the keyed state moves by key group, and the
+    // output ends as an uninterrupted run's.
+    let whole = laminar(dir.path(), &["run", "pipeline.sql", "--shards", "1", "-q"]);
+    assert_success(&whole);
+    let expected = read_rows(dir.path(), "out.csv");
     let out = laminar(
         dir.path(),
-        &["run", "pipeline.sql", "--shards", "2", "--state-dir", "state"],
+        &[
+            "run",
+            "pipeline.sql",
+            "--shards",
+            "2",
+            "--state-dir",
+            "state",
+            "--checkpoint-interval-ms",
+            "1",
+        ],
     );
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("state") && err.contains("--shards 1"), "{err}");
+    assert_success(&out);
+    let said = stderr(&out);
+    assert!(said.contains("move: keyed state moves from 1 shard(s) to 2"), "{said}");
+    assert_eq!(read_rows(dir.path(), "out.csv"), expected);
+    let o = laminar(dir.path(), &["state", "show", "--json", "state"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(v["shards"], 2, "{v}");
+    let out = laminar(
+        dir.path(),
+        &["run", "pipeline.sql", "--shards", "1", "--state-dir", "state"],
+    );
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("move: keyed state moves from 2 shard(s) to 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(read_rows(dir.path(), "out.csv"), expected);
 
     // Another pipeline: refused. So is one that differs inside an
     // expression only (it would mix two definitions' rows in one sink),
@@ -192,6 +221,12 @@ fn state_show_prints_what_the_last_checkpoint_holds() {
     };
     assert_eq!(outcome("totals").as_deref(), Some("reset"));
     assert_eq!(outcome("big").as_deref(), Some("new"));
+    let o = laminar(dir.path(), &["state", "diff", "state", "changed.sql", "--shards", "3"]);
+    assert!(
+        stdout(&o).contains("move: keyed state moves from 1 shard(s) to 3"),
+        "{}",
+        stdout(&o)
+    );
     let o = laminar(
         dir.path(),
         &["state", "diff", "state", "changed.sql", "--reset", "nope"],

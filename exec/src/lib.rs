@@ -22,6 +22,7 @@ pub mod identity;
 pub mod operator;
 pub mod operators;
 pub mod plan;
+pub mod rescale;
 pub mod snapshot;
 pub mod state;
 pub mod time;

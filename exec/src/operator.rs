@@ -141,6 +141,19 @@ pub trait Operator {
         Ok(())
     }
 
+    /// Merges the snapshots of several instances of this node (the old
+    /// shards', a rescale) into one snapshot, in `checkpoint`'s format,
+    /// for an instance that owns the keys `keep` accepts (see `rescale`).
+    /// A stateless operator's is its counters summed, the default;
+    /// every operator with keyed state overrides it.
+    fn rescale(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        _keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        crate::rescale::rescale_metrics(self.name(), parts)
+    }
+
     /// Sets the counters (restoring a stateless operator).
     fn set_metrics(&mut self, metrics: OperatorMetrics);
 
@@ -236,17 +249,76 @@ impl Driven {
         }))
     }
 
-    /// Restores what `checkpoint` wrote into a node built from the same
-    /// plan on the same number of shards.
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+    /// This node's bytes, as `checkpoint` makes them, for an instance on
+    /// another shard count, from the old instances' bytes: the operator's
+    /// state merged by `Operator::rescale`, each input's watermark the
+    /// minimum of the old instances' (every port of the input there), the
+    /// node's and output watermarks likewise.
+    pub fn rescaled(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let name = self.operator.name();
+        let mut inputs: Vec<Option<i64>> = vec![None; self.input_watermarks.len()];
+        let (mut watermark, mut output) = (None, None);
+        let mut operator_parts = Vec::with_capacity(parts.len());
+        for p in parts {
+            let (s, operator) = Self::split(name, p.bytes)?;
+            if s.input_watermarks.len() != inputs.len() {
+                return Err(ExecError::Restore {
+                    reason: format!(
+                        "{name}: the checkpoint has {} inputs, the plan {}",
+                        s.input_watermarks.len(),
+                        inputs.len()
+                    ),
+                });
+            }
+            for (acc, w) in inputs.iter_mut().zip(&s.input_watermarks) {
+                crate::rescale::min_watermark(acc, *w);
+            }
+            crate::rescale::min_watermark(&mut watermark, s.watermark);
+            crate::rescale::min_watermark(&mut output, s.output_watermark);
+            operator_parts.push(crate::rescale::Part {
+                bytes: operator,
+                counters: p.counters,
+            });
+        }
+        let operator = self.operator.rescale(&operator_parts, keep)?;
+        let input_watermarks: Vec<i64> = inputs.into_iter().map(|w| w.unwrap_or(WATERMARK_START)).collect();
+        let driven = crate::snapshot::encode(
+            name,
+            &DrivenSnapshot {
+                port_watermarks: self.port_inputs.iter().map(|&i| input_watermarks[i]).collect(),
+                input_watermarks,
+                watermark: watermark.unwrap_or(WATERMARK_START),
+                output_watermark: output.unwrap_or(WATERMARK_START),
+            },
+        )?;
+        let mut bytes = Vec::with_capacity(4 + driven.len() + operator.len());
+        bytes.extend_from_slice(&(driven.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&driven);
+        bytes.extend_from_slice(&operator);
+        Ok(bytes)
+    }
+
+    /// A node's bytes: its watermarks, and the operator's bytes.
+    fn split<'a>(name: &str, bytes: &'a [u8]) -> Result<(DrivenSnapshot, &'a [u8]), ExecError> {
         let len = bytes
             .get(..4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
             .filter(|&len| 4 + len <= bytes.len())
             .ok_or_else(|| ExecError::Restore {
-                reason: format!("{}: the node's state is cut short", self.operator.name()),
+                reason: format!("{name}: the node's state is cut short"),
             })?;
-        let s: DrivenSnapshot = crate::snapshot::decode(self.operator.name(), &bytes[4..4 + len])?;
+        let s: DrivenSnapshot = crate::snapshot::decode(name, &bytes[4..4 + len])?;
+        Ok((s, &bytes[4 + len..]))
+    }
+
+    /// Restores what `checkpoint` wrote into a node built from the same
+    /// plan on the same number of shards.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let (s, operator) = Self::split(self.operator.name(), bytes)?;
         if s.port_watermarks.len() != self.port_watermarks.len()
             || s.input_watermarks.len() != self.input_watermarks.len()
         {
@@ -259,7 +331,7 @@ impl Driven {
                 ),
             });
         }
-        self.operator.restore(&bytes[4 + len..])?;
+        self.operator.restore(operator)?;
         self.port_watermarks = s.port_watermarks;
         self.input_watermarks = s.input_watermarks;
         self.watermark = s.watermark;

@@ -112,6 +112,9 @@ pub struct Manifest {
     /// recovery refuses a state directory written by another pipeline.
     pub plan_fingerprint: u64,
     pub shards: u32,
+    /// The key groups keyed state is spread over (fixed for the state
+    /// directory's life; a shard owns a range of them).
+    pub key_groups: u32,
     /// Per shard: the WAL position replay starts from. `laminar run`
     /// reads replayable files and logs nothing, so its entries are 0; the
     /// service's network sources are what the WAL is for.

@@ -86,6 +86,7 @@ fn sample_manifest() -> Manifest {
         epoch: 42,
         plan_fingerprint: 0xfeed,
         shards: 2,
+        key_groups: 4096,
         wal_lsns: vec![10, 20],
         sources: vec![SourcePosition {
             name: "bids".into(),

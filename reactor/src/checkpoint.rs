@@ -334,6 +334,71 @@ fn decode_source_state(dir: &Path, p: &SourcePosition) -> Result<SourceState, Ru
     })
 }
 
+/// Every shard's node snapshots of `manifest`'s checkpoint, with its
+/// index; parts of dropped or reset streams left out, the rest numbered
+/// by the node they restore in this plan (`evolution.node_parts`). One
+/// thread per shard: reading back is RocksDB lookups, copies and
+/// checksums, and the cores are idle until the shards start.
+fn read_parts(
+    store: &CheckpointStore,
+    manifest: &Manifest,
+    evolution: &crate::evolve::Evolution,
+) -> Result<Vec<(laminar_persistence::store::ReadParts, ShardIndex)>, RunError> {
+    let part_to_node: fxhash::FxHashMap<u32, u32> = evolution
+        .node_parts
+        .iter()
+        .enumerate()
+        .filter_map(|(n, p)| Some(((*p)?, n as u32)))
+        .collect();
+    let read: Vec<_> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..manifest.shards)
+            .map(|shard| scope.spawn(move || store.read(manifest.epoch, shard)))
+            .collect();
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("a checkpoint reader thread does not panic"))
+            .collect()
+    });
+    read.into_iter()
+        .map(|r| {
+            let (parts, index) = r?;
+            let parts = parts
+                .into_iter()
+                .filter_map(|(part, bytes)| Some((*part_to_node.get(&part)?, bytes)))
+                .collect();
+            Ok((parts, index))
+        })
+        .collect()
+}
+
+/// A sink's senders that had ended, on another shard count: all of the
+/// new ones when all of the old ones had (an input that ended sends no
+/// second end), else none (each will send its end).
+pub(crate) fn rescaled_ended_senders(
+    plan: &PhysicalPlan,
+    sink: usize,
+    old: usize,
+    new: usize,
+    ended: &[u32],
+) -> Vec<u32> {
+    let unsplit = vec![false; plan.sources.len()];
+    let senders = |shards: usize| -> Vec<u32> {
+        let topo = crate::topology::Topology::new(plan, shards, &unsplit);
+        (0..shards)
+            .filter(|&sh| match plan.sinks[sink].input {
+                laminar_exec::plan::Input::Node(n) => topo.node_active[n][sh],
+                laminar_exec::plan::Input::Source(i) => topo.source_active[i][sh],
+            })
+            .map(|sh| sh as u32)
+            .collect()
+    };
+    if senders(old).iter().all(|s| ended.contains(s)) {
+        senders(new)
+    } else {
+        Vec::new()
+    }
+}
+
 /// One hash of the whole pipeline: every identity in the plan
 /// (`laminar_exec::identity`), in no particular order.
 pub fn plan_fingerprint(plan: &PhysicalPlan) -> u64 {
@@ -563,36 +628,42 @@ impl Coordinator {
                 coordinator.evolution.push(c.describe());
             }
         }
-        // Old part number -> node index in this plan.
-        let part_to_node: fxhash::FxHashMap<u32, u32> = evolution
-            .node_parts
-            .iter()
-            .enumerate()
-            .filter_map(|(n, p)| Some(((*p)?, n as u32)))
-            .collect();
+        let (mut manifest, mut evolution) = (manifest, evolution);
+        if manifest.shards as usize != shards {
+            // Another shard count: the checkpoint is rewritten for it
+            // first (`rescale`), then restored as any other.
+            crate::evolve::prepare_rescale(dir, &manifest)?;
+            let moving = Instant::now();
+            let old_parts = read_parts(&coordinator.store, &manifest, &evolution)?
+                .into_iter()
+                .map(|(parts, _)| parts)
+                .collect::<Vec<_>>();
+            let rewrite = crate::rescale::Rewrite {
+                dir,
+                store: &coordinator.store,
+                faults: &coordinator.faults,
+                plan,
+                shards,
+                live_sources: &coordinator.live_sources,
+            };
+            let moved = crate::rescale::rewrite(&rewrite, &manifest, &evolution, &old_parts)?;
+            tracing::info!(
+                from = manifest.shards,
+                to = shards,
+                epoch = moved.epoch,
+                ms = moving.elapsed().as_secs_f64() * 1e3,
+                "moved the checkpoint's state to another shard count"
+            );
+            manifest = moved;
+            evolution = crate::evolve::plan_restart(&manifest, plan, shards, &durability.resets).map_err(&refuse)?;
+        }
         let mut restores = Vec::with_capacity(shards);
-        // Every shard's parts at once, one thread each: reading back is
-        // RocksDB lookups, copies and checksums, and the cores are idle
-        // until the shards start.
-        let store = &coordinator.store;
-        let read: Vec<_> = std::thread::scope(|scope| {
-            let readers: Vec<_> = (0..shards)
-                .map(|shard| scope.spawn(move || store.read(manifest.epoch, shard as u32)))
-                .collect();
-            readers
-                .into_iter()
-                .map(|r| r.join().expect("a checkpoint reader thread does not panic"))
-                .collect()
-        });
-        for (shard, read) in read.into_iter().enumerate() {
-            let (parts, index) = read?;
+        for (shard, read) in read_parts(&coordinator.store, &manifest, &evolution)?
+            .into_iter()
+            .enumerate()
+        {
+            let (parts, index) = read;
             coordinator.indexes[shard] = index;
-            // Parts of dropped or reset streams are left out; the rest
-            // take their node's index in this plan.
-            let parts = parts
-                .into_iter()
-                .filter_map(|(part, bytes)| Some((*part_to_node.get(&part)?, bytes)))
-                .collect();
             let mut sources = vec![None; plan.sources.len()];
             for p in manifest.sources.iter().filter(|p| p.shard as usize == shard) {
                 let restored = evolution
@@ -780,6 +851,7 @@ impl Coordinator {
             epoch,
             plan_fingerprint: self.fingerprint,
             shards: self.shards as u32,
+            key_groups: crate::topology::KEY_GROUPS,
             wal_lsns: wal_lsns.iter().map(|l| l.unwrap_or(0)).collect(),
             sources,
             sinks: sinks

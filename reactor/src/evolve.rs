@@ -16,6 +16,7 @@
 //! | source | only in one of them | start from its beginning / drop its position |
 //! | sink | same name, connector and stream | **keep** its committed output (and go on after it) |
 //! | sink | otherwise | start fresh (a file sink's file is written anew) |
+//! | shards | another count | **move**: each shard restores the key groups it now owns |
 //!
 //! A stream whose input changed has another identity too, so it is
 //! refused in turn, with "reads X, which changed". The same function
@@ -39,6 +40,8 @@ pub enum Outcome {
     Reset(String),
     /// The restart cannot go on: why.
     Refuse(String),
+    /// State changes shards (another `--shards`): how.
+    Move(String),
 }
 
 /// One line of the decision.
@@ -77,6 +80,7 @@ impl Change {
                 _ => format!("reset: {what} starts with empty state ({why})"),
             },
             Outcome::Refuse(why) => format!("refuse: {what}: {why}"),
+            Outcome::Move(how) => format!("move: {how}"),
         }
     }
 
@@ -87,6 +91,7 @@ impl Change {
             Outcome::Drop => "drop",
             Outcome::Reset(_) => "reset",
             Outcome::Refuse(_) => "refuse",
+            Outcome::Move(_) => "move",
         }
     }
 }
@@ -157,13 +162,24 @@ pub fn plan_restart(
         sink_positions: vec![false; plan.sinks.len()],
         ..Evolution::default()
     };
-    if manifest.shards as usize != shards {
+    if manifest.key_groups != crate::topology::KEY_GROUPS {
         ev.changes.push(Change {
             kind: "shards",
             name: shards.to_string(),
             outcome: Outcome::Refuse(format!(
-                "the state was written by {} shards and this run has {shards}; run with --shards {}",
-                manifest.shards, manifest.shards
+                "the state is spread over {} key groups, this laminar uses {}",
+                manifest.key_groups,
+                crate::topology::KEY_GROUPS
+            )),
+        });
+    } else if manifest.shards as usize != shards {
+        ev.changes.push(Change {
+            kind: "shards",
+            name: shards.to_string(),
+            outcome: Outcome::Move(format!(
+                "keyed state moves from {} shard(s) to {shards}, by key group ({} groups)",
+                manifest.shards,
+                crate::topology::KEY_GROUPS
             )),
         });
     }
@@ -316,6 +332,7 @@ pub fn plan_change(
         epoch: 0,
         plan_fingerprint: id.fingerprint(),
         shards: old_shards as u32,
+        key_groups: crate::topology::KEY_GROUPS,
         wal_lsns: Vec::new(),
         sources: Vec::new(),
         sinks: old
@@ -337,6 +354,42 @@ pub fn plan_change(
         created_unix_ms: 0,
     };
     plan_restart(&manifest, new, new_shards, &[])
+}
+
+/// Before a restart on another shard count: the WAL of `laminar serve`'s
+/// tcp sources is per shard and names its sources by shard, so it must
+/// hold nothing after the checkpoint (the last run stopped with a final
+/// checkpoint; after a crash, restart on the old count first, then stop
+/// it). `rescale::rewrite` deletes it once the moved checkpoint is
+/// durable.
+pub fn prepare_rescale(dir: &std::path::Path, manifest: &Manifest) -> Result<(), crate::error::RunError> {
+    use laminar_persistence::wal;
+    let wal_dir = dir.join(crate::checkpoint::WAL_DIR);
+    if !wal_dir.exists() {
+        return Ok(());
+    }
+    for shard in 0..manifest.shards {
+        let from = manifest.wal_lsns.get(shard as usize).copied().unwrap_or(0);
+        let mut after = 0u64;
+        wal::read_log(&wal_dir, shard, from, |record| {
+            if record.kind == wal::RecordKind::Rows && record.lsn >= from {
+                after += 1;
+            }
+            Ok(())
+        })?;
+        if after > 0 {
+            return Err(crate::error::RunError::Recovery {
+                dir: dir.to_path_buf(),
+                reason: format!(
+                    "shard {shard}'s WAL holds {after} batch(es) after the checkpoint (the last run did not stop \
+                     cleanly), and a WAL cannot move to another shard count: start on {} shard(s) again, stop it \
+                     with SIGTERM (a final checkpoint), then change the shard count",
+                    manifest.shards
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A source's statement text (a table's is its table's).

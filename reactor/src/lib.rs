@@ -18,6 +18,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod net;
 pub mod pace;
+mod rescale;
 pub mod runner;
 pub mod shard;
 pub mod sink;

@@ -217,10 +217,42 @@ impl Topology {
     }
 }
 
-/// The shard that owns a key. Fixed for all time and all shards: FxHash of
-/// the values, then a multiplicative mix so the low bits are usable.
-/// **Invariant:** the mapping never changes between releases: a checkpoint
-/// holds each key's state on the shard this names.
+/// Keys fall into this many key groups, fixed for a state directory's
+/// life (the manifest records it); a shard owns a range of them, so a
+/// restart on another shard count moves whole groups between shards.
+pub const KEY_GROUPS: u32 = 4096;
+
+/// The key group of a key: the top 12 bits of FxHash of its values after
+/// a multiplicative mix. **Invariant:** the mapping never changes between
+/// releases (a checkpoint holds each key's state where this puts it);
+/// `KEY_GROUPS` is recorded in the manifest.
+pub fn group_of(key: &[Value]) -> u32 {
+    group_of_values(key.iter())
+}
+
+#[inline]
+fn group_of_values<'a>(key: impl Iterator<Item = &'a Value>) -> u32 {
+    let mut h = fxhash::FxHasher::default();
+    for v in key {
+        v.hash(&mut h);
+    }
+    (h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as u32
+}
+
+/// The shard that owns key group `group` on `shards` shards: shard `s`
+/// owns the groups `group_range(s, shards)`.
+#[inline]
+pub fn owner_of_group(group: u32, shards: usize) -> usize {
+    (group as usize * shards) / KEY_GROUPS as usize
+}
+
+/// The key groups shard `shard` of `shards` owns.
+pub fn group_range(shard: usize, shards: usize) -> std::ops::Range<u32> {
+    let first = |s: usize| (s * KEY_GROUPS as usize).div_ceil(shards) as u32;
+    first(shard)..first(shard + 1)
+}
+
+/// The shard that owns a key: the owner of its key group.
 pub fn shard_of(key: &[Value], shards: usize) -> usize {
     shard_of_values(key.iter(), shards)
 }
@@ -228,15 +260,7 @@ pub fn shard_of(key: &[Value], shards: usize) -> usize {
 /// `shard_of` of the values in order, read in place.
 #[inline]
 fn shard_of_values<'a>(key: impl Iterator<Item = &'a Value>, shards: usize) -> usize {
-    let mut h = fxhash::FxHasher::default();
-    for v in key {
-        v.hash(&mut h);
-    }
-    let mixed = h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // A 32-bit remainder: the same value as the 64-bit one (the dividend
-    // is below 2^32), a third of the division's cost.
-    let shards = u32::try_from(shards).expect("shard counts are small");
-    ((mixed >> 32) as u32 % shards) as usize
+    owner_of_group(group_of_values(key), shards)
 }
 
 /// Splits a batch by destination shard. Rows keep their order within each
@@ -354,11 +378,13 @@ mod tests {
 
     #[test]
     fn shard_of_is_the_released_mapping_and_columns_hash_in_place() {
-        // The first release's formula, written out: checkpoints depend on it.
+        // The formula, written out: checkpoints depend on it (key groups
+        // since manifest format 2).
         let released = |key: &[Value], shards: usize| {
             let mut h = fxhash::FxHasher::default();
             key.iter().for_each(|v| v.hash(&mut h));
-            ((h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % shards as u64) as usize
+            let group = (h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 52) as usize;
+            group * shards / 4096
         };
         let mut b = Batch::new(2);
         for i in -300..300 {
@@ -390,6 +416,22 @@ mod tests {
                     assert_eq!(released(&[row[1].clone(), row[0].clone()], shards), dest);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_key_group_has_one_owner_and_ranges_tile_the_groups() {
+        for shards in 1..=64 {
+            let mut next = 0;
+            for s in 0..shards {
+                let r = group_range(s, shards);
+                assert_eq!(r.start, next, "{s} of {shards}");
+                for g in r.clone() {
+                    assert_eq!(owner_of_group(g, shards), s);
+                }
+                next = r.end;
+            }
+            assert_eq!(next, KEY_GROUPS);
         }
     }
 

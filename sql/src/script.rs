@@ -280,18 +280,101 @@ fn normalized(tokens: &[TokenWithSpan]) -> String {
     const SPACED_BEFORE_PAREN: &[&str] = &[
         "AS", "IN", "AND", "OR", "NOT", "ON", "FROM", "JOIN", "WHERE", "WITH", "EXISTS", "SELECT", "BETWEEN",
     ];
-    // The dialect's own words, which sqlparser does not know as keywords.
-    const LAMINAR_WORDS: &[&str] = &[
+    // Words shown in upper case whatever their case in the script: the
+    // statement structure (not every sqlparser keyword: `totals` is one).
+    const KEYWORDS: &[&str] = &[
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "GROUP",
+        "BY",
+        "HAVING",
+        "ORDER",
+        "AS",
+        "AND",
+        "OR",
+        "NOT",
+        "IN",
+        "IS",
+        "NULL",
+        "CREATE",
+        "SOURCE",
+        "TABLE",
+        "STREAM",
+        "MATERIALIZED",
+        "VIEW",
+        "SINK",
+        "WITH",
+        "JOIN",
+        "LEFT",
+        "RIGHT",
+        "INNER",
+        "OUTER",
+        "ON",
+        "BETWEEN",
+        "INTERVAL",
+        "CASE",
+        "WHEN",
+        "THEN",
+        "ELSE",
+        "END",
+        "CAST",
+        "DISTINCT",
+        "OVER",
+        "PARTITION",
+        "LIMIT",
         "EMIT",
+        "CHANGES",
+        "FINAL",
+        "EVERY",
+        "WINDOW",
+        "CLOSE",
         "WATERMARK",
+        "FOR",
+        "ALLOW",
         "LATENESS",
         "LATE",
         "DATA",
-        "CHANGES",
-        "EVERY",
-        "SOURCE",
-        "SINK",
-        "STREAM",
+        "TO",
+        "PRIMARY",
+        "KEY",
+        "TRUE",
+        "FALSE",
+        "LIKE",
+        "ASOF",
+        "DESC",
+        "ASC",
+        "UNION",
+        "ALL",
+        "EXTRACT",
+        "TUMBLE",
+        "HOP",
+        "SESSION",
+        "COUNT",
+        "SUM",
+        "MIN",
+        "MAX",
+        "AVG",
+        "ROW_NUMBER",
+        "RANK",
+        "MATCH_CONDITION",
+        "TIMESTAMP",
+        "BIGINT",
+        "INT",
+        "INTEGER",
+        "VARCHAR",
+        "DOUBLE",
+        "BOOLEAN",
+        "SECOND",
+        "SECONDS",
+        "MINUTE",
+        "MINUTES",
+        "HOUR",
+        "HOURS",
+        "DAY",
+        "DAYS",
+        "MILLISECOND",
+        "MILLISECONDS",
     ];
     let mut out = String::new();
     let mut glue = true;
@@ -309,11 +392,7 @@ fn normalized(tokens: &[TokenWithSpan]) -> String {
         }
         previous = Some(t);
         match t {
-            Token::Word(w)
-                if w.quote_style.is_none()
-                    && (w.keyword != sqlparser::keywords::Keyword::NoKeyword
-                        || LAMINAR_WORDS.contains(&w.value.to_ascii_uppercase().as_str())) =>
-            {
+            Token::Word(w) if w.quote_style.is_none() && KEYWORDS.contains(&w.value.to_ascii_uppercase().as_str()) => {
                 out.push_str(&w.value.to_ascii_uppercase())
             }
             other => out.push_str(&other.to_string()),
@@ -555,16 +634,16 @@ mod tests {
     #[test]
     fn a_statement_text_is_one_line_without_layout_comments_or_keyword_case() {
         let st = split(
-            "create stream s as -- why\n  select SUM( price ) AS t,\n\tCOUNT(*) from TUMBLE(b, ts, INTERVAL '1' SECOND)\n\
+            "create stream totals as -- why\n  select SUM( price ) AS t,\n\tCOUNT(*) from TUMBLE(b, ts, INTERVAL '1' SECOND)\n\
              /* x */ where price IN (1, 2) emit changes;",
         )
         .unwrap();
         assert_eq!(
             st[0].text,
-            "CREATE STREAM s AS SELECT SUM(price) AS t, COUNT(*) FROM TUMBLE(b, ts, INTERVAL '1' SECOND) \
+            "CREATE STREAM totals AS SELECT SUM(price) AS t, COUNT(*) FROM TUMBLE(b, ts, INTERVAL '1' SECOND) \
              WHERE price IN (1, 2) EMIT CHANGES"
         );
-        assert_eq!(st[0].name, "s");
+        assert_eq!(st[0].name, "totals");
     }
 
     #[test]

@@ -737,6 +737,48 @@ impl Operator for Aggregate {
         Ok(())
     }
 
+    fn rescale(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut windows: BTreeMap<i64, crate::snapshot::Entries<Group>> = BTreeMap::new();
+        let mut out = AggregateSnapshot {
+            windows: Vec::new(),
+            watermark: 0,
+            seq: 0,
+            dirty: Vec::new(),
+            next_emit_ms: None,
+            late_diverted: 0,
+            metrics: OperatorMetrics::default(),
+        };
+        let mut watermark = None;
+        for p in parts {
+            let s: AggregateSnapshot = crate::snapshot::decode(&self.spec.name, p.bytes)?;
+            for (start, groups) in s.windows {
+                let kept: Vec<_> = groups.into_iter().filter(|(k, _)| keep(k)).collect();
+                if !kept.is_empty() {
+                    windows.entry(start).or_default().extend(kept);
+                }
+            }
+            crate::rescale::min_watermark(&mut watermark, s.watermark);
+            // Accumulators order rows by it within a key: above all.
+            out.seq = out.seq.max(s.seq);
+            out.dirty.extend(s.dirty.into_iter().filter(|(_, k)| keep(k)));
+            out.next_emit_ms = match (out.next_emit_ms, s.next_emit_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if p.counters {
+                out.late_diverted += s.late_diverted;
+                crate::rescale::add_metrics(&mut out.metrics, &s.metrics);
+            }
+        }
+        out.windows = windows.into_iter().collect();
+        out.watermark = watermark.unwrap_or(crate::batch::WATERMARK_START);
+        crate::snapshot::encode(&self.spec.name, &out)
+    }
+
     fn set_metrics(&mut self, metrics: OperatorMetrics) {
         self.metrics = metrics;
     }

@@ -263,6 +263,45 @@ impl Operator for AsofJoin {
         Ok(())
     }
 
+    fn rescale(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut right = Vec::new();
+        let mut waiting = Vec::new();
+        let mut metrics = OperatorMetrics::default();
+        let (mut left_watermark, mut right_watermark) = (None, None);
+        let mut seq = 0;
+        for p in parts {
+            let s: AsofSnapshot = crate::snapshot::decode(&self.spec.name, p.bytes)?;
+            // A key's right rows keep their sequences (one old instance
+            // held the key); new rows must come after them.
+            right.extend(s.right.into_iter().filter(|(k, _)| keep(k)));
+            waiting.push(s.waiting);
+            crate::rescale::min_watermark(&mut left_watermark, s.left_watermark);
+            crate::rescale::min_watermark(&mut right_watermark, s.right_watermark);
+            seq = seq.max(s.seq);
+            if p.counters {
+                crate::rescale::add_metrics(&mut metrics, &s.metrics);
+            }
+        }
+        let (waiting, next) = crate::rescale::merge_by_time(waiting, |(k, _)| keep(k));
+        let out = AsofSnapshot {
+            right_rows: right
+                .iter()
+                .map(|(_, rows): &(GroupKey, crate::snapshot::ByTimeEntries<Option<Box<[Value]>>>)| rows.len() as u64)
+                .sum(),
+            right,
+            waiting,
+            left_watermark: left_watermark.unwrap_or(crate::batch::WATERMARK_START),
+            right_watermark: right_watermark.unwrap_or(crate::batch::WATERMARK_START),
+            seq: seq.max(next),
+            metrics,
+        };
+        crate::snapshot::encode(&self.spec.name, &out)
+    }
+
     fn set_metrics(&mut self, metrics: OperatorMetrics) {
         self.metrics = metrics;
     }

@@ -369,6 +369,47 @@ impl Operator for IntervalJoin {
         ))
     }
 
+    fn rescale(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut sides: [Vec<SideSnapshot>; 2] = [Vec::new(), Vec::new()];
+        let mut metrics = OperatorMetrics::default();
+        for p in parts {
+            let (left, right, _, m): (SideSnapshot, SideSnapshot, u64, OperatorMetrics) =
+                crate::snapshot::decode(&self.spec.name, p.bytes)?;
+            sides[0].push(left);
+            sides[1].push(right);
+            if p.counters {
+                crate::rescale::add_metrics(&mut metrics, &m);
+            }
+        }
+        let mut seq = 0;
+        let [left, right] = sides.map(|list| {
+            let mut rows = Vec::new();
+            let mut by_time = Vec::new();
+            let mut watermark = None;
+            for s in list {
+                rows.extend(s.rows.into_iter().filter(|(k, _)| keep(k)));
+                by_time.push(s.by_time);
+                crate::rescale::min_watermark(&mut watermark, s.watermark);
+            }
+            let (by_time, next) = crate::rescale::merge_by_time(by_time, |k| keep(k));
+            seq = seq.max(next);
+            SideSnapshot {
+                len: rows
+                    .iter()
+                    .map(|(_, r): &(GroupKey, Vec<Buffered>)| r.len() as u64)
+                    .sum(),
+                rows,
+                by_time,
+                watermark: watermark.unwrap_or(WATERMARK_START),
+            }
+        });
+        crate::snapshot::encode(&self.spec.name, &(left, right, seq, metrics))
+    }
+
     fn restore(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
         let (left, right, seq, metrics): (SideSnapshot, SideSnapshot, u64, OperatorMetrics) =
             crate::snapshot::decode(&self.spec.name, bytes)?;

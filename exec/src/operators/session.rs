@@ -400,6 +400,44 @@ impl Operator for SessionAggregate {
         Ok(())
     }
 
+    fn rescale(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut out = SessionSnapshot {
+            sessions: Vec::new(),
+            next_id: 0,
+            watermark: 0,
+            seq: 0,
+            late_diverted: 0,
+            metrics: OperatorMetrics::default(),
+        };
+        let mut watermark = None;
+        for p in parts {
+            let s: SessionSnapshot = crate::snapshot::decode(&self.spec.name, p.bytes)?;
+            for (key, mut list) in s.sessions {
+                if !keep(&key) {
+                    continue;
+                }
+                // Ids are unique per instance only: numbered afresh.
+                for session in &mut list {
+                    session.id = out.next_id;
+                    out.next_id += 1;
+                }
+                out.sessions.push((key, list));
+            }
+            crate::rescale::min_watermark(&mut watermark, s.watermark);
+            out.seq = out.seq.max(s.seq);
+            if p.counters {
+                out.late_diverted += s.late_diverted;
+                crate::rescale::add_metrics(&mut out.metrics, &s.metrics);
+            }
+        }
+        out.watermark = watermark.unwrap_or(crate::batch::WATERMARK_START);
+        crate::snapshot::encode(&self.spec.name, &out)
+    }
+
     fn set_metrics(&mut self, metrics: OperatorMetrics) {
         self.metrics = metrics;
     }

@@ -343,6 +343,35 @@ impl Operator for TopN {
         Ok(())
     }
 
+    fn rescale(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut partitions = Vec::new();
+        let mut closing = Vec::new();
+        let mut metrics = OperatorMetrics::default();
+        let mut watermark = None;
+        for p in parts {
+            let s: TopNSnapshot = crate::snapshot::decode(&self.spec.name, p.bytes)?;
+            partitions.extend(s.partitions.into_iter().filter(|(k, _)| keep(k)));
+            closing.push(s.closing);
+            crate::rescale::min_watermark(&mut watermark, s.watermark);
+            if p.counters {
+                crate::rescale::add_metrics(&mut metrics, &s.metrics);
+            }
+        }
+        let (closing, seq) = crate::rescale::merge_by_time(closing, |k| keep(k));
+        let out = TopNSnapshot {
+            partitions,
+            closing,
+            watermark: watermark.unwrap_or(crate::batch::WATERMARK_START),
+            seq,
+            metrics,
+        };
+        crate::snapshot::encode(&self.spec.name, &out)
+    }
+
     fn set_metrics(&mut self, metrics: OperatorMetrics) {
         self.metrics = metrics;
     }

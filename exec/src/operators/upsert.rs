@@ -85,6 +85,24 @@ impl Operator for Upsert {
         Ok(())
     }
 
+    fn rescale(
+        &self,
+        parts: &[crate::rescale::Part<'_>],
+        keep: crate::rescale::Keep<'_>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let mut rows: crate::snapshot::Entries<Box<[Value]>> = Vec::new();
+        let mut metrics = OperatorMetrics::default();
+        for p in parts {
+            let (r, m): (crate::snapshot::Entries<Box<[Value]>>, OperatorMetrics) =
+                crate::snapshot::decode(&self.spec.name, p.bytes)?;
+            rows.extend(r.into_iter().filter(|(k, _)| keep(k)));
+            if p.counters {
+                crate::rescale::add_metrics(&mut metrics, &m);
+            }
+        }
+        crate::snapshot::encode(&self.spec.name, &(rows, metrics))
+    }
+
     fn set_metrics(&mut self, metrics: OperatorMetrics) {
         self.metrics = metrics;
     }
