@@ -7,9 +7,7 @@
 //! count moves the state after a clean stop, and is refused after a
 //! crash (the WAL is per shard).
 
-use std::net::TcpStream;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 mod common;
 #[path = "common/serve.rs"]
@@ -104,43 +102,9 @@ fn a_reload_under_load_loses_no_acknowledged_line() {
     write_config(dir.path(), sql, "");
     let mut server = Server::start(dir.path());
     let addr = server.addr("ev").to_string();
-    const CLIENTS: usize = 3;
-    const CHUNKS: usize = 60;
-    const LINES: usize = 1000;
-    let attempts: Vec<Arc<Vec<AtomicU32>>> = (0..CLIENTS)
-        .map(|_| Arc::new((0..CHUNKS).map(|_| AtomicU32::new(0)).collect()))
-        .collect();
-    let refused_connects = Arc::new(AtomicU32::new(0));
-    let sent_chunks = Arc::new(AtomicU32::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let (addr, attempts) = (addr.clone(), Arc::clone(&attempts[c]));
-            let (refused, sent) = (Arc::clone(&refused_connects), Arc::clone(&sent_chunks));
-            std::thread::spawn(move || {
-                for chunk in 0..CHUNKS {
-                    let lines: Vec<String> = (0..LINES)
-                        .map(|l| {
-                            let id = ((c * CHUNKS + chunk) * LINES + l) as u64;
-                            format!("{id},{c},{}", 1_704_067_200_000 + id as i64)
-                        })
-                        .collect();
-                    loop {
-                        attempts[chunk].fetch_add(1, Ordering::Relaxed);
-                        let Ok(stream) = TcpStream::connect(&addr) else {
-                            refused.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        };
-                        if send_lines(stream, &lines).starts_with("OK ") {
-                            break;
-                        }
-                    }
-                    sent.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
+    let mut load = ChunkLoad::start(&addr, 3, 60, 1000);
     // The reload lands while lines flow: after a third of the chunks.
-    while sent_chunks.load(Ordering::Relaxed) < (CLIENTS * CHUNKS / 3) as u32 {
+    while load.done.load(Ordering::Relaxed) < 60 {
         std::thread::yield_now();
     }
     std::fs::write(
@@ -153,41 +117,21 @@ fn a_reload_under_load_loses_no_acknowledged_line() {
     .unwrap();
     sighup(&server);
     server.wait_for("ready (reloaded)");
-    for c in clients {
-        c.join().unwrap();
-    }
+    load.join();
     let (exit, log) = server.stop();
     assert!(exit.success(), "{}", log.join("\n"));
     assert_eq!(
-        refused_connects.load(Ordering::Relaxed),
+        load.refused.load(Ordering::Relaxed),
         0,
         "the source's listener stayed open through the reload"
     );
-
     let text = std::fs::read_to_string(dir.path().join("out/echo.csv")).unwrap();
-    let mut seen = vec![0u32; CLIENTS * CHUNKS * LINES];
-    for line in text.lines().skip(1) {
-        seen[line.split(',').next().unwrap().parse::<usize>().unwrap()] += 1;
-    }
-    let mut retried = 0;
-    for c in 0..CLIENTS {
-        for chunk in 0..CHUNKS {
-            let sent = attempts[c][chunk].load(Ordering::Relaxed);
-            retried += usize::from(sent > 1);
-            for l in 0..LINES {
-                let n = seen[(c * CHUNKS + chunk) * LINES + l];
-                assert!(n >= 1, "line {l} of chunk {chunk} of client {c} lost");
-                assert!(
-                    n <= sent,
-                    "line {l} of chunk {chunk} of client {c}: {n} copies, sent {sent} times"
-                );
-            }
-        }
-    }
+    let seen = load.count(&text);
+    let retried = load.verify(&seen, "reload");
     // The added stream saw the lines after the switch: odd ids, each at
     // most as often as it was sent, and some of them.
     let odd = std::fs::read_to_string(dir.path().join("out/odd.csv")).unwrap();
-    let mut odd_seen = vec![0u32; CLIENTS * CHUNKS * LINES];
+    let mut odd_seen = vec![0u32; seen.len()];
     for line in odd.lines().skip(1) {
         let id: usize = line.parse().unwrap();
         assert_eq!(id % 2, 1);

@@ -399,23 +399,6 @@ fn free_port(rng: &mut Rng) -> u16 {
     }
 }
 
-/// Sends one chunk; true when the server acknowledged it. Connection
-/// refused (the server is restarting) is retried after a pause.
-fn send_chunk(addr: &str, chunk: &[String]) -> bool {
-    let until = Instant::now() + DEADLINE;
-    let stream = loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(_) => {
-                assert!(Instant::now() < until, "the server never came back");
-                // A client's back-off while the server restarts.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        }
-    };
-    send_lines(stream, chunk).starts_with("OK ")
-}
-
 /// kill -9 lands at random moments while clients stream chunks of
 /// unique lines over several connections; a chunk that was not
 /// acknowledged is sent again. In the end every line of every chunk is
@@ -447,70 +430,21 @@ fn kill_9_during_ingest_loses_no_acknowledged_line() {
         ),
     )
     .unwrap();
-    const CLIENTS: usize = 3;
-    const LINES: usize = 1500;
     // Enough input that every kill lands while lines still flow.
-    let chunks = 20 * kills.max(1);
-    let attempts: Vec<std::sync::Arc<Vec<std::sync::atomic::AtomicU32>>> = (0..CLIENTS)
-        .map(|_| std::sync::Arc::new((0..chunks).map(|_| std::sync::atomic::AtomicU32::new(0)).collect()))
-        .collect();
     let mut server = Server::start(dir.path());
-    let addr = format!("127.0.0.1:{port}");
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let addr = addr.clone();
-            let attempts = std::sync::Arc::clone(&attempts[c]);
-            std::thread::spawn(move || {
-                for chunk in 0..chunks {
-                    let lines: Vec<String> = (0..LINES)
-                        .map(|l| {
-                            let id = ((c * chunks + chunk) * LINES + l) as u64;
-                            format!("{id},{c},{}", 1_704_067_200_000 + id as i64)
-                        })
-                        .collect();
-                    loop {
-                        attempts[chunk].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        if send_chunk(&addr, &lines) {
-                            break;
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    let mut load = ChunkLoad::start(&format!("127.0.0.1:{port}"), 3, 20 * kills.max(1), 1500);
     for _ in 0..kills {
         // The moment of the kill: random, 20 to 250 ms into the run.
         std::thread::sleep(Duration::from_millis(20 + rng.next() % 230));
         server.kill();
         server = Server::start(dir.path());
     }
-    for c in clients {
-        c.join().unwrap();
-    }
+    load.join();
     let (exit, log) = server.stop();
     assert!(exit.success(), "{}", log.join("\n"));
 
     let text = std::fs::read_to_string(dir.path().join("out/echo.csv")).unwrap();
-    let mut seen = vec![0u32; CLIENTS * chunks * LINES];
-    for line in text.lines().skip(1) {
-        let id: usize = line.split(',').next().unwrap().parse().unwrap();
-        seen[id] += 1;
-    }
-    let mut retried = 0;
-    for c in 0..CLIENTS {
-        for chunk in 0..chunks {
-            let sent = attempts[c][chunk].load(std::sync::atomic::Ordering::Relaxed);
-            retried += usize::from(sent > 1);
-            for l in 0..LINES {
-                let n = seen[(c * chunks + chunk) * LINES + l];
-                assert!(n >= 1, "line {l} of chunk {chunk} of client {c} lost (seed {seed})");
-                assert!(
-                    n <= sent,
-                    "line {l} of chunk {chunk} of client {c}: {n} copies, sent {sent} times (seed {seed})"
-                );
-            }
-        }
-    }
+    let retried = load.verify(&load.count(&text), &format!("seed {seed}"));
     eprintln!(
         "{kills} kills; {retried} chunks sent again; {} lines",
         text.lines().count() - 1

@@ -104,34 +104,8 @@ fn check_outputs(case: &Case, dir: &Path, shards: usize, what: &str) -> Result<(
 /// Runs to the end, crashing at each of `crash_at` in turn (each a
 /// count of durable steps in that attempt), then once without faults.
 fn run_with_crashes(case: &Case, shards: usize, crash_at: &[u64]) -> Result<usize, String> {
-    let dir = setup(case);
-    let state = dir.path().join("state");
-    let mut crashes = 0;
-    for &k in crash_at {
-        match run_sql_durable(
-            &case.sql,
-            dir.path(),
-            1,
-            shards,
-            None,
-            durability(case, &state, Faults::fail_at(k)),
-        ) {
-            Err(RunFailure::Injected(_)) => crashes += 1,
-            Ok(_) => {}
-            Err(e) => return Err(format!("{} (shards {shards}, crash at {k}): {e}", case.name)),
-        }
-    }
-    run_sql_durable(
-        &case.sql,
-        dir.path(),
-        1,
-        shards,
-        None,
-        durability(case, &state, Faults::none()),
-    )
-    .map_err(|e| format!("{} (shards {shards}, recovery after {crash_at:?}): {e}", case.name))?;
-    check_outputs(case, dir.path(), shards, &format!("crashes at {crash_at:?}"))?;
-    Ok(crashes)
+    let attempts: Vec<(usize, u64)> = crash_at.iter().map(|&k| (shards, k)).collect();
+    run_rescaled(case, &attempts, shards).map(|(crashes, _)| crashes)
 }
 
 /// How many durable steps an uninterrupted durable run takes.

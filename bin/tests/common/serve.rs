@@ -368,3 +368,112 @@ pub fn peak_rss_bytes(pid: u32) -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// Clients that stream chunks of unique lines (`id,client,ts`), one
+/// connection per chunk, each chunk sent again until it is acknowledged
+/// (with a short back-off while the server cannot be reached): the load
+/// of the kill and reload tests.
+pub struct ChunkLoad {
+    pub clients: usize,
+    pub chunks: usize,
+    pub lines: usize,
+    /// Per client and chunk: how often it was sent.
+    pub attempts: Vec<std::sync::Arc<Vec<std::sync::atomic::AtomicU32>>>,
+    /// Connections that could not be made.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Chunks acknowledged, over all clients.
+    pub done: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl ChunkLoad {
+    pub fn start(addr: &str, clients: usize, chunks: usize, lines: usize) -> ChunkLoad {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        use std::sync::Arc;
+        let attempts: Vec<Arc<Vec<AtomicU32>>> = (0..clients)
+            .map(|_| Arc::new((0..chunks).map(|_| AtomicU32::new(0)).collect()))
+            .collect();
+        let refused = Arc::new(AtomicU32::new(0));
+        let done = Arc::new(AtomicU32::new(0));
+        let handles = (0..clients)
+            .map(|c| {
+                let (addr, attempts) = (addr.to_string(), Arc::clone(&attempts[c]));
+                let (refused, done) = (Arc::clone(&refused), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    for chunk in 0..chunks {
+                        let text: Vec<String> = (0..lines)
+                            .map(|l| {
+                                let id = ((c * chunks + chunk) * lines + l) as u64;
+                                format!("{id},{c},{}", 1_704_067_200_000 + id as i64)
+                            })
+                            .collect();
+                        let until = Instant::now() + DEADLINE;
+                        loop {
+                            attempts[chunk].fetch_add(1, Ordering::Relaxed);
+                            let Ok(stream) = TcpStream::connect(&addr) else {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                assert!(Instant::now() < until, "the server never came back");
+                                // A client's back-off while the server restarts.
+                                std::thread::sleep(Duration::from_millis(5));
+                                continue;
+                            };
+                            if send_lines(stream, &text).starts_with("OK ") {
+                                break;
+                            }
+                        }
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        ChunkLoad {
+            clients,
+            chunks,
+            lines,
+            attempts,
+            refused,
+            done,
+            handles,
+        }
+    }
+
+    /// Waits for every client to have every chunk acknowledged.
+    pub fn join(&mut self) {
+        for h in self.handles.drain(..) {
+            h.join().unwrap();
+        }
+    }
+
+    /// How often each id appears in a CSV sink's text (id first).
+    pub fn count(&self, text: &str) -> Vec<u32> {
+        let mut seen = vec![0u32; self.clients * self.chunks * self.lines];
+        for line in text.lines().skip(1) {
+            seen[line.split(',').next().unwrap().parse::<usize>().unwrap()] += 1;
+        }
+        seen
+    }
+
+    /// Checks `seen` (from `count`): every line of every chunk at least
+    /// once and never more often than its chunk was sent (so a chunk
+    /// acknowledged at its first attempt exactly once). Returns how many
+    /// chunks were sent again.
+    #[track_caller]
+    pub fn verify(&self, seen: &[u32], what: &str) -> usize {
+        let mut retried = 0;
+        for c in 0..self.clients {
+            for chunk in 0..self.chunks {
+                let sent = self.attempts[c][chunk].load(std::sync::atomic::Ordering::Relaxed);
+                retried += usize::from(sent > 1);
+                for l in 0..self.lines {
+                    let n = seen[(c * self.chunks + chunk) * self.lines + l];
+                    assert!(n >= 1, "line {l} of chunk {chunk} of client {c} lost ({what})");
+                    assert!(
+                        n <= sent,
+                        "line {l} of chunk {chunk} of client {c}: {n} copies, sent {sent} times ({what})"
+                    );
+                }
+            }
+        }
+        retried
+    }
+}
