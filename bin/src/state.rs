@@ -76,6 +76,7 @@ fn to_json(m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -> serde_js
         "epoch": m.epoch,
         "created_unix_ms": m.created_unix_ms,
         "shards": m.shards,
+        "key_groups": m.key_groups,
         "plan_fingerprint": format!("{:016x}", m.plan_fingerprint),
         "state_bytes": m.state_bytes,
         "state_bytes_written": m.state_bytes_written,
@@ -125,10 +126,11 @@ fn table(dir: &Path, m: &Manifest, sources: &Positions<'_>, nodes: &NodeBytes) -
     };
     let _ = writeln!(
         s,
-        "state {}: checkpoint {} of {when}, {} shard(s), plan fingerprint {:016x}",
+        "state {}: checkpoint {} of {when}, {} shard(s) ({} key groups), plan fingerprint {:016x}",
         dir.display(),
         m.epoch,
         m.shards,
+        m.key_groups,
         m.plan_fingerprint
     );
     let _ = writeln!(

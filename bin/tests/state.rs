@@ -151,6 +151,7 @@ fn state_show_prints_what_the_last_checkpoint_holds() {
     assert_success(&o);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON");
     assert_eq!(v["shards"], 1);
+    assert_eq!(v["key_groups"], 4096);
     let source = &v["sources"][0];
     assert_eq!(source["name"], "bids");
     let read = source["rows"].as_u64().expect("rows");
@@ -164,7 +165,7 @@ fn state_show_prints_what_the_last_checkpoint_holds() {
     assert_success(&o);
     let text = stdout(&o);
     for expected in [
-        "1 shard(s), plan fingerprint ".to_string(),
+        "1 shard(s) (4096 key groups), plan fingerprint ".to_string(),
         format!("    node #0: {} bytes of state", v["nodes"][0]["state_bytes"]),
         format!(
             "  stream totals (identity {}): {} bytes of state",

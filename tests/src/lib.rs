@@ -163,8 +163,10 @@ pub fn split_chunk_bytes() -> u64 {
 /// `ordered`).
 pub fn normalize(text: &str, ordered: bool) -> String {
     let mut lines: Vec<&str> = text.lines().collect();
-    if !ordered && lines.len() > 1 {
-        lines[1..].sort_unstable();
+    // A CSV file's header stays first; JSON lines have none.
+    let header = usize::from(lines.first().is_some_and(|l| !l.starts_with('{')));
+    if !ordered && lines.len() > header {
+        lines[header..].sort_unstable();
     }
     lines.iter().map(|l| format!("{l}\n")).collect()
 }
