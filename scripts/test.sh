@@ -8,8 +8,9 @@
 # LAMINAR_STATIC=1 builds and checks the statically linked binary.
 #
 # bin/tests/host.rs checks the systemd unit with systemd-analyze (package
-# systemd), and the stress loop reads cargo's JSON with python3.
-LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} systemd python3"
+# systemd), the stress loop reads cargo's JSON with python3, and
+# bin/tests/console.rs loads the admin console in headless Chromium.
+LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} systemd python3 chromium"
 source "$(dirname "$0")/env.sh"
 
 echo "== cargo fmt --check"

@@ -6,7 +6,10 @@
 //!   its sources, 503 while recovering or stopping.
 //! - `GET /metrics`: Prometheus text format, version 0.0.4.
 //! - `GET /status`: the pipeline as JSON (sources with their addresses,
-//!   streams, sinks, shards, checkpoints, the last reload).
+//!   streams with their inputs, sinks, shards, checkpoints, the last
+//!   reload).
+//! - `GET /`: the console, an HTML page embedded in the binary that draws
+//!   the pipeline from `/status` and updates it every second.
 //!
 //! It runs on its own thread and only reads the run's atomic counters,
 //! through `Live`: the running generation, which a reload replaces.
@@ -20,6 +23,10 @@ use std::time::{Duration, Instant};
 use laminar_exec::plan::PhysicalPlan;
 use laminar_reactor::metrics::sum;
 use laminar_reactor::runner::Control;
+
+/// The console (`GET /`): one HTML page, no external resources, that
+/// draws the pipeline and polls `/status` every second.
+const CONSOLE: &str = include_str!("console.html");
 
 /// The bound addresses of tcp sources and sinks, by plan index.
 pub struct Addresses {
@@ -86,10 +93,11 @@ pub fn serve(server: tiny_http::Server, live: Arc<Live>, started: Instant) {
                     "application/json",
                     status(&g.plan, &g.addresses, p, started, &live),
                 ),
+                ("/", _) => (200, "text/html; charset=utf-8", CONSOLE.to_string()),
                 _ => (
                     404,
                     "text/plain",
-                    "not found; try /health, /ready, /metrics or /status\n".to_string(),
+                    "not found; try /, /health, /ready, /metrics or /status\n".to_string(),
                 ),
             }
         };
@@ -464,6 +472,7 @@ fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, start
                 "malformed": c.map_or(0, |c| c.malformed.load(Relaxed)),
                 "connections": c.map_or(0, |c| c.connections.load(Relaxed)),
                 "watermark_ms": (w > i64::MIN).then_some(w),
+                "watermark_lag_ms": (w > i64::MIN && s.watermark.is_some()).then(|| now_ms().saturating_sub(w)),
             })
         })
         .collect();
@@ -473,9 +482,18 @@ fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, start
         .enumerate()
         .map(|(i, n)| {
             let c = m.map(|m| &m.nodes[i]);
+            let inputs: Vec<String> = n
+                .inputs
+                .iter()
+                .map(|input| match *input {
+                    laminar_exec::plan::Input::Source(s) => format!("source:{}", plan.sources[s].name),
+                    laminar_exec::plan::Input::Node(m) => format!("node:{m}"),
+                })
+                .collect();
             json!({
                 "stream": n.name,
                 "node": i,
+                "inputs": inputs,
                 "rows_in": c.map_or(0, |c| sum(&c.rows_in)),
                 "rows_out": c.map_or(0, |c| sum(&c.rows_out)),
                 "late_dropped": c.map_or(0, |c| sum(&c.late_dropped)),
@@ -490,6 +508,10 @@ fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, start
             let c = m.map(|m| &m.sinks[i]);
             json!({
                 "name": s.name,
+                "input": match s.input {
+                    laminar_exec::plan::Input::Source(k) => format!("source:{}", plan.sources[k].name),
+                    laminar_exec::plan::Input::Node(m) => format!("node:{m}"),
+                },
                 "connector": match (&s.connector, addresses.sinks.get(i)) {
                     (laminar_exec::plan::SinkConnector::Tcp { .. }, Some(Some(a))) => format!("tcp {a}"),
                     (laminar_exec::plan::SinkConnector::File { path, .. }, _) => format!("file {}", path.display()),
@@ -506,6 +528,14 @@ fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, start
         "sources": sources,
         "streams": streams,
         "sinks": sinks,
+        "shards": m.map(|m| {
+            let uptime = started.elapsed().as_secs_f64().max(1e-9);
+            m.shards.iter().enumerate().map(|(i, s)| json!({
+                "shard": i,
+                "busy_share": s.busy_ns.load(Relaxed) as f64 / 1e9 / uptime,
+                "queue_depth": s.queue_depth.load(Relaxed),
+            })).collect::<Vec<_>>()
+        }),
         "checkpoints": m.map(|m| json!({
             "completed": m.checkpoints_completed.load(Relaxed),
             "last_duration_seconds": m.checkpoint_last_ns.load(Relaxed) as f64 / 1e9,
@@ -520,4 +550,9 @@ fn status(plan: &PhysicalPlan, addresses: &Addresses, p: Option<&Control>, start
     let mut text = doc.to_string();
     text.push('\n');
     text
+}
+
+/// The wall clock in epoch milliseconds, for watermark lags.
+fn now_ms() -> i64 {
+    laminar_exec::time::Clock::now_ms(&laminar_reactor::clock::SystemClock::default())
 }
