@@ -4,7 +4,8 @@
 //! statements reordered and commented), drops one and adds one. The kept
 //! streams' sinks must equal an uninterrupted run's; the added stream's
 //! sink must equal a run of that stream alone over the input after the
-//! checkpoint's position; the dropped stream's state is gone. A changed
+//! checkpoint's position; the dropped stream's state is gone; on the
+//! same shard count and on another (2 -> 1, 1 -> 3). A changed
 //! stream is refused, and with `--reset` it goes on empty: its sink holds
 //! the old definition's rows up to the checkpoint and the new one's
 //! after it.
@@ -152,14 +153,16 @@ fn durable_steps(sql: &str, shards: usize) -> u64 {
 
 #[test]
 fn a_restart_keeps_unchanged_streams_adds_new_ones_and_drops_removed_ones() {
-    for shards in [1, 2] {
+    // (shards before the crash, shards of the restart): the change of
+    // script and a change of shard count in one restart too.
+    for (shards, restart_shards) in [(1, 1), (2, 2), (2, 1), (1, 3)] {
         let reference = tempfile::tempdir().unwrap();
         write_input(reference.path());
         run_sql(&before(), reference.path(), 64, shards).unwrap();
         let steps = durable_steps(&before(), shards);
         let mut resumed = 0;
         for crash_at in [steps / 3, steps / 2, steps * 2 / 3] {
-            let what = format!("{shards} shard(s), crash at step {crash_at} of {steps}");
+            let what = format!("{shards} -> {restart_shards} shard(s), crash at step {crash_at} of {steps}");
             let dir = tempfile::tempdir().unwrap();
             write_input(dir.path());
             crash(&before(), dir.path(), shards, crash_at);
@@ -168,7 +171,7 @@ fn a_restart_keeps_unchanged_streams_adds_new_ones_and_drops_removed_ones() {
                 &after(),
                 dir.path(),
                 64,
-                shards,
+                restart_shards,
                 None,
                 durability(&dir.path().join("state"), Faults::none(), &[]),
             )
