@@ -92,6 +92,15 @@ impl PlanIdentity {
         fxhash::hash64(text.as_bytes())
     }
 
+    /// The statement text of source `source` (a table's is its table's;
+    /// empty for a plan not built from SQL).
+    pub fn source_text(&self, source: usize) -> &str {
+        self.definitions
+            .iter()
+            .find(|d| d.sources.contains(&source))
+            .map_or("", |d| d.text.as_str())
+    }
+
     /// One hash of the whole plan: every identity, in a fixed order
     /// (sorted), so statement order does not change it either.
     pub fn fingerprint(&self) -> u64 {

@@ -314,20 +314,26 @@ impl ShardCheckpoint {
 /// Where `source` (read on `shard`) stands now, encoded for the manifest.
 pub fn source_position(shard: usize, source: &mut Source) -> Result<SourcePosition, RunError> {
     let state = source.position()?;
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&state).map_err(|e| RunError::Encode {
-        what: format!("the position of source {}", source.name()),
-        reason: e.to_string(),
-    })?;
     Ok(SourcePosition {
         name: source.name().to_string(),
         shard: shard as u32,
         offset: state.offset,
         records: state.rows,
-        state: bytes.to_vec(),
+        state: encode_source_state(source.name(), &state)?,
     })
 }
 
-fn decode_source_state(dir: &Path, p: &SourcePosition) -> Result<SourceState, RunError> {
+/// A source's state as the manifest holds it: an rkyv archive.
+pub(crate) fn encode_source_state(name: &str, state: &SourceState) -> Result<Vec<u8>, RunError> {
+    rkyv::to_bytes::<rkyv::rancor::Error>(state)
+        .map(|b| b.to_vec())
+        .map_err(|e| RunError::Encode {
+            what: format!("the position of source {name}"),
+            reason: e.to_string(),
+        })
+}
+
+pub(crate) fn decode_source_state(dir: &Path, p: &SourcePosition) -> Result<SourceState, RunError> {
     laminar_persistence::from_archive::<SourceState>(&p.state).map_err(|e| RunError::Recovery {
         dir: dir.to_path_buf(),
         reason: format!("the position of source {} does not decode: {e}", p.name),
@@ -437,12 +443,7 @@ pub(crate) fn plan_records(plan: &PhysicalPlan) -> (Vec<StreamRecord>, Vec<Sourc
             index: i as u32,
             identity: id.sources[i],
             position_key: id.source_positions[i],
-            text: id
-                .definitions
-                .iter()
-                .find(|d| d.sources.contains(&i))
-                .map(|d| d.text.clone())
-                .unwrap_or_default(),
+            text: id.source_text(i).to_string(),
         })
         .collect();
     (streams, sources)
@@ -666,23 +667,14 @@ impl Coordinator {
             coordinator.indexes[shard] = index;
             let mut sources = vec![None; plan.sources.len()];
             for p in manifest.sources.iter().filter(|p| p.shard as usize == shard) {
-                let restored = evolution
-                    .source_positions
-                    .iter()
-                    .position(|n| n.as_deref() == Some(p.name.as_str()));
-                if let Some(i) = restored {
+                if let Some(i) = evolution.restored_source(&p.name) {
                     sources[i] = Some(decode_source_state(dir, p)?);
                 }
             }
             let mut sinks = vec![None; plan.sinks.len()];
             if shard == 0 {
                 for p in &manifest.sinks {
-                    let restored = plan
-                        .sinks
-                        .iter()
-                        .enumerate()
-                        .position(|(k, s)| evolution.sink_positions[k] && s.name.eq_ignore_ascii_case(&p.name));
-                    if let Some(k) = restored {
+                    if let Some(k) = evolution.restored_sink(&p.name) {
                         sinks[k] = Some(p.clone());
                     }
                 }

@@ -105,15 +105,27 @@ pub struct Evolution {
     /// By source index in the new plan: the name its positions are
     /// stored under, when they are restored.
     pub source_positions: Vec<Option<String>>,
-    /// By sink index in the new plan: whether its committed position is
-    /// restored.
-    pub sink_positions: Vec<bool>,
+    /// By sink index in the new plan: the name its committed position is
+    /// stored under, when it is restored.
+    pub sink_positions: Vec<Option<String>>,
     /// (source index in the checkpoint's plan, in the new plan): how the
     /// WAL's records, which name a source by index, map.
     pub wal_sources: Vec<(u32, u32)>,
 }
 
 impl Evolution {
+    /// The new plan's source that takes the positions the checkpoint
+    /// stores under `name`, if any.
+    pub fn restored_source(&self, name: &str) -> Option<usize> {
+        self.source_positions.iter().position(|n| n.as_deref() == Some(name))
+    }
+
+    /// The new plan's sink that takes the committed position the
+    /// checkpoint stores under `name`, if any.
+    pub fn restored_sink(&self, name: &str) -> Option<usize> {
+        self.sink_positions.iter().position(|n| n.as_deref() == Some(name))
+    }
+
     /// The refusals, one per line; empty when the restart may go on.
     pub fn refusals(&self) -> Vec<String> {
         self.changes
@@ -159,7 +171,7 @@ pub fn plan_restart(
     let mut ev = Evolution {
         node_parts: vec![None; plan.nodes.len()],
         source_positions: vec![None; plan.sources.len()],
-        sink_positions: vec![false; plan.sinks.len()],
+        sink_positions: vec![None; plan.sinks.len()],
         ..Evolution::default()
     };
     if manifest.key_groups != crate::topology::KEY_GROUPS {
@@ -188,7 +200,7 @@ pub fn plan_restart(
     let mut changed_names: Vec<String> = Vec::new();
     for (i, s) in plan.sources.iter().enumerate() {
         let old = manifest.source_defs.iter().find(|r| same(&r.name, &s.name));
-        let text = source_text(&id, i);
+        let text = id.source_text(i).to_string();
         let outcome = match old {
             None => Outcome::New,
             Some(_) if reset(&s.name) => Outcome::Reset("--reset".into()),
@@ -221,15 +233,11 @@ pub fn plan_restart(
             outcome,
         });
     }
-    for r in &manifest.source_defs {
-        if !plan.sources.iter().any(|s| same(&s.name, &r.name)) {
-            ev.changes.push(Change {
-                kind: "source",
-                name: r.name.clone(),
-                outcome: Outcome::Drop,
-            });
-        }
-    }
+    push_drops(
+        &mut ev,
+        manifest.source_defs.iter().map(|r| ("source", r.name.as_str())),
+        |name| plan.sources.iter().any(|s| same(&s.name, name)),
+    );
 
     // Streams and tables, in script order (an input before its readers).
     let stateful = |k: DefinitionKind| matches!(k, DefinitionKind::Stream | DefinitionKind::Table);
@@ -275,26 +283,21 @@ pub fn plan_restart(
             outcome,
         });
     }
-    for r in &manifest.streams {
-        let present = id
-            .definitions
+    push_drops(
+        &mut ev,
+        manifest
+            .streams
             .iter()
-            .any(|d| stateful(d.kind) && same(&d.name, &r.name));
-        if !present {
-            ev.changes.push(Change {
-                kind: if r.kind == "table" { "table" } else { "stream" },
-                name: r.name.clone(),
-                outcome: Outcome::Drop,
-            });
-        }
-    }
+            .map(|r| (if r.kind == "table" { "table" } else { "stream" }, r.name.as_str())),
+        |name| id.definitions.iter().any(|d| stateful(d.kind) && same(&d.name, name)),
+    );
 
     // Sinks: by name and identity (connector and the stream they write).
     for (k, s) in plan.sinks.iter().enumerate() {
         let old = manifest.sinks.iter().find(|p| same(&p.name, &s.name));
         let outcome = match old {
             Some(p) if p.identity == id.sinks[k] => {
-                ev.sink_positions[k] = true;
+                ev.sink_positions[k] = Some(p.name.clone());
                 Outcome::Keep
             }
             _ => Outcome::New,
@@ -305,16 +308,29 @@ pub fn plan_restart(
             outcome,
         });
     }
-    for p in &manifest.sinks {
-        if !plan.sinks.iter().any(|s| same(&s.name, &p.name)) {
+    push_drops(
+        &mut ev,
+        manifest.sinks.iter().map(|p| ("sink", p.name.as_str())),
+        |name| plan.sinks.iter().any(|s| same(&s.name, name)),
+    );
+    Ok(ev)
+}
+
+/// A `Drop` for each of the checkpoint's (kind, name) the new plan lacks.
+fn push_drops<'a>(
+    ev: &mut Evolution,
+    old: impl Iterator<Item = (&'static str, &'a str)>,
+    present: impl Fn(&str) -> bool,
+) {
+    for (kind, name) in old {
+        if !present(name) {
             ev.changes.push(Change {
-                kind: "sink",
-                name: p.name.clone(),
+                kind,
+                name: name.to_string(),
                 outcome: Outcome::Drop,
             });
         }
     }
-    Ok(ev)
 }
 
 /// What replacing the running `old` plan by `new` would do (`laminar
@@ -390,15 +406,6 @@ pub fn prepare_rescale(dir: &std::path::Path, manifest: &Manifest) -> Result<(),
         }
     }
     Ok(())
-}
-
-/// A source's statement text (a table's is its table's).
-fn source_text(id: &PlanIdentity, source: usize) -> String {
-    id.definitions
-        .iter()
-        .find(|d| d.sources.contains(&source))
-        .map(|d| d.text.clone())
-        .unwrap_or_default()
 }
 
 /// The sources and streams outside `d` that its nodes read.

@@ -78,31 +78,17 @@ pub(crate) fn rewrite(
     w.store.make_durable()?;
     let mut sources = Vec::new();
     for p in &manifest.sources {
-        let Some(i) = evolution
-            .source_positions
-            .iter()
-            .position(|n| n.as_deref() == Some(p.name.as_str()))
-        else {
+        let Some(i) = evolution.restored_source(&p.name) else {
             continue;
         };
         let mut p: SourcePosition = p.clone();
         p.shard = topo.source_owner[i] as u32;
         if w.live_sources.contains(&p.name) {
             // Its WAL goes: a new one starts at 0 where it is read now.
-            let mut state = laminar_persistence::from_archive::<crate::source::SourceState>(&p.state).map_err(|e| {
-                RunError::Recovery {
-                    dir: w.dir.to_path_buf(),
-                    reason: format!("the position of source {} does not decode: {e}", p.name),
-                }
-            })?;
+            let mut state = crate::checkpoint::decode_source_state(w.dir, &p)?;
             state.offset = 0;
             p.offset = 0;
-            p.state = rkyv::to_bytes::<rkyv::rancor::Error>(&state)
-                .map_err(|e| RunError::Encode {
-                    what: format!("the position of source {}", p.name),
-                    reason: e.to_string(),
-                })?
-                .to_vec();
+            p.state = crate::checkpoint::encode_source_state(&p.name, &state)?;
         }
         sources.push(p);
     }
@@ -111,11 +97,7 @@ pub(crate) fn rewrite(
         .sinks
         .iter()
         .filter_map(|p| {
-            let k = plan
-                .sinks
-                .iter()
-                .enumerate()
-                .position(|(k, s)| evolution.sink_positions[k] && s.name.eq_ignore_ascii_case(&p.name))?;
+            let k = evolution.restored_sink(&p.name)?;
             let mut p = p.clone();
             p.identity = id.sinks[k];
             p.ended_senders = crate::checkpoint::rescaled_ended_senders(plan, k, old, shards, &p.ended_senders);
