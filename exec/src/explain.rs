@@ -4,9 +4,9 @@
 //! over its input's column names, and where it runs over the shards; each
 //! sink with where it writes.
 //!
-//! The text is also the plan's fingerprint (a hash of it names the
-//! pipeline a state directory was written by), so everything that shapes
-//! operator state must appear in it.
+//! It spells out every literal and option, so two plans that explain
+//! alike compute alike. A state directory does not go by this text: it
+//! matches state by the identities of `identity.rs`.
 
 use std::fmt::Write;
 

@@ -108,8 +108,9 @@ pub struct SourceRecord {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
     pub epoch: u64,
-    /// A hash of the pipeline and the options that shape its state:
-    /// recovery refuses a state directory written by another pipeline.
+    /// One hash of every identity in the pipeline, for people (`state
+    /// show`); what a restart keeps is decided stream by stream from
+    /// `streams`, `source_defs` and the sinks' identities.
     pub plan_fingerprint: u64,
     pub shards: u32,
     /// The key groups keyed state is spread over (fixed for the state
