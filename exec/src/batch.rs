@@ -320,6 +320,21 @@ impl Batch {
         self.marks.clear();
     }
 
+    /// Every row of the batch as one run (its marks ignored): a batch
+    /// with no marks, outside a run.
+    pub fn all_rows(&self) -> RowsRef<'_> {
+        RowsRef {
+            batch: self,
+            start: 0,
+            end: self.len(),
+        }
+    }
+
+    /// Drops the watermark marks, keeping the rows.
+    pub fn clear_marks(&mut self) {
+        self.marks.clear();
+    }
+
     /// Splits the batch into its runs of rows and the marks between them,
     /// in order, for the shard loop to drive an operator with.
     pub fn segments(&self) -> Segments<'_> {

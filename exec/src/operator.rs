@@ -154,6 +154,17 @@ pub trait Operator {
         crate::rescale::rescale_metrics(self.name(), parts)
     }
 
+    /// What the operator's output changelog folds to now, as `+I` rows
+    /// written to `out`: a query's view of its stream (`SELECT` over
+    /// pgwire). An operator whose state *is* that fold answers (an
+    /// unwindowed aggregate, a table, an unwindowed top-N); the others
+    /// say why their output is not kept as a table (append-only rows, or
+    /// windows whose closed rows are gone). Stateless operators are not
+    /// asked: their input's contents go through `on_rows`.
+    fn contents(&mut self, _out: &mut Batch) -> Result<(), String> {
+        Err(format!("its {} operator keeps no table of its output", self.name()))
+    }
+
     /// Sets the counters (restoring a stateless operator).
     fn set_metrics(&mut self, metrics: OperatorMetrics);
 
@@ -219,6 +230,17 @@ impl Driven {
     pub fn set_port_exact(&mut self, exact: Vec<bool>) {
         assert_eq!(exact.len(), self.input_watermarks.len(), "a flag per input");
         self.port_exact = exact;
+    }
+
+    /// The operator's `contents` (see `Operator::contents`).
+    pub fn contents(&mut self, out: &mut Batch) -> Result<(), String> {
+        self.operator.contents(out)
+    }
+
+    /// Feeds rows to the operator as input `input`, outside a run (a
+    /// query pushing a view's contents through a stateless operator).
+    pub fn apply(&mut self, input: usize, rows: &Batch, out: &mut Batch) -> Result<(), ExecError> {
+        self.operator.on_rows(input, rows.all_rows(), self.watermark, out)
     }
 
     /// About how many bytes of state the node's operator holds.

@@ -272,3 +272,23 @@ pub(crate) fn emit_change(out: &mut crate::batch::Batch, old: Option<&[Value]>, 
         (None, None) => 0,
     }
 }
+
+/// A changelog folded to the rows it leaves (a multiset, sorted): what
+/// `Operator::contents` must equal.
+#[cfg(test)]
+pub(crate) fn fold_changelog(changes: &crate::batch::Batch) -> Vec<Vec<Value>> {
+    let mut rows: Vec<Vec<Value>> = Vec::new();
+    for (op, row) in changes.rows() {
+        if op.is_addition() {
+            rows.push(row.to_vec());
+        } else {
+            let i = rows
+                .iter()
+                .position(|r| r.as_slice() == row)
+                .expect("a retraction of an emitted row");
+            rows.swap_remove(i);
+        }
+    }
+    rows.sort();
+    rows
+}

@@ -265,46 +265,61 @@ impl CheckpointStore {
         let index = self.index(epoch, shard)?;
         let mut parts = Vec::with_capacity(index.parts.len());
         for part in &index.parts {
-            // Reserved from the index, but bounded: a damaged index must
-            // end in the length check below, not in an allocation failure.
-            let reserve = part.len.min(PART_RESERVE_BYTES_MAX as u64) as usize;
-            let mut blob = AlignedPart::with_capacity(reserve);
-            for (i, chunk) in part.chunks.iter().enumerate() {
-                let key = chunk_key(shard, part.part, i as u32, chunk.epoch);
-                let bytes = self
-                    .db
-                    .get_pinned(key)
-                    .map_err(|e| self.err(e))?
-                    .ok_or_else(|| PersistError::Store {
-                        path: self.path.clone(),
-                        reason: format!(
-                            "checkpoint {epoch}: chunk {i} of part {} of shard {shard} (written at {}) is missing",
-                            part.part, chunk.epoch
-                        ),
-                    })?;
-                if !chunk.holds(&bytes) {
-                    return Err(PersistError::Store {
-                        path: self.path.clone(),
-                        reason: format!(
-                            "checkpoint {epoch}: chunk {i} of part {} of shard {shard} fails its checksum",
-                            part.part
-                        ),
-                    });
-                }
-                blob.extend_from_slice(&bytes);
-            }
-            if blob.len() as u64 != part.len {
+            parts.push((part.part, self.read_indexed(epoch, shard, part)?));
+        }
+        Ok((parts, index))
+    }
+
+    /// Reads back one part (a node's snapshot) of shard `shard` at
+    /// checkpoint `epoch`, checked as `read` checks it; None when that
+    /// shard has no such part (the node is not active there).
+    pub fn read_part(&self, epoch: u64, shard: u32, part: u32) -> Result<Option<AlignedPart>> {
+        let index = self.index(epoch, shard)?;
+        match index.parts.iter().find(|p| p.part == part) {
+            Some(p) => Ok(Some(self.read_indexed(epoch, shard, p)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn read_indexed(&self, epoch: u64, shard: u32, part: &PartIndex) -> Result<AlignedPart> {
+        // Reserved from the index, but bounded: a damaged index must
+        // end in the length check below, not in an allocation failure.
+        let reserve = part.len.min(PART_RESERVE_BYTES_MAX as u64) as usize;
+        let mut blob = AlignedPart::with_capacity(reserve);
+        for (i, chunk) in part.chunks.iter().enumerate() {
+            let key = chunk_key(shard, part.part, i as u32, chunk.epoch);
+            let bytes = self
+                .db
+                .get_pinned(key)
+                .map_err(|e| self.err(e))?
+                .ok_or_else(|| PersistError::Store {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "checkpoint {epoch}: chunk {i} of part {} of shard {shard} (written at {}) is missing",
+                        part.part, chunk.epoch
+                    ),
+                })?;
+            if !chunk.holds(&bytes) {
                 return Err(PersistError::Store {
                     path: self.path.clone(),
                     reason: format!(
-                        "checkpoint {epoch}: part {} of shard {shard} has the wrong length",
+                        "checkpoint {epoch}: chunk {i} of part {} of shard {shard} fails its checksum",
                         part.part
                     ),
                 });
             }
-            parts.push((part.part, blob));
+            blob.extend_from_slice(&bytes);
         }
-        Ok((parts, index))
+        if blob.len() as u64 != part.len {
+            return Err(PersistError::Store {
+                path: self.path.clone(),
+                reason: format!(
+                    "checkpoint {epoch}: part {} of shard {shard} has the wrong length",
+                    part.part
+                ),
+            });
+        }
+        Ok(blob)
     }
 
     /// Deletes everything checkpoint `keep` (the one the durable manifest

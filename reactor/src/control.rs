@@ -35,6 +35,8 @@ pub struct Control {
     pub stop: StopProtocol,
     /// Live counters for `laminar serve`'s admin endpoint.
     pub metrics: Metrics,
+    /// `SUBSCRIBE`'s taps on streams (`tap.rs`).
+    pub taps: crate::tap::Taps,
 }
 
 impl Control {
@@ -45,6 +47,7 @@ impl Control {
     /// With counters for the plan's nodes and sinks as well.
     pub fn with_metrics(shards: usize, sources: usize, nodes: usize, sinks: usize) -> Control {
         Control {
+            taps: crate::tap::Taps::default(),
             metrics: Metrics::new(shards, sources, nodes, sinks),
             alignment: SourceAlignment {
                 watermarks: (0..sources).map(|_| AtomicI64::new(i64::MIN)).collect(),

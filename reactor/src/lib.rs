@@ -23,7 +23,9 @@ pub mod runner;
 pub mod shard;
 pub mod sink;
 pub mod source;
+pub mod tap;
 pub mod topology;
+pub mod view;
 
 pub use error::{MeshFailure, RunError};
 pub use net::ingest::LiveLimits;

@@ -638,6 +638,32 @@ impl Operator for Aggregate {
         Ok(())
     }
 
+    fn contents(&mut self, out: &mut Batch) -> Result<(), String> {
+        if self.spec.window.is_some() {
+            return Err("it is windowed: a closed window's rows are not kept".into());
+        }
+        let Some(groups) = self.windows.get(&UNWINDOWED) else {
+            return Ok(());
+        };
+        let (scratch, output, row) = (&mut self.scratch, &self.spec.output, &mut self.new_row);
+        for (key, group) in groups.iter() {
+            match &group.every {
+                // `EMIT EVERY`: what was last emitted, not what is pending.
+                Some(mark) => {
+                    if let Some(r) = &mark.emitted {
+                        out.push(Op::Insert, r);
+                    }
+                }
+                None => {
+                    if group.rows > 0 && scratch.output_row(output, key, None, &group.accumulators, row) {
+                        out.push(Op::Insert, row);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn take_late_rows(&mut self) -> Option<Batch> {
         self.late.take()
     }

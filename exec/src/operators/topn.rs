@@ -307,6 +307,23 @@ impl Operator for TopN {
         Ok(())
     }
 
+    fn contents(&mut self, out: &mut Batch) -> Result<(), String> {
+        if self.spec.window_end.is_some() {
+            return Err("it ranks within windows and emits each window once, at its close".into());
+        }
+        let mut visible = Vec::new();
+        for (_, rows) in self.partitions.iter() {
+            let mut rows = rows.clone();
+            if self.spec.kind == RankKind::Rank {
+                let order = &self.spec.order;
+                rows.sort_by(|a, b| compare_ranked(order, a, &b.sort, &b.row));
+            }
+            TopN::visible(&self.spec, &rows, &mut visible);
+            visible.iter().for_each(|v| out.push(Op::Insert, v));
+        }
+        Ok(())
+    }
+
     fn on_watermark(&mut self, watermark: i64, out: &mut Batch) -> Result<(), ExecError> {
         self.watermark = watermark;
         while let Some((&(end, seq), _)) = self.closing.first_key_value() {
@@ -409,6 +426,31 @@ mod tests {
             b.push(Op::Insert, &[Value::Ts(p), Value::Int(v)]);
         }
         b
+    }
+
+    #[test]
+    fn an_unwindowed_top_n_holds_what_its_changelog_folds_to() {
+        for kind in [RankKind::RowNumber, RankKind::Rank] {
+            let mut t = Driven::new(Box::new(TopN::new(spec(kind, false))), 1);
+            let mut out = Batch::new(3);
+            let mut x = 7u64;
+            for _ in 0..20 {
+                let rows: Vec<(i64, i64)> = (0..10)
+                    .map(|_| {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        (((x >> 33) % 3) as i64, ((x >> 40) % 6) as i64)
+                    })
+                    .collect();
+                t.push(0, &input(&rows), &mut out).unwrap();
+                let mut now = Batch::new(3);
+                t.contents(&mut now).unwrap();
+                let mut now: Vec<Vec<Value>> = now.rows().map(|(_, r)| r.to_vec()).collect();
+                now.sort();
+                assert_eq!(now, crate::operators::fold_changelog(&out), "{kind:?}");
+            }
+        }
+        let mut windowed = Driven::new(Box::new(TopN::new(spec(RankKind::Rank, true))), 1);
+        assert!(windowed.contents(&mut Batch::new(3)).is_err());
     }
 
     #[test]

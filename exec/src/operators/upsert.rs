@@ -66,6 +66,11 @@ impl Operator for Upsert {
         Ok(())
     }
 
+    fn contents(&mut self, out: &mut Batch) -> Result<(), String> {
+        self.rows.iter().for_each(|(_, row)| out.push(Op::Insert, row));
+        Ok(())
+    }
+
     fn on_watermark(&mut self, _watermark: i64, _out: &mut Batch) -> Result<(), ExecError> {
         Ok(())
     }
@@ -113,5 +118,43 @@ impl Operator for Upsert {
 
     fn metrics(&self) -> OperatorMetrics {
         self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::Driven;
+
+    #[test]
+    fn a_table_holds_what_its_changelog_folds_to() {
+        let spec = UpsertSpec {
+            name: "t".into(),
+            key_columns: vec![0],
+            entries_max: 100,
+        };
+        let mut t = Driven::new(Box::new(Upsert::new(spec)), 1);
+        let mut out = Batch::new(2);
+        let mut input = Batch::new(2);
+        for (op, k, v) in [
+            (Op::Insert, 1, 10),
+            (Op::Insert, 2, 20),
+            (Op::Insert, 1, 11),
+            (Op::Insert, 1, 11),
+            (Op::Delete, 2, 20),
+            (Op::Insert, 3, 30),
+        ] {
+            input.push(op, &[Value::Int(k), Value::Int(v)]);
+        }
+        t.push(0, &input, &mut out).unwrap();
+        let mut now = Batch::new(2);
+        t.contents(&mut now).unwrap();
+        let mut now: Vec<Vec<Value>> = now.rows().map(|(_, r)| r.to_vec()).collect();
+        now.sort();
+        assert_eq!(now, crate::operators::fold_changelog(&out));
+        assert_eq!(
+            now,
+            vec![vec![Value::Int(1), Value::Int(11)], vec![Value::Int(3), Value::Int(30)]]
+        );
     }
 }

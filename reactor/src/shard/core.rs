@@ -115,6 +115,8 @@ pub(super) struct ShardCore {
     pub(super) encoders: Vec<Option<Box<dyn laminar_exec::format::Encoder>>>,
     /// Bytes per row of the last batch encoded here.
     pub(super) encoded_row_bytes: usize,
+    /// `SUBSCRIBE`'s taps on this shard's node outputs.
+    pub(super) taps: crate::tap::ShardTaps,
     /// Where pieces of checkpoints go (the coordinator).
     pub(super) events: mpsc::Sender<ShardEvent>,
 }
@@ -190,6 +192,7 @@ impl ShardCore {
                 })
                 .collect(),
             encoded_row_bytes: 0,
+            taps: crate::tap::ShardTaps::new(plan.nodes.len()),
             sinks,
             ckpt,
             events,
@@ -260,6 +263,9 @@ impl ShardCore {
     /// Delivers a batch produced here to everything that reads `from`.
     pub(super) fn deliver(&mut self, from: Input, batch: &Batch) -> Result<(), RunError> {
         self.control.liveness.progress[self.id].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Input::Node(n) = from {
+            self.taps.publish(&self.control.taps, n, batch);
+        }
         let topo = Arc::clone(&self.topo);
         for &sink in topo.sink_consumers(from) {
             // With checkpoints a sink also needs the end mark: a sender
