@@ -43,6 +43,7 @@ checkpoint_interval_ms = 1000
 count = $shards
 [listen]
 admin = "127.0.0.1:0"
+sql = "127.0.0.1:0"
 TOML
 
 # Input: one file per connection, lines in time order, each file a

@@ -60,6 +60,7 @@ checkpoint_interval_ms = 200
 count = 2
 [listen]
 admin = '127.0.0.1:$admin'
+sql = '127.0.0.1:0'
 [limits]
 inbox_bytes_max = 1048576
 EOF

@@ -9,8 +9,10 @@
 #
 # bin/tests/host.rs checks the systemd unit with systemd-analyze (package
 # systemd), the stress loop reads cargo's JSON with python3, and
-# bin/tests/console.rs loads the admin console in headless Chromium.
-LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} systemd python3 chromium"
+# bin/tests/console.rs loads the admin console in headless Chromium;
+# bin/tests/pg.rs talks to the PostgreSQL face with psql
+# (postgresql-client) and psycopg (python3-psycopg).
+LAMINAR_APT_PACKAGES="${LAMINAR_APT_PACKAGES:-} systemd python3 chromium postgresql-client python3-psycopg"
 source "$(dirname "$0")/env.sh"
 
 echo "== cargo fmt --check"

@@ -197,6 +197,14 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement, resets: Vec<
         .to_ip()
         .map_or_else(|| admin_addr.to_string(), |a| a.to_string());
     eprintln!("listening: admin http {admin_bound}");
+    let sql_listener = match config.listen.sql.as_str() {
+        "" => None,
+        addr => {
+            let addr: SocketAddr = addr.parse().context("listen.sql")?;
+            let l = bind_retrying(addr).map_err(|e| anyhow::anyhow!("listen.sql: listening on {addr}: {e}"))?;
+            Some(l)
+        }
+    };
 
     let signals = Signals {
         stop: Arc::new(AtomicBool::new(false)),
@@ -224,6 +232,19 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement, resets: Vec<
             .name("laminar-admin".into())
             .spawn(move || crate::admin::serve(admin, live, started))
             .context("starting the admin thread")?;
+    }
+    if let Some(l) = sql_listener {
+        let options = laminar_pg::Options {
+            state_dir: config.state.dir.clone(),
+            user: config.sql.user.clone(),
+            password: config.sql.password.clone(),
+            connections_max: config.sql.connections_max,
+            result_rows_max: config.sql.result_rows_max,
+            subscribe_buffer_bytes: config.sql.subscribe_buffer_bytes,
+        };
+        let address = laminar_pg::start(l, options, Arc::new(SqlPipeline(Arc::clone(&live))))
+            .context("starting the sql (postgres) server")?;
+        eprintln!("listening: sql (postgres) {address}");
     }
     let reloads = Arc::new(Reloads {
         path: config_path.to_path_buf(),
@@ -288,6 +309,19 @@ pub fn serve(config_path: &Path, check: bool, placement: Placement, resets: Vec<
     }
 }
 
+/// The pipeline the sql server reads: the current generation's.
+struct SqlPipeline(Arc<Live>);
+
+impl laminar_pg::Pipeline for SqlPipeline {
+    fn current(&self) -> laminar_pg::Current {
+        let g = self.0.current();
+        laminar_pg::Current {
+            plan: g.plan,
+            control: g.control,
+        }
+    }
+}
+
 /// The addresses the admin endpoint shows, by source and sink index.
 fn addresses(listeners: &Listeners) -> Addresses {
     let address = |l: &Option<TcpListener>| l.as_ref().and_then(|l| l.local_addr().ok());
@@ -339,6 +373,7 @@ fn check_reload(
             running.listen.admin.clone(),
             config.listen.admin.clone(),
         ),
+        ("listen.sql", running.listen.sql.clone(), config.listen.sql.clone()),
         (
             "state.dir",
             running.state.dir.display().to_string(),
@@ -354,6 +389,10 @@ fn check_reload(
         if was != now {
             refusals.push(format!("{what} changed ({was} -> {now}): that needs a restart"));
         }
+    }
+    // Not printed: it holds the password.
+    if format!("{:?}", running.sql) != format!("{:?}", config.sql) {
+        refusals.push("[sql] changed: that needs a restart".to_string());
     }
     let plan = plan(&config).map_err(|e| vec![format!("{e:#}")])?;
     let ev = laminar_reactor::evolve::plan_change(running_plan, r.shards, &plan, r.shards).map_err(|e| vec![e])?;
@@ -408,7 +447,7 @@ fn run_once(
         );
     };
     let mut on_progress = |_: &laminar_reactor::Progress| {};
-    laminar_reactor::run(
+    let result = laminar_reactor::run(
         plan,
         laminar_reactor::RunOptions {
             batch_rows: 4096,
@@ -445,8 +484,13 @@ fn run_once(
             on_malformed: &mut on_malformed,
             on_progress: &mut on_progress,
         },
-    )
-    .map_err(anyhow::Error::new)
+    );
+    // SUBSCRIBE's taps end with the run (a reload's clients subscribe
+    // again to the new one).
+    if let Some(control) = live.current().control {
+        control.taps.close();
+    }
+    result.map_err(anyhow::Error::new)
 }
 
 /// Signals to the run's stop flag, reloads, and systemd's notifications.

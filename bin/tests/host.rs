@@ -64,7 +64,7 @@ fn serve_speaks_the_notify_protocol() {
 CREATE SOURCE s (k BIGINT, ts TIMESTAMP, WATERMARK FOR ts AS ts) WITH (connector = 'tcp', port = '0', format = 'csv');
 CREATE STREAM c AS SELECT k, COUNT(*) AS n FROM s GROUP BY k;
 CREATE SINK o FROM c WITH (connector = 'file', path = 'out/c.csv', format = 'csv');
-\"\"\"\n[state]\ndir = 'state'\n[listen]\nadmin = '127.0.0.1:0'\n",
+\"\"\"\n[state]\ndir = 'state'\n[listen]\nadmin = '127.0.0.1:0'\nsql = '127.0.0.1:0'\n",
     )
     .unwrap();
     let mut child = Command::new(BIN)
@@ -283,7 +283,7 @@ fn the_static_binary_is_static_and_serves() {
         dir.path().join("laminar.toml"),
         "[pipeline]\nsql = \"CREATE SOURCE s (k BIGINT) WITH (connector = 'tcp', port = '0', format = 'csv'); \
          CREATE SINK o FROM s WITH (connector = 'file', path = 'o.csv', format = 'csv');\"\n\
-         [state]\ndir = 'state'\n[listen]\nadmin = '127.0.0.1:0'\n",
+         [state]\ndir = 'state'\n[listen]\nadmin = '127.0.0.1:0'\nsql = '127.0.0.1:0'\n",
     )
     .unwrap();
     let mut child = Command::new(&binary)

@@ -426,7 +426,7 @@ fn kill_9_during_ingest_loses_no_acknowledged_line() {
         dir.path().join("laminar.toml"),
         format!(
             "[pipeline]\nfiles = ['pipeline.sql']\n[state]\ndir = 'state'\ncheckpoint_interval_ms = 150\n\
-             [shards]\ncount = 2\n[listen]\nadmin = '127.0.0.1:{admin}'\n"
+             [shards]\ncount = 2\n[listen]\nadmin = '127.0.0.1:{admin}'\nsql = '127.0.0.1:0'\n"
         ),
     )
     .unwrap();

@@ -25,6 +25,14 @@
 //! [listen]
 //! host = "127.0.0.1"             # tcp sources and sinks
 //! admin = "127.0.0.1:9600"       # /health /ready /metrics /status
+//! sql = "127.0.0.1:6875"         # PostgreSQL protocol ("" turns it off)
+//!
+//! [sql]
+//! user = "laminar"               # the user a client names when a password is set
+//! password = "…"                 # SCRAM-SHA-256; none: any user, no password
+//! connections_max = 64
+//! result_rows_max = 1000000      # rows one SELECT may return
+//! subscribe_buffer_bytes = 4194304  # unread rows a SUBSCRIBE may leave: then cut
 //!
 //! [limits]
 //! connections_per_source = 256
@@ -89,6 +97,8 @@ pub struct Config {
     #[serde(default)]
     pub listen: Listen,
     #[serde(default)]
+    pub sql: Sql,
+    #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
     pub watermark: Watermark,
@@ -142,6 +152,8 @@ pub struct Shards {
 pub struct Listen {
     pub host: String,
     pub admin: String,
+    /// The PostgreSQL protocol's address; empty: not served.
+    pub sql: String,
 }
 
 impl Default for Listen {
@@ -149,6 +161,30 @@ impl Default for Listen {
         Listen {
             host: "127.0.0.1".into(),
             admin: "127.0.0.1:9600".into(),
+            sql: "127.0.0.1:6875".into(),
+        }
+    }
+}
+
+/// `[sql]`: the PostgreSQL protocol's access and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sql {
+    pub user: String,
+    pub password: Option<String>,
+    pub connections_max: usize,
+    pub result_rows_max: usize,
+    pub subscribe_buffer_bytes: usize,
+}
+
+impl Default for Sql {
+    fn default() -> Sql {
+        Sql {
+            user: "laminar".into(),
+            password: None,
+            connections_max: 64,
+            result_rows_max: 1_000_000,
+            subscribe_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -308,6 +344,30 @@ impl Config {
                 self.listen.admin
             ))
         })?;
+        if !self.listen.sql.is_empty() {
+            self.listen.sql.parse::<std::net::SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "listen.sql: expected IP:PORT (e.g. 127.0.0.1:6875) or \"\" for none, found {:?}",
+                    self.listen.sql
+                ))
+            })?;
+        }
+        if self.sql.user.is_empty() {
+            return Err(ConfigError("sql.user: must not be empty".into()));
+        }
+        if self.sql.password.as_deref() == Some("") {
+            return Err(ConfigError(
+                "sql.password: must not be empty (leave it out for none)".into(),
+            ));
+        }
+        within("sql.connections_max", self.sql.connections_max, 1, 10_000)?;
+        within("sql.result_rows_max", self.sql.result_rows_max, 1, 1 << 32)?;
+        within(
+            "sql.subscribe_buffer_bytes",
+            self.sql.subscribe_buffer_bytes,
+            4 << 10,
+            1 << 30,
+        )?;
         let l = &self.limits;
         within("limits.connections_per_source", l.connections_per_source, 1, 65_536)?;
         within("limits.line_bytes_max", l.line_bytes_max, 64, 64 << 20)?;

@@ -87,7 +87,7 @@ pub fn write_config_state(dir: &Path, sql: &str, extra: &str, checkpoint_ms: u64
     std::fs::write(dir.join("pipeline.sql"), sql).unwrap();
     let config = format!(
         "[pipeline]\nfiles = ['pipeline.sql']\n\n[state]\ndir = 'state'\ncheckpoint_interval_ms = {checkpoint_ms}\n{state_extra}\n\
-         [shards]\ncount = 2\n\n[listen]\nadmin = '127.0.0.1:0'\n{extra}"
+         [shards]\ncount = 2\n\n[listen]\nadmin = '127.0.0.1:0'\nsql = '127.0.0.1:0'\n{extra}"
     );
     std::fs::write(dir.join("laminar.toml"), config).unwrap();
 }
@@ -156,8 +156,8 @@ impl Server {
             // `listening: source bid tcp 127.0.0.1:PORT`
             if let Some(rest) = line.strip_prefix("listening: ") {
                 let words: Vec<&str> = rest.split_whitespace().collect();
-                let key = if words[0] == "admin" {
-                    "admin".to_string()
+                let key = if words[0] == "admin" || words[0] == "sql" {
+                    words[0].to_string()
                 } else {
                     words[1].to_string()
                 };

@@ -1,0 +1,370 @@
+//! Result rows: the columns of each statement, values in PostgreSQL's
+//! text format, and the SELECT over a view (its checkpoint read once per
+//! epoch, then cached with hash indexes for lookups).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use laminar_exec::batch::Op;
+use laminar_exec::plan::PhysicalPlan;
+use laminar_exec::types::{DataType, Value};
+use laminar_reactor::view::ViewContents;
+use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::api::Type;
+
+use crate::error::{PgError, SqlState};
+use crate::query::{Select, Statement};
+use crate::Current;
+
+/// Result rows of text values (NULL is None).
+pub type Rows = Vec<Vec<Option<String>>>;
+
+pub fn pg_type(t: DataType) -> Type {
+    match t {
+        DataType::Bool => Type::BOOL,
+        DataType::Int => Type::INT8,
+        DataType::Double => Type::FLOAT8,
+        DataType::Ts => Type::TIMESTAMP,
+        DataType::Str | DataType::Null => Type::TEXT,
+    }
+}
+
+pub fn field(name: &str, t: Type) -> FieldInfo {
+    FieldInfo::new(name.to_string(), None, None, t, FieldFormat::Text)
+}
+
+/// A value in PostgreSQL's text format (NULL is None).
+pub fn text(v: &Value) -> Option<String> {
+    let mut out = Vec::new();
+    match v {
+        Value::Null => return None,
+        Value::Bool(b) => return Some(if *b { "t" } else { "f" }.into()),
+        Value::Ts(ms) => {
+            let mut s = String::new();
+            laminar_exec::time::format_timestamp(*ms, &mut s);
+            return Some(s);
+        }
+        Value::Double(d) if d.is_nan() => return Some("NaN".into()),
+        Value::Double(d) if d.is_infinite() => return Some(if *d > 0.0 { "Infinity" } else { "-Infinity" }.into()),
+        other => laminar_exec::format::write_value_plain(other, &mut out),
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The columns a statement answers with (SUBSCRIBE: `op` first).
+pub fn fields(statement: &Statement, plan: &PhysicalPlan) -> Vec<FieldInfo> {
+    let text_fields = |names: &[&str]| names.iter().map(|n| field(n, Type::TEXT)).collect();
+    match statement {
+        Statement::ShowSources => text_fields(&["name", "connector", "columns", "watermark"]),
+        Statement::ShowStreams => vec![
+            field("name", Type::TEXT),
+            field("kind", Type::TEXT),
+            field("columns", Type::TEXT),
+            field("queryable", Type::BOOL),
+            field("definition", Type::TEXT),
+        ],
+        Statement::ShowSinks => text_fields(&["name", "stream", "connector"]),
+        Statement::ShowCheckpoints => vec![
+            field("epoch", Type::INT8),
+            field("taken_at", Type::TIMESTAMP),
+            field("shards", Type::INT8),
+            field("state_bytes", Type::INT8),
+            field("written_bytes", Type::INT8),
+            field("completed_since_start", Type::INT8),
+            field("last_duration_ms", Type::FLOAT8),
+        ],
+        Statement::Explain(_) => text_fields(&["plan"]),
+        Statement::Select(s) => s.columns.iter().map(|(n, t, _)| field(n, pg_type(*t))).collect(),
+        Statement::Subscribe { stream, .. } => {
+            let node = laminar_reactor::view::output_node(plan, stream).expect("checked by parse");
+            let mut f = vec![field("op", Type::TEXT)];
+            f.extend(
+                plan.nodes[node]
+                    .schema
+                    .fields
+                    .iter()
+                    .map(|c| field(&c.name, pg_type(c.data_type))),
+            );
+            f
+        }
+    }
+}
+
+fn connector_word(debug: String) -> String {
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+fn columns_text(schema: &laminar_exec::types::Schema) -> String {
+    let c: Vec<String> = schema
+        .fields
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.data_type.sql_name()))
+        .collect();
+    c.join(", ")
+}
+
+/// SHOW and EXPLAIN, from the plan, its counters and the manifest.
+pub fn describe(statement: &Statement, current: &Current, dir: &std::path::Path) -> Result<Rows, PgError> {
+    let plan = &current.plan;
+    let s = |x: &str| Some(x.to_string());
+    let rows: Rows = match statement {
+        Statement::ShowSources => plan
+            .sources
+            .iter()
+            .map(|src| {
+                let watermark = src.watermark.as_ref().map(|w| {
+                    let column = src.schema.fields.get(w.column).map_or("?", |f| f.name.as_str());
+                    format!("{column} - {} ms", w.delay_ms)
+                });
+                vec![
+                    s(&src.name),
+                    Some(connector_word(format!("{:?}", src.connector))),
+                    Some(columns_text(&src.declared)),
+                    watermark,
+                ]
+            })
+            .collect(),
+        Statement::ShowStreams => plan
+            .identity
+            .definitions
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d.kind,
+                    laminar_exec::identity::DefinitionKind::Stream | laminar_exec::identity::DefinitionKind::Table
+                )
+            })
+            .filter_map(|d| {
+                let node = laminar_reactor::view::output_node(plan, &d.name)?;
+                let queryable = laminar_reactor::view::check(plan, &d.name).is_ok();
+                Some(vec![
+                    s(&d.name),
+                    Some(d.kind.word().to_string()),
+                    Some(columns_text(&plan.nodes[node].schema)),
+                    Some(if queryable { "t" } else { "f" }.into()),
+                    s(&d.text),
+                ])
+            })
+            .collect(),
+        Statement::ShowSinks => plan
+            .sinks
+            .iter()
+            .map(|k| {
+                let stream = match k.input {
+                    laminar_exec::plan::Input::Node(n) => plan.nodes[n].name.clone(),
+                    laminar_exec::plan::Input::Source(i) => plan.sources[i].name.clone(),
+                };
+                vec![
+                    s(&k.name),
+                    Some(stream),
+                    Some(connector_word(format!("{:?}", k.connector))),
+                ]
+            })
+            .collect(),
+        Statement::ShowCheckpoints => {
+            let manifest = laminar_persistence::manifest::read(dir)
+                .map_err(|e| PgError::new(SqlState::IoError, format!("reading the manifest: {e}")))?;
+            let (completed, last_ms) = current.control.as_ref().map_or((0, 0.0), |c| {
+                let m = &c.metrics;
+                (
+                    m.checkpoints_completed.load(std::sync::atomic::Ordering::Relaxed),
+                    m.checkpoint_last_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6,
+                )
+            });
+            manifest
+                .map(|m| {
+                    vec![
+                        Some(m.epoch.to_string()),
+                        text(&Value::Ts(m.created_unix_ms)),
+                        Some(m.shards.to_string()),
+                        Some(m.state_bytes.to_string()),
+                        Some(m.state_bytes_written.to_string()),
+                        Some(completed.to_string()),
+                        Some(format!("{last_ms:.3}")),
+                    ]
+                })
+                .into_iter()
+                .collect()
+        }
+        Statement::Explain(stream) => {
+            // The blocks of the nodes that compute this stream.
+            let mut keep = false;
+            let mut out = Vec::new();
+            for line in plan.explain().lines() {
+                if !line.starts_with(' ') {
+                    keep = line
+                        .strip_prefix('#')
+                        .and_then(|l| l.split_once(' '))
+                        .and_then(|(_, rest)| rest.split_once(" <- "))
+                        .is_some_and(|(name, _)| name.eq_ignore_ascii_case(stream));
+                }
+                if keep {
+                    out.push(vec![s(line)]);
+                }
+            }
+            out
+        }
+        Statement::Select(_) | Statement::Subscribe { .. } => unreachable!("not a description"),
+    };
+    Ok(rows)
+}
+
+/// Row numbers by the values of the indexed columns.
+type Index = HashMap<Vec<Value>, Vec<u32>>;
+
+/// One view's rows at one checkpoint, with the hash indexes built on it
+/// so far (by the columns a lookup named).
+pub struct Cached {
+    plan: Arc<PhysicalPlan>,
+    view: ViewContents,
+    indexes: Mutex<HashMap<Vec<usize>, Arc<Index>>>,
+}
+
+/// The views read so far, one checkpoint each: by stream name.
+#[derive(Default)]
+pub struct Views {
+    cached: tokio::sync::Mutex<HashMap<String, Arc<Cached>>>,
+}
+
+impl Views {
+    /// `stream`'s rows at the last checkpoint (read now unless cached).
+    pub async fn get(
+        &self,
+        current: &Current,
+        dir: &std::path::Path,
+        stream: &str,
+        rows_max: usize,
+    ) -> Result<Arc<Cached>, PgError> {
+        let key = stream.to_ascii_lowercase();
+        let epoch = laminar_persistence::manifest::read(dir)
+            .map_err(|e| PgError::new(SqlState::IoError, format!("reading the manifest: {e}")))?
+            .map(|m| m.epoch);
+        // Held while reading: concurrent queries of a new checkpoint wait
+        // for the one read instead of each reading it.
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.get(&key) {
+            if Some(c.view.epoch) == epoch && Arc::ptr_eq(&c.plan, &current.plan) {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let (plan, dir, name) = (Arc::clone(&current.plan), dir.to_path_buf(), stream.to_string());
+        let view = tokio::task::spawn_blocking(move || laminar_reactor::view::read(&dir, &plan, &name, rows_max))
+            .await
+            .map_err(|e| PgError::new(SqlState::InternalError, format!("reading the view: {e}")))??;
+        let c = Arc::new(Cached {
+            plan: Arc::clone(&current.plan),
+            view,
+            indexes: Mutex::new(HashMap::new()),
+        });
+        cached.insert(key, Arc::clone(&c));
+        Ok(c)
+    }
+}
+
+impl Cached {
+    pub fn epoch(&self) -> u64 {
+        self.view.epoch
+    }
+
+    /// The rows of a lookup on `columns` = `values`, by their index.
+    fn lookup(&self, columns: Vec<usize>, values: &[Value]) -> Vec<u32> {
+        let index = {
+            let mut indexes = self.indexes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let rows = &self.view.rows;
+            Arc::clone(indexes.entry(columns.clone()).or_insert_with(|| {
+                let mut index = Index::new();
+                for (i, (_, row)) in rows.rows().enumerate() {
+                    index
+                        .entry(columns.iter().map(|&c| row[c].clone()).collect())
+                        .or_default()
+                        .push(i as u32);
+                }
+                Arc::new(index)
+            }))
+        };
+        index.get(values).cloned().unwrap_or_default()
+    }
+
+    /// Runs a SELECT over the view.
+    pub fn select(&self, q: &Select, rows_max: usize) -> Result<Rows, PgError> {
+        let rows = &self.view.rows;
+        let candidates: Vec<u32> = if q.lookup.is_empty() {
+            (0..rows.len() as u32).collect()
+        } else {
+            let (columns, values): (Vec<usize>, Vec<Value>) = q.lookup.iter().cloned().unzip();
+            self.lookup(columns, &values)
+        };
+        let eval = |e: &laminar_exec::expr::Expr, row: &[Value]| -> Result<Value, PgError> {
+            laminar_exec::func::eval_expr(e, row).map_err(|err| PgError::new(SqlState::InternalError, err.to_string()))
+        };
+        let mut picked: Vec<(Vec<Value>, u32)> = Vec::new();
+        for i in candidates {
+            let row = rows.row(i as usize);
+            if let Some(f) = &q.filter {
+                if eval(f, row)? != Value::Bool(true) {
+                    continue;
+                }
+            }
+            let sort = q
+                .order
+                .iter()
+                .map(|(e, _)| eval(e, row))
+                .collect::<Result<Vec<_>, _>>()?;
+            picked.push((sort, i));
+        }
+        if !q.order.is_empty() {
+            picked.sort_by(|(a, _), (b, _)| {
+                for (k, (_, desc)) in q.order.iter().enumerate() {
+                    // NULLs last ascending, first descending (PostgreSQL's rule).
+                    let o = match (&a[k], &b[k]) {
+                        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+                        (Value::Null, _) => std::cmp::Ordering::Greater,
+                        (_, Value::Null) => std::cmp::Ordering::Less,
+                        (x, y) => x.cmp(y),
+                    };
+                    let o = if *desc { o.reverse() } else { o };
+                    if o != std::cmp::Ordering::Equal {
+                        return o;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+        }
+        if let Some(n) = q.limit {
+            picked.truncate(n);
+        }
+        if picked.len() > rows_max {
+            return Err(PgError::new(
+                SqlState::ProgramLimitExceeded,
+                format!(
+                    "the result has {} rows, more than sql.result_rows_max ({rows_max}): add a WHERE or a LIMIT",
+                    picked.len()
+                ),
+            ));
+        }
+        picked
+            .into_iter()
+            .map(|(_, i)| {
+                let row = rows.row(i as usize);
+                q.columns.iter().map(|(_, _, e)| Ok(text(&eval(e, row)?))).collect()
+            })
+            .collect()
+    }
+}
+
+/// A tapped batch as SUBSCRIBE rows: `op` then the columns.
+pub fn subscribed_rows(batch: &laminar_exec::batch::Batch, changelog: bool) -> Rows {
+    batch
+        .rows()
+        .map(|(op, row)| {
+            let op = if changelog { op.as_str() } else { Op::Insert.as_str() };
+            std::iter::once(Some(op.to_string()))
+                .chain(row.iter().map(text))
+                .collect()
+        })
+        .collect()
+}
