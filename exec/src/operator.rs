@@ -361,6 +361,14 @@ impl Driven {
         Ok(())
     }
 
+    /// Restores only the operator's state from `checkpoint`'s bytes, not
+    /// the ports' watermarks: for a query reading a node's contents,
+    /// whatever the port layout of the run that wrote them.
+    pub fn restore_operator(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+        let (_, operator) = Self::split(self.operator.name(), bytes)?;
+        self.operator.restore(operator)
+    }
+
     /// See `Operator::output_rows_hint`.
     pub fn output_rows_hint(&self, input_rows: usize) -> usize {
         self.operator.output_rows_hint(input_rows)

@@ -213,8 +213,18 @@ pub fn describe(statement: &Statement, current: &Current, dir: &std::path::Path)
     Ok(rows)
 }
 
-/// Row numbers by the values of the indexed columns.
-type Index = HashMap<Vec<Value>, Vec<u32>>;
+/// A hash index: (hash of the indexed columns' values, row number),
+/// sorted. One allocation for the whole index (a map of a million keys
+/// to row lists took most of a second to build); a lookup is a binary
+/// search and a check of the values.
+type Index = Vec<(u64, u32)>;
+
+fn key_hash(row: &[Value], columns: &[usize]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    columns.iter().for_each(|&c| row[c].hash(&mut h));
+    h.finish()
+}
 
 /// One view's rows at one checkpoint, with the hash indexes built on it
 /// so far (by the columns a lookup named).
@@ -272,21 +282,31 @@ impl Cached {
 
     /// The rows of a lookup on `columns` = `values`, by their index.
     fn lookup(&self, columns: Vec<usize>, values: &[Value]) -> Vec<u32> {
+        let rows = &self.view.rows;
         let index = {
             let mut indexes = self.indexes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let rows = &self.view.rows;
             Arc::clone(indexes.entry(columns.clone()).or_insert_with(|| {
-                let mut index = Index::new();
-                for (i, (_, row)) in rows.rows().enumerate() {
-                    index
-                        .entry(columns.iter().map(|&c| row[c].clone()).collect())
-                        .or_default()
-                        .push(i as u32);
-                }
+                let mut index: Index = rows
+                    .rows()
+                    .enumerate()
+                    .map(|(i, (_, row))| (key_hash(row, &columns), i as u32))
+                    .collect();
+                index.sort_unstable();
                 Arc::new(index)
             }))
         };
-        index.get(values).cloned().unwrap_or_default()
+        let wanted: Vec<usize> = (0..values.len()).collect();
+        let h = key_hash(values, &wanted);
+        let start = index.partition_point(|&(x, _)| x < h);
+        index[start..]
+            .iter()
+            .take_while(|&&(x, _)| x == h)
+            .map(|&(_, i)| i)
+            .filter(|&i| {
+                let row = rows.row(i as usize);
+                columns.iter().zip(values).all(|(&c, v)| &row[c] == v)
+            })
+            .collect()
     }
 
     /// Runs a SELECT over the view.
@@ -316,26 +336,31 @@ impl Cached {
                 .collect::<Result<Vec<_>, _>>()?;
             picked.push((sort, i));
         }
-        if !q.order.is_empty() {
-            picked.sort_by(|(a, _), (b, _)| {
-                for (k, (_, desc)) in q.order.iter().enumerate() {
-                    // NULLs last ascending, first descending (PostgreSQL's rule).
-                    let o = match (&a[k], &b[k]) {
-                        (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
-                        (Value::Null, _) => std::cmp::Ordering::Greater,
-                        (_, Value::Null) => std::cmp::Ordering::Less,
-                        (x, y) => x.cmp(y),
-                    };
-                    let o = if *desc { o.reverse() } else { o };
-                    if o != std::cmp::Ordering::Equal {
-                        return o;
-                    }
+        let order = |(a, _): &(Vec<Value>, u32), (b, _): &(Vec<Value>, u32)| {
+            for (k, (_, desc)) in q.order.iter().enumerate() {
+                // NULLs last ascending, first descending (PostgreSQL's rule).
+                let o = match (&a[k], &b[k]) {
+                    (Value::Null, Value::Null) => std::cmp::Ordering::Equal,
+                    (Value::Null, _) => std::cmp::Ordering::Greater,
+                    (_, Value::Null) => std::cmp::Ordering::Less,
+                    (x, y) => x.cmp(y),
+                };
+                let o = if *desc { o.reverse() } else { o };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
                 }
-                std::cmp::Ordering::Equal
-            });
-        }
+            }
+            std::cmp::Ordering::Equal
+        };
         if let Some(n) = q.limit {
+            if !q.order.is_empty() && n > 0 && n < picked.len() {
+                // The first n in order without sorting the rest.
+                picked.select_nth_unstable_by(n - 1, order);
+            }
             picked.truncate(n);
+        }
+        if !q.order.is_empty() {
+            picked.sort_by(order);
         }
         if picked.len() > rows_max {
             return Err(PgError::new(

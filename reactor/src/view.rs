@@ -6,10 +6,9 @@
 //! shards at one barrier, and the store holds each shard's snapshot of
 //! every node. For the stream asked about, this finds the node whose
 //! state is the fold of its output (an unwindowed aggregate, a table, an
-//! unwindowed top-N: `Operator::contents`), merges that node's snapshots
-//! from every shard into one instance exactly as a rescale to one shard
-//! would (`Driven::rescaled`), restores it on the calling thread, asks it
-//! for its rows, and pushes them through the stateless projections and
+//! unwindowed top-N: `Operator::contents`), restores that node's snapshot
+//! of each shard on the calling thread (each key is in exactly one), asks
+//! each for its rows, and pushes them through the stateless projections and
 //! filters between that node and the stream's output. A stream whose rows
 //! are append-only, or windowed with its closed windows gone, has no
 //! table: the error says why, and `SUBSCRIBE` is the way to read it.
@@ -27,8 +26,6 @@ use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan};
 use laminar_exec::types::Schema;
 use laminar_persistence::manifest::{self, Manifest};
 use laminar_persistence::store::CheckpointStore;
-
-use crate::topology::Topology;
 
 /// Reads that lose a race with the coordinator's collection are retried
 /// this many times on the newer checkpoint.
@@ -166,7 +163,9 @@ fn read_at(
             stream: stream.into(),
             epoch: manifest.epoch,
         })?;
+    let started = std::time::Instant::now();
     let store = CheckpointStore::open_read_only(&dir.join("checkpoints")).map_err(|e| read_error(dir, e))?;
+    let opened = started.elapsed();
     let mut blobs = Vec::new();
     for shard in 0..manifest.shards {
         if let Some(blob) = store
@@ -176,25 +175,28 @@ fn read_at(
             blobs.push(blob);
         }
     }
-    let one = Topology::new(plan, 1, &vec![false; plan.sources.len()]);
-    let mut node = Driven::with_inputs(plan.nodes[root].spec.build(), &one.port_inputs(root));
-    let parts: Vec<laminar_exec::rescale::Part<'_>> = blobs
-        .iter()
-        .map(|b| laminar_exec::rescale::Part {
-            bytes: &b[..],
-            counters: true,
-        })
-        .collect();
+    let read = started.elapsed();
+    // Each key is in exactly one shard's part, so the union of the
+    // parts' rows is the view: each part is restored into an instance of
+    // its own (a merge into one, as a rescale does, would copy the state
+    // twice more).
     let restore = |e: laminar_exec::error::ExecError| read_error(dir, format!("stream {stream}: {e}"));
-    if !parts.is_empty() {
-        let bytes = node.rescaled(&parts, &|_| true).map_err(restore)?;
-        node.restore(&bytes).map_err(restore)?;
-    }
     let mut rows = Batch::new(plan.nodes[root].schema.len());
-    node.contents(&mut rows).map_err(|reason| ViewError::NotATable {
-        stream: stream.into(),
-        reason,
-    })?;
+    for blob in &blobs {
+        let inputs: Vec<usize> = (0..plan.nodes[root].inputs.len()).collect();
+        let mut node = Driven::with_inputs(plan.nodes[root].spec.build(), &inputs);
+        node.restore_operator(blob).map_err(restore)?;
+        node.contents(&mut rows).map_err(|reason| ViewError::NotATable {
+            stream: stream.into(),
+            reason,
+        })?;
+        if rows.len() > rows_max {
+            return Err(ViewError::TooLarge {
+                stream: stream.into(),
+                max: rows_max,
+            });
+        }
+    }
     for &n in &chain[1..] {
         let mut next = Driven::with_inputs(plan.nodes[n].spec.build(), &[0]);
         let mut out = Batch::new(plan.nodes[n].schema.len());
@@ -207,6 +209,14 @@ fn read_at(
             max: rows_max,
         });
     }
+    tracing::debug!(
+        "view {stream} at checkpoint {}: {} rows; store opened in {:?}, parts read by {:?}, rows made by {:?}",
+        manifest.epoch,
+        rows.len(),
+        opened,
+        read,
+        started.elapsed()
+    );
     let last = *chain.last().expect("a chain has a node");
     Ok(ViewContents {
         epoch: manifest.epoch,
