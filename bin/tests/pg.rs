@@ -448,3 +448,66 @@ fn connections_past_the_limit_are_refused_and_scram_checks_the_password() {
     }
     server.stop();
 }
+
+#[test]
+fn a_table_reads_as_its_latest_rows_and_a_reload_ends_subscriptions_not_views() {
+    let dir = tempdir();
+    let sql = "CREATE TABLE prices (auction BIGINT, price BIGINT, PRIMARY KEY (auction))
+         WITH (connector = 'tcp', port = '0', format = 'csv');
+         CREATE STREAM dear AS SELECT auction, price FROM prices WHERE price >= 100;\n";
+    write_config(dir.path(), sql, "");
+    let mut server = Server::start(dir.path());
+    // Three versions of key 1, two of key 2, one of key 3.
+    let lines: Vec<String> = ["1,10", "2,200", "1,150", "3,30", "2,20", "1,120"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert!(server.ingest("prices", &lines).starts_with("OK"));
+    let latest = vec!["1|120".to_string(), "2|20".to_string(), "3|30".to_string()];
+    wait_rows(&server, "SELECT * FROM prices ORDER BY auction", &latest);
+    assert_eq!(rows_of(&server, "SELECT * FROM dear"), vec!["1|120"]);
+    assert_eq!(
+        rows_of(&server, "SELECT price FROM prices WHERE auction = 2"),
+        vec!["20"]
+    );
+
+    // A subscriber, then a reload that adds a stream: the subscription
+    // ends (subscribe again to the new run), the views read on.
+    let mut sub = Command::new(PYTHON)
+        .arg(CLIENT)
+        .args([port(&server).as_str(), "stalled", "prices"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(sub.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(line.contains("subscribed"), "{line}");
+    std::fs::write(
+        dir.path().join("pipeline.sql"),
+        format!("{sql}CREATE STREAM cheap AS SELECT auction FROM prices WHERE price < 100;\n"),
+    )
+    .unwrap();
+    // SAFETY: kill only sends a signal to our child.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGHUP);
+    }
+    server.wait_for("ready (reloaded)");
+    writeln!(sub.stdin.take().unwrap()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    sub.wait().unwrap();
+    let r: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    assert_eq!(r["error"]["sqlstate"], "55000", "{r}");
+    assert!(r["error"]["message"].as_str().unwrap().contains("reloaded"), "{r}");
+    wait_rows(&server, "SELECT * FROM prices ORDER BY auction", &latest);
+    // The new stream reads the table's state: its view is its definition
+    // over the table, rows from before the reload included.
+    wait_rows(
+        &server,
+        "SELECT * FROM cheap ORDER BY 1",
+        &["2".to_string(), "3".to_string()],
+    );
+    server.stop();
+}
