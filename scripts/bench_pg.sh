@@ -45,15 +45,20 @@ result_rows_max = 100000000
 [limits]
 state_entries_max = 100000000
 TOML
+# Starts the server in the background ($pid) and waits for `ready`.
+start_server() {
+    : > serve.log
+    LAMINAR_LOG=warn "$bin" serve --config laminar.toml >/dev/null 2>serve.log &
+    pid=$!
+    until grep -q '^ready' serve.log; do
+        kill -0 "$pid" 2>/dev/null || { cat serve.log >&2; exit 1; }
+        sleep 0.1
+    done
+}
 awk -v n="$groups" 'BEGIN { srand(3); for (r = 0; r < 2; r++) for (i = 0; i < n; i++)
     printf "%d,%d,%d\n", i, int(rand() * 1000), 1704067200000 + r * n + i }' > in.csv
 
-LAMINAR_LOG=warn "$bin" serve --config laminar.toml >/dev/null 2>serve.log &
-pid=$!
-until grep -q '^ready' serve.log; do
-    kill -0 "$pid" 2>/dev/null || { cat serve.log >&2; exit 1; }
-    sleep 0.1
-done
+start_server
 source_addr=$(awk '/^listening: source bid/ { print $NF }' serve.log)
 sql_port=$(awk '/^listening: sql/ { print $NF }' serve.log | cut -d: -f2)
 "$bin" ingest --addr "$source_addr" in.csv >&2
@@ -102,13 +107,7 @@ PY
 # A cold read: the first SELECT after a restart reads the checkpoint the
 # stop left (the same path as the first SELECT of any new checkpoint).
 kill -TERM "$pid"; wait "$pid" || true
-: > serve.log
-LAMINAR_LOG=warn "$bin" serve --config laminar.toml >/dev/null 2>serve.log &
-pid=$!
-until grep -q '^ready' serve.log; do
-    kill -0 "$pid" 2>/dev/null || { cat serve.log >&2; exit 1; }
-    sleep 0.1
-done
+start_server
 sql_port=$(awk '/^listening: sql/ { print $NF }' serve.log | cut -d: -f2)
 /usr/bin/python3 - "$sql_port" <<'PY'
 import sys, time

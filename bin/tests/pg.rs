@@ -349,22 +349,46 @@ fn subscribe_streams_a_changelog_until_cancelled() {
     server.stop();
 }
 
+/// `pg_client.py stalled`: a subscriber that reads nothing until
+/// `finish`, started and subscribed.
+struct Stalled {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl Stalled {
+    fn start(server: &Server, stream: &str, env: &[(&str, &str)]) -> Stalled {
+        let mut child = Command::new(PYTHON)
+            .arg(CLIENT)
+            .args([port(server).as_str(), "stalled", stream])
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(line.contains("subscribed"), "{line}");
+        Stalled { child, out }
+    }
+
+    /// Lets it read what there is; its report (rows, error).
+    fn finish(mut self) -> serde_json::Value {
+        writeln!(self.child.stdin.take().unwrap()).unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
+        self.child.wait().unwrap();
+        serde_json::from_str(rest.lines().last().unwrap()).unwrap()
+    }
+}
+
 #[test]
 fn a_subscriber_that_never_reads_is_cut_and_the_pipeline_goes_on() {
     let dir = tempdir();
     write_config(dir.path(), &pipeline(), "[sql]\nsubscribe_buffer_bytes = 65536\n");
     let server = Server::start(dir.path());
-    let mut sub = Command::new(PYTHON)
-        .arg(CLIENT)
-        .args([port(&server).as_str(), "stalled", "per_auction"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(sub.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("subscribed"), "{line}");
+    let sub = Stalled::start(&server, "per_auction", &[]);
     // Far more changes than the socket buffers and the bound hold.
     let (lines, _) = bids(60_000, 13);
     for chunk in lines.chunks(10_000) {
@@ -376,11 +400,7 @@ fn a_subscriber_that_never_reads_is_cut_and_the_pipeline_goes_on() {
         "SELECT * FROM per_auction ORDER BY auction",
         &view_rows(&expected(&lines)),
     );
-    writeln!(sub.stdin.take().unwrap()).unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    sub.wait().unwrap();
-    let r: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    let r = sub.finish();
     assert_eq!(r["error"]["sqlstate"], "54000", "{r}");
     assert!(
         r["error"]["message"]
@@ -421,30 +441,18 @@ fn connections_past_the_limit_are_refused_and_scram_checks_the_password() {
         "{who}"
     );
     // Two subscribers hold both connections; a third is refused.
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut c = Command::new(PYTHON)
-            .arg(CLIENT)
-            .args([port(&server).as_str(), "stalled", "per_auction"])
-            .env("PGPASSWORD", "s3cret")
-            .env("PGUSER", "ops")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(c.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        held.push((c, line));
-    }
+    let held: Vec<Stalled> = (0..2)
+        .map(|_| Stalled::start(&server, "per_auction", &[("PGPASSWORD", "s3cret"), ("PGUSER", "ops")]))
+        .collect();
     let third = client(&server, &["password", "ops", "s3cret"]);
     assert_eq!(third["ok"], false, "{third}");
     assert!(
         third["message"].as_str().unwrap().contains("too many clients"),
         "{third}"
     );
-    for (mut c, _) in held {
-        c.kill().unwrap();
-        c.wait().unwrap();
+    for mut c in held {
+        c.child.kill().unwrap();
+        c.child.wait().unwrap();
     }
     server.stop();
 }
@@ -473,17 +481,7 @@ fn a_table_reads_as_its_latest_rows_and_a_reload_ends_subscriptions_not_views() 
 
     // A subscriber, then a reload that adds a stream: the subscription
     // ends (subscribe again to the new run), the views read on.
-    let mut sub = Command::new(PYTHON)
-        .arg(CLIENT)
-        .args([port(&server).as_str(), "stalled", "prices"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(sub.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert!(line.contains("subscribed"), "{line}");
+    let sub = Stalled::start(&server, "prices", &[]);
     std::fs::write(
         dir.path().join("pipeline.sql"),
         format!("{sql}CREATE STREAM cheap AS SELECT auction FROM prices WHERE price < 100;\n"),
@@ -494,11 +492,7 @@ fn a_table_reads_as_its_latest_rows_and_a_reload_ends_subscriptions_not_views() 
         libc::kill(server.child.id() as i32, libc::SIGHUP);
     }
     server.wait_for("ready (reloaded)");
-    writeln!(sub.stdin.take().unwrap()).unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    sub.wait().unwrap();
-    let r: serde_json::Value = serde_json::from_str(rest.lines().last().unwrap()).unwrap();
+    let r = sub.finish();
     assert_eq!(r["error"]["sqlstate"], "55000", "{r}");
     assert!(r["error"]["message"].as_str().unwrap().contains("reloaded"), "{r}");
     wait_rows(&server, "SELECT * FROM prices ORDER BY auction", &latest);

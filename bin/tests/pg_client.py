@@ -71,10 +71,11 @@ def subscribe(port, stream, want):
     """Reads rows of the subscription until `want`, then cancels it."""
     rows, error = [], None
     conn = connect(port)
-    print(json.dumps({"subscribed": True}), flush=True)
     try:
         with conn.cursor() as cur:
             with cur.copy(f"COPY (SUBSCRIBE {stream}) TO STDOUT") as copy:
+                # The server answered the COPY: its tap is in place.
+                print(json.dumps({"subscribed": True}), flush=True)
                 for row in copy.rows():
                     rows.append(list(row))
                     if len(rows) == want:

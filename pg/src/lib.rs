@@ -33,7 +33,8 @@ use laminar_reactor::runner::Control;
 pub use error::{PgError, SqlState};
 pub use query::{parse, Statement};
 
-/// What the server is configured with (`[sql]` in laminar.toml).
+/// What the server is configured with (`[sql]` in laminar.toml, whose
+/// defaults are `laminar_config::Sql`'s).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// The state directory of the run (its checkpoints are what SELECT
@@ -47,19 +48,6 @@ pub struct Options {
     pub connections_max: usize,
     pub result_rows_max: usize,
     pub subscribe_buffer_bytes: usize,
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            state_dir: PathBuf::new(),
-            user: "laminar".into(),
-            password: None,
-            connections_max: 64,
-            result_rows_max: 1_000_000,
-            subscribe_buffer_bytes: 4 << 20,
-        }
-    }
 }
 
 /// The pipeline as it runs now (a reload replaces it).

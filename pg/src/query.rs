@@ -134,9 +134,7 @@ pub fn parse(text: &str, plan: &PhysicalPlan) -> Result<Statement, PgError> {
             .and_then(|(t, _)| name_of(t))
             .ok_or_else(|| unexpected(1, "a stream's name"))?;
         end(2)?;
-        if laminar_reactor::view::output_node(plan, &name).is_none() {
-            return Err(PgError::new(SqlState::UndefinedTable, format!("no stream is named {name:?}")).at(w[1].1));
-        }
+        stream_node(plan, &name, w[1].1)?;
         return Ok(Statement::Explain(name));
     }
     if word_is(first, "SUBSCRIBE") {
@@ -191,16 +189,21 @@ fn subscribed(w: &[(Token, usize)], mut i: usize, text: &str, plan: &PhysicalPla
         let at = w.get(i).map_or(text.len(), |(_, at)| *at);
         return Err(PgError::new(SqlState::SyntaxError, "expected a stream's name").at(at));
     };
-    if laminar_reactor::view::output_node(plan, &name).is_none() {
-        let source = plan.sources.iter().any(|s| s.name.eq_ignore_ascii_case(&name));
-        let message = if source {
-            format!("{name} is a source: SUBSCRIBE to a stream that reads it")
-        } else {
-            format!("no stream is named {name:?}")
-        };
-        return Err(PgError::new(SqlState::UndefinedTable, message).at(at));
-    }
+    stream_node(plan, &name, at)?;
     Ok((name, i + 1))
+}
+
+/// The node computing stream `name`, or the error for a name that is a
+/// source or nothing (at byte `at` of the statement).
+fn stream_node(plan: &PhysicalPlan, name: &str, at: usize) -> Result<usize, PgError> {
+    laminar_reactor::view::output_node(plan, name).ok_or_else(|| {
+        let message = if plan.sources.iter().any(|s| s.name.eq_ignore_ascii_case(name)) {
+            format!("{name} is a source: its rows are not kept; SUBSCRIBE to a stream that reads it")
+        } else {
+            format!("no view or stream is named {name:?}")
+        };
+        PgError::new(SqlState::UndefinedTable, message).at(at)
+    })
 }
 
 fn unsupported(what: &str, text: &str, span: sqlparser::tokenizer::Span) -> PgError {
@@ -241,15 +244,7 @@ fn select(text: &str, plan: &PhysicalPlan) -> Result<Select, PgError> {
     };
     let stream = name.to_string();
     let at = offset(text, name.span().start);
-    let Some(node) = laminar_reactor::view::output_node(plan, &stream) else {
-        let source = plan.sources.iter().any(|x| x.name.eq_ignore_ascii_case(&stream));
-        let message = if source {
-            format!("{stream} is a source: its rows are not kept; SUBSCRIBE to a stream that reads it")
-        } else {
-            format!("no view or stream is named {stream:?}")
-        };
-        return Err(PgError::new(SqlState::UndefinedTable, message).at(at));
-    };
+    let node = stream_node(plan, &stream, at)?;
     laminar_reactor::view::check(plan, &stream)
         .map_err(|e| PgError::new(SqlState::FeatureNotSupported, e.to_string()).at(at))?;
     let schema: &Schema = &plan.nodes[node].schema;
