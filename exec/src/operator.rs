@@ -165,6 +165,15 @@ pub trait Operator {
         Err(format!("its {} operator keeps no table of its output", self.name()))
     }
 
+    /// `contents` of the state `checkpoint` wrote (a fresh operator's
+    /// query of a checkpoint): by default the state restored, then asked.
+    /// An operator may read its rows from the snapshot without building
+    /// its state. The outer error is a snapshot that does not decode.
+    fn snapshot_contents(&mut self, bytes: &[u8], out: &mut Batch) -> Result<Result<(), String>, ExecError> {
+        self.restore(bytes)?;
+        Ok(self.contents(out))
+    }
+
     /// Sets the counters (restoring a stateless operator).
     fn set_metrics(&mut self, metrics: OperatorMetrics);
 
@@ -361,12 +370,12 @@ impl Driven {
         Ok(())
     }
 
-    /// Restores only the operator's state from `checkpoint`'s bytes, not
-    /// the ports' watermarks: for a query reading a node's contents,
-    /// whatever the port layout of the run that wrote them.
-    pub fn restore_operator(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+    /// The operator's `contents` as of `checkpoint`'s bytes (see
+    /// `Operator::snapshot_contents`), whatever the port layout of the run
+    /// that wrote them: the ports' watermarks are not read.
+    pub fn snapshot_contents(&mut self, bytes: &[u8], out: &mut Batch) -> Result<Result<(), String>, ExecError> {
         let (_, operator) = Self::split(self.operator.name(), bytes)?;
-        self.operator.restore(operator)
+        self.operator.snapshot_contents(operator, out)
     }
 
     /// See `Operator::output_rows_hint`.

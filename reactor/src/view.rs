@@ -185,11 +185,12 @@ fn read_at(
     for blob in &blobs {
         let inputs: Vec<usize> = (0..plan.nodes[root].inputs.len()).collect();
         let mut node = Driven::with_inputs(plan.nodes[root].spec.build(), &inputs);
-        node.restore_operator(blob).map_err(restore)?;
-        node.contents(&mut rows).map_err(|reason| ViewError::NotATable {
-            stream: stream.into(),
-            reason,
-        })?;
+        node.snapshot_contents(blob, &mut rows)
+            .map_err(restore)?
+            .map_err(|reason| ViewError::NotATable {
+                stream: stream.into(),
+                reason,
+            })?;
         if rows.len() > rows_max {
             return Err(ViewError::TooLarge {
                 stream: stream.into(),
