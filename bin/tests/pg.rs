@@ -226,6 +226,22 @@ fn psql_runs_every_statement_and_a_select_equals_the_sink_folded() {
         vec!["1|X", "2|X"]
     );
 
+    // Binary results (psycopg's binary cursor, as tokio-postgres and
+    // asyncpg ask): the same values as text, typed.
+    for (sql, types) in [
+        (
+            "SELECT auction, bids, total > 1000 AS big, total / 3.0 AS third FROM per_auction ORDER BY auction LIMIT 5",
+            vec!["bool", "float", "int"],
+        ),
+        ("SHOW CHECKPOINTS", vec!["datetime", "float", "int"]),
+        ("SHOW STREAMS", vec!["bool", "str"]),
+    ] {
+        let r = client(&server, &["binary", sql]);
+        assert_eq!(r["text"], r["binary"], "{sql}: {r}");
+        assert_eq!(r["binary_types"], serde_json::json!(types), "{sql}: {r}");
+        assert!(!r["binary"].as_array().unwrap().is_empty(), "{sql}: {r}");
+    }
+
     // Bad SQL: PostgreSQL errors with SQLSTATE and position.
     for (sql, code, text) in [
         ("SELECT nope FROM per_auction", "42703", "LINE 1: SELECT nope"),

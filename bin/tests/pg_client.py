@@ -7,6 +7,7 @@ one JSON object; the Rust test asserts on it.
   pg_client.py PORT subscribe STREAM ROWS  COPY (SUBSCRIBE …) until ROWS rows, then cancel
   pg_client.py PORT stalled STREAM         subscribe, read nothing until told, then read
   pg_client.py PORT password USER PASS     connect with SCRAM and run SHOW SOURCES
+  pg_client.py PORT binary SQL             one query with text and with binary results
 """
 
 import json
@@ -102,6 +103,30 @@ def stalled(port, stream):
     print(json.dumps({"rows": rows, "error": error}))
 
 
+def as_text(v):
+    """A value as laminar writes it in text, whatever format it came in."""
+    import datetime
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "t" if v else "f"
+    if isinstance(v, datetime.datetime):
+        return v.strftime("%Y-%m-%d %H:%M:%S.") + f"{v.microsecond // 1000:03d}"
+    return str(v)
+
+
+def binary(port, sql):
+    out = {}
+    with connect(port) as conn:
+        for name, is_binary in (("text", False), ("binary", True)):
+            with conn.cursor(binary=is_binary) as cur:
+                cur.execute(sql)
+                rows = cur.fetchall()
+                out[name] = [[as_text(v) for v in r] for r in rows]
+                out[name + "_types"] = sorted({type(v).__name__ for r in rows for v in r})
+    print(json.dumps(out))
+
+
 def password(port, user, pw):
     try:
         with connect(port, user=user, password=pw) as conn:
@@ -121,6 +146,8 @@ def main():
         subscribe(port, args[0], int(args[1]))
     elif command == "stalled":
         stalled(port, args[0])
+    elif command == "binary":
+        binary(port, args[0])
     elif command == "password":
         password(port, args[0], args[1])
     else:

@@ -250,7 +250,13 @@ impl Handler {
 
     /// Runs a statement. `describe`: send the row description (the
     /// simple protocol; the extended one sent it at Describe).
-    async fn run<C>(&self, client: &mut C, text: &str, describe: bool) -> PgWireResult<Response>
+    async fn run<C>(
+        &self,
+        client: &mut C,
+        text: &str,
+        describe: bool,
+        format: Option<&Format>,
+    ) -> PgWireResult<Response>
     where
         C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
         C::Error: Debug,
@@ -258,7 +264,7 @@ impl Handler {
     {
         let current = self.current(text)?;
         let statement = crate::query::parse(text, &current.plan).map_err(|e| e.wire(text))?;
-        let fields = Arc::new(rows::fields(&statement, &current.plan));
+        let fields = Arc::new(rows::fields(&statement, &current.plan, format));
         let table = match &statement {
             Statement::Subscribe { stream, copy } => {
                 return self
@@ -290,8 +296,8 @@ impl Handler {
         let schema = Arc::clone(&fields);
         let data = table.into_iter().map(move |row| {
             let mut encoder = DataRowEncoder::new(Arc::clone(&schema));
-            for v in &row {
-                encoder.encode_field(v)?;
+            for (v, f) in row.iter().zip(schema.iter()) {
+                rows::encode(&mut encoder, f.format(), v)?;
             }
             Ok(encoder.take_row())
         });
@@ -380,13 +386,13 @@ impl Handler {
                 if copy {
                     let mut encoder = CopyEncoder::new_text(Arc::clone(fields), CopyTextOptions::default());
                     for v in &row {
-                        encoder.encode_field(v)?;
+                        encoder.encode_field(&rows::text(v))?;
                     }
                     client.feed(PgWireBackendMessage::CopyData(encoder.take_copy())).await?;
                 } else {
                     let mut encoder = DataRowEncoder::new(Arc::clone(fields));
-                    for v in &row {
-                        encoder.encode_field(v)?;
+                    for (v, f) in row.iter().zip(fields.iter()) {
+                        rows::encode(&mut encoder, f.format(), v)?;
                     }
                     client.feed(PgWireBackendMessage::DataRow(encoder.take_row())).await?;
                 }
@@ -414,7 +420,7 @@ impl SimpleQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self.run(client, query, true).await {
+        match self.run(client, query, true, None).await {
             Ok(r) => Ok(vec![r]),
             // An error of the statement, not of the connection.
             Err(PgWireError::UserError(info)) => Ok(vec![Response::Error(info)]),
@@ -443,9 +449,9 @@ impl QueryParser for Parser {
         Ok(Vec::new())
     }
 
-    fn get_result_schema(&self, stmt: &Prepared, _format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
+    fn get_result_schema(&self, stmt: &Prepared, format: Option<&Format>) -> PgWireResult<Vec<FieldInfo>> {
         let current = self.pipeline.current();
-        Ok(rows::fields(&stmt.statement, &current.plan))
+        Ok(rows::fields(&stmt.statement, &current.plan, format))
     }
 }
 
@@ -468,6 +474,6 @@ impl ExtendedQueryHandler for Handler {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let text = portal.statement.statement.text.clone();
-        self.run(client, &text, false).await
+        self.run(client, &text, false, Some(&portal.result_column_format)).await
     }
 }

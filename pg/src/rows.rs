@@ -9,15 +9,18 @@ use laminar_exec::batch::Op;
 use laminar_exec::plan::PhysicalPlan;
 use laminar_exec::types::{DataType, Value};
 use laminar_reactor::view::ViewContents;
-use pgwire::api::results::{FieldFormat, FieldInfo};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
 use pgwire::api::Type;
+use pgwire::error::PgWireResult;
 
 use crate::error::{PgError, SqlState};
 use crate::query::{Select, Statement};
 use crate::Current;
 
-/// Result rows of text values (NULL is None).
-pub type Rows = Vec<Vec<Option<String>>>;
+/// Result rows, typed as their columns; encoded as each column's format
+/// asks (`encode`).
+pub type Rows = Vec<Vec<Value>>;
 
 pub fn pg_type(t: DataType) -> Type {
     match t {
@@ -31,6 +34,61 @@ pub fn pg_type(t: DataType) -> Type {
 
 pub fn field(name: &str, t: Type) -> FieldInfo {
     FieldInfo::new(name.to_string(), None, None, t, FieldFormat::Text)
+}
+
+/// Encodes one value as its column's format asks: PostgreSQL's text
+/// form, or its binary form (what tokio-postgres, asyncpg and
+/// psycopg's binary cursors ask for).
+pub fn encode(encoder: &mut DataRowEncoder, format: FieldFormat, v: &Value) -> PgWireResult<()> {
+    if format == FieldFormat::Text {
+        return encoder.encode_field(&text(v));
+    }
+    match v {
+        Value::Null => encoder.encode_field(&None::<i64>),
+        Value::Bool(b) => encoder.encode_field(b),
+        Value::Int(i) => encoder.encode_field(i),
+        Value::Double(d) => encoder.encode_field(d),
+        Value::Str(s) => encoder.encode_field(&s.as_str()),
+        Value::Ts(ms) => encoder.encode_field(&Timestamp(*ms)),
+    }
+}
+
+/// A TIMESTAMP for the binary format: microseconds since 2000-01-01
+/// 00:00:00, big-endian (PostgreSQL's `timestamp_send`).
+#[derive(Debug)]
+struct Timestamp(i64);
+
+/// 2000-01-01 00:00:00 UTC in Unix milliseconds.
+const POSTGRES_EPOCH_UNIX_MS: i64 = 946_684_800_000;
+
+impl postgres_types::ToSql for Timestamp {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        out.put_i64(self.0.saturating_sub(POSTGRES_EPOCH_UNIX_MS).saturating_mul(1000));
+        Ok(postgres_types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMP
+    }
+
+    postgres_types::to_sql_checked!();
+}
+
+impl pgwire::types::ToSqlText for Timestamp {
+    fn to_sql_text(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+        _: &pgwire::types::format::FormatOptions,
+    ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(text(&Value::Ts(self.0)).unwrap_or_default().as_bytes());
+        Ok(postgres_types::IsNull::No)
+    }
 }
 
 /// A value in PostgreSQL's text format (NULL is None).
@@ -51,8 +109,26 @@ pub fn text(v: &Value) -> Option<String> {
     Some(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// The columns a statement answers with (SUBSCRIBE: `op` first).
-pub fn fields(statement: &Statement, plan: &PhysicalPlan) -> Vec<FieldInfo> {
+/// The columns a statement answers with (SUBSCRIBE: `op` first), in the
+/// formats the client asked for (the extended protocol's Bind; text
+/// otherwise).
+pub fn fields(statement: &Statement, plan: &PhysicalPlan, format: Option<&Format>) -> Vec<FieldInfo> {
+    let mut f = columns(statement, plan);
+    if let Some(format) = format {
+        for (i, c) in f.iter_mut().enumerate() {
+            *c = FieldInfo::new(
+                c.name().to_string(),
+                None,
+                None,
+                c.datatype().clone(),
+                format.format_for(i),
+            );
+        }
+    }
+    f
+}
+
+fn columns(statement: &Statement, plan: &PhysicalPlan) -> Vec<FieldInfo> {
     let text_fields = |names: &[&str]| names.iter().map(|n| field(n, Type::TEXT)).collect();
     match statement {
         Statement::ShowSources => text_fields(&["name", "connector", "columns", "watermark"]),
@@ -110,20 +186,20 @@ fn columns_text(schema: &laminar_exec::types::Schema) -> String {
 /// SHOW and EXPLAIN, from the plan, its counters and the manifest.
 pub fn describe(statement: &Statement, current: &Current, dir: &std::path::Path) -> Result<Rows, PgError> {
     let plan = &current.plan;
-    let s = |x: &str| Some(x.to_string());
+    let s = |x: &str| Value::str(x);
     let rows: Rows = match statement {
         Statement::ShowSources => plan
             .sources
             .iter()
             .map(|src| {
-                let watermark = src.watermark.as_ref().map(|w| {
+                let watermark = src.watermark.as_ref().map_or(Value::Null, |w| {
                     let column = src.schema.fields.get(w.column).map_or("?", |f| f.name.as_str());
-                    format!("{column} - {} ms", w.delay_ms)
+                    s(&format!("{column} - {} ms", w.delay_ms))
                 });
                 vec![
                     s(&src.name),
-                    Some(connector_word(format!("{:?}", src.connector))),
-                    Some(columns_text(&src.declared)),
+                    s(&connector_word(format!("{:?}", src.connector))),
+                    s(&columns_text(&src.declared)),
                     watermark,
                 ]
             })
@@ -143,9 +219,9 @@ pub fn describe(statement: &Statement, current: &Current, dir: &std::path::Path)
                 let queryable = laminar_reactor::view::check(plan, &d.name).is_ok();
                 Some(vec![
                     s(&d.name),
-                    Some(d.kind.word().to_string()),
-                    Some(columns_text(&plan.nodes[node].schema)),
-                    Some(if queryable { "t" } else { "f" }.into()),
+                    s(d.kind.word()),
+                    s(&columns_text(&plan.nodes[node].schema)),
+                    Value::Bool(queryable),
                     s(&d.text),
                 ])
             })
@@ -158,11 +234,7 @@ pub fn describe(statement: &Statement, current: &Current, dir: &std::path::Path)
                     laminar_exec::plan::Input::Node(n) => plan.nodes[n].name.clone(),
                     laminar_exec::plan::Input::Source(i) => plan.sources[i].name.clone(),
                 };
-                vec![
-                    s(&k.name),
-                    Some(stream),
-                    Some(connector_word(format!("{:?}", k.connector))),
-                ]
+                vec![s(&k.name), s(&stream), s(&connector_word(format!("{:?}", k.connector)))]
             })
             .collect(),
         Statement::ShowCheckpoints => {
@@ -178,13 +250,13 @@ pub fn describe(statement: &Statement, current: &Current, dir: &std::path::Path)
             manifest
                 .map(|m| {
                     vec![
-                        Some(m.epoch.to_string()),
-                        text(&Value::Ts(m.created_unix_ms)),
-                        Some(m.shards.to_string()),
-                        Some(m.state_bytes.to_string()),
-                        Some(m.state_bytes_written.to_string()),
-                        Some(completed.to_string()),
-                        Some(format!("{last_ms:.3}")),
+                        Value::Int(m.epoch as i64),
+                        Value::Ts(m.created_unix_ms),
+                        Value::Int(m.shards as i64),
+                        Value::Int(m.state_bytes as i64),
+                        Value::Int(m.state_bytes_written as i64),
+                        Value::Int(completed as i64),
+                        Value::Double((last_ms * 1000.0).round() / 1000.0),
                     ]
                 })
                 .into_iter()
@@ -375,7 +447,7 @@ impl Cached {
             .into_iter()
             .map(|(_, i)| {
                 let row = rows.row(i as usize);
-                q.columns.iter().map(|(_, _, e)| Ok(text(&eval(e, row)?))).collect()
+                q.columns.iter().map(|(_, _, e)| eval(e, row)).collect()
             })
             .collect()
     }
@@ -387,9 +459,7 @@ pub fn subscribed_rows(batch: &laminar_exec::batch::Batch, changelog: bool) -> R
         .rows()
         .map(|(op, row)| {
             let op = if changelog { op.as_str() } else { Op::Insert.as_str() };
-            std::iter::once(Some(op.to_string()))
-                .chain(row.iter().map(text))
-                .collect()
+            std::iter::once(Value::str(op)).chain(row.iter().cloned()).collect()
         })
         .collect()
 }
