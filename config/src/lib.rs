@@ -456,6 +456,8 @@ mod tests {
         let c = Config::parse("[pipeline]\nsql = 'SELECT 1'\n", Path::new(".")).unwrap();
         assert_eq!(c.state.dir, PathBuf::from("/var/lib/laminar"));
         assert_eq!(c.listen.admin, "127.0.0.1:9600");
+        assert_eq!(c.listen.sql, "127.0.0.1:6875");
+        assert_eq!((c.sql.connections_max, c.sql.password.as_deref()), (64, None));
         assert_eq!(c.limits.line_bytes_max, 1 << 20);
     }
 
@@ -470,6 +472,19 @@ mod tests {
         assert!(e.contains("line 4") && e.contains("invalid type"), "{e}");
         let e = err("[pipeline]\nsql = 'x'\n[listen]\nadmin = 'localhost'\n");
         assert!(e.contains("listen.admin: expected IP:PORT"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[listen]\nsql = 'localhost:6875'\n");
+        assert!(e.contains("listen.sql: expected IP:PORT"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[sql]\nconnections_max = 0\n");
+        assert!(
+            e.contains("sql.connections_max: must be between 1 and 10000, found 0"),
+            "{e}"
+        );
+        let e = err("[pipeline]\nsql = 'x'\n[sql]\npassword = ''\n");
+        assert!(e.contains("sql.password: must not be empty"), "{e}");
+        let e = err("[pipeline]\nsql = 'x'\n[sql]\nsubscribe_buffer_bytes = 10\n");
+        assert!(e.contains("sql.subscribe_buffer_bytes"), "{e}");
+        let off = Config::parse("[pipeline]\nsql = 'x'\n[listen]\nsql = ''\n", Path::new(".")).unwrap();
+        assert_eq!(off.listen.sql, "");
         // A key with a line break in it (found by the fuzzer): the error
         // names it escaped, on one line.
         let e = err(" [\"\\n [\"]");

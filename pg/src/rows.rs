@@ -152,15 +152,13 @@ fn columns(statement: &Statement, plan: &PhysicalPlan) -> Vec<FieldInfo> {
         Statement::Explain(_) => text_fields(&["plan"]),
         Statement::Select(s) => s.columns.iter().map(|(n, t, _)| field(n, pg_type(*t))).collect(),
         Statement::Subscribe { stream, .. } => {
-            let node = laminar_reactor::view::output_node(plan, stream).expect("checked by parse");
             let mut f = vec![field("op", Type::TEXT)];
-            f.extend(
-                plan.nodes[node]
-                    .schema
-                    .fields
-                    .iter()
-                    .map(|c| field(&c.name, pg_type(c.data_type))),
-            );
+            // The stream may be gone from a plan reloaded since the
+            // statement was prepared: its execution says so.
+            if let Some(node) = laminar_reactor::view::output_node(plan, stream) {
+                let columns = &plan.nodes[node].schema.fields;
+                f.extend(columns.iter().map(|c| field(&c.name, pg_type(c.data_type))));
+            }
             f
         }
     }
