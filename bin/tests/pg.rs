@@ -257,6 +257,11 @@ fn psql_runs_every_statement_and_a_select_equals_the_sink_folded() {
             "GROUP BY",
         ),
         ("SUBSCRIBE nothing", "42P01", "nothing"),
+        (
+            "SELECT total / (bids - bids) FROM per_auction",
+            "22000",
+            "division by zero",
+        ),
     ] {
         let (ok, _, err) = psql(&server, sql);
         assert!(!ok, "{sql} succeeded");

@@ -18,6 +18,8 @@ pub enum SqlState {
     QueryCanceled,
     /// No checkpoint yet, or the pipeline is (re)starting.
     ObjectNotInPrerequisiteState,
+    /// An expression failed on a row (division by zero, a bad cast).
+    DataException,
     /// Reading the state directory failed.
     IoError,
     InternalError,
@@ -35,6 +37,7 @@ impl SqlState {
             SqlState::TooManyConnections => "53300",
             SqlState::QueryCanceled => "57014",
             SqlState::ObjectNotInPrerequisiteState => "55000",
+            SqlState::DataException => "22000",
             SqlState::IoError => "58030",
             SqlState::InternalError => "XX000",
         }

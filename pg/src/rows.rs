@@ -389,7 +389,7 @@ impl Cached {
             self.lookup(columns, &values)
         };
         let eval = |e: &laminar_exec::expr::Expr, row: &[Value]| -> Result<Value, PgError> {
-            laminar_exec::func::eval_expr(e, row).map_err(|err| PgError::new(SqlState::InternalError, err.to_string()))
+            laminar_exec::func::eval_expr(e, row).map_err(|err| PgError::new(SqlState::DataException, err.to_string()))
         };
         let mut picked: Vec<(Vec<Value>, u32)> = Vec::new();
         for i in candidates {
