@@ -6,9 +6,10 @@
 //! shards at one barrier, and the store holds each shard's snapshot of
 //! every node. For the stream asked about, this finds the node whose
 //! state is the fold of its output (an unwindowed aggregate, a table, an
-//! unwindowed top-N: `Operator::contents`), restores that node's snapshot
-//! of each shard on the calling thread (each key is in exactly one), asks
-//! each for its rows, and pushes them through the stateless projections and
+//! unwindowed top-N: `Operator::contents`), reads each shard's snapshot
+//! of that node on the calling thread and asks a fresh instance for its
+//! rows (`Operator::snapshot_contents`; each key is in exactly one
+//! shard's), and pushes them through the stateless projections and
 //! filters between that node and the stream's output. A stream whose rows
 //! are append-only, or windowed with its closed windows gone, has no
 //! table: the error says why, and `SUBSCRIBE` is the way to read it.
