@@ -274,14 +274,21 @@ impl CheckpointStore {
     /// checkpoint `epoch`, checked as `read` checks it; None when that
     /// shard has no such part (the node is not active there).
     pub fn read_part(&self, epoch: u64, shard: u32, part: u32) -> Result<Option<AlignedPart>> {
-        let index = self.index(epoch, shard)?;
-        match index.parts.iter().find(|p| p.part == part) {
-            Some(p) => Ok(Some(self.read_indexed(epoch, shard, p)?)),
+        match self.part_index(epoch, shard, part)? {
+            Some(p) => Ok(Some(self.read_indexed(epoch, shard, &p)?)),
             None => Ok(None),
         }
     }
 
-    fn read_indexed(&self, epoch: u64, shard: u32, part: &PartIndex) -> Result<AlignedPart> {
+    /// The index entry of one part of shard `shard` at checkpoint
+    /// `epoch` (its chunks' lengths and checksums: equal entries are equal
+    /// bytes), without reading the part.
+    pub fn part_index(&self, epoch: u64, shard: u32, part: u32) -> Result<Option<PartIndex>> {
+        Ok(self.index(epoch, shard)?.parts.into_iter().find(|p| p.part == part))
+    }
+
+    /// Reads back the part an index entry of checkpoint `epoch` names.
+    pub fn read_indexed(&self, epoch: u64, shard: u32, part: &PartIndex) -> Result<AlignedPart> {
         // Reserved from the index, but bounded: a damaged index must
         // end in the length check below, not in an allocation failure.
         let reserve = part.len.min(PART_RESERVE_BYTES_MAX as u64) as usize;

@@ -3,6 +3,7 @@
 //! epoch, then cached with hash indexes for lookups).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use laminar_exec::batch::Op;
@@ -301,6 +302,9 @@ fn key_hash(row: &[Value], columns: &[usize]) -> u64 {
 pub struct Cached {
     plan: Arc<PhysicalPlan>,
     view: ViewContents,
+    /// The newest checkpoint the view is known to be current at: the one
+    /// read, or a later one whose parts of the node are the same bytes.
+    current_at: std::sync::atomic::AtomicU64,
     indexes: Mutex<HashMap<Vec<usize>, Arc<Index>>>,
 }
 
@@ -326,9 +330,21 @@ impl Views {
         // Held while reading: concurrent queries of a new checkpoint wait
         // for the one read instead of each reading it.
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.get(&key) {
-            if Some(c.view.epoch) == epoch && Arc::ptr_eq(&c.plan, &current.plan) {
+        if let Some(c) = cached.get(&key).filter(|c| Arc::ptr_eq(&c.plan, &current.plan)) {
+            if Some(c.current_at.load(Ordering::Relaxed)) == epoch {
                 return Ok(Arc::clone(c));
+            }
+            // A newer checkpoint: the same view when the node's state
+            // did not change (the store's index says, without reading it).
+            let (plan, dir, name) = (Arc::clone(&current.plan), dir.to_path_buf(), stream.to_string());
+            let version = tokio::task::spawn_blocking(move || laminar_reactor::view::version(&dir, &plan, &name))
+                .await
+                .map_err(|e| PgError::new(SqlState::InternalError, format!("reading the view: {e}")))?;
+            if let Ok((at, version)) = version {
+                if version == c.view.version {
+                    c.current_at.store(at, Ordering::Relaxed);
+                    return Ok(Arc::clone(c));
+                }
             }
         }
         let (plan, dir, name) = (Arc::clone(&current.plan), dir.to_path_buf(), stream.to_string());
@@ -337,6 +353,7 @@ impl Views {
             .map_err(|e| PgError::new(SqlState::InternalError, format!("reading the view: {e}")))??;
         let c = Arc::new(Cached {
             plan: Arc::clone(&current.plan),
+            current_at: std::sync::atomic::AtomicU64::new(view.epoch),
             view,
             indexes: Mutex::new(HashMap::new()),
         });

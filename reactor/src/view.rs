@@ -26,7 +26,7 @@ use laminar_exec::operator::Driven;
 use laminar_exec::plan::{Input, OperatorSpec, PhysicalPlan};
 use laminar_exec::types::Schema;
 use laminar_persistence::manifest::{self, Manifest};
-use laminar_persistence::store::CheckpointStore;
+use laminar_persistence::store::{CheckpointStore, PartIndex};
 
 /// Reads that lose a race with the coordinator's collection are retried
 /// this many times on the newer checkpoint.
@@ -58,6 +58,9 @@ pub enum ViewError {
 pub struct ViewContents {
     /// The checkpoint read, and when it was taken.
     pub epoch: u64,
+    /// A hash of the node's parts as the store indexes them (see
+    /// `version`): equal versions are equal state.
+    pub version: u64,
     pub created_unix_ms: i64,
     pub schema: Schema,
     /// `+I` rows, no marks.
@@ -137,6 +140,66 @@ pub fn read(dir: &Path, plan: &PhysicalPlan, stream: &str, rows_max: usize) -> R
     }
 }
 
+/// The checkpoint the state directory holds now, and the version of
+/// `stream`'s view in it (`ViewContents::version`), read from the store's
+/// index alone: a cached view of an equal version is still the view.
+pub fn version(dir: &Path, plan: &PhysicalPlan, stream: &str) -> Result<(u64, u64), ViewError> {
+    let chain = chain(plan, stream)?;
+    let manifest = manifest::read(dir)
+        .map_err(|e| read_error(dir, e))?
+        .ok_or_else(|| ViewError::NoCheckpoint { dir: dir.into() })?;
+    let part = checkpointed_part(plan, stream, chain[0], &manifest)?;
+    let store = CheckpointStore::open_read_only(&dir.join("checkpoints")).map_err(|e| read_error(dir, e))?;
+    let indexes = part_indexes(dir, &store, &manifest, part)?;
+    Ok((manifest.epoch, version_of(&indexes)))
+}
+
+/// The part number of node `root` in `manifest`'s checkpoint.
+fn checkpointed_part(plan: &PhysicalPlan, stream: &str, root: usize, manifest: &Manifest) -> Result<u32, ViewError> {
+    let identity = plan.identity().nodes[root];
+    manifest
+        .streams
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .find(|n| n.identity == identity)
+        .map(|n| n.part)
+        .ok_or_else(|| ViewError::NotCheckpointed {
+            stream: stream.into(),
+            epoch: manifest.epoch,
+        })
+}
+
+/// Each shard's index entry of `part` (shards where the node is not
+/// active have none).
+fn part_indexes(
+    dir: &Path,
+    store: &CheckpointStore,
+    manifest: &Manifest,
+    part: u32,
+) -> Result<Vec<(u32, PartIndex)>, ViewError> {
+    let mut out = Vec::new();
+    for shard in 0..manifest.shards {
+        if let Some(index) = store
+            .part_index(manifest.epoch, shard, part)
+            .map_err(|e| read_error(dir, e))?
+        {
+            out.push((shard, index));
+        }
+    }
+    Ok(out)
+}
+
+fn version_of(indexes: &[(u32, PartIndex)]) -> u64 {
+    let mut h = fxhash::FxHasher64::default();
+    for (shard, index) in indexes {
+        std::hash::Hash::hash(&(shard, index.len), &mut h);
+        for c in &index.chunks {
+            std::hash::Hash::hash(&(c.len, c.crc, c.hash), &mut h);
+        }
+    }
+    std::hash::Hasher::finish(&h)
+}
+
 fn read_error(dir: &Path, e: impl std::fmt::Display) -> ViewError {
     ViewError::Read {
         dir: dir.into(),
@@ -153,28 +216,18 @@ fn read_at(
     rows_max: usize,
 ) -> Result<ViewContents, ViewError> {
     let root = chain[0];
-    let identity = plan.identity().nodes[root];
-    let part = manifest
-        .streams
-        .iter()
-        .flat_map(|s| &s.nodes)
-        .find(|n| n.identity == identity)
-        .map(|n| n.part)
-        .ok_or_else(|| ViewError::NotCheckpointed {
-            stream: stream.into(),
-            epoch: manifest.epoch,
-        })?;
+    let part = checkpointed_part(plan, stream, root, manifest)?;
     let started = std::time::Instant::now();
     let store = CheckpointStore::open_read_only(&dir.join("checkpoints")).map_err(|e| read_error(dir, e))?;
     let opened = started.elapsed();
+    let indexes = part_indexes(dir, &store, manifest, part)?;
     let mut blobs = Vec::new();
-    for shard in 0..manifest.shards {
-        if let Some(blob) = store
-            .read_part(manifest.epoch, shard, part)
-            .map_err(|e| read_error(dir, e))?
-        {
-            blobs.push(blob);
-        }
+    for (shard, index) in &indexes {
+        blobs.push(
+            store
+                .read_indexed(manifest.epoch, *shard, index)
+                .map_err(|e| read_error(dir, e))?,
+        );
     }
     let read = started.elapsed();
     // Each key is in exactly one shard's part, so the union of the
@@ -222,6 +275,7 @@ fn read_at(
     let last = *chain.last().expect("a chain has a node");
     Ok(ViewContents {
         epoch: manifest.epoch,
+        version: version_of(&indexes),
         created_unix_ms: manifest.created_unix_ms,
         schema: plan.nodes[last].schema.clone(),
         rows,

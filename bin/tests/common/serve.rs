@@ -121,15 +121,20 @@ pub struct Server {
 impl Server {
     /// Starts `laminar serve` in `dir` and waits for `ready`.
     pub fn start(dir: &Path) -> Server {
+        Server::start_logging(
+            dir,
+            &std::env::var("LAMINAR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+    }
+
+    /// `start` with `LAMINAR_LOG` set to `filter`.
+    pub fn start_logging(dir: &Path, filter: &str) -> Server {
         let shared = (!HOLDS_EXCLUSIVE.with(std::cell::Cell::get))
             .then(|| EXCLUSIVE.read().unwrap_or_else(std::sync::PoisonError::into_inner));
         let mut child = Command::new(BIN)
             .args(["serve", "--config", "laminar.toml"])
             .current_dir(dir)
-            .env(
-                "LAMINAR_LOG",
-                std::env::var("LAMINAR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("LAMINAR_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -165,6 +170,14 @@ impl Server {
             }
         }
         server
+    }
+
+    /// Takes in the stderr lines printed so far, without waiting.
+    pub fn drain_log(&mut self) -> &[String] {
+        while let Ok(line) = self.lines.try_recv() {
+            self.log.push(line);
+        }
+        &self.log
     }
 
     /// Waits for a stderr line containing `text`; panics with the log
