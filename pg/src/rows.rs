@@ -308,10 +308,19 @@ pub struct Cached {
     indexes: Mutex<HashMap<Vec<usize>, Arc<Index>>>,
 }
 
-/// The views read so far, one checkpoint each: by stream name.
+/// The views read so far, by stream name: one slot per stream, so a
+/// stream's read holds up only the queries of that stream.
 #[derive(Default)]
 pub struct Views {
-    cached: tokio::sync::Mutex<HashMap<String, Arc<Cached>>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+/// A stream's cached view; its lock is held while the view is read, so
+/// concurrent queries of a new checkpoint wait for the one read instead
+/// of each reading it.
+#[derive(Default)]
+struct Slot {
+    cached: tokio::sync::Mutex<Option<Arc<Cached>>>,
 }
 
 impl Views {
@@ -323,14 +332,15 @@ impl Views {
         stream: &str,
         rows_max: usize,
     ) -> Result<Arc<Cached>, PgError> {
-        let key = stream.to_ascii_lowercase();
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(slots.entry(stream.to_ascii_lowercase()).or_default())
+        };
         let epoch = laminar_persistence::manifest::read(dir)
             .map_err(|e| PgError::new(SqlState::IoError, format!("reading the manifest: {e}")))?
             .map(|m| m.epoch);
-        // Held while reading: concurrent queries of a new checkpoint wait
-        // for the one read instead of each reading it.
-        let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.get(&key).filter(|c| Arc::ptr_eq(&c.plan, &current.plan)) {
+        let mut cached = slot.cached.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| Arc::ptr_eq(&c.plan, &current.plan)) {
             if Some(c.current_at.load(Ordering::Relaxed)) == epoch {
                 return Ok(Arc::clone(c));
             }
@@ -347,6 +357,9 @@ impl Views {
                 }
             }
         }
+        // The old view goes before the new one is read (queries running on
+        // it keep their copy): the cache never holds two of a stream.
+        *cached = None;
         let (plan, dir, name) = (Arc::clone(&current.plan), dir.to_path_buf(), stream.to_string());
         let view = tokio::task::spawn_blocking(move || laminar_reactor::view::read(&dir, &plan, &name, rows_max))
             .await
@@ -357,7 +370,7 @@ impl Views {
             view,
             indexes: Mutex::new(HashMap::new()),
         });
-        cached.insert(key, Arc::clone(&c));
+        *cached = Some(Arc::clone(&c));
         Ok(c)
     }
 }
