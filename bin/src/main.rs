@@ -134,6 +134,10 @@ enum Command {
         #[arg(long, default_value_t = 1000, requires = "state_dir",
               value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
         checkpoint_interval_ms: u64,
+        /// Checkpoint after every N rows each shard's sources read,
+        /// instead of by time: the positions are the same from run to run.
+        #[arg(long, requires = "state_dir", value_parser = clap::value_parser!(u64).range(1..))]
+        checkpoint_every_rows: Option<u64>,
         /// A node holding at least this many MB of state is snapshotted
         /// by a forked process (copy-on-write), so its shard stops only
         /// for the fork; smaller states are copied on the shard (0: fork
@@ -346,6 +350,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             split_chunk_bytes,
             state_dir,
             checkpoint_interval_ms,
+            checkpoint_every_rows,
             fork_snapshot_mb,
             no_fork_snapshots,
             resets,
@@ -382,7 +387,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                     durability: state_dir.map(|state_dir| laminar_reactor::checkpoint::Durability {
                         state_dir,
                         interval: std::time::Duration::from_millis(checkpoint_interval_ms),
-                        every_rows: None,
+                        every_rows: checkpoint_every_rows,
                         fork_bytes_min: (!no_fork_snapshots).then_some((fork_snapshot_mb as usize) << 20),
                         faults: laminar_persistence::Faults::none(),
                         resets,
