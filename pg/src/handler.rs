@@ -15,12 +15,12 @@ use pgwire::api::auth::{AuthSource, DefaultServerParameterProvider, LoginInfo, P
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{CopyEncoder, CopyTextOptions, DataRowEncoder, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{CopyEncoder, CopyTextOptions, DataRowEncoder, FieldInfo, QueryResponse, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::copy::{CopyDone, CopyOutResponse};
+use pgwire::messages::copy::CopyOutResponse;
 use pgwire::messages::data::RowDescription;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
@@ -362,24 +362,25 @@ impl Handler {
         // A cancel request drops this future (pgwire selects on it while
         // the statement runs, and the subscription runs here), which
         // ends the copy with SQLSTATE 57014.
-        let mut sent = 0usize;
+        // It ends only with an error: a cut, the run's end, or (dropping
+        // this future) a cancel or the client gone.
         let end = loop {
             let next = std::future::poll_fn(|cx| tap.poll_next(cx)).await;
             let batch = match next {
                 laminar_reactor::tap::Tapped::Rows(b) => b,
                 laminar_reactor::tap::Tapped::Cut { bytes_max } => {
-                    break Some(PgError::new(
+                    break PgError::new(
                         SqlState::ProgramLimitExceeded,
                         format!(
                             "subscription to {stream} cut: the client left more than {bytes_max} bytes of rows unread (sql.subscribe_buffer_bytes)"
                         ),
-                    ));
+                    );
                 }
                 laminar_reactor::tap::Tapped::Ended => {
-                    break Some(PgError::new(
+                    break PgError::new(
                         SqlState::ObjectNotInPrerequisiteState,
                         "the pipeline stopped or was reloaded: subscribe again",
-                    ));
+                    );
                 }
             };
             for row in rows::subscribed_rows(&batch, changelog) {
@@ -396,18 +397,10 @@ impl Handler {
                     }
                     client.feed(PgWireBackendMessage::DataRow(encoder.take_row())).await?;
                 }
-                sent += 1;
             }
             client.flush().await?;
         };
-        match end {
-            Some(e) => Err(e.wire(text)),
-            None if copy => {
-                client.send(PgWireBackendMessage::CopyDone(CopyDone::new())).await?;
-                Ok(Response::Execution(Tag::new("COPY").with_rows(sent)))
-            }
-            None => Ok(Response::Execution(Tag::new("SELECT").with_rows(sent))),
-        }
+        Err(end.wire(text))
     }
 }
 

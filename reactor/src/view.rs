@@ -103,13 +103,18 @@ fn chain(plan: &PhysicalPlan, stream: &str) -> Result<Vec<usize>, ViewError> {
 /// Checks that `stream` can be read as a table, without reading it: the
 /// same errors `read` gives for what the plan decides.
 pub fn check(plan: &PhysicalPlan, stream: &str) -> Result<(), ViewError> {
+    table_chain(plan, stream).map(|_| ())
+}
+
+/// `chain`, for a stream whose root node's state is its table.
+fn table_chain(plan: &PhysicalPlan, stream: &str) -> Result<Vec<usize>, ViewError> {
     let chain = chain(plan, stream)?;
     let root = &plan.nodes[chain[0]];
     let reason = match &root.spec {
-        OperatorSpec::Aggregate(a) if a.window.is_none() => return Ok(()),
+        OperatorSpec::Aggregate(a) if a.window.is_none() => return Ok(chain),
         OperatorSpec::Aggregate(_) => "it is windowed: a closed window's rows are not kept",
-        OperatorSpec::Upsert(_) => return Ok(()),
-        OperatorSpec::TopN(t) if t.window_end.is_none() => return Ok(()),
+        OperatorSpec::Upsert(_) => return Ok(chain),
+        OperatorSpec::TopN(t) if t.window_end.is_none() => return Ok(chain),
         OperatorSpec::TopN(_) => "it ranks within windows and emits each window once, at its close",
         _ => "its rows are append-only",
     };
@@ -122,8 +127,7 @@ pub fn check(plan: &PhysicalPlan, stream: &str) -> Result<(), ViewError> {
 /// The rows of `stream` as of the last checkpoint in `dir`, the state
 /// directory of a run of `plan` (see the module doc). At most `rows_max`.
 pub fn read(dir: &Path, plan: &PhysicalPlan, stream: &str, rows_max: usize) -> Result<ViewContents, ViewError> {
-    check(plan, stream)?;
-    let chain = chain(plan, stream)?;
+    let chain = table_chain(plan, stream)?;
     let latest = || {
         manifest::read(dir)
             .map_err(|e| read_error(dir, e))?
@@ -231,8 +235,8 @@ fn read_at(
     }
     let read = started.elapsed();
     // Each key is in exactly one shard's part, so the union of the
-    // parts' rows is the view: each part is restored into an instance of
-    // its own (a merge into one, as a rescale does, would copy the state
+    // parts' rows is the view: each part is asked by an instance of its
+    // own (a merge into one, as a rescale does, would copy the state
     // twice more).
     let restore = |e: laminar_exec::error::ExecError| read_error(dir, format!("stream {stream}: {e}"));
     let mut rows = Batch::new(plan.nodes[root].schema.len());
@@ -256,13 +260,8 @@ fn read_at(
         let mut next = Driven::with_inputs(plan.nodes[n].spec.build(), &[0]);
         let mut out = Batch::new(plan.nodes[n].schema.len());
         next.apply(0, &rows, &mut out).map_err(restore)?;
+        // Projections and filters never add rows: the bound above holds.
         rows = out;
-    }
-    if rows.len() > rows_max {
-        return Err(ViewError::TooLarge {
-            stream: stream.into(),
-            max: rows_max,
-        });
     }
     tracing::debug!(
         "view {stream} at checkpoint {}: {} rows; store opened in {:?}, parts read by {:?}, rows made by {:?}",
